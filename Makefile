@@ -1,0 +1,49 @@
+# The two commands: `make run` serves on the embedded default, `make test` runs every gate.
+# Both create .venv and install the API (with its dev extra) when missing or out of date.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+API    := apps/api
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck pytest install migrate bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python $(API)/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '$(API)[dev]'
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install the API with its dev tools
+
+run: $(STAMP)  ## migrate and serve on http://$(HOST):$(PORT) (SQLite under ./data by default)
+	$(BIN)/collection-api serve --host $(HOST) --port $(PORT)
+
+migrate: $(STAMP)  ## upgrade the configured database to the newest schema
+	$(BIN)/collection-api migrate
+
+lint: $(STAMP)  ## ruff check + ruff format --check
+	cd $(API) && ../../$(BIN)/ruff check . && ../../$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)  ## mypy (strict) on src/
+	cd $(API) && ../../$(BIN)/mypy
+
+pytest: $(STAMP)  ## the test suite (PostgreSQL when TEST_DATABASE_URL is set)
+	cd $(API) && ../../$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest  ## every gate: lint, format, types, tests
+
+bench: $(STAMP)  ## benchmarks (print tables; never asserted)
+	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:  ## remove the virtualenv and caches (keeps ./data)
+	rm -rf $(VENV) $(API)/.pytest_cache $(API)/.mypy_cache $(API)/.ruff_cache

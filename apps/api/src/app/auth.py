@@ -1,0 +1,316 @@
+"""Bearer-token authentication, user provisioning, the acting organization and permissions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.config import Settings
+from app.database import Database
+from app.services import users as user_service
+from app.tables import Role
+
+logger = logging.getLogger(__name__)
+
+HMAC_ALGORITHMS = frozenset({"HS256"})
+JWKS_ALGORITHMS = frozenset({"RS256", "ES256"})
+
+ALL_PERMISSIONS = frozenset(
+    {
+        "collection.view",
+        "collection.run",
+        "presets.manage",
+        "members.manage",
+        "admin.automation",
+    }
+)
+ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
+    Role.ADMIN: ALL_PERMISSIONS,
+    Role.MEMBER: frozenset({"collection.view", "collection.run", "presets.manage"}),
+    Role.VIEWER: frozenset({"collection.view"}),
+}
+
+
+class InvalidTokenError(Exception):
+    """The bearer token cannot be trusted; the message says why (safe to show)."""
+
+
+class KeysUnavailableError(Exception):
+    """The identity provider's signing keys could not be fetched."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What the service takes from a verified token."""
+
+    user_id: uuid.UUID
+    email: str
+
+
+class JwksCache:
+    """Signing keys from a JWKS endpoint, cached, refreshed when an unknown `kid` appears."""
+
+    MIN_REFRESH_INTERVAL = 30.0
+
+    def __init__(self, url: str, *, ttl_seconds: float, client: httpx.AsyncClient) -> None:
+        self._url = url
+        self._ttl = ttl_seconds
+        self._client = client
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str | None) -> jwt.PyJWK:
+        """The key for `kid` (or the only key, when the token names none)."""
+        now = time.monotonic()
+        stale = now - self._fetched_at > self._ttl
+        unknown = kid is not None and kid not in self._keys
+        if stale or (unknown and now - self._fetched_at > self.MIN_REFRESH_INTERVAL):
+            await self._refresh()
+        if kid is None:
+            if len(self._keys) == 1:
+                return next(iter(self._keys.values()))
+            raise InvalidTokenError("token header has no 'kid' and the JWKS holds several keys")
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise InvalidTokenError(f"no signing key with kid {kid!r}") from None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < 1.0:
+                return  # another request just refreshed
+            try:
+                response = await self._client.get(self._url, timeout=10.0)
+                response.raise_for_status()
+                key_set = jwt.PyJWKSet.from_dict(response.json())
+            except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
+                if self._keys:
+                    logger.warning(
+                        "JWKS refresh from %s failed, keeping old keys: %s", self._url, exc
+                    )
+                    self._fetched_at = time.monotonic()
+                    return
+                raise KeysUnavailableError(f"cannot fetch JWKS from {self._url}: {exc}") from exc
+            self._keys = {k.key_id: k for k in key_set.keys if k.key_id is not None}
+            if not self._keys and key_set.keys:
+                self._keys = {"": key_set.keys[0]}
+            self._fetched_at = time.monotonic()
+
+
+class TokenVerifier:
+    """Verifies HS256 tokens with the shared secret and RS256/ES256 tokens against a JWKS."""
+
+    def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
+        self._secret = settings.jwt_signing_secret
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway_seconds
+        self._jwks = (
+            JwksCache(
+                settings.jwt_jwks_url,
+                ttl_seconds=settings.jwt_jwks_cache_seconds,
+                client=http or httpx.AsyncClient(),
+            )
+            if settings.jwt_jwks_url
+            else None
+        )
+
+    async def verify(self, token: str) -> TokenClaims:
+        """Check signature, expiry, audience (and issuer); return the identity it carries."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as exc:
+            raise InvalidTokenError(f"malformed token: {exc}") from None
+        algorithm = header.get("alg")
+        key: Any
+        if algorithm in HMAC_ALGORITHMS:
+            key = self._secret
+        elif algorithm in JWKS_ALGORITHMS:
+            if self._jwks is None:
+                raise InvalidTokenError(f"{algorithm} tokens are not accepted: no JWT_JWKS_URL set")
+            jwk = await self._jwks.key(header.get("kid"))
+            if jwk.algorithm_name != algorithm:
+                raise InvalidTokenError(f"key {header.get('kid')!r} is not for {algorithm}")
+            key = jwk.key
+        else:
+            raise InvalidTokenError(f"unsupported signing algorithm {algorithm!r}")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidTokenError("token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidTokenError(f"token audience is not {self._audience!r}") from None
+        except jwt.InvalidTokenError as exc:
+            raise InvalidTokenError(str(exc) or type(exc).__name__) from None
+        try:
+            user_id = uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise InvalidTokenError("claim 'sub' must be a UUID") from None
+        email = claims.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise InvalidTokenError("claim 'email' is missing or not an email address")
+        return TokenClaims(user_id=user_id, email=email.strip().lower())
+
+
+def issue_token(
+    settings: Settings, *, user_id: uuid.UUID, email: str, ttl_seconds: int = 86_400
+) -> str:
+    """Sign an HS256 token the server accepts (for the CLI and tests)."""
+    now = int(time.time())
+    payload = {
+        "sub": str(user_id),
+        "email": email,
+        "aud": settings.jwt_audience,
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if settings.jwt_issuer:
+        payload["iss"] = settings.jwt_issuer
+    return jwt.encode(payload, settings.jwt_signing_secret, algorithm="HS256")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user and the organizations they belong to."""
+
+    user_id: uuid.UUID
+    email: str
+    memberships: dict[uuid.UUID, Role]
+
+
+@dataclass(frozen=True, slots=True)
+class OrgContext:
+    """The acting user inside the acting organization: what every tenant query is scoped by."""
+
+    user_id: uuid.UUID
+    email: str
+    org_id: uuid.UUID
+    role: Role
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        """Permission keys granted by this user's role in the organization."""
+        return ROLE_PERMISSIONS[self.role]
+
+
+_bearer = HTTPBearer(auto_error=False, description="JWT signed with JWT_SECRET or a JWKS key")
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail=message,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate the request and provision its user on first sight."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing bearer token: send 'Authorization: Bearer <JWT>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        claims = await verifier.verify(credentials.credentials)
+    except InvalidTokenError as exc:
+        raise _unauthorized(f"invalid token: {exc}") from None
+    except KeysUnavailableError as exc:
+        logger.error("%s", exc)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail="identity provider keys are unavailable"
+        ) from None
+    database: Database = request.app.state.database
+    try:
+        memberships = await user_service.resolve_user(
+            database, user_id=claims.user_id, email=claims.email
+        )
+    except user_service.EmailTakenError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_org_context(
+    principal: CurrentPrincipal,
+    x_org_id: Annotated[
+        str | None,
+        Header(description="Organization to act in; needed only with several memberships."),
+    ] = None,
+) -> OrgContext:
+    """The organization the request acts in: the only membership, or the one in X-Org-Id."""
+    if x_org_id is not None:
+        try:
+            org_id = uuid.UUID(x_org_id)
+        except ValueError:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                detail=f"X-Org-Id must be an organization UUID, got {x_org_id!r}",
+            ) from None
+        role = principal.memberships.get(org_id)
+        if role is None:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail=f"you are not a member of organization {org_id}"
+            )
+        return OrgContext(principal.user_id, principal.email, org_id, role)
+    if not principal.memberships:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="you are not a member of any organization: create one with POST /orgs "
+            "or ask an admin to add you",
+        )
+    if len(principal.memberships) > 1:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"you belong to {len(principal.memberships)} organizations: "
+            "name one with the X-Org-Id header (see GET /me)",
+        )
+    ((org_id, role),) = principal.memberships.items()
+    return OrgContext(principal.user_id, principal.email, org_id, role)
+
+
+CurrentOrg = Annotated[OrgContext, Depends(get_org_context)]
+
+
+def require_permission_key(key: str) -> Callable[[OrgContext], Awaitable[OrgContext]]:
+    """A dependency that admits only users whose role grants permission `key`."""
+    if key not in ALL_PERMISSIONS:
+        raise ValueError(f"unknown permission key {key!r}")
+
+    async def _require(ctx: CurrentOrg) -> OrgContext:
+        if key not in ctx.permissions:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"permission {key!r} is required; your role {ctx.role.value!r} lacks it",
+            )
+        return ctx
+
+    _require.__name__ = f"require_{key.replace('.', '_')}"
+    return _require

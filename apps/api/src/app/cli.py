@@ -1,0 +1,162 @@
+"""The `collection-api` command: serve, migrate, and local tokens and bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+
+import click
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from app import __version__
+from app.config import Settings
+from app.observability import configure_logging
+
+# Users who sign in with `collection-api token --email E` and no --sub get a stable id
+# derived from the email, so the same email is the same user every time.
+LOCAL_USER_NAMESPACE = uuid.UUID("5f0b7c1e-6a38-4d59-9d7e-2b1c0a4e8f11")
+
+
+def local_user_id(email: str) -> uuid.UUID:
+    """The user id `token` and `bootstrap` use for an email when none is given."""
+    return uuid.uuid5(LOCAL_USER_NAMESPACE, email.strip().lower())
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from None
+
+
+def _email(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    value = value.strip().lower()
+    local, _, domain = value.partition("@")
+    if not local or "." not in domain:
+        raise click.BadParameter(f"{value!r} is not an email address")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="collection-api")
+def main() -> None:
+    """Collection API: Amazon best sellers, their eBay sellers, on a cron schedule.
+
+    Configuration comes from the environment and a .env file (DATABASE_URL, JWT_SECRET,
+    ...; see the README). With nothing set it uses SQLite under ./data.
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-migrate", is_flag=True, help="Do not upgrade the database schema first.")
+def serve(host: str, port: int, no_migrate: bool) -> None:
+    """Migrate the database (unless --no-migrate) and serve the HTTP API."""
+    import uvicorn
+
+    from app import migrate
+    from app.main import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not no_migrate:
+        migrate.upgrade(settings)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@main.command("migrate")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def migrate_command(revision: str) -> None:
+    """Upgrade the database schema (safe while other instances start)."""
+    from app import migrate
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    migrate.upgrade(settings, revision)
+    click.echo(f"database at {revision}", err=True)
+
+
+@main.command()
+@click.option("--email", required=True, callback=_email, help="The user's email claim.")
+@click.option("--sub", type=click.UUID, help="User id (default: derived from the email).")
+@click.option(
+    "--ttl", default=86_400, show_default=True, type=click.IntRange(1), help="Lifetime in seconds."
+)
+def token(email: str, sub: uuid.UUID | None, ttl: int) -> None:
+    """Print a signed JWT for local use (HS256, the secret the server verifies)."""
+    from app.auth import issue_token
+
+    settings = _settings()
+    click.echo(
+        issue_token(settings, user_id=sub or local_user_id(email), email=email, ttl_seconds=ttl)
+    )
+
+
+@main.command()
+@click.option("--org", "org_name", required=True, help="Organization name.")
+@click.option("--email", required=True, callback=_email, help="Email of its first admin.")
+@click.option("--ttl", default=86_400, show_default=True, type=click.IntRange(1))
+def bootstrap(org_name: str, email: str, ttl: int) -> None:
+    """Create an organization and its admin user; print {"org_id", "user_id", "token"}.
+
+    Idempotent: when this email already administers an organization of that name, that
+    one is reused. Migrates the database first.
+    """
+    from app import migrate
+    from app.auth import issue_token
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    migrate.upgrade(settings)
+    org_name = org_name.strip()
+    if not org_name:
+        raise click.BadParameter("must not be empty", param_hint="--org")
+    org_id, user_id = asyncio.run(_bootstrap(settings, org_name, email))
+    result = {
+        "org_id": str(org_id),
+        "user_id": str(user_id),
+        "token": issue_token(settings, user_id=user_id, email=email, ttl_seconds=ttl),
+    }
+    click.echo(json.dumps(result))
+
+
+async def _bootstrap(settings: Settings, org_name: str, email: str) -> tuple[uuid.UUID, uuid.UUID]:
+    from app.database import Database
+    from app.services import orgs as org_service
+    from app.services import users as user_service
+    from app.tables import Membership, Organization, Role, User
+
+    database = Database.from_settings(settings)
+    try:
+        async with database.transaction() as session:
+            user_id = await session.scalar(sa.select(User.id).where(User.email == email))
+            if user_id is None:
+                user_id = local_user_id(email)
+                await user_service.provision_user(session, user_id=user_id, email=email)
+            org_id = await session.scalar(
+                sa.select(Organization.id)
+                .join(Membership, Membership.org_id == Organization.id)
+                .where(
+                    Organization.name == org_name,
+                    Membership.user_id == user_id,
+                    Membership.role == Role.ADMIN,
+                )
+                .limit(1)
+            )
+            if org_id is None:
+                org = await org_service.create_org(session, name=org_name, admin_id=user_id)
+                org_id = org.id
+        return org_id, user_id
+    finally:
+        await database.dispose()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Service settings, read once from the environment (and a `.env` file)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+_WEAK_SECRETS = {"secret", "changeme", "change-me", "changethis", "jwt-secret", "password"}
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; field names are the environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Directory for the embedded database and the generated JWT secret.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy async URL; empty means SQLite under DATA_DIR.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_echo: bool = False
+
+    jwt_secret: str | None = Field(
+        default=None,
+        description="HS256 secret; when unset one is generated once under DATA_DIR.",
+        repr=False,
+    )
+    jwt_audience: str = "authenticated"
+    jwt_issuer: str | None = None
+    jwt_jwks_url: str | None = Field(
+        default=None, description="JWKS endpoint for RS256/ES256 tokens (e.g. Supabase)."
+    )
+    jwt_jwks_cache_seconds: int = Field(default=600, ge=0)
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    scheduler_enabled: bool = True
+    schedule_misfire_grace_seconds: int = Field(default=3600, ge=0)
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _refuse_weak_secret(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.lower() in _WEAK_SECRETS or len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"JWT_SECRET must be a random string of at least {MIN_SECRET_LENGTH} characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
+                "or unset to have one generated under DATA_DIR"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+                f"got {value.split('://', 1)[0]!r}://..."
+            )
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in use: DATABASE_URL, or SQLite under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'collection.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the configured database is SQLite."""
+        return self.effective_database_url.startswith("sqlite")
+
+    @cached_property
+    def jwt_signing_secret(self) -> str:
+        """The HS256 secret: JWT_SECRET, or the one generated once and kept under DATA_DIR."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        return load_or_create_secret(self.data_dir / "jwt_secret")
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Read the secret at `path`, creating it (mode 0600) on first use.
+
+    The new secret is written to a private temporary file and hard-linked into place, so
+    two processes starting at once agree on one secret and never read a half-written file.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = secrets.token_urlsafe(48)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(candidate + "\n")
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race; use its secret
+        finally:
+            tmp.unlink(missing_ok=True)
+    value = path.read_text(encoding="utf-8").strip()
+    if len(value) < MIN_SECRET_LENGTH:
+        raise RuntimeError(
+            f"{path} holds a secret shorter than {MIN_SECRET_LENGTH} characters; "
+            "delete it to have a new one generated"
+        )
+    return value

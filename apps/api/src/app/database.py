@@ -1,0 +1,141 @@
+"""Async engine and sessions; the one place that knows SQLite from PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import Pool
+from sqlalchemy.sql.dml import Insert
+
+from app.config import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def create_engine(settings: Settings, *, poolclass: type[Pool] | None = None) -> AsyncEngine:
+    """Create the async engine for the configured database, with dialect set-up applied."""
+    url = make_url(settings.effective_database_url)
+    options: dict[str, Any] = {"echo": settings.database_echo}
+    if poolclass is not None:
+        options["poolclass"] = poolclass
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options
+        )
+        _configure_sqlite(engine)
+        return engine
+    if poolclass is None:
+        options.update(
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_pool_size,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+        )
+    return create_async_engine(url, **options)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, foreign keys, a busy timeout, and transactions that take the write lock up front.
+
+    Python's sqlite3 module begins transactions lazily, and SQLite upgrades a read
+    transaction to a write one only if nobody wrote in between; otherwise it fails at
+    once with SQLITE_BUSY, ignoring the busy timeout. Beginning write transactions with
+    `BEGIN IMMEDIATE` makes writers queue on the busy timeout instead. Readers in WAL
+    mode are never blocked by the writer; `Database.read()` begins them DEFERRED.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """The engine plus the two session factories the service uses: read-write and read-only."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self.read_sessions = async_sessionmaker(
+            engine.execution_options(sqlite_begin="DEFERRED"),
+            expire_on_commit=False,
+            autoflush=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """Open (lazily) the configured database."""
+        return cls(create_engine(settings))
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in one write transaction: committed at the end, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; on SQLite it does not take the write lock."""
+        async with self.read_sessions() as session:
+            yield session
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        async with self.read() as session:
+            await session.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def insert_ignoring_conflicts(
+    session: AsyncSession,
+    table: type[Any],
+    rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    index_elements: Sequence[str] | None = None,
+) -> Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING` into mapped class `table`, in the session dialect."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return (
+            postgresql.insert(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=index_elements)
+        )
+    if dialect == "sqlite":
+        return (
+            sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=index_elements)
+        )
+    raise NotImplementedError(f"unsupported dialect {dialect}")

@@ -1,0 +1,71 @@
+"""FastAPI application factory and lifespan (opens the database, starts background work)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from app import __version__
+from app.auth import TokenVerifier
+from app.config import Settings
+from app.database import Database
+from app.migrate import head_revision
+from app.observability import HttpMetrics, RequestContextMiddleware
+from app.routers import collection, health, orgs
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Collect Amazon best sellers by category, find the eBay sellers who list those products,
+and do it on a cron schedule.
+
+**Authentication**: every endpoint except `/health`, `/ready` and `/metrics` needs
+`Authorization: Bearer <JWT>` (get one locally with `collection-api token --email you@example.com`).
+
+**Organization**: requests act in the caller's only organization, or in the one named by
+the `X-Org-Id` header. Another organization's resources answer 404.
+
+**Lists** answer `{"items": [...], "next_cursor": ...}`, newest first; pass `next_cursor`
+back as `?cursor=` for the next page.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for `settings` (read from the environment when omitted)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database.from_settings(settings)
+        http = httpx.AsyncClient()
+        app.state.settings = settings
+        app.state.database = database
+        app.state.http = http
+        app.state.token_verifier = TokenVerifier(settings, http=http)
+        app.state.schema_head = head_revision(settings)
+        logger.info("instance %s ready on %s database", settings.instance_id, database.dialect)
+        try:
+            yield
+        finally:
+            await http.aclose()
+            await database.dispose()
+            logger.info("instance %s stopped", settings.instance_id)
+
+    app = FastAPI(
+        title="Collection API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    registry = CollectorRegistry()
+    app.state.metrics_registry = registry
+    app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
+    app.include_router(health.router)
+    app.include_router(orgs.router)
+    app.include_router(collection.router)
+    return app

@@ -1,0 +1,172 @@
+"""Request and response bodies of the HTTP API (Pydantic); requests refuse unknown fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from app.tables import Role
+
+MAX_CATEGORIES_PER_PRESET = 100
+MAX_CATEGORY_ID_DIGITS = 20
+
+
+class RequestModel(BaseModel):
+    """Base of request bodies: an unknown or misspelt field is an error, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ResponseModel(BaseModel):
+    """Base of response bodies, built from ORM rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- health ---------------------------------------------------------------------------
+
+
+class HealthResponse(ResponseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ReadinessResponse(ResponseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(examples=[{"database": "ok", "schema": "ok"}])
+
+
+# --- organizations and members -------------------------------------------------------
+
+OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class OrgCreate(RequestModel):
+    name: OrgName = Field(examples=["Acme Research"])
+
+
+class OrgResponse(ResponseModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class MembershipInfo(ResponseModel):
+    org_id: uuid.UUID
+    org_name: str
+    role: Role
+    permissions: list[str]
+
+
+class MeResponse(ResponseModel):
+    user_id: uuid.UUID
+    email: str
+    memberships: list[MembershipInfo]
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+class MemberCreate(RequestModel):
+    email: Annotated[EmailStr, AfterValidator(_lower)] = Field(examples=["ana@example.com"])
+    role: Role = Field(default=Role.MEMBER, examples=["member"])
+
+
+class MemberResponse(ResponseModel):
+    user_id: uuid.UUID | None = Field(description="null while the invitation is pending")
+    email: str
+    role: Role
+    status: Literal["active", "invited"]
+    created_at: datetime
+
+
+# --- presets ---------------------------------------------------------------------------
+
+
+def _category_id(value: object) -> object:
+    """Accept a browse-node ID as a JSON integer or a string of digits; keep it as a string."""
+    if isinstance(value, bool):
+        raise ValueError("must be a numeric category ID, got a boolean")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"must be a positive numeric category ID, got {value}")
+        return str(value)
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isascii() or not value.isdigit():
+            raise ValueError(f"must be a numeric category ID (digits only), got {value!r}")
+        if len(value) > MAX_CATEGORY_ID_DIGITS:
+            raise ValueError(f"must have at most {MAX_CATEGORY_ID_DIGITS} digits, got {value!r}")
+        return value
+    raise ValueError(f"must be a numeric category ID, got {type(value).__name__}")
+
+
+CategoryId = Annotated[str, BeforeValidator(_category_id)]
+
+
+def _dedupe(values: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(values))
+    if not unique:
+        raise ValueError("must list at least one category ID")
+    if len(unique) > MAX_CATEGORIES_PER_PRESET:
+        raise ValueError(
+            f"must list at most {MAX_CATEGORIES_PER_PRESET} distinct category IDs, "
+            f"got {len(unique)}"
+        )
+    return unique
+
+
+CategoryIds = Annotated[
+    list[CategoryId],
+    AfterValidator(_dedupe),
+    Field(
+        description="Amazon category (browse node) IDs; duplicates are removed, order is kept.",
+        examples=[["172282", "541966"]],
+    ),
+]
+PresetName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class PresetCreate(RequestModel):
+    name: PresetName = Field(examples=["Electronics and computers"])
+    category_ids: CategoryIds
+
+
+class PresetUpdate(RequestModel):
+    """A partial update: fields left out keep their value; null is not a value."""
+
+    name: PresetName | None = Field(default=None, examples=["Electronics"])
+    category_ids: CategoryIds | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(key for key, value in data.items() if value is None)
+            if nulls:
+                raise ValueError(
+                    f"{', '.join(nulls)} may not be null; leave a field out to keep it"
+                )
+        return data
+
+
+class PresetResponse(ResponseModel):
+    id: uuid.UUID
+    name: str
+    category_ids: list[str]
+    created_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime

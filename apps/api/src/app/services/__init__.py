@@ -1,0 +1,1 @@
+"""Business rules, one module per noun; functions take the session first."""

@@ -1,0 +1,102 @@
+"""Category presets: named lists of Amazon category IDs, per organization."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.pagination import PageParams, paginate
+from app.tables import CategoryPreset
+from app.tenancy import org_rows
+
+
+class PresetNotFoundError(Exception):
+    """No preset with this id in the organization."""
+
+
+class PresetNameTakenError(Exception):
+    """The organization already has a preset with this name."""
+
+
+async def list_presets(
+    session: AsyncSession, *, org_id: uuid.UUID, page: PageParams
+) -> tuple[list[CategoryPreset], str | None]:
+    """The organization's presets, newest first."""
+    return await paginate(
+        session,
+        org_rows(CategoryPreset, org_id),
+        created_at=CategoryPreset.created_at,
+        row_id=CategoryPreset.id,
+        params=page,
+    )
+
+
+async def get_preset(
+    session: AsyncSession, *, org_id: uuid.UUID, preset_id: uuid.UUID
+) -> CategoryPreset:
+    """One preset of the organization; another organization's preset is not found."""
+    preset = await session.scalar(
+        org_rows(CategoryPreset, org_id).where(CategoryPreset.id == preset_id)
+    )
+    if preset is None:
+        raise PresetNotFoundError(f"preset {preset_id} not found")
+    return preset
+
+
+async def create_preset(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    name: str,
+    category_ids: list[str],
+    created_by: uuid.UUID | None,
+) -> CategoryPreset:
+    """Create a preset; its name must be new in the organization."""
+    preset = CategoryPreset(
+        org_id=org_id, name=name, category_ids=category_ids, created_by=created_by
+    )
+    session.add(preset)
+    await _flush_unique_name(session, name)
+    return preset
+
+
+async def update_preset(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    preset_id: uuid.UUID,
+    name: str | None = None,
+    category_ids: list[str] | None = None,
+) -> CategoryPreset:
+    """Rename a preset and/or replace its categories."""
+    preset = await get_preset(session, org_id=org_id, preset_id=preset_id)
+    if name is not None:
+        preset.name = name
+    if category_ids is not None:
+        preset.category_ids = category_ids
+    await _flush_unique_name(session, preset.name)
+    return preset
+
+
+async def delete_preset(session: AsyncSession, *, org_id: uuid.UUID, preset_id: uuid.UUID) -> None:
+    """Delete a preset of the organization."""
+    result = await session.execute(
+        sa.delete(CategoryPreset).where(
+            CategoryPreset.org_id == org_id, CategoryPreset.id == preset_id
+        )
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of a DELETE
+        raise PresetNotFoundError(f"preset {preset_id} not found")
+
+
+async def _flush_unique_name(session: AsyncSession, name: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise PresetNameTakenError(
+            f"a preset named {name!r} already exists; choose another name"
+        ) from None

@@ -1,0 +1,74 @@
+"""Users: provisioning from verified tokens and the memberships they hold."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.database import Database, insert_ignoring_conflicts
+from app.tables import Invitation, Membership, Role, User
+
+
+class EmailTakenError(Exception):
+    """The token's email already belongs to a different user id."""
+
+
+async def resolve_user(
+    database: Database, *, user_id: uuid.UUID, email: str
+) -> dict[uuid.UUID, Role]:
+    """Return the user's memberships, provisioning the user first if this is their first token.
+
+    The common case is two reads. A new user, a changed email or a pending invitation
+    takes one short write transaction of its own, which turns the invitations for the
+    email into memberships.
+    """
+    invited = sa.exists().where(Invitation.email == email)
+    async with database.read() as session:
+        row = (
+            await session.execute(sa.select(User.email, invited).where(User.id == user_id))
+        ).first()
+        if row is not None and row[0] == email and not row[1]:
+            return await _memberships(session, user_id)
+    async with database.transaction() as session:
+        await provision_user(session, user_id=user_id, email=email)
+        return await _memberships(session, user_id)
+
+
+async def provision_user(session: AsyncSession, *, user_id: uuid.UUID, email: str) -> None:
+    """Create or update the user `user_id` with `email` and claim invitations sent to it."""
+    email = email.lower()
+    try:
+        async with session.begin_nested():
+            await session.execute(
+                insert_ignoring_conflicts(
+                    session, User, {"id": user_id, "email": email}, index_elements=["id"]
+                )
+            )
+            await session.execute(sa.update(User).where(User.id == user_id).values(email=email))
+    except IntegrityError:
+        raise EmailTakenError(
+            f"email {email!r} already belongs to another user; sign in with that account"
+        ) from None
+    invitations = (
+        await session.scalars(sa.select(Invitation).where(Invitation.email == email))
+    ).all()
+    if invitations:
+        await session.execute(
+            insert_ignoring_conflicts(
+                session,
+                Membership,
+                [{"org_id": i.org_id, "user_id": user_id, "role": i.role} for i in invitations],
+                index_elements=["org_id", "user_id"],
+            )
+        )
+        await session.execute(sa.delete(Invitation).where(Invitation.email == email))
+
+
+async def _memberships(session: AsyncSession, user_id: uuid.UUID) -> dict[uuid.UUID, Role]:
+    rows = await session.execute(
+        sa.select(Membership.org_id, Membership.role).where(Membership.user_id == user_id)
+    )
+    return dict(rows.tuples().all())
