@@ -62,17 +62,25 @@ class JwksCache:
 
     MIN_REFRESH_INTERVAL = 30.0
 
-    def __init__(self, url: str, *, ttl_seconds: float, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_seconds: float,
+        client: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._url = url
         self._ttl = ttl_seconds
         self._client = client
+        self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
         """The key for `kid` (or the only key, when the token names none)."""
-        now = time.monotonic()
+        now = self._clock()
         stale = now - self._fetched_at > self._ttl
         unknown = kid is not None and kid not in self._keys
         if stale or (unknown and now - self._fetched_at > self.MIN_REFRESH_INTERVAL):
@@ -88,7 +96,7 @@ class JwksCache:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < 1.0:
+            if self._clock() - self._fetched_at < 1.0:
                 return  # another request just refreshed
             try:
                 response = await self._client.get(self._url, timeout=10.0)
@@ -99,19 +107,25 @@ class JwksCache:
                     logger.warning(
                         "JWKS refresh from %s failed, keeping old keys: %s", self._url, exc
                     )
-                    self._fetched_at = time.monotonic()
+                    self._fetched_at = self._clock()
                     return
                 raise KeysUnavailableError(f"cannot fetch JWKS from {self._url}: {exc}") from exc
             self._keys = {k.key_id: k for k in key_set.keys if k.key_id is not None}
             if not self._keys and key_set.keys:
                 self._keys = {"": key_set.keys[0]}
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._clock()
 
 
 class TokenVerifier:
     """Verifies HS256 tokens with the shared secret and RS256/ES256 tokens against a JWKS."""
 
-    def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._secret = settings.jwt_signing_secret
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
@@ -121,6 +135,7 @@ class TokenVerifier:
                 settings.jwt_jwks_url,
                 ttl_seconds=settings.jwt_jwks_cache_seconds,
                 client=http or httpx.AsyncClient(),
+                clock=clock,
             )
             if settings.jwt_jwks_url
             else None

@@ -46,7 +46,7 @@ async def org_names(session: AsyncSession, org_ids: list[uuid.UUID]) -> dict[uui
     rows = await session.execute(
         sa.select(Organization.id, Organization.name).where(Organization.id.in_(org_ids))
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def list_members(
@@ -61,15 +61,10 @@ async def list_members(
         row_id=Membership.user_id,
         params=page,
     )
-    emails = dict(
-        (
-            await session.execute(
-                sa.select(User.id, User.email).where(User.id.in_([m.user_id for m in rows]))
-            )
-        )
-        .tuples()
-        .all()
+    user_emails = await session.execute(
+        sa.select(User.id, User.email).where(User.id.in_([m.user_id for m in rows]))
     )
+    emails = dict(user_emails.all())
     members = [Member(m.user_id, emails[m.user_id], m.role, "active", m.created_at) for m in rows]
     return members, next_cursor
 

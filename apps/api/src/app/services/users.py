@@ -71,4 +71,4 @@ async def _memberships(session: AsyncSession, user_id: uuid.UUID) -> dict[uuid.U
     rows = await session.execute(
         sa.select(Membership.org_id, Membership.role).where(Membership.user_id == user_id)
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())

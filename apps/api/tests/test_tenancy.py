@@ -1,0 +1,172 @@
+"""The tenancy matrix: every endpoint, every kind of caller.
+
+No token or a bad token is 401; a role without the permission is 403; acting in an
+organization one does not belong to is 403; another organization's resource is 404.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Actor, Actors
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # "{preset}" is replaced by a preset of the organization under test
+    permission: str | None  # None: any member of the organization
+    body: Any = None
+    ok: int = 200
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+ORG_ENDPOINTS = [
+    Endpoint("GET", "/orgs/current/members", None),
+    Endpoint("POST", "/orgs/current/members", "members.manage", {"email": "x@example.com"}, 201),
+    Endpoint("GET", "/orgs/current/invitations", "members.manage"),
+    Endpoint("GET", "/collection/presets", "collection.view"),
+    Endpoint(
+        "POST", "/collection/presets", "presets.manage", {"name": "n", "category_ids": ["1"]}, 201
+    ),
+    Endpoint("GET", "/collection/presets/{preset}", "collection.view"),
+    Endpoint("PATCH", "/collection/presets/{preset}", "presets.manage", {"name": "renamed"}),
+    Endpoint("DELETE", "/collection/presets/{preset}", "presets.manage", ok=204),
+]
+RESOURCE_ENDPOINTS = [e for e in ORG_ENDPOINTS if "{preset}" in e.path]
+USER_ENDPOINTS = [Endpoint("GET", "/me", None), Endpoint("POST", "/orgs", None, {"name": "O"}, 201)]
+ROLE_PERMISSIONS = {
+    "admin": {"collection.view", "collection.run", "presets.manage", "members.manage"},
+    "member": {"collection.view", "collection.run", "presets.manage"},
+    "viewer": {"collection.view"},
+}
+
+
+@dataclass
+class World:
+    admin: Actor
+    preset_id: str
+    other_admin: Actor
+    other_preset_id: str
+
+
+async def _preset(client: httpx.AsyncClient, actor: Actor, name: str) -> str:
+    body = {"name": name, "category_ids": ["172282"]}
+    response = await client.post("/collection/presets", json=body, headers=actor.headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+@pytest.fixture
+async def world(client: httpx.AsyncClient, actors: Actors) -> World:
+    admin = await actors.admin("Org A")
+    other = await actors.admin("Org B")
+    return World(
+        admin=admin,
+        preset_id=await _preset(client, admin, "A's preset"),
+        other_admin=other,
+        other_preset_id=await _preset(client, other, "B's preset"),
+    )
+
+
+async def _call(
+    client: httpx.AsyncClient, endpoint: Endpoint, preset_id: str, headers: dict[str, str]
+) -> httpx.Response:
+    path = endpoint.path.replace("{preset}", preset_id)
+    return await client.request(endpoint.method, path, json=endpoint.body, headers=headers)
+
+
+ALL_ENDPOINTS = ORG_ENDPOINTS + USER_ENDPOINTS
+
+
+@pytest.mark.parametrize("endpoint", ALL_ENDPOINTS, ids=str)
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Bearer", "Bearer garbage", "Bearer a.b.c", "Basic dXNlcjpwYXNz"],
+    ids=["none", "empty-bearer", "garbage", "dots", "basic"],
+)
+async def test_unauthenticated_is_401(
+    client: httpx.AsyncClient, world: World, endpoint: Endpoint, authorization: str
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await _call(client, endpoint, world.preset_id, headers)
+    assert response.status_code == 401, response.text
+
+
+@pytest.mark.parametrize("endpoint", ORG_ENDPOINTS, ids=str)
+@pytest.mark.parametrize("role", ["admin", "member", "viewer"])
+async def test_role_matrix(
+    client: httpx.AsyncClient, actors: Actors, world: World, endpoint: Endpoint, role: str
+) -> None:
+    actor = world.admin if role == "admin" else await actors.member(world.admin, role)
+    response = await _call(client, endpoint, world.preset_id, actor.headers)
+    allowed = endpoint.permission is None or endpoint.permission in ROLE_PERMISSIONS[role]
+    if allowed:
+        assert response.status_code == endpoint.ok, response.text
+    else:
+        assert response.status_code == 403, response.text
+        assert endpoint.permission in response.json()["detail"]
+
+
+@pytest.mark.parametrize("endpoint", RESOURCE_ENDPOINTS, ids=str)
+@pytest.mark.parametrize("role", ["admin", "member", "viewer"])
+async def test_other_orgs_resource_is_404(
+    client: httpx.AsyncClient, actors: Actors, world: World, endpoint: Endpoint, role: str
+) -> None:
+    actor = world.admin if role == "admin" else await actors.member(world.admin, role)
+    response = await _call(client, endpoint, world.other_preset_id, actor.headers)
+    allowed = endpoint.permission is None or endpoint.permission in ROLE_PERMISSIONS[role]
+    # A role lacking the permission learns nothing either way; one that has it sees "not found".
+    assert response.status_code == (404 if allowed else 403), response.text
+    # and the other organization's preset is untouched
+    check = await client.get(
+        f"/collection/presets/{world.other_preset_id}", headers=world.other_admin.headers
+    )
+    assert check.status_code == 200
+    assert check.json()["name"] == "B's preset"
+
+
+@pytest.mark.parametrize("endpoint", RESOURCE_ENDPOINTS, ids=str)
+async def test_missing_resource_looks_like_another_orgs(
+    client: httpx.AsyncClient, world: World, endpoint: Endpoint
+) -> None:
+    missing_id = str(uuid.uuid4())
+    missing = await _call(client, endpoint, missing_id, world.admin.headers)
+    foreign = await _call(client, endpoint, world.other_preset_id, world.admin.headers)
+    assert missing.status_code == foreign.status_code == 404
+    assert missing.json()["detail"] == f"preset {missing_id} not found"
+    assert foreign.json()["detail"] == f"preset {world.other_preset_id} not found"
+
+
+@pytest.mark.parametrize("endpoint", ORG_ENDPOINTS, ids=str)
+async def test_acting_in_a_foreign_org_is_403(
+    client: httpx.AsyncClient, world: World, endpoint: Endpoint
+) -> None:
+    headers = {**world.admin.headers, "X-Org-Id": str(world.other_admin.org_id)}
+    response = await _call(client, endpoint, world.other_preset_id, headers)
+    assert response.status_code == 403, response.text
+    assert "not a member" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ORG_ENDPOINTS, ids=str)
+async def test_user_without_org_is_403(
+    client: httpx.AsyncClient, actors: Actors, world: World, endpoint: Endpoint
+) -> None:
+    loner = actors.user()
+    response = await _call(client, endpoint, world.preset_id, loner.headers)
+    assert response.status_code == 403, response.text
+    assert "POST /orgs" in response.json()["detail"]
+
+
+async def test_org_listing_never_shows_other_orgs(client: httpx.AsyncClient, world: World) -> None:
+    presets = (await client.get("/collection/presets", headers=world.admin.headers)).json()
+    assert [p["id"] for p in presets["items"]] == [world.preset_id]
+    members = (await client.get("/orgs/current/members", headers=world.admin.headers)).json()
+    assert [m["email"] for m in members["items"]] == [world.admin.email]
