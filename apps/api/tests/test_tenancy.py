@@ -39,8 +39,18 @@ ORG_ENDPOINTS = [
     Endpoint("GET", "/collection/presets/{preset}", "collection.view"),
     Endpoint("PATCH", "/collection/presets/{preset}", "presets.manage", {"name": "renamed"}),
     Endpoint("DELETE", "/collection/presets/{preset}", "presets.manage", ok=204),
+    Endpoint("GET", "/collection/runs", "collection.view"),
+    Endpoint("POST", "/collection/runs", "collection.run", {"category_ids": ["1"]}, 201),
+    Endpoint("GET", "/collection/runs/{run}", "collection.view"),
+    Endpoint("GET", "/collection/runs/{run}/sellers", "collection.view"),
+    Endpoint("GET", "/collection/runs/{run}/export.csv", "collection.view"),
+    # The world's runs are cancelled, so a permitted caller reaches the lifecycle rule (409).
+    Endpoint("POST", "/collection/runs/{run}/start", "collection.run", ok=409),
+    Endpoint("POST", "/collection/runs/{run}/pause", "collection.run", ok=409),
+    Endpoint("POST", "/collection/runs/{run}/resume", "collection.run", ok=409),
+    Endpoint("POST", "/collection/runs/{run}/cancel", "collection.run", ok=409),
 ]
-RESOURCE_ENDPOINTS = [e for e in ORG_ENDPOINTS if "{preset}" in e.path]
+RESOURCE_ENDPOINTS = [e for e in ORG_ENDPOINTS if "{" in e.path]
 USER_ENDPOINTS = [Endpoint("GET", "/me", None), Endpoint("POST", "/orgs", None, {"name": "O"}, 201)]
 ROLE_PERMISSIONS = {
     "admin": {"collection.view", "collection.run", "presets.manage", "members.manage"},
@@ -53,8 +63,25 @@ ROLE_PERMISSIONS = {
 class World:
     admin: Actor
     preset_id: str
+    run_id: str
     other_admin: Actor
     other_preset_id: str
+    other_run_id: str
+
+    def ids(self, own: bool) -> dict[str, str]:
+        if own:
+            return {"preset": self.preset_id, "run": self.run_id}
+        return {"preset": self.other_preset_id, "run": self.other_run_id}
+
+
+async def _cancelled_run(client: httpx.AsyncClient, actor: Actor) -> str:
+    body = {"category_ids": ["172282"]}
+    response = await client.post("/collection/runs", json=body, headers=actor.headers)
+    assert response.status_code == 201, response.text
+    run_id = str(response.json()["id"])
+    cancel = await client.post(f"/collection/runs/{run_id}/cancel", headers=actor.headers)
+    assert cancel.status_code == 200
+    return run_id
 
 
 async def _preset(client: httpx.AsyncClient, actor: Actor, name: str) -> str:
@@ -71,15 +98,17 @@ async def world(client: httpx.AsyncClient, actors: Actors) -> World:
     return World(
         admin=admin,
         preset_id=await _preset(client, admin, "A's preset"),
+        run_id=await _cancelled_run(client, admin),
         other_admin=other,
         other_preset_id=await _preset(client, other, "B's preset"),
+        other_run_id=await _cancelled_run(client, other),
     )
 
 
 async def _call(
-    client: httpx.AsyncClient, endpoint: Endpoint, preset_id: str, headers: dict[str, str]
+    client: httpx.AsyncClient, endpoint: Endpoint, ids: dict[str, str], headers: dict[str, str]
 ) -> httpx.Response:
-    path = endpoint.path.replace("{preset}", preset_id)
+    path = endpoint.path.format(**ids)
     return await client.request(endpoint.method, path, json=endpoint.body, headers=headers)
 
 
@@ -96,7 +125,7 @@ async def test_unauthenticated_is_401(
     client: httpx.AsyncClient, world: World, endpoint: Endpoint, authorization: str
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
-    response = await _call(client, endpoint, world.preset_id, headers)
+    response = await _call(client, endpoint, world.ids(own=True), headers)
     assert response.status_code == 401, response.text
 
 
@@ -106,7 +135,7 @@ async def test_role_matrix(
     client: httpx.AsyncClient, actors: Actors, world: World, endpoint: Endpoint, role: str
 ) -> None:
     actor = world.admin if role == "admin" else await actors.member(world.admin, role)
-    response = await _call(client, endpoint, world.preset_id, actor.headers)
+    response = await _call(client, endpoint, world.ids(own=True), actor.headers)
     allowed = endpoint.permission is None or endpoint.permission in ROLE_PERMISSIONS[role]
     if allowed:
         assert response.status_code == endpoint.ok, response.text
@@ -121,16 +150,19 @@ async def test_other_orgs_resource_is_404(
     client: httpx.AsyncClient, actors: Actors, world: World, endpoint: Endpoint, role: str
 ) -> None:
     actor = world.admin if role == "admin" else await actors.member(world.admin, role)
-    response = await _call(client, endpoint, world.other_preset_id, actor.headers)
+    response = await _call(client, endpoint, world.ids(own=False), actor.headers)
     allowed = endpoint.permission is None or endpoint.permission in ROLE_PERMISSIONS[role]
     # A role lacking the permission learns nothing either way; one that has it sees "not found".
     assert response.status_code == (404 if allowed else 403), response.text
-    # and the other organization's preset is untouched
+    # and the other organization's resources are untouched
     check = await client.get(
         f"/collection/presets/{world.other_preset_id}", headers=world.other_admin.headers
     )
-    assert check.status_code == 200
     assert check.json()["name"] == "B's preset"
+    run = await client.get(
+        f"/collection/runs/{world.other_run_id}", headers=world.other_admin.headers
+    )
+    assert run.json()["status"] == "cancelled"
 
 
 @pytest.mark.parametrize("endpoint", RESOURCE_ENDPOINTS, ids=str)
@@ -138,11 +170,15 @@ async def test_missing_resource_looks_like_another_orgs(
     client: httpx.AsyncClient, world: World, endpoint: Endpoint
 ) -> None:
     missing_id = str(uuid.uuid4())
-    missing = await _call(client, endpoint, missing_id, world.admin.headers)
-    foreign = await _call(client, endpoint, world.other_preset_id, world.admin.headers)
+    missing = await _call(
+        client, endpoint, {"preset": missing_id, "run": missing_id}, world.admin.headers
+    )
+    foreign = await _call(client, endpoint, world.ids(own=False), world.admin.headers)
     assert missing.status_code == foreign.status_code == 404
-    assert missing.json()["detail"] == f"preset {missing_id} not found"
-    assert foreign.json()["detail"] == f"preset {world.other_preset_id} not found"
+    kind = "preset" if "{preset}" in endpoint.path else "run"
+    foreign_id = world.ids(own=False)[kind]
+    assert missing.json()["detail"] == f"{kind} {missing_id} not found"
+    assert foreign.json()["detail"] == f"{kind} {foreign_id} not found"
 
 
 @pytest.mark.parametrize("endpoint", ORG_ENDPOINTS, ids=str)
@@ -150,7 +186,7 @@ async def test_acting_in_a_foreign_org_is_403(
     client: httpx.AsyncClient, world: World, endpoint: Endpoint
 ) -> None:
     headers = {**world.admin.headers, "X-Org-Id": str(world.other_admin.org_id)}
-    response = await _call(client, endpoint, world.other_preset_id, headers)
+    response = await _call(client, endpoint, world.ids(own=False), headers)
     assert response.status_code == 403, response.text
     assert "not a member" in response.json()["detail"]
 
@@ -160,7 +196,7 @@ async def test_user_without_org_is_403(
     client: httpx.AsyncClient, actors: Actors, world: World, endpoint: Endpoint
 ) -> None:
     loner = actors.user()
-    response = await _call(client, endpoint, world.preset_id, loner.headers)
+    response = await _call(client, endpoint, world.ids(own=True), loner.headers)
     assert response.status_code == 403, response.text
     assert "POST /orgs" in response.json()["detail"]
 

@@ -51,6 +51,34 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    amazon_provider: Literal["sample", "keepa"] = "sample"
+    ebay_provider: Literal["sample", "ebay"] = "sample"
+    sample_provider_latency_ms: int = Field(
+        default=5, ge=0, le=60_000, description="Simulated latency of each sample provider call."
+    )
+    amazon_requests_per_second: float | None = Field(
+        default=None, gt=0, description="Rate limit of Amazon provider calls per instance."
+    )
+    ebay_requests_per_second: float | None = Field(
+        default=None, gt=0, description="Rate limit of eBay provider calls per instance."
+    )
+    provider_max_attempts: int = Field(default=5, ge=1, le=20)
+    provider_backoff_base_seconds: float = Field(default=0.5, ge=0)
+    provider_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    provider_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    run_products_per_category: int = Field(default=50, ge=1, le=100)
+    run_listings_per_product: int = Field(default=20, ge=1, le=200)
+    run_max_concurrent: int = Field(default=4, ge=1, le=64, description="Runs per instance.")
+    run_provider_concurrency: int = Field(
+        default=8, ge=1, le=64, description="Provider calls in flight per run."
+    )
+    run_lease_seconds: float = Field(default=30.0, gt=0)
+    run_sweep_seconds: float = Field(default=10.0, gt=0)
+    results_retention_days: int = Field(default=90, ge=1)
+    cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
+    cleanup_batch_size: int = Field(default=1000, ge=1)
+
     scheduler_enabled: bool = True
     schedule_misfire_grace_seconds: int = Field(default=3600, ge=0)
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")

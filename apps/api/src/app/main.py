@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,11 +13,15 @@ from prometheus_client import CollectorRegistry
 
 from app import __version__
 from app.auth import TokenVerifier
+from app.background import cleanup_worker, collection_startup_recovery
 from app.config import Settings
 from app.database import Database
 from app.migrate import head_revision
 from app.observability import HttpMetrics, RequestContextMiddleware
+from app.providers import build_providers
 from app.routers import collection, health, orgs
+from app.services.collection import CollectionService
+from app.services.executor import RunExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +53,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.http = http
         app.state.token_verifier = TokenVerifier(settings, http=http)
         app.state.schema_head = head_revision(settings)
-        logger.info("instance %s ready on %s database", settings.instance_id, database.dialect)
+        amazon, ebay = build_providers(settings, http=http)
+        service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
+        executor = RunExecutor(service, settings)
+        app.state.collection = service
+        app.state.executor = executor
+        await collection_startup_recovery(executor)
+        cleanup = asyncio.create_task(cleanup_worker(database, settings), name="cleanup")
+        logger.info(
+            "instance %s ready on %s database (providers: amazon=%s, ebay=%s)",
+            settings.instance_id,
+            database.dialect,
+            amazon.name,
+            ebay.name,
+        )
         try:
             yield
         finally:
+            cleanup.cancel()
+            await executor.stop()
             await http.aclose()
             await database.dispose()
             logger.info("instance %s stopped", settings.instance_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.tables import Role
+from app.tables import Role, RunPhase, RunStatus, RunTrigger
 
 MAX_CATEGORIES_PER_PRESET = 100
 MAX_CATEGORY_ID_DIGITS = 20
@@ -170,3 +171,82 @@ class PresetResponse(ResponseModel):
     created_by: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+
+
+# --- runs ------------------------------------------------------------------------------
+
+RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class RunCreate(RequestModel):
+    """Either a preset or an explicit list of category IDs, not both."""
+
+    preset_id: uuid.UUID | None = Field(default=None, description="Run this preset's categories.")
+    category_ids: CategoryIds | None = Field(
+        default=None, description="Or run these categories (same rules as a preset)."
+    )
+    name: RunName | None = Field(default=None, examples=["Electronics, November"])
+    products_per_category: int | None = Field(
+        default=None, ge=1, le=100, description="Best sellers per category (default 50)."
+    )
+    listings_per_product: int | None = Field(
+        default=None, ge=1, le=200, description="eBay listings per product (default 20)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunCreate:
+        if (self.preset_id is None) == (self.category_ids is None):
+            raise ValueError("give exactly one of preset_id or category_ids")
+        return self
+
+
+class RunProgress(ResponseModel):
+    categories_total: int
+    categories_done: int
+    products_found: int
+    products_searched: int
+    listings_found: int
+    sellers_found: int
+
+
+class RunResponse(ResponseModel):
+    id: uuid.UUID
+    name: str
+    status: RunStatus
+    phase: RunPhase | None
+    trigger: RunTrigger
+    schedule_id: uuid.UUID | None
+    category_ids: list[str]
+    products_per_category: int
+    listings_per_product: int
+    progress: RunProgress
+    error: str | None
+    created_by: uuid.UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    results_purged_at: datetime | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _progress_from_row(cls, data: Any) -> Any:
+        if hasattr(data, "categories_total"):  # an ORM row: gather the counters
+            values = {name: getattr(data, name) for name in cls.model_fields if name != "progress"}
+            values["progress"] = {name: getattr(data, name) for name in RunProgress.model_fields}
+            return values
+        return data
+
+
+class SellerResponse(ResponseModel):
+    rank: int
+    username: str
+    products: int = Field(description="Distinct collected products this seller lists.")
+    listings: int
+    min_price: Decimal | None
+    max_price: Decimal | None
+    feedback_score: int | None
+    feedback_percentage: Decimal | None
+    new_since_last_run: bool | None = Field(
+        description="Not a seller in the organization's previous completed run; "
+        "null when there is none."
+    )

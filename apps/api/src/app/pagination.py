@@ -90,3 +90,25 @@ async def paginate(
     rows = rows[: params.limit]
     last = rows[-1]
     return rows, _encode(getattr(last, created_at.key), getattr(last, row_id.key))
+
+
+def encode_offset(offset: int) -> str:
+    """Cursor for lists ranked by an aggregate (no stable key to seek by)."""
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode().rstrip("=")
+
+
+def decode_offset(cursor: str | None) -> int:
+    """The offset in a cursor made by `encode_offset` (0 for the first page)."""
+    if cursor is None:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        offset = json.loads(raw)["offset"]
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        offset = None
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="cursor is not valid: pass the next_cursor of a previous page unchanged",
+        )
+    return offset

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -69,6 +70,14 @@ class RunStatus(enum.StrEnum):
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
+
+
+class RunPhase(enum.StrEnum):
+    """Which part of the pipeline a run is in."""
+
+    AMAZON = "amazon"
+    EBAY = "ebay"
+    DONE = "done"
 
 
 class RunTrigger(enum.StrEnum):
@@ -194,22 +203,123 @@ class CollectionRun(OrgOwned, Base):
     """One collection run: Amazon best sellers of some categories, then their eBay sellers."""
 
     __tablename__ = "collection_runs"
-    __table_args__ = (sa.Index("ix_collection_runs_org_created", "org_id", "created_at", "id"),)
+    __table_args__ = (
+        sa.Index("ix_collection_runs_org_created", "org_id", "created_at", "id"),
+        # At most one pending/running/paused run per organization, enforced by the database:
+        # this is what makes "skip if a run is active" atomic with creating a run.
+        sa.Index(
+            "uq_collection_runs_one_active_per_org",
+            "org_id",
+            unique=True,
+            sqlite_where=sa.text("status IN ('pending', 'running', 'paused')"),
+            postgresql_where=sa.text("status IN ('pending', 'running', 'paused')"),
+        ),
+        sa.Index("ix_collection_runs_status_lease", "status", "lease_expires_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(sa.String(200))
     status: Mapped[RunStatus] = mapped_column(
         _enum(RunStatus, "run_status"), default=RunStatus.PENDING
     )
+    phase: Mapped[RunPhase | None] = mapped_column(_enum(RunPhase, "run_phase"), default=None)
     trigger: Mapped[RunTrigger] = mapped_column(
         _enum(RunTrigger, "run_trigger"), default=RunTrigger.MANUAL
     )
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     category_ids: Mapped[list[str]]
+    products_per_category: Mapped[int]
+    listings_per_product: Mapped[int]
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         sa.ForeignKey("users.id", ondelete="SET NULL"), comment="NULL for system (scheduled) runs"
     )
     error: Mapped[str | None] = mapped_column(sa.Text, default=None)
+
+    categories_total: Mapped[int] = mapped_column(default=0)
+    categories_done: Mapped[int] = mapped_column(default=0)
+    products_found: Mapped[int] = mapped_column(default=0)
+    products_searched: Mapped[int] = mapped_column(default=0)
+    listings_found: Mapped[int] = mapped_column(default=0)
+    sellers_found: Mapped[int] = mapped_column(default=0)
+
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    results_purged_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RunCategory(Base):
+    """A category of a run; `done_at` is the Amazon phase's checkpoint."""
+
+    __tablename__ = "run_categories"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(primary_key=True)
+    category_id: Mapped[str] = mapped_column(sa.String(20))
+    products_found: Mapped[int] = mapped_column(default=0)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+PRICE = sa.Numeric(12, 2)
+
+
+class RunProduct(Base):
+    """A best seller collected by a run; `searched_at` is the eBay phase's checkpoint."""
+
+    __tablename__ = "run_products"
+    __table_args__ = (
+        sa.Index("ix_run_products_run_order", "run_id", "category_position", "sales_rank"),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    asin: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    category_id: Mapped[str] = mapped_column(sa.String(20))
+    category_position: Mapped[int]
+    sales_rank: Mapped[int]
+    title: Mapped[str] = mapped_column(sa.Text)
+    brand: Mapped[str | None] = mapped_column(sa.String(200))
+    price: Mapped[Decimal | None] = mapped_column(PRICE)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    upcs: Mapped[list[str]]
+    eans: Mapped[list[str]]
+    listings_found: Mapped[int] = mapped_column(default=0)
+    searched_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RunListing(Base):
+    """An eBay listing of a run's product."""
+
+    __tablename__ = "run_listings"
+    __table_args__ = (sa.Index("ix_run_listings_run_seller", "run_id", "seller_username"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    asin: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    item_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.Text)
+    price: Mapped[Decimal | None] = mapped_column(PRICE)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    seller_username: Mapped[str] = mapped_column(sa.String(100))
+    seller_feedback_score: Mapped[int | None]
+    seller_feedback_percentage: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 2))
+    url: Mapped[str] = mapped_column(sa.Text)
+
+
+class RunSeller(Base):
+    """A distinct eBay seller found by a run (the ranking itself is computed from listings)."""
+
+    __tablename__ = "run_sellers"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(sa.String(100), primary_key=True)

@@ -1,0 +1,45 @@
+"""Background work of an instance: run recovery and execution, and the cleanup worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from app.config import Settings
+from app.database import Database
+from app.services.collection import Clock
+from app.services.executor import RunExecutor
+from app.services.results import purge_expired_results
+from app.tables import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+async def collection_startup_recovery(executor: RunExecutor) -> None:
+    """Resume running runs whose process died (expired lease) and start the executor."""
+    await executor.start()
+    if executor.running:
+        logger.info(
+            "recovered %d interrupted run(s): %s",
+            len(executor.running),
+            ", ".join(str(run_id) for run_id in executor.running),
+        )
+
+
+async def cleanup_worker(database: Database, settings: Settings, clock: Clock = utcnow) -> None:
+    """Forever: delete results older than RESULTS_RETENTION_DAYS, in small batches."""
+    retention = timedelta(days=settings.results_retention_days)
+    while True:
+        try:
+            deleted = await purge_expired_results(
+                database,
+                now=clock(),
+                retention=retention,
+                batch_size=settings.cleanup_batch_size,
+            )
+            if deleted:
+                logger.info("cleanup deleted %d result rows past retention", deleted)
+        except Exception:
+            logger.exception("cleanup failed; retrying at the next interval")
+        await asyncio.sleep(settings.cleanup_interval_seconds)

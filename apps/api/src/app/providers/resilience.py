@@ -1,0 +1,235 @@
+"""Rate limits, timeouts and retries around every provider call, with clear final errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+
+from app.config import Settings
+from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, ProviderError
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+class RateLimiter:
+    """Token bucket: at most `burst` calls at once, then `rate` calls per second.
+
+    Each `acquire` reserves a token immediately (the bucket may go into debt) and sleeps
+    until that token is due, so concurrent callers are served in arrival order and nobody
+    polls. The reservation has no `await` in it, which makes it atomic on the event loop.
+    `rate=None` means unlimited.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        burst: float | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be positive or None, got {rate}")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate or 1.0)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._updated = clock()
+
+    async def acquire(self) -> None:
+        """Wait until one more call is allowed."""
+        if self.rate is None:
+            return
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self._tokens -= 1
+        if self._tokens >= 0:
+            return
+        try:
+            await self._sleep(-self._tokens / self.rate)
+        except asyncio.CancelledError:
+            self._tokens += 1  # give the unused token back
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to wait between attempts of a failing provider call."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy configured by the PROVIDER_* settings."""
+        return cls(
+            max_attempts=settings.provider_max_attempts,
+            base_delay=settings.provider_backoff_base_seconds,
+            max_delay=settings.provider_backoff_max_seconds,
+        )
+
+    def delay(self, attempt: int, error: ProviderError | None = None) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based) before the next one.
+
+        Exponential backoff with full jitter, but never less than the provider's own
+        `retry_after` hint; both capped at `max_delay`.
+        """
+        ceiling = min(self.max_delay, self.base_delay * 2 ** min(attempt - 1, 62))
+        delay = self.rng.uniform(0, ceiling)
+        if error is not None and error.retry_after is not None:
+            delay = max(delay, min(self.max_delay, error.retry_after))
+        return delay
+
+
+class ProviderFailedError(Exception):
+    """A provider call failed for good; the message is fit to show to users.
+
+    The last `ProviderError` is the `__cause__`.
+    """
+
+    def __init__(self, message: str, *, provider: str, operation: str, attempts: int) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.operation = operation
+        self.attempts = attempts
+
+
+def _reason(error: ProviderError) -> str:
+    message = str(error) or type(error).__name__
+    if error.status_code is not None and str(error.status_code) not in message:
+        message = f"{message} (HTTP {error.status_code})"
+    return message
+
+
+class _Resilient:
+    """The rate limit + timeout + retry loop shared by the wrappers of both marketplaces."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        timeout: float,
+        sleep: Sleep,
+    ) -> None:
+        self.name = name
+        self.limiter = limiter
+        self.policy = policy
+        self.timeout = timeout
+        self._sleep = sleep
+        self.calls = 0
+        self.retries = 0
+        self.failures = 0
+
+    def _as_provider_error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            message = f"no answer within {self.timeout:g}s"
+        else:
+            message = f"network error ({type(exc).__name__}: {exc})"
+        error = ProviderError(message, provider=self.name, retryable=True)
+        error.__cause__ = exc
+        return error
+
+    async def _call(self, operation: str, attempt_once: Callable[[], Awaitable[_T]]) -> _T:
+        self.calls += 1
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await attempt_once()
+            except (ProviderError, TimeoutError, httpx.TransportError) as exc:
+                error = self._as_provider_error(exc)
+            if not error.retryable or attempt >= self.policy.max_attempts:
+                self.failures += 1
+                if attempt == 1:
+                    message = f"{operation} failed: {_reason(error)}"
+                else:
+                    message = f"{operation} failed after {attempt} attempts: {_reason(error)}"
+                raise ProviderFailedError(
+                    message, provider=self.name, operation=operation, attempts=attempt
+                ) from error
+            delay = self.policy.delay(attempt, error)
+            self.retries += 1
+            logger.warning(
+                "%s (%s): attempt %d of %d failed (%s); retrying in %.2fs",
+                operation,
+                self.name,
+                attempt,
+                self.policy.max_attempts,
+                _reason(error),
+                delay,
+                extra={"provider": self.name, "attempt": attempt, "delay": round(delay, 3)},
+            )
+            await self._sleep(delay)
+
+
+class ResilientAmazonProvider(_Resilient):
+    """An `AmazonProvider` whose calls are rate limited, time-bounded and retried."""
+
+    def __init__(
+        self,
+        inner: AmazonProvider,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        timeout: float,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep)
+        self.inner = inner
+
+    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
+        """Up to `limit` best sellers of `category_id`; raises `ProviderFailedError`."""
+        return await self._call(
+            f"Amazon best sellers of category {category_id}",
+            lambda: self.inner.best_sellers(category_id, limit),
+        )
+
+
+class ResilientEbayProvider(_Resilient):
+    """An `EbayProvider` whose calls are rate limited, time-bounded and retried."""
+
+    def __init__(
+        self,
+        inner: EbayProvider,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        timeout: float,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep)
+        self.inner = inner
+
+    async def search(self, product: Product, limit: int) -> list[Listing]:
+        """Up to `limit` listings of `product`; raises `ProviderFailedError`."""
+        return await self._call(
+            f"eBay search for ASIN {product.asin}",
+            lambda: self.inner.search(product, limit),
+        )

@@ -1,0 +1,701 @@
+"""Collection runs: lifecycle rules, and the two-phase pipeline with its checkpoints.
+
+Lifecycle changes are conditional updates (`... WHERE status IN (allowed)`), so two
+requests racing on one run cannot both win. The pipeline writes each unit of work (one
+category, then one product) in one short transaction that is also fenced by the run's
+lease: a process that lost its lease cannot write, so a resumed run never duplicates or
+loses rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.database import Database, insert_ignoring_conflicts
+from app.pagination import PageParams, paginate
+from app.providers.base import AmazonProvider, EbayProvider, Listing, Product
+from app.providers.resilience import ProviderFailedError
+from app.tables import (
+    ACTIVE_RUN_STATUSES,
+    CategoryPreset,
+    CollectionRun,
+    RunCategory,
+    RunListing,
+    RunPhase,
+    RunProduct,
+    RunSeller,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
+from app.tenancy import org_rows
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+ItemT = TypeVar("ItemT")
+
+# Which statuses each lifecycle action may start from.
+ALLOWED_FROM: dict[str, tuple[RunStatus, ...]] = {
+    "start": (RunStatus.PENDING,),
+    "pause": (RunStatus.RUNNING,),
+    "resume": (RunStatus.PAUSED,),
+    "cancel": (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED),
+}
+PRODUCT_BATCH = 200
+
+
+class RunNotFoundError(Exception):
+    """No run with this id in the organization."""
+
+
+class PresetMissingError(Exception):
+    """The preset named in a run request does not exist in the organization."""
+
+
+class ActiveRunExistsError(Exception):
+    """The organization already has a pending, running or paused run."""
+
+    def __init__(self, active_run_id: uuid.UUID | None, status: RunStatus | None) -> None:
+        self.active_run_id = active_run_id
+        self.status = status
+        which = f"run {active_run_id} ({status.value})" if active_run_id and status else "a run"
+        super().__init__(
+            f"the organization already has an active run: {which}; "
+            "wait for it to finish or cancel it first"
+        )
+
+
+class TransitionNotAllowedError(Exception):
+    """A lifecycle action is not allowed from the run's current status."""
+
+    def __init__(self, action: str, status: RunStatus) -> None:
+        self.action = action
+        self.status = status
+        allowed = ", ".join(s.value for s in ALLOWED_FROM[action])
+        super().__init__(
+            f"cannot {action} a run that is {status.value}; {action} is allowed from: {allowed}"
+        )
+
+
+class LeaseLostError(Exception):
+    """This instance no longer holds the run's lease (another instance took it over)."""
+
+
+class RunInterruptedError(Exception):
+    """The run was paused or cancelled; work stops at this checkpoint."""
+
+    def __init__(self, status: RunStatus) -> None:
+        super().__init__(f"run is {status.value}")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof that this instance executes a run: checked by every checkpoint write."""
+
+    run_id: uuid.UUID
+    owner: str
+
+
+class CollectionService:
+    """Creates runs, moves them through their lifecycle, and executes their pipeline."""
+
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        *,
+        amazon: AmazonProvider,
+        ebay: EbayProvider,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.amazon = amazon
+        self.ebay = ebay
+        self.clock = clock
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        created_by: uuid.UUID | None,
+        category_ids: Sequence[str] | None = None,
+        preset_id: uuid.UUID | None = None,
+        name: str | None = None,
+        trigger: RunTrigger = RunTrigger.MANUAL,
+        schedule_id: uuid.UUID | None = None,
+        products_per_category: int | None = None,
+        listings_per_product: int | None = None,
+        status: RunStatus = RunStatus.PENDING,
+    ) -> CollectionRun:
+        """Create a run of a preset's categories (or the given ones).
+
+        The partial unique index on active runs decides, atomically, whether the
+        organization may have this run: a concurrent creator gets ActiveRunExistsError.
+        """
+        now = self.clock()
+        if preset_id is not None:
+            preset = await session.scalar(
+                org_rows(CategoryPreset, org_id).where(CategoryPreset.id == preset_id)
+            )
+            if preset is None:
+                raise PresetMissingError(f"preset {preset_id} not found")
+            category_ids = preset.category_ids
+            name = name or f"{preset.name} {now:%Y-%m-%d %H:%M} UTC"
+        if not category_ids:
+            raise ValueError("a run needs at least one category")
+        run = CollectionRun(
+            org_id=org_id,
+            name=name or f"Run {now:%Y-%m-%d %H:%M} UTC",
+            status=status,
+            phase=RunPhase.AMAZON if status is RunStatus.RUNNING else None,
+            trigger=trigger,
+            schedule_id=schedule_id,
+            category_ids=list(category_ids),
+            categories_total=len(category_ids),
+            products_per_category=products_per_category or self.settings.run_products_per_category,
+            listings_per_product=listings_per_product or self.settings.run_listings_per_product,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+            started_at=now if status is RunStatus.RUNNING else None,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(run)
+                await session.flush()
+        except IntegrityError:
+            active = await self.active_run(session, org_id=org_id)
+            raise ActiveRunExistsError(
+                active.id if active else None, active.status if active else None
+            ) from None
+        await session.execute(
+            sa.insert(RunCategory),
+            [
+                {"run_id": run.id, "position": position, "category_id": category_id}
+                for position, category_id in enumerate(category_ids)
+            ],
+        )
+        return run
+
+    async def active_run(self, session: AsyncSession, *, org_id: uuid.UUID) -> CollectionRun | None:
+        """The organization's pending, running or paused run, if any."""
+        result: CollectionRun | None = await session.scalar(
+            org_rows(CollectionRun, org_id).where(CollectionRun.status.in_(ACTIVE_RUN_STATUSES))
+        )
+        return result
+
+    async def get_run(
+        self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
+    ) -> CollectionRun:
+        """One run of the organization; another organization's run is not found."""
+        run: CollectionRun | None = await session.scalar(
+            org_rows(CollectionRun, org_id)
+            .where(CollectionRun.id == run_id)
+            .execution_options(populate_existing=True)
+        )
+        if run is None:
+            raise RunNotFoundError(f"run {run_id} not found")
+        return run
+
+    async def list_runs(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        page: PageParams,
+        statuses: Sequence[RunStatus] = (),
+    ) -> tuple[list[CollectionRun], str | None]:
+        """The organization's runs, newest first, optionally only those in `statuses`."""
+        statement = org_rows(CollectionRun, org_id)
+        if statuses:
+            statement = statement.where(CollectionRun.status.in_(statuses))
+        return await paginate(
+            session,
+            statement,
+            created_at=CollectionRun.created_at,
+            row_id=CollectionRun.id,
+            params=page,
+        )
+
+    async def _transition(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        run_id: uuid.UUID,
+        action: str,
+        values: dict[str, Any],
+    ) -> CollectionRun:
+        """Apply `values` if the run's status allows `action`; else say why not."""
+        result = await session.execute(
+            sa.update(CollectionRun)
+            .where(
+                CollectionRun.org_id == org_id,
+                CollectionRun.id == run_id,
+                CollectionRun.status.in_(ALLOWED_FROM[action]),
+            )
+            .values(**values, updated_at=self.clock())
+            .execution_options(synchronize_session=False)
+        )
+        run = await self.get_run(session, org_id=org_id, run_id=run_id)
+        if result.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+            raise TransitionNotAllowedError(action, run.status)
+        logger.info(
+            "run %s: %s -> %s", run_id, action, run.status.value, extra={"run_id": str(run_id)}
+        )
+        return run
+
+    async def start_run(
+        self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
+    ) -> CollectionRun:
+        """pending → running; the executor picks it up once the caller commits."""
+        now = self.clock()
+        return await self._transition(
+            session,
+            org_id=org_id,
+            run_id=run_id,
+            action="start",
+            values={"status": RunStatus.RUNNING, "phase": RunPhase.AMAZON, "started_at": now},
+        )
+
+    async def pause_run(
+        self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
+    ) -> CollectionRun:
+        """running → paused; the work stops at its next checkpoint."""
+        return await self._transition(
+            session,
+            org_id=org_id,
+            run_id=run_id,
+            action="pause",
+            values={"status": RunStatus.PAUSED},
+        )
+
+    async def resume_run(
+        self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
+    ) -> CollectionRun:
+        """paused → running, from the last checkpoint."""
+        return await self._transition(
+            session,
+            org_id=org_id,
+            run_id=run_id,
+            action="resume",
+            values={"status": RunStatus.RUNNING},
+        )
+
+    async def cancel_run(
+        self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
+    ) -> CollectionRun:
+        """pending/running/paused → cancelled; the work stops promptly, results so far stay."""
+        return await self._transition(
+            session,
+            org_id=org_id,
+            run_id=run_id,
+            action="cancel",
+            values={
+                "status": RunStatus.CANCELLED,
+                "finished_at": self.clock(),
+                "lease_owner": None,
+                "lease_expires_at": None,
+            },
+        )
+
+    # --- leases ---------------------------------------------------------------------------
+
+    async def claim(self, run_id: uuid.UUID, *, owner: str) -> Lease | None:
+        """Take the lease of a running run that nobody holds (or whose holder died)."""
+        now = self.clock()
+        async with self.database.transaction() as session:
+            result = await session.execute(
+                sa.update(CollectionRun)
+                .where(
+                    CollectionRun.id == run_id,
+                    CollectionRun.status == RunStatus.RUNNING,
+                    sa.or_(
+                        CollectionRun.lease_owner.is_(None),
+                        CollectionRun.lease_owner == owner,
+                        CollectionRun.lease_expires_at < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_expires_at=self._lease_expiry(now))
+            )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return Lease(run_id, owner)
+
+    async def renew(
+        self, run_ids: Sequence[uuid.UUID], *, owner: str
+    ) -> dict[uuid.UUID, RunStatus]:
+        """Extend this instance's leases; return the status of each run still held."""
+        if not run_ids:
+            return {}
+        now = self.clock()
+        async with self.database.transaction() as session:
+            rows = await session.execute(
+                sa.update(CollectionRun)
+                .where(CollectionRun.id.in_(run_ids), CollectionRun.lease_owner == owner)
+                .values(lease_expires_at=self._lease_expiry(now))
+                .returning(CollectionRun.id, CollectionRun.status)
+            )
+            return dict(rows.all())
+
+    async def release(self, lease: Lease) -> None:
+        """Give up a lease (on shutdown or pause) so any instance may continue the run."""
+        async with self.database.transaction() as session:
+            await session.execute(
+                sa.update(CollectionRun)
+                .where(CollectionRun.id == lease.run_id, CollectionRun.lease_owner == lease.owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def orphaned_runs(self, *, owner: str, limit: int) -> list[uuid.UUID]:
+        """Running runs nobody executes: no lease, an expired one, or one this instance
+        held before it restarted (a stable INSTANCE_ID)."""
+        now = self.clock()
+        async with self.database.read() as session:
+            rows = await session.scalars(
+                sa.select(CollectionRun.id)
+                .where(
+                    CollectionRun.status == RunStatus.RUNNING,
+                    sa.or_(
+                        CollectionRun.lease_owner.is_(None),
+                        CollectionRun.lease_owner == owner,
+                        CollectionRun.lease_expires_at < now,
+                    ),
+                )
+                .order_by(CollectionRun.started_at)
+                .limit(limit)
+            )
+            return list(rows)
+
+    def _lease_expiry(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.settings.run_lease_seconds)
+
+    async def _fence(self, session: AsyncSession, lease: Lease, **increments: int) -> RunStatus:
+        """Bump the run's counters if this instance still holds its lease; return its status.
+
+        Every checkpoint calls this inside its transaction: when the lease is gone the
+        whole checkpoint rolls back.
+        """
+        values: dict[str, Any] = {
+            name: getattr(CollectionRun, name) + amount for name, amount in increments.items()
+        }
+        status = await session.scalar(
+            sa.update(CollectionRun)
+            .where(
+                CollectionRun.id == lease.run_id,
+                CollectionRun.lease_owner == lease.owner,
+                CollectionRun.status.in_((RunStatus.RUNNING, RunStatus.PAUSED)),
+            )
+            .values(**values, updated_at=self.clock())
+            .returning(CollectionRun.status)
+        )
+        if status is None:
+            raise LeaseLostError(f"lease of run {lease.run_id} lost")
+        return RunStatus(status)
+
+    # --- pipeline -------------------------------------------------------------------------
+
+    async def execute(self, lease: Lease) -> RunStatus:
+        """Run (or resume) the pipeline from its checkpoints; return the final status.
+
+        Raises RunInterruptedError when paused or cancelled, LeaseLostError when another
+        instance took over. A provider failing for good fails the run with its message.
+        """
+        async with self.database.read() as session:
+            run = await session.get_one(CollectionRun, lease.run_id)
+        log = {"run_id": str(run.id)}
+        try:
+            if run.phase in (None, RunPhase.AMAZON):
+                logger.info("run %s: Amazon phase", run.id, extra=log)
+                await self.run_amazon_collection(lease, run)
+            logger.info("run %s: eBay phase", run.id, extra=log)
+            await self.run_ebay_seller_search(lease, run)
+        except ProviderFailedError as exc:
+            logger.warning("run %s failed: %s", run.id, exc, extra=log)
+            return await self._finish(lease, RunStatus.FAILED, error=str(exc))
+        status = await self._finish(lease, RunStatus.COMPLETED)
+        logger.info("run %s: %s", run.id, status.value, extra=log)
+        return status
+
+    async def _finish(
+        self, lease: Lease, status: RunStatus, *, error: str | None = None
+    ) -> RunStatus:
+        now = self.clock()
+        async with self.database.transaction() as session:
+            values: dict[str, Any] = {
+                "status": status,
+                "finished_at": now,
+                "error": error,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "updated_at": now,
+            }
+            if status is RunStatus.COMPLETED:
+                values["phase"] = RunPhase.DONE
+            final = await session.scalar(
+                sa.update(CollectionRun)
+                .where(
+                    CollectionRun.id == lease.run_id,
+                    CollectionRun.lease_owner == lease.owner,
+                    CollectionRun.status == RunStatus.RUNNING,
+                )
+                .values(**values)
+                .returning(CollectionRun.status)
+            )
+            if final is None:  # paused or cancelled meanwhile, or taken over
+                current = await session.scalar(
+                    sa.select(CollectionRun.status).where(CollectionRun.id == lease.run_id)
+                )
+                raise RunInterruptedError(RunStatus(current or RunStatus.CANCELLED))
+        return status
+
+    async def run_amazon_collection(self, lease: Lease, run: CollectionRun) -> None:
+        """Phase 1: each category's best sellers, one checkpoint per category."""
+        async with self.database.read() as session:
+            pending = list(
+                await session.scalars(
+                    sa.select(RunCategory)
+                    .where(RunCategory.run_id == run.id, RunCategory.done_at.is_(None))
+                    .order_by(RunCategory.position)
+                )
+            )
+
+        async def collect(category: RunCategory) -> None:
+            products = await self.amazon.best_sellers(
+                category.category_id, run.products_per_category
+            )
+            await self._checkpoint_category(lease, category, products)
+
+        await self._fan_out(pending, collect)
+        async with self.database.transaction() as session:
+            await session.execute(
+                sa.update(CollectionRun)
+                .where(CollectionRun.id == run.id, CollectionRun.lease_owner == lease.owner)
+                .values(phase=RunPhase.EBAY)
+            )
+
+    async def _checkpoint_category(
+        self, lease: Lease, category: RunCategory, products: list[Product]
+    ) -> None:
+        async with self.database.transaction() as session:
+            marked = await session.execute(
+                sa.update(RunCategory)
+                .where(
+                    RunCategory.run_id == category.run_id,
+                    RunCategory.position == category.position,
+                    RunCategory.done_at.is_(None),
+                )
+                .values(done_at=self.clock(), products_found=len(products))
+            )
+            if marked.rowcount == 0:  # type: ignore[attr-defined]
+                return  # already checkpointed (by an earlier owner of the lease)
+            inserted = 0
+            if products:
+                result = await session.execute(
+                    insert_ignoring_conflicts(
+                        session,
+                        RunProduct,
+                        [_product_row(category, p) for p in products],
+                        index_elements=["run_id", "asin"],
+                    )
+                )
+                inserted = max(result.rowcount, 0)  # type: ignore[attr-defined]
+            status = await self._fence(session, lease, categories_done=1, products_found=inserted)
+        if status is not RunStatus.RUNNING:
+            raise RunInterruptedError(status)
+
+    async def run_ebay_seller_search(self, lease: Lease, run: CollectionRun) -> None:
+        """Phase 2: eBay listings of every collected product, one checkpoint per product."""
+
+        async def search(product: RunProduct) -> None:
+            listings = await self.ebay.search(_as_product(product), run.listings_per_product)
+            await self._checkpoint_product(lease, product, listings)
+
+        await self._fan_out(self._unsearched_products(run.id), search)
+
+    async def _unsearched_products(self, run_id: uuid.UUID) -> AsyncIterator[RunProduct]:
+        """Products not searched yet, in ranking order, read in small batches."""
+        after: tuple[int, int, str] | None = None
+        while True:
+            async with self.database.read() as session:
+                statement = (
+                    sa.select(RunProduct)
+                    .where(RunProduct.run_id == run_id, RunProduct.searched_at.is_(None))
+                    .order_by(RunProduct.category_position, RunProduct.sales_rank, RunProduct.asin)
+                    .limit(PRODUCT_BATCH)
+                )
+                if after is not None:
+                    statement = statement.where(
+                        sa.tuple_(
+                            RunProduct.category_position, RunProduct.sales_rank, RunProduct.asin
+                        )
+                        > sa.tuple_(*after)
+                    )
+                batch = list(await session.scalars(statement))
+            for product in batch:
+                yield product
+            if len(batch) < PRODUCT_BATCH:
+                return
+            last = batch[-1]
+            after = (last.category_position, last.sales_rank, last.asin)
+
+    async def _checkpoint_product(
+        self, lease: Lease, product: RunProduct, listings: list[Listing]
+    ) -> None:
+        unique = list({listing.item_id: listing for listing in listings}.values())
+        async with self.database.transaction() as session:
+            marked = await session.execute(
+                sa.update(RunProduct)
+                .where(
+                    RunProduct.run_id == product.run_id,
+                    RunProduct.asin == product.asin,
+                    RunProduct.searched_at.is_(None),
+                )
+                .values(searched_at=self.clock(), listings_found=len(unique))
+            )
+            if marked.rowcount == 0:  # type: ignore[attr-defined]
+                return
+            new_listings = new_sellers = 0
+            if unique:
+                result = await session.execute(
+                    insert_ignoring_conflicts(
+                        session,
+                        RunListing,
+                        [_listing_row(product, listing) for listing in unique],
+                        index_elements=["run_id", "asin", "item_id"],
+                    )
+                )
+                new_listings = max(result.rowcount, 0)  # type: ignore[attr-defined]
+                sellers = sorted({listing.seller_username for listing in unique})
+                result = await session.execute(
+                    insert_ignoring_conflicts(
+                        session,
+                        RunSeller,
+                        [{"run_id": product.run_id, "username": name} for name in sellers],
+                        index_elements=["run_id", "username"],
+                    )
+                )
+                new_sellers = max(result.rowcount, 0)  # type: ignore[attr-defined]
+            status = await self._fence(
+                session,
+                lease,
+                products_searched=1,
+                listings_found=new_listings,
+                sellers_found=new_sellers,
+            )
+        if status is not RunStatus.RUNNING:
+            raise RunInterruptedError(status)
+
+    async def _fan_out(
+        self,
+        items: Sequence[ItemT] | AsyncIterator[ItemT],
+        work: Callable[[ItemT], Awaitable[None]],
+    ) -> None:
+        """Apply `work` to every item with at most `run_provider_concurrency` in flight.
+
+        The first failure cancels the rest, so a paused, cancelled or failed run stops
+        promptly (finished items are already checkpointed), and is re-raised as itself,
+        not wrapped in an ExceptionGroup.
+        """
+        limit = asyncio.Semaphore(self.settings.run_provider_concurrency)
+
+        async def guarded(item: ItemT) -> None:
+            try:
+                await work(item)
+            finally:
+                limit.release()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                if isinstance(items, Sequence):
+                    for item in items:
+                        await limit.acquire()
+                        group.create_task(guarded(item))
+                else:
+                    async for item in items:
+                        await limit.acquire()
+                        group.create_task(guarded(item))
+        except BaseExceptionGroup as group_error:
+            raise _most_telling(group_error) from None
+
+
+def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that explains a failed fan-out: an interruption or lost lease beats a
+    provider failure, which beats anything else."""
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        else:
+            leaves.append(error)
+
+    collect(group)
+    for kind in ((RunInterruptedError, LeaseLostError), (ProviderFailedError,)):
+        for error in leaves:
+            if isinstance(error, kind):
+                return error
+    return leaves[0]
+
+
+def _product_row(category: RunCategory, product: Product) -> dict[str, Any]:
+    return {
+        "run_id": category.run_id,
+        "asin": product.asin,
+        "category_id": category.category_id,
+        "category_position": category.position,
+        "sales_rank": product.sales_rank,
+        "title": product.title,
+        "brand": product.brand,
+        "price": product.price,
+        "currency": product.currency,
+        "upcs": list(product.upcs),
+        "eans": list(product.eans),
+    }
+
+
+def _as_product(row: RunProduct) -> Product:
+    return Product(
+        asin=row.asin,
+        title=row.title,
+        category_id=row.category_id,
+        sales_rank=row.sales_rank,
+        brand=row.brand,
+        price=row.price,
+        currency=row.currency,
+        upcs=tuple(row.upcs),
+        eans=tuple(row.eans),
+    )
+
+
+def _listing_row(product: RunProduct, listing: Listing) -> dict[str, Any]:
+    return {
+        "run_id": product.run_id,
+        "asin": product.asin,
+        "item_id": listing.item_id,
+        "title": listing.title,
+        "price": listing.price,
+        "currency": listing.currency,
+        "seller_username": listing.seller_username,
+        "seller_feedback_score": listing.seller_feedback_score,
+        "seller_feedback_percentage": listing.seller_feedback_percentage,
+        "url": listing.url,
+    }

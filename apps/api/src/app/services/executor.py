@@ -1,0 +1,163 @@
+"""Executes running runs in the background of this instance, under leases.
+
+Each run this instance executes is an asyncio task holding the run's lease, renewed by a
+heartbeat. A periodic sweep (and start-up recovery) takes over running runs whose lease
+expired, because the process executing them died, and resumes them from their checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from app.config import Settings
+from app.services.collection import (
+    CollectionService,
+    Lease,
+    LeaseLostError,
+    RunInterruptedError,
+)
+from app.tables import RunStatus
+
+logger = logging.getLogger(__name__)
+
+
+class RunExecutor:
+    """Runs at most `run_max_concurrent` collection runs at once in this process."""
+
+    def __init__(self, service: CollectionService, settings: Settings) -> None:
+        self.service = service
+        self.owner = settings.instance_id
+        self.max_concurrent = settings.run_max_concurrent
+        self.heartbeat_interval = settings.run_lease_seconds / 3
+        self.sweep_interval = settings.run_sweep_seconds
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._leases: dict[uuid.UUID, Lease] = {}
+        self._claiming: set[uuid.UUID] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def running(self) -> list[uuid.UUID]:
+        """Runs this instance executes right now."""
+        return list(self._tasks)
+
+    @property
+    def has_capacity(self) -> bool:
+        """Whether another run can start here."""
+        return len(self._tasks) + len(self._claiming) < self.max_concurrent
+
+    async def start(self) -> None:
+        """Recover orphaned runs now, then keep heartbeating and sweeping."""
+        await self.sweep()
+        self._loop_task = asyncio.create_task(self._loop(), name="run-executor")
+
+    async def stop(self) -> None:
+        """Stop every local run and hand its lease back, so another instance continues it."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for lease in list(self._leases.values()):
+            with contextlib.suppress(Exception):
+                await self.service.release(lease)
+        self._leases.clear()
+
+    async def submit(self, run_id: uuid.UUID) -> bool:
+        """Execute `run_id` here if there is room and nobody else does; True if started."""
+        if run_id in self._tasks or run_id in self._claiming or not self.has_capacity:
+            return False
+        self._claiming.add(run_id)
+        try:
+            lease = await self.service.claim(run_id, owner=self.owner)
+            if lease is None:
+                return False
+            self._leases[run_id] = lease
+            self._tasks[run_id] = asyncio.create_task(self._execute(lease), name=f"run-{run_id}")
+            return True
+        finally:
+            self._claiming.discard(run_id)
+
+    def interrupt(self, run_id: uuid.UUID) -> None:
+        """Stop a local run now (it was cancelled); its results so far are kept."""
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
+
+    def poke(self) -> None:
+        """Sweep soon (a run was resumed or capacity freed up)."""
+        self._wake.set()
+
+    async def _execute(self, lease: Lease) -> None:
+        log = {"run_id": str(lease.run_id)}
+        release = True
+        try:
+            status = await self.service.execute(lease)
+            release = False  # a finished run's lease is cleared with its final status
+            logger.info("run %s finished: %s", lease.run_id, status.value, extra=log)
+        except RunInterruptedError as exc:
+            logger.info("run %s stopped: %s", lease.run_id, exc.status.value, extra=log)
+        except LeaseLostError:
+            release = False
+            logger.warning(
+                "run %s: lease lost, another instance continues", lease.run_id, extra=log
+            )
+        except asyncio.CancelledError:
+            logger.info("run %s: execution stopped here", lease.run_id, extra=log)
+        except Exception:
+            # A bug, not a provider failure (those fail the run): leave the run running
+            # so that it is retried from its checkpoint once the lease expires.
+            release = False
+            logger.exception("run %s: unexpected error; will be retried", lease.run_id, extra=log)
+        finally:
+            self._tasks.pop(lease.run_id, None)
+            self._leases.pop(lease.run_id, None)
+            if release:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.service.release(lease))
+            self.poke()
+
+    async def heartbeat(self) -> None:
+        """Renew leases; stop local runs that were cancelled, paused or taken over."""
+        held = await self.service.renew(list(self._leases), owner=self.owner)
+        for run_id, task in list(self._tasks.items()):
+            status = held.get(run_id)
+            if status is None:
+                logger.warning("run %s: lease lost; stopping here", run_id)
+                task.cancel()
+            elif status in (RunStatus.CANCELLED, RunStatus.PAUSED):
+                # Usually the run noticed at a checkpoint already; this catches one stuck
+                # in a long provider wait. Work not yet checkpointed is redone on resume.
+                task.cancel()
+
+    async def sweep(self) -> None:
+        """Take over running runs that nobody executes (start-up recovery uses this too)."""
+        free = self.max_concurrent - len(self._tasks) - len(self._claiming)
+        if free <= 0:
+            return
+        for run_id in await self.service.orphaned_runs(owner=self.owner, limit=free):
+            if await self.submit(run_id):
+                logger.info("run %s: taken over by %s", run_id, self.owner)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + self.sweep_interval
+        while True:
+            timeout = max(0.0, min(self.heartbeat_interval, next_sweep - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            woken = self._wake.is_set()
+            self._wake.clear()
+            try:
+                await self.heartbeat()
+                if woken or loop.time() >= next_sweep:
+                    await self.sweep()
+                    next_sweep = loop.time() + self.sweep_interval
+            except Exception:
+                logger.exception("run executor loop failed; retrying")

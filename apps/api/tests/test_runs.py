@@ -1,0 +1,667 @@
+"""Collection runs through the API: lifecycle rules, the pipeline end to end with the
+sample providers, pause/resume/cancel, results, CSV export, takeover and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.database import Database
+from app.providers.base import Listing, Product, ProviderError
+from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
+from app.services.collection import CollectionService, Lease, LeaseLostError
+from app.services.executor import RunExecutor
+from app.services.results import purge_expired_results
+from app.tables import CollectionRun, RunListing, RunStatus, utcnow
+from tests.conftest import Actor, Actors
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+async def wait_for(
+    client: httpx.AsyncClient,
+    actor: Actor,
+    run_id: str,
+    predicate: Any,
+    within: float = 30.0,
+) -> dict[str, Any]:
+    """Poll the run until `predicate(run)` holds (for at most `within` seconds)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        run: dict[str, Any] = (
+            await client.get(f"/collection/runs/{run_id}", headers=actor.headers)
+        ).json()
+        if predicate(run):
+            return run
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run never reached the expected state: {run}")
+        await asyncio.sleep(0.02)
+
+
+def finished(run: dict[str, Any]) -> bool:
+    return run["status"] in TERMINAL
+
+
+async def create_run(
+    client: httpx.AsyncClient, actor: Actor, categories: list[str], **extra: Any
+) -> dict[str, Any]:
+    body = {"category_ids": categories, "products_per_category": 5, **extra}
+    response = await client.post("/collection/runs", json=body, headers=actor.headers)
+    assert response.status_code == 201, response.text
+    run: dict[str, Any] = response.json()
+    return run
+
+
+async def start(client: httpx.AsyncClient, actor: Actor, run_id: str) -> httpx.Response:
+    return await client.post(f"/collection/runs/{run_id}/start", headers=actor.headers)
+
+
+async def expected_listings(
+    categories: list[str], products_per_category: int, listings_per_product: int
+) -> set[tuple[str, str, str]]:
+    """What an uninterrupted run must store: computed straight from the sample providers."""
+    amazon, ebay = SampleAmazonProvider(latency_ms=0), SampleEbayProvider(latency_ms=0)
+    rows: set[tuple[str, str, str]] = set()
+    seen: set[str] = set()
+    for category in categories:
+        for product in await amazon.best_sellers(category, products_per_category):
+            if product.asin in seen:
+                continue
+            seen.add(product.asin)
+            for listing in await ebay.search(product, listings_per_product):
+                rows.add((product.asin, listing.item_id, listing.seller_username))
+    return rows
+
+
+async def stored_listings(database: Database, run_id: str) -> list[tuple[str, str, str]]:
+    async with database.read() as session:
+        rows = await session.execute(
+            sa.select(RunListing.asin, RunListing.item_id, RunListing.seller_username).where(
+                RunListing.run_id == uuid.UUID(run_id)
+            )
+        )
+        return [(a, i, s) for a, i, s in rows]
+
+
+@pytest.fixture
+async def admin(actors: Actors) -> Actor:
+    return await actors.admin()
+
+
+# --- creation and lifecycle rules --------------------------------------------------------
+
+
+async def test_run_from_preset_completes_with_consistent_progress(
+    client: httpx.AsyncClient, admin: Actor, database: Database
+) -> None:
+    preset = await client.post(
+        "/collection/presets",
+        json={"name": "Mix", "category_ids": ["172282", "541966", "1055398"]},
+        headers=admin.headers,
+    )
+    body = {"preset_id": preset.json()["id"], "products_per_category": 10}
+    created = await client.post("/collection/runs", json=body, headers=admin.headers)
+    assert created.status_code == 201, created.text
+    run = created.json()
+    assert run["status"] == "pending"
+    assert run["phase"] is None
+    assert run["trigger"] == "manual"
+    assert run["name"].startswith("Mix ")
+    assert run["category_ids"] == ["172282", "541966", "1055398"]
+    assert run["created_by"] == str(admin.user_id)
+    assert run["progress"]["categories_total"] == 3
+
+    started = await start(client, admin, run["id"])
+    assert started.status_code == 200
+    assert started.json()["status"] == "running"
+    assert started.json()["started_at"] is not None
+
+    done = await wait_for(client, admin, run["id"], finished)
+    assert done["status"] == "completed", done
+    assert done["phase"] == "done"
+    assert done["error"] is None
+    progress = done["progress"]
+    expected = await expected_listings(["172282", "541966", "1055398"], 10, 20)
+    stored = await stored_listings(database, run["id"])
+    assert sorted(stored) == sorted(expected)
+    assert progress == {
+        "categories_total": 3,
+        "categories_done": 3,
+        "products_found": 30,
+        "products_searched": 30,
+        "listings_found": len(expected),
+        "sellers_found": len({seller for _, _, seller in expected}),
+    }
+    assert done["finished_at"] >= done["started_at"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "exactly one of preset_id or category_ids"),
+        ({"preset_id": str(uuid.uuid4()), "category_ids": ["1"]}, "exactly one of"),
+        ({"category_ids": []}, "at least one category ID"),
+        ({"category_ids": ["x"]}, "digits only"),
+        ({"category_ids": ["1"], "products_per_category": 0}, "greater than or equal to 1"),
+        ({"category_ids": ["1"], "products_per_category": 101}, "less than or equal to 100"),
+        ({"category_ids": ["1"], "priority": "high"}, "Extra inputs"),
+    ],
+)
+async def test_invalid_run_request_is_422(
+    client: httpx.AsyncClient, admin: Actor, body: Any, message: str
+) -> None:
+    response = await client.post("/collection/runs", json=body, headers=admin.headers)
+    assert response.status_code == 422
+    assert message in response.text
+    runs = await client.get("/collection/runs", headers=admin.headers)
+    assert runs.json()["items"] == []
+
+
+async def test_preset_of_another_org_is_404(
+    client: httpx.AsyncClient, actors: Actors, admin: Actor
+) -> None:
+    other = await actors.admin("Other")
+    preset = await client.post(
+        "/collection/presets", json={"name": "p", "category_ids": ["1"]}, headers=other.headers
+    )
+    response = await client.post(
+        "/collection/runs", json={"preset_id": preset.json()["id"]}, headers=admin.headers
+    )
+    assert response.status_code == 404
+
+
+async def test_second_active_run_is_409_naming_the_first(
+    client: httpx.AsyncClient, admin: Actor
+) -> None:
+    first = await create_run(client, admin, ["1"])
+    response = await client.post(
+        "/collection/runs", json={"category_ids": ["2"]}, headers=admin.headers
+    )
+    assert response.status_code == 409
+    assert first["id"] in response.json()["detail"]
+    assert "(pending)" in response.json()["detail"]
+
+
+async def test_twenty_concurrent_creates_yield_one_run(
+    client: httpx.AsyncClient, admin: Actor
+) -> None:
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/collection/runs", json={"category_ids": [str(i + 1)]}, headers=admin.headers
+            )
+            for i in range(20)
+        )
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] + [409] * 19
+    runs = (await client.get("/collection/runs", headers=admin.headers)).json()["items"]
+    assert len(runs) == 1
+
+
+async def test_other_orgs_runs_do_not_block(
+    client: httpx.AsyncClient, actors: Actors, admin: Actor
+) -> None:
+    other = await actors.admin("Other")
+    await create_run(client, admin, ["1"])
+    await create_run(client, other, ["1"])
+
+
+@pytest.mark.parametrize(
+    ("setup", "action", "status"),
+    [
+        ([], "pause", "pending"),
+        ([], "resume", "pending"),
+        (["cancel"], "start", "cancelled"),
+        (["cancel"], "cancel", "cancelled"),
+        (["cancel"], "resume", "cancelled"),
+    ],
+)
+async def test_disallowed_transition_is_409_with_current_status(
+    client: httpx.AsyncClient, admin: Actor, setup: list[str], action: str, status: str
+) -> None:
+    run = await create_run(client, admin, ["1"])
+    for step in setup:
+        response = await client.post(f"/collection/runs/{run['id']}/{step}", headers=admin.headers)
+        assert response.status_code == 200
+    response = await client.post(f"/collection/runs/{run['id']}/{action}", headers=admin.headers)
+    assert response.status_code == 409
+    assert f"cannot {action} a run that is {status}" in response.json()["detail"]
+    current = (await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)).json()
+    assert current["status"] == status
+
+
+async def test_completed_run_cannot_be_started_paused_or_cancelled(
+    client: httpx.AsyncClient, admin: Actor
+) -> None:
+    run = await create_run(client, admin, ["1"])
+    await start(client, admin, run["id"])
+    await wait_for(client, admin, run["id"], finished)
+    for action in ("start", "pause", "resume", "cancel"):
+        response = await client.post(
+            f"/collection/runs/{run['id']}/{action}", headers=admin.headers
+        )
+        assert response.status_code == 409
+        assert "completed" in response.json()["detail"]
+
+
+async def test_cancel_pending_run_frees_the_slot(client: httpx.AsyncClient, admin: Actor) -> None:
+    run = await create_run(client, admin, ["1"])
+    cancelled = await client.post(f"/collection/runs/{run['id']}/cancel", headers=admin.headers)
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["finished_at"] is not None
+    await create_run(client, admin, ["2"])
+
+
+async def test_list_runs_filters_by_status_and_paginates(
+    client: httpx.AsyncClient, admin: Actor
+) -> None:
+    ids = []
+    for _ in range(3):
+        run = await create_run(client, admin, ["1"])
+        await client.post(f"/collection/runs/{run['id']}/cancel", headers=admin.headers)
+        ids.append(run["id"])
+    pending = await create_run(client, admin, ["1"])
+    page = (await client.get("/collection/runs", params={"limit": 2}, headers=admin.headers)).json()
+    assert [r["id"] for r in page["items"]] == [pending["id"], ids[2]]
+    rest = (
+        await client.get(
+            "/collection/runs",
+            params={"limit": 2, "cursor": page["next_cursor"]},
+            headers=admin.headers,
+        )
+    ).json()
+    assert [r["id"] for r in rest["items"]] == [ids[1], ids[0]]
+    assert rest["next_cursor"] is None
+    only_pending = (
+        await client.get("/collection/runs", params={"status": "pending"}, headers=admin.headers)
+    ).json()
+    assert [r["id"] for r in only_pending["items"]] == [pending["id"]]
+    bad = await client.get("/collection/runs", params={"status": "done"}, headers=admin.headers)
+    assert bad.status_code == 422
+
+
+# --- pause, resume, cancel while running -------------------------------------------------
+
+
+class GatedEbay:
+    """A sample eBay provider whose searches wait until the test allows them, one by one."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.inner = SampleEbayProvider(latency_ms=0)
+        self.permits = asyncio.Semaphore(0)
+        self.calls = 0
+
+    def allow(self, searches: int) -> None:
+        for _ in range(searches):
+            self.permits.release()
+
+    async def search(self, product: Product, limit: int) -> list[Listing]:
+        self.calls += 1
+        await self.permits.acquire()
+        return await self.inner.search(product, limit)
+
+
+@pytest.fixture
+def gated(app: FastAPI) -> AsyncIterator[GatedEbay]:
+    service: CollectionService = app.state.collection
+    original = service.ebay
+    provider = GatedEbay()
+    service.ebay = provider
+    yield provider  # type: ignore[misc]
+    provider.allow(10_000)
+    service.ebay = original
+
+
+async def test_pause_then_resume_finishes_with_exactly_the_uninterrupted_rows(
+    client: httpx.AsyncClient, admin: Actor, gated: GatedEbay, database: Database
+) -> None:
+    run = await create_run(client, admin, ["172282", "541966"], products_per_category=10)
+    await start(client, admin, run["id"])
+    await wait_for(client, admin, run["id"], lambda r: r["phase"] == "ebay")
+    gated.allow(3)  # three searches complete; the rest wait in flight
+    await wait_for(client, admin, run["id"], lambda r: r["progress"]["products_searched"] == 3)
+    paused = await client.post(f"/collection/runs/{run['id']}/pause", headers=admin.headers)
+    assert paused.status_code == 200
+    assert paused.json()["status"] == "paused"
+    gated.allow(10_000)  # in-flight searches finish; the run must stop at the checkpoint
+    executor: RunExecutor = client._transport.app.state.executor  # type: ignore[attr-defined]
+    for _ in range(200):
+        if uuid.UUID(run["id"]) not in executor.running:
+            break
+        await asyncio.sleep(0.01)
+    assert uuid.UUID(run["id"]) not in executor.running
+    frozen = (await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)).json()
+    assert frozen["status"] == "paused"
+    # at most the searches in flight when it paused got checkpointed
+    concurrency = client._transport.app.state.settings.run_provider_concurrency  # type: ignore[attr-defined]
+    assert 3 <= frozen["progress"]["products_searched"] <= 3 + concurrency < 20
+    await asyncio.sleep(0.1)
+    again = (await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)).json()
+    assert again["progress"] == frozen["progress"]  # nothing moves while paused
+
+    resumed = await client.post(f"/collection/runs/{run['id']}/resume", headers=admin.headers)
+    assert resumed.json()["status"] == "running"
+    done = await wait_for(client, admin, run["id"], finished)
+    assert done["status"] == "completed"
+    expected = await expected_listings(["172282", "541966"], 10, 20)
+    stored = await stored_listings(database, run["id"])
+    assert len(stored) == len(set(stored))  # no duplicates
+    assert set(stored) == expected
+    assert done["progress"]["listings_found"] == len(expected)
+    assert done["progress"]["products_searched"] == 20
+
+
+async def test_cancel_stops_promptly_and_keeps_results(
+    client: httpx.AsyncClient, admin: Actor, gated: GatedEbay
+) -> None:
+    run = await create_run(client, admin, ["172282"])
+    await start(client, admin, run["id"])
+    await wait_for(client, admin, run["id"], lambda r: r["phase"] == "ebay")
+    for _ in range(100):
+        if gated.calls:
+            break
+        await asyncio.sleep(0.01)
+    assert gated.calls > 0  # searches are blocked in flight
+    cancelled = await client.post(f"/collection/runs/{run['id']}/cancel", headers=admin.headers)
+    assert cancelled.json()["status"] == "cancelled"
+    executor: RunExecutor = client._transport.app.state.executor  # type: ignore[attr-defined]
+    for _ in range(100):
+        if uuid.UUID(run["id"]) not in executor.running:
+            break
+        await asyncio.sleep(0.01)
+    assert uuid.UUID(run["id"]) not in executor.running
+    gated.allow(10_000)
+    await asyncio.sleep(0.05)
+    final = (await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)).json()
+    assert final["status"] == "cancelled"
+    assert final["progress"]["products_searched"] == 0
+    assert final["progress"]["products_found"] == 5  # the Amazon phase's results stay
+
+
+# --- failures ----------------------------------------------------------------------------
+
+
+class BrokenEbay:
+    name = "broken"
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.calls = 0
+
+    async def search(self, product: Product, limit: int) -> list[Listing]:
+        self.calls += 1
+        raise ProviderError(
+            f"HTTP {self.status_code} from broken",
+            provider="broken",
+            retryable=self.status_code >= 500,
+            status_code=self.status_code,
+        )
+
+
+@pytest.mark.parametrize(("code", "attempts"), [(400, 1), (503, 2)])
+async def test_provider_failure_fails_the_run_with_its_message(
+    client: httpx.AsyncClient, admin: Actor, app: FastAPI, code: int, attempts: int
+) -> None:
+    from app.providers.resilience import RateLimiter, ResilientEbayProvider, RetryPolicy
+
+    service: CollectionService = app.state.collection
+    original = service.ebay
+    broken = BrokenEbay(code)
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    service.ebay = ResilientEbayProvider(
+        broken,
+        limiter=RateLimiter(None),
+        policy=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0),
+        timeout=5.0,
+        sleep=no_sleep,
+    )
+    try:
+        run = await create_run(client, admin, ["172282"], products_per_category=1)
+        await start(client, admin, run["id"])
+        done = await wait_for(client, admin, run["id"], finished)
+    finally:
+        service.ebay = original
+    assert done["status"] == "failed"
+    assert f"HTTP {code} from broken" in done["error"]
+    assert broken.calls == attempts
+    # a failed run frees the slot for the next one
+    await create_run(client, admin, ["1"])
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+async def _complete(
+    client: httpx.AsyncClient, admin: Actor, categories: list[str], per_category: int = 5
+) -> dict[str, Any]:
+    run = await create_run(client, admin, categories, products_per_category=per_category)
+    await start(client, admin, run["id"])
+    done = await wait_for(client, admin, run["id"], finished)
+    assert done["status"] == "completed", done
+    return done
+
+
+async def _all_sellers(
+    client: httpx.AsyncClient, admin: Actor, run_id: str, limit: int = 7
+) -> list[dict[str, Any]]:
+    sellers: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = (
+            await client.get(
+                f"/collection/runs/{run_id}/sellers", params=params, headers=admin.headers
+            )
+        ).json()
+        sellers += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return sellers
+
+
+async def test_sellers_are_ranked_and_paginated(
+    client: httpx.AsyncClient, admin: Actor, database: Database
+) -> None:
+    run = await _complete(client, admin, ["172282", "541966", "1055398"], 10)
+    sellers = await _all_sellers(client, admin, run["id"])
+    assert len(sellers) == run["progress"]["sellers_found"]
+    assert [s["rank"] for s in sellers] == list(range(1, len(sellers) + 1))
+    keys = [(-s["products"], -s["listings"], s["username"]) for s in sellers]
+    assert keys == sorted(keys)
+    assert sellers[0]["products"] > sellers[len(sellers) // 2]["products"]  # long tail
+    assert all(s["new_since_last_run"] is None for s in sellers)  # no earlier run
+
+    # cross-check the top seller against the stored listings
+    stored = await stored_listings(database, run["id"])
+    top = sellers[0]
+    mine = [(asin, item) for asin, item, seller in stored if seller == top["username"]]
+    assert top["listings"] == len(mine)
+    assert top["products"] == len({asin for asin, _ in mine})
+    assert Decimal(top["min_price"]) <= Decimal(top["max_price"])
+
+
+async def test_new_since_last_run(client: httpx.AsyncClient, admin: Actor) -> None:
+    first = await _complete(client, admin, ["172282"])
+    second = await _complete(client, admin, ["172282", "541966"])
+    before = {s["username"] for s in await _all_sellers(client, admin, first["id"], 200)}
+    sellers = await _all_sellers(client, admin, second["id"], 200)
+    assert {s["new_since_last_run"] for s in sellers} == {True, False}
+    for seller in sellers:
+        assert seller["new_since_last_run"] is (seller["username"] not in before)
+
+
+async def test_sellers_csv_matches_the_api(client: httpx.AsyncClient, admin: Actor) -> None:
+    run = await _complete(client, admin, ["172282", "541966"])
+    response = await client.get(
+        f"/collection/runs/{run['id']}/export.csv",
+        params={"kind": "sellers"},
+        headers=admin.headers,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert f"run-{run['id']}-sellers.csv" in response.headers["content-disposition"]
+    assert response.text.endswith("\r\n")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    api = await _all_sellers(client, admin, run["id"], 200)
+    assert [(int(r["rank"]), r["seller_username"], int(r["products"])) for r in rows] == [
+        (s["rank"], s["username"], s["products"]) for s in api
+    ]
+
+
+async def test_listings_csv_has_every_listing_with_rfc4180_quoting(
+    client: httpx.AsyncClient, admin: Actor, database: Database
+) -> None:
+    run = await _complete(client, admin, ["172282", "541966"])
+    response = await client.get(
+        f"/collection/runs/{run['id']}/export.csv",
+        params={"kind": "listings"},
+        headers=admin.headers,
+    )
+    reader = csv.reader(io.StringIO(response.text, newline=""))
+    header = next(reader)
+    assert header[:3] == ["asin", "product_title", "brand"]
+    rows = list(reader)
+    assert len(rows) == run["progress"]["listings_found"]
+    stored = await stored_listings(database, run["id"])
+    assert {(r[0], r[5], r[9]) for r in rows} == set(stored)
+    assert all(len(r) == len(header) for r in rows)
+
+
+async def test_csv_quotes_commas_quotes_and_newlines(database: Database) -> None:
+    from app.services.results import _csv_chunk
+
+    chunk = _csv_chunk([["a,b", 'say "hi"', "two\nlines", None, Decimal("1.50")]]).decode()
+    assert chunk == '"a,b","say ""hi""","two\nlines",,1.50\r\n'
+
+
+async def test_bad_export_kind_is_422(client: httpx.AsyncClient, admin: Actor) -> None:
+    run = await create_run(client, admin, ["1"])
+    response = await client.get(
+        f"/collection/runs/{run['id']}/export.csv", params={"kind": "all"}, headers=admin.headers
+    )
+    assert response.status_code == 422
+
+
+async def test_retention_purges_results_in_batches(
+    client: httpx.AsyncClient, admin: Actor, database: Database
+) -> None:
+    old = await _complete(client, admin, ["172282"])
+    recent = await _complete(client, admin, ["541966"])
+    async with database.transaction() as session:
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(old["id"]))
+            .values(finished_at=utcnow() - timedelta(days=100))
+        )
+    deleted = await purge_expired_results(
+        database, now=utcnow(), retention=timedelta(days=90), batch_size=7
+    )
+    assert deleted > old["progress"]["listings_found"]
+    assert await stored_listings(database, old["id"]) == []
+    assert (
+        len(await stored_listings(database, recent["id"])) == recent["progress"]["listings_found"]
+    )
+    gone = await client.get(f"/collection/runs/{old['id']}/sellers", headers=admin.headers)
+    assert gone.status_code == 410
+    assert "retention" in gone.json()["detail"]
+    csv_gone = await client.get(f"/collection/runs/{old['id']}/export.csv", headers=admin.headers)
+    assert csv_gone.status_code == 410
+    detail = (await client.get(f"/collection/runs/{old['id']}", headers=admin.headers)).json()
+    assert detail["results_purged_at"] is not None
+    assert detail["progress"]["listings_found"] == old["progress"]["listings_found"]
+    assert (
+        await purge_expired_results(
+            database, now=utcnow(), retention=timedelta(days=90), batch_size=7
+        )
+        == 0
+    )
+
+
+# --- leases: takeover and fencing ---------------------------------------------------------
+
+
+async def _orphan(database: Database, run_id: str, owner: str, expired: bool) -> None:
+    """Make the run look like another instance started it (and maybe died)."""
+    offset = timedelta(seconds=-5 if expired else 300)
+    async with database.transaction() as session:
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run_id))
+            .values(
+                status=RunStatus.RUNNING,
+                started_at=utcnow(),
+                lease_owner=owner,
+                lease_expires_at=utcnow() + offset,
+            )
+        )
+
+
+async def test_second_instance_takes_over_run_whose_owner_died(
+    client: httpx.AsyncClient, admin: Actor, database: Database, app: FastAPI
+) -> None:
+    run = await create_run(client, admin, ["172282", "541966"])
+    await _orphan(database, run["id"], owner="dead-host:1", expired=True)
+    executor: RunExecutor = app.state.executor
+    await executor.sweep()
+    done = await wait_for(client, admin, run["id"], finished)
+    assert done["status"] == "completed"
+    assert set(await stored_listings(database, run["id"])) == await expected_listings(
+        ["172282", "541966"], 5, 20
+    )
+
+
+async def test_live_lease_of_another_instance_is_respected(
+    client: httpx.AsyncClient, admin: Actor, database: Database, app: FastAPI
+) -> None:
+    run = await create_run(client, admin, ["172282"])
+    await _orphan(database, run["id"], owner="alive-host:1", expired=False)
+    executor: RunExecutor = app.state.executor
+    await executor.sweep()
+    assert uuid.UUID(run["id"]) not in executor.running
+    assert not await executor.submit(uuid.UUID(run["id"]))
+    current = (await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)).json()
+    assert current["progress"]["categories_done"] == 0
+
+
+async def test_checkpoint_without_the_lease_writes_nothing(
+    client: httpx.AsyncClient, admin: Actor, database: Database, app: FastAPI
+) -> None:
+    run = await create_run(client, admin, ["172282"])
+    await _orphan(database, run["id"], owner="other-host:1", expired=False)
+    service: CollectionService = app.state.collection
+    zombie = Lease(uuid.UUID(run["id"]), "zombie-host:9")
+    async with database.read() as session:
+        row = await session.get_one(CollectionRun, uuid.UUID(run["id"]))
+    with pytest.raises(LeaseLostError):
+        await service.run_amazon_collection(zombie, row)
+    current = (await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)).json()
+    assert current["progress"]["categories_done"] == 0
+    assert current["progress"]["products_found"] == 0
+
+
+async def test_executor_runs_at_most_its_capacity(
+    settings: Settings, database: Database, app: FastAPI
+) -> None:
+    service: CollectionService = app.state.collection
+    executor = RunExecutor(service, settings)
+    executor.max_concurrent = 0
+    assert not executor.has_capacity
+    assert not await executor.submit(uuid.uuid4())
