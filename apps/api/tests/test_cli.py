@@ -23,7 +23,10 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["migrate"], ["token"], ["bootstrap"]], ids=lambda c: " ".join(c)
+    "command",
+    [[], ["serve"], ["migrate"], ["token"], ["bootstrap"], ["runs"], ["runs", "watch"]]
+    + [["runs", "export"]],
+    ids=lambda c: " ".join(c),
 )
 def test_every_command_has_help(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(main, [*command, "--help"])
@@ -93,3 +96,26 @@ def test_bootstrap_creates_org_and_admin_idempotently(runner: CliRunner) -> None
     )
     assert other["org_id"] != created["org_id"]
     assert other["user_id"] == created["user_id"]
+
+
+def test_describe_progress_by_phase() -> None:
+    from app.cli import describe_progress
+
+    counters = {
+        "categories_total": 4,
+        "categories_done": 1,
+        "products_found": 50,
+        "products_searched": 0,
+        "listings_found": 0,
+        "sellers_found": 0,
+    }
+    fraction, line = describe_progress(
+        {"status": "running", "phase": "amazon", "progress": counters}
+    )
+    assert fraction == 0.25
+    assert "Amazon 1/4 categories" in line
+    counters.update(categories_done=4, products_found=200, products_searched=50)
+    fraction, line = describe_progress({"status": "paused", "phase": "ebay", "progress": counters})
+    assert fraction == 0.25
+    assert line.startswith("paused")
+    assert "eBay 50/200 products" in line
