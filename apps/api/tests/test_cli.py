@@ -24,8 +24,16 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["migrate"], ["token"], ["bootstrap"], ["runs"], ["runs", "watch"]]
-    + [["runs", "export"]],
+    [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["token"],
+        ["bootstrap"],
+        ["runs"],
+        ["runs", "watch"],
+        ["runs", "export"],
+    ],
     ids=lambda c: " ".join(c),
 )
 def test_every_command_has_help(runner: CliRunner, command: list[str]) -> None:
