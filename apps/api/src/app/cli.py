@@ -182,13 +182,21 @@ TERMINAL_STATUSES = {"completed", "failed", "cancelled"}
 @click.pass_context
 def runs(ctx: click.Context, url: str, token: str | None, org_id: str | None) -> None:
     """Watch and export collection runs of a running service."""
-    if token is None:
+    ctx.obj = {"url": url.rstrip("/"), "token": token, "org_id": org_id}
+
+
+def _client(ctx: click.Context) -> httpx.Client:
+    """An HTTP client for the service named by the `runs` group's options."""
+    options = ctx.find_object(dict)
+    assert options is not None
+    if options["token"] is None:
         raise click.UsageError("a token is needed: pass --token or set COLLECTION_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"}
-    if org_id:
-        headers["X-Org-Id"] = org_id
-    ctx.obj = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
-    ctx.call_on_close(ctx.obj.close)
+    headers = {"Authorization": f"Bearer {options['token']}"}
+    if options["org_id"]:
+        headers["X-Org-Id"] = options["org_id"]
+    http = httpx.Client(base_url=options["url"], headers=headers, timeout=30.0)
+    ctx.call_on_close(http.close)
+    return http
 
 
 def _api_get(http: httpx.Client, path: str, **params: str) -> httpx.Response:
@@ -227,9 +235,10 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
 @runs.command()
 @click.argument("run_id", type=click.UUID)
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1))
-@click.pass_obj
-def watch(http: httpx.Client, run_id: uuid.UUID, interval: float) -> None:
+@click.pass_context
+def watch(ctx: click.Context, run_id: uuid.UUID, interval: float) -> None:
     """Show a run's progress until it ends; exit 0 if it completed, 1 otherwise."""
+    http = _client(ctx)
     tty = sys.stdout.isatty()
     last = ""
     while True:
@@ -264,9 +273,10 @@ def watch(http: httpx.Client, run_id: uuid.UUID, interval: float) -> None:
     required=True,
     help="File to write the CSV to ('-' for standard output).",
 )
-@click.pass_obj
-def export(http: httpx.Client, run_id: uuid.UUID, kind: str, output: str) -> None:
+@click.pass_context
+def export(ctx: click.Context, run_id: uuid.UUID, kind: str, output: str) -> None:
     """Download a run's sellers or listings as CSV (streamed to the file)."""
+    http = _client(ctx)
     try:
         with http.stream(
             "GET", f"/collection/runs/{run_id}/export.csv", params={"kind": kind}

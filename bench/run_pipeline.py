@@ -1,0 +1,532 @@
+"""Benchmark: one collection run end to end, against its ideal bound, on SQLite and PostgreSQL.
+
+What it measures
+----------------
+A run of N categories x P products with the offline sample providers, whose every call
+sleeps `--latency-ms`. The run is driven through the service layer exactly as the app
+does it (`Database.from_settings`, `build_providers`, `CollectionService`, `RunExecutor`;
+`create_run`, `start_run` + commit, `executor.submit`), and the run row is polled every
+50 ms until the run finishes. For each (database, size) it reports:
+
+* the provider calls made (N Amazon best-seller calls, N x P eBay searches) and the
+  listings stored;
+* the ideal bound, (amazon calls + eBay calls) x latency / concurrency: the run keeps at
+  most `run_provider_concurrency` provider calls in flight, so no run can be faster;
+* the wall time from `start_run` until the run is seen completed, and wall / bound
+  (the goal is at most 1.3);
+* the process's resident memory right before the run starts (after imports and the
+  migration), its peak (`ru_maxrss`), and the difference: the run's own memory, which
+  should stay flat as the number of listings grows (the goal).
+
+Each measurement runs in a fresh Python process (this script re-invoked with `--child`)
+with a clean environment, against a fresh database: an SQLite file in a temporary
+directory, or a PostgreSQL database created for it on the server of `--pg-url` and
+dropped afterwards, even when the measurement fails.
+
+Nothing here asserts anything about the timings: it prints a table to read.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/run_pipeline.py
+    .venv/bin/python bench/run_pipeline.py --db sqlite --sizes 20x50 --latency-ms 50
+    .venv/bin/python bench/run_pipeline.py --db postgresql \\
+        --pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+
+PostgreSQL is skipped, with a note, when the server of `--pg-url` cannot be reached
+(unless `--db postgresql` was asked for explicitly, which then fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+
+DEFAULT_SIZES = "5x50,20x50,40x50"
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+POLL_SECONDS = 0.05
+BENCH_SECRET = "bench-" + "x" * 40
+
+# Top-level Amazon browse nodes (the sample provider gives these a fitting theme); larger
+# runs add browse-node-like ids drawn from a fixed seed, so every run uses the same ones.
+KNOWN_CATEGORIES = (
+    "172282",
+    "284507",
+    "1055398",
+    "165793011",
+    "3375251",
+    "3760911",
+    "228013",
+    "2619533011",
+    "1064954",
+    "15684181",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """How big a run is: `categories` categories of `products` best sellers each."""
+
+    categories: int
+    products: int
+
+    @classmethod
+    def parse(cls, text: str) -> Size:
+        """`20x50` -> Size(categories=20, products=50)."""
+        try:
+            categories, products = (int(part) for part in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"size {text!r} is not CATEGORIESxPRODUCTS, e.g. 20x50"
+            ) from None
+        if categories < 1 or not 1 <= products <= 100:
+            raise argparse.ArgumentTypeError(
+                f"size {text!r}: need at least 1 category and 1 to 100 products per category"
+            )
+        return cls(categories, products)
+
+    def __str__(self) -> str:
+        return f"{self.categories}x{self.products}"
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What one child process reports about its run (one JSON line on its stdout)."""
+
+    status: str
+    amazon_calls: int
+    ebay_calls: int
+    provider_retries: int
+    products: int
+    listings: int
+    sellers: int
+    wall_seconds: float
+    amazon_phase_seconds: float
+    ebay_phase_seconds: float
+    rss_before_kib: int
+    peak_rss_kib: int
+
+
+def category_ids(count: int) -> list[str]:
+    """`count` distinct, realistic Amazon browse node ids, the same on every call."""
+    ids = list(KNOWN_CATEGORIES[:count])
+    rng = random.Random(20_240_601)
+    while len(ids) < count:
+        candidate = str(rng.randrange(1_000_000, 9_999_999_999))
+        if candidate not in ids:
+            ids.append(candidate)
+    return ids
+
+
+def ideal_bound(calls: int, latency_ms: int, concurrency: int) -> float:
+    """Seconds `calls` provider calls take at best, `concurrency` at a time."""
+    return calls * latency_ms / 1000 / concurrency
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
+
+
+def current_rss_kib() -> int:
+    """This process's resident set size now, in KiB (the peak so far where /proc is missing)."""
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+    except OSError:
+        return peak_rss_kib()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+# --- child: one measured run ------------------------------------------------------------------
+
+
+async def measure_run(settings: Any, size: Size) -> Measurement:
+    """Create an organization, then drive one run through the service layer to its end."""
+    import sqlalchemy as sa
+
+    from app.database import Database
+    from app.providers import build_providers
+    from app.providers.resilience import ResilientAmazonProvider, ResilientEbayProvider
+    from app.services.collection import CollectionService
+    from app.services.executor import RunExecutor
+    from app.services.orgs import create_org
+    from app.services.users import provision_user
+    from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunStatus
+
+    database = Database.from_settings(settings)
+    amazon, ebay = build_providers(settings)
+    if not isinstance(amazon, ResilientAmazonProvider) or not isinstance(
+        ebay, ResilientEbayProvider
+    ):
+        raise TypeError("build_providers no longer returns the resilient wrappers this counts")
+    service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
+    executor = RunExecutor(service, settings)
+    try:
+        await executor.start()  # as the app's lifespan does: sweep, then heartbeat
+        async with database.transaction() as session:
+            user_id = uuid.uuid4()
+            await provision_user(session, user_id=user_id, email="bench@example.com")
+            org = await create_org(session, name="Bench", admin_id=user_id)
+            run = await service.create_run(
+                session,
+                org_id=org.id,
+                created_by=user_id,
+                category_ids=category_ids(size.categories),
+                products_per_category=size.products,
+            )
+        org_id, run_id = org.id, run.id
+
+        rss_before = current_rss_kib()
+        started = time.perf_counter()
+        async with database.sessions() as session:
+            await service.start_run(session, org_id=org_id, run_id=run_id)
+            await session.commit()
+        if not await executor.submit(run_id):
+            raise RuntimeError(f"the executor did not take run {run_id}")
+        while True:
+            executing = run_id in executor.running  # read before the status: see below
+            async with database.read() as session:
+                status = await session.scalar(
+                    sa.select(CollectionRun.status).where(CollectionRun.id == run_id)
+                )
+            if status != RunStatus.RUNNING:
+                break
+            if not executing:
+                # The final status is committed before the task ends, so this is a run
+                # the executor gave up on (an unexpected error, logged on stderr).
+                raise RuntimeError(f"run {run_id} stopped executing while still running")
+            await asyncio.sleep(POLL_SECONDS)
+        wall = time.perf_counter() - started
+        peak = peak_rss_kib()
+
+        async with database.read() as session:
+            run = await session.get_one(CollectionRun, run_id)
+            amazon_done = await session.scalar(
+                sa.select(sa.func.max(RunCategory.done_at)).where(RunCategory.run_id == run_id)
+            )
+            listings = await session.scalar(
+                sa.select(sa.func.count()).where(RunListing.run_id == run_id)
+            )
+            products = await session.scalar(
+                sa.select(sa.func.count()).where(RunProduct.run_id == run_id)
+            )
+        if status != RunStatus.COMPLETED:
+            raise RuntimeError(f"run {run_id} ended {status}: {run.error}")
+        if run.started_at is None or run.finished_at is None or amazon_done is None:
+            raise RuntimeError(f"run {run_id} completed without its timestamps")
+        return Measurement(
+            status=str(status),
+            amazon_calls=amazon.calls,
+            ebay_calls=ebay.calls,
+            provider_retries=amazon.retries + ebay.retries,
+            products=products or 0,
+            listings=listings or 0,
+            sellers=run.sellers_found,
+            wall_seconds=wall,
+            amazon_phase_seconds=(amazon_done - run.started_at).total_seconds(),
+            ebay_phase_seconds=(run.finished_at - amazon_done).total_seconds(),
+            rss_before_kib=rss_before,
+            peak_rss_kib=peak,
+        )
+    finally:
+        await executor.stop()
+        await database.dispose()
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """Migrate the fresh database, measure one run, print the result as one JSON line."""
+    import logging
+
+    from app.config import Settings
+    from app.migrate import upgrade
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=args.database_url,
+        data_dir=args.data_dir,
+        jwt_secret=BENCH_SECRET,
+        sample_provider_latency_ms=args.latency_ms,
+        run_provider_concurrency=args.concurrency,
+    )
+    upgrade(settings)  # Alembic runs its own event loop, so before ours
+    measurement = asyncio.run(measure_run(settings, args.size))
+    print(json.dumps(asdict(measurement)), flush=True)
+
+
+# --- parent: fresh databases, one child per measurement, the table ---------------------------
+
+
+async def _on_maintenance_db(server: URL, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        host=server.host or "127.0.0.1",
+        port=server.port or 5432,
+        user=server.username or "postgres",
+        password=server.password,
+        database="postgres",
+        timeout=5,
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def postgres_unreachable(server: URL) -> str | None:
+    """Why the PostgreSQL server of `server` cannot be used, or None when it answers."""
+    try:
+        asyncio.run(_on_maintenance_db(server, "SELECT 1"))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def postgres_database(server: URL) -> Iterator[str]:
+    """A new, empty database on `server`, dropped afterwards whatever happens."""
+    name = f"bench_run_pipeline_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_on_maintenance_db(server, f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_on_maintenance_db(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a child: none of the developer's service settings."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    return {name: value for name, value in os.environ.items() if name in keep}
+
+
+def run_child(
+    database_url: str, data_dir: Path, size: Size, latency_ms: int, concurrency: int
+) -> Measurement:
+    """Measure one run in a fresh interpreter; its log lines go to our stderr."""
+    timeout = 120 + 20 * ideal_bound(size.categories * (1 + size.products), latency_ms, 1)
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--database-url",
+        database_url,
+        "--data-dir",
+        str(data_dir),
+        "--sizes",
+        str(size),
+        "--latency-ms",
+        str(latency_ms),
+        "--concurrency",
+        str(concurrency),
+    ]
+    completed = subprocess.run(  # noqa: S603 (our own interpreter and script)
+        command,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_environment(),
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"measurement {size} failed (exit {completed.returncode})")
+    last_line = completed.stdout.strip().splitlines()[-1]
+    return Measurement(**json.loads(last_line))
+
+
+def measure(
+    db: str, size: Size, latency_ms: int, concurrency: int, pg_server: URL
+) -> Measurement:
+    """One measurement of `size` on a fresh database of kind `db`."""
+    with tempfile.TemporaryDirectory(prefix="bench-run-pipeline-") as tmp:
+        data_dir = Path(tmp)
+        if db == "sqlite":
+            url = f"sqlite+aiosqlite:///{data_dir / 'collection.db'}"
+            return run_child(url, data_dir, size, latency_ms, concurrency)
+        with postgres_database(pg_server) as url:
+            return run_child(url, data_dir, size, latency_ms, concurrency)
+
+
+COLUMNS = (
+    "db",
+    "size",
+    "amazon calls",
+    "eBay calls",
+    "listings",
+    "bound (s)",
+    "wall (s)",
+    "ratio",
+    "RSS before (MiB)",
+    "peak RSS (MiB)",
+    "run's RSS (MiB)",
+)
+
+
+def table_row(
+    db: str, size: Size, result: Measurement, latency_ms: int, concurrency: int
+) -> list[str]:
+    """The printed cells of one measurement."""
+    bound = ideal_bound(result.amazon_calls + result.ebay_calls, latency_ms, concurrency)
+    ratio = f"{result.wall_seconds / bound:.2f}x" if bound > 0 else "n/a"
+    mib = 1024
+    return [
+        db,
+        f"{size.categories} x {size.products}",
+        str(result.amazon_calls),
+        str(result.ebay_calls),
+        str(result.listings),
+        f"{bound:.2f}",
+        f"{result.wall_seconds:.2f}",
+        ratio,
+        f"{result.rss_before_kib / mib:.1f}",
+        f"{result.peak_rss_kib / mib:.1f}",
+        f"{(result.peak_rss_kib - result.rss_before_kib) / mib:+.1f}",
+    ]
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table whose columns line up in plain text too (text left, numbers right)."""
+    widths = [max(len(cells[i]) for cells in (COLUMNS, *rows)) for i in range(len(COLUMNS))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(
+        "-" * (width + 1) + ":" if i >= 2 else "-" * (width + 2) for i, width in enumerate(widths)
+    ) + "|"
+    return "\n".join([line(COLUMNS), rule, *(line(row) for row in rows)])
+
+
+def parent_main(args: argparse.Namespace) -> int:
+    """Measure every (database, size), then print the machine, the parameters and the table."""
+    pg_server = make_url(args.pg_url)
+    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    notes: list[str] = []
+    if "postgresql" in databases:
+        problem = postgres_unreachable(pg_server)
+        if problem is not None:
+            where = pg_server.render_as_string(hide_password=True)
+            if args.db == "postgresql":
+                print(f"PostgreSQL at {where} is unreachable: {problem}", file=sys.stderr)
+                return 1
+            databases.remove("postgresql")
+            notes.append(f"PostgreSQL skipped: {where} is unreachable ({problem}).")
+
+    rows: list[list[str]] = []
+    details: list[str] = []
+    for db in databases:
+        for size in args.sizes:
+            print(f"measuring {db} {size} ...", file=sys.stderr, flush=True)
+            result = measure(db, size, args.latency_ms, args.concurrency, pg_server)
+            rows.append(table_row(db, size, result, args.latency_ms, args.concurrency))
+            details.append(
+                f"{db} {size}: {result.status}; Amazon phase {result.amazon_phase_seconds:.2f} s,"
+                f" eBay phase {result.ebay_phase_seconds:.2f} s; {result.products} products,"
+                f" {result.sellers} sellers, {result.provider_retries} provider retries"
+            )
+
+    print(
+        f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}; "
+        f"Python {platform.python_version()} ({platform.python_implementation()})"
+    )
+    print(
+        f"Parameters: sample providers at {args.latency_ms} ms per call, "
+        f"run_provider_concurrency={args.concurrency}, sizes {', '.join(map(str, args.sizes))} "
+        "(categories x products per category); one fresh process and database per row"
+    )
+    print("Bound = (Amazon calls + eBay calls) x latency / concurrency; ratio = wall / bound")
+    print("RSS before = resident memory after imports and migration; run's RSS = peak - before")
+    for note in notes:
+        print(note)
+    print()
+    print(format_table(rows))
+    print()
+    for line in details:
+        print(line)
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; `--child` and its options are for the script's own use."""
+    from app.config import Settings
+
+    default_concurrency = Settings.model_fields["run_provider_concurrency"].default
+    parser = argparse.ArgumentParser(
+        description="Time a collection run against its ideal bound and measure its memory, "
+        "on SQLite and PostgreSQL.",
+    )
+    parser.add_argument(
+        "--db",
+        choices=("sqlite", "postgresql", "both"),
+        default="both",
+        help="database(s) to measure (default: both; PostgreSQL is skipped if unreachable)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=int,
+        default=50,
+        help="simulated latency of every sample provider call (default: 50)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=default_concurrency,
+        help=f"run_provider_concurrency (default: the setting's default, {default_concurrency})",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [Size.parse(part) for part in text.split(",") if part.strip()],
+        default=[Size.parse(part) for part in DEFAULT_SIZES.split(",")],
+        help=f"comma-separated CATEGORIESxPRODUCTS run sizes (default: {DEFAULT_SIZES})",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG_URL,
+        help="a database URL on the PostgreSQL server to use; benchmark databases are "
+        f"created next to it and dropped afterwards (default: {DEFAULT_PG_URL})",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        if len(args.sizes) != 1 or not args.database_url or args.data_dir is None:
+            parser.error("--child needs one size, --database-url and --data-dir")
+        args.size = args.sizes[0]
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child:
+        child_main(args)
+        return 0
+    return parent_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
