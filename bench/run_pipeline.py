@@ -117,6 +117,7 @@ class Measurement:
     listings: int
     sellers: int
     wall_seconds: float
+    cpu_seconds: float
     amazon_phase_seconds: float
     ebay_phase_seconds: float
     rss_before_kib: int
@@ -146,6 +147,12 @@ def peak_rss_kib() -> int:
     """This process's peak resident set size so far, in KiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def current_rss_kib() -> int:
@@ -197,6 +204,7 @@ async def measure_run(settings: Any, size: Size) -> Measurement:
         org_id, run_id = org.id, run.id
 
         rss_before = current_rss_kib()
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         async with database.sessions() as session:
             await service.start_run(session, org_id=org_id, run_id=run_id)
@@ -217,6 +225,7 @@ async def measure_run(settings: Any, size: Size) -> Measurement:
                 raise RuntimeError(f"run {run_id} stopped executing while still running")
             await asyncio.sleep(POLL_SECONDS)
         wall = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_before
         peak = peak_rss_kib()
 
         async with database.read() as session:
@@ -243,6 +252,7 @@ async def measure_run(settings: Any, size: Size) -> Measurement:
             listings=listings or 0,
             sellers=run.sellers_found,
             wall_seconds=wall,
+            cpu_seconds=cpu,
             amazon_phase_seconds=(amazon_done - run.started_at).total_seconds(),
             ebay_phase_seconds=(run.finished_at - amazon_done).total_seconds(),
             rss_before_kib=rss_before,
@@ -445,7 +455,8 @@ def parent_main(args: argparse.Namespace) -> int:
             rows.append(table_row(db, size, result, args.latency_ms, args.concurrency))
             details.append(
                 f"{db} {size}: {result.status}; Amazon phase {result.amazon_phase_seconds:.2f} s,"
-                f" eBay phase {result.ebay_phase_seconds:.2f} s; {result.products} products,"
+                f" eBay phase {result.ebay_phase_seconds:.2f} s; benchmark process CPU during"
+                f" the run {result.cpu_seconds:.2f} s; {result.products} products,"
                 f" {result.sellers} sellers, {result.provider_retries} provider retries"
             )
 

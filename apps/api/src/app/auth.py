@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,7 +16,7 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
-from app.database import Database
+from app.database import Database, DbActor, acting_as
 from app.services import users as user_service
 from app.tables import Role
 
@@ -242,8 +242,12 @@ def _unauthorized(message: str) -> HTTPException:
 async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """Authenticate the request and provision its user on first sight."""
+) -> AsyncIterator[Principal]:
+    """Authenticate the request and provision its user on first sight.
+
+    While the request runs, its database transactions act as this user (PostgreSQL
+    row-level security sees who asks).
+    """
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -267,7 +271,9 @@ async def get_principal(
         )
     except user_service.EmailTakenError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    return Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
+    principal = Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
+    with acting_as(DbActor(user_id=claims.user_id)):
+        yield principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -79,8 +79,24 @@ class Settings(BaseSettings):
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
     cleanup_batch_size: int = Field(default=1000, ge=1)
 
-    scheduler_enabled: bool = True
+    scheduler_enabled: bool = Field(
+        default=True, description="Run the schedule engine here (false: an API-only replica)."
+    )
     schedule_misfire_grace_seconds: int = Field(default=3600, ge=0)
+    scheduler_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=5,
+        description="How soon a change made on another replica is noticed (at most).",
+    )
+    scheduler_batch_size: int = Field(default=200, ge=1, le=5000)
+
+    smtp_url: str | None = Field(
+        default=None,
+        description="smtp://[user:pass@]host[:port] or smtps://...; unset: mail is logged.",
+        repr=False,
+    )
+    mail_from: str = "Collection API <collection-api@localhost>"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @field_validator("jwt_secret")

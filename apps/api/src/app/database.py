@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import contextvars
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,30 @@ from sqlalchemy.sql.dml import Insert
 from app.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The PostgreSQL role whose row-level security policies guard tenant tables (migration 0003).
+RLS_ROLE = "collection_app"
+
+
+@dataclass(frozen=True, slots=True)
+class DbActor:
+    """Who the current work acts for, as row-level security sees it: a user, or the system."""
+
+    user_id: uuid.UUID | None = None
+    system: bool = False
+
+
+SYSTEM = DbActor(system=True)
+db_actor: contextvars.ContextVar[DbActor | None] = contextvars.ContextVar("db_actor", default=None)
+
+
+@contextmanager
+def acting_as(actor: DbActor | None) -> Iterator[None]:
+    """Run the block's database transactions as `actor` (PostgreSQL row-level security)."""
+    token = db_actor.set(actor)
+    try:
+        yield
+    finally:
+        db_actor.reset(token)
 
 
 def create_engine(settings: Settings, *, poolclass: type[Pool] | None = None) -> AsyncEngine:
@@ -46,7 +73,35 @@ def create_engine(settings: Settings, *, poolclass: type[Pool] | None = None) ->
             pool_pre_ping=True,
             pool_recycle=1800,
         )
-    return create_async_engine(url, **options)
+    engine = create_async_engine(url, **options)
+    _configure_postgresql(engine)
+    return engine
+
+
+def _configure_postgresql(engine: AsyncEngine) -> None:
+    """Each transaction of an actor runs as RLS_ROLE with the actor's identity set.
+
+    `set_config(..., true)` is transaction-local (like SET LOCAL), so a pooled connection
+    never carries one request's identity into the next. Work without an actor (migrations,
+    the run executor) keeps the connecting role.
+    """
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        actor = db_actor.get()
+        if actor is None:
+            return
+        connection.execute(
+            sa.text(
+                "SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true),"
+                " set_config('app.system', :system, true)"
+            ),
+            {
+                "role": RLS_ROLE,
+                "user_id": str(actor.user_id) if actor.user_id else "",
+                "system": "on" if actor.system else "off",
+            },
+        )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -125,17 +180,23 @@ def insert_ignoring_conflicts(
     rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
     index_elements: Sequence[str] | None = None,
+    index_where: sa.ColumnElement[bool] | sa.TextClause | None = None,
 ) -> Insert:
-    """`INSERT ... ON CONFLICT DO NOTHING` into mapped class `table`, in the session dialect."""
+    """`INSERT ... ON CONFLICT DO NOTHING` into mapped class `table`, in the session dialect.
+
+    `index_where` names a partial unique index as the conflict target.
+    """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return (
             postgresql.insert(table)
             .values(rows)
-            .on_conflict_do_nothing(index_elements=index_elements)
+            .on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
         )
     if dialect == "sqlite":
         return (
-            sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=index_elements)
+            sqlite.insert(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
         )
     raise NotImplementedError(f"unsupported dialect {dialect}")

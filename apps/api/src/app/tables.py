@@ -70,6 +70,19 @@ class RunStatus(enum.StrEnum):
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
+# The predicate of the partial unique index "one active run per organization"; inserts name
+# it as their conflict target, so skip-if-active is one atomic statement.
+ACTIVE_RUN_PREDICATE = sa.text("status IN ('pending', 'running', 'paused')")
+
+
+class FireOutcome(enum.StrEnum):
+    """What became of one due time of a schedule."""
+
+    STARTED = "started"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+    NO_PRESET = "no_preset"
+    FAILED = "failed"
 
 
 class RunPhase(enum.StrEnum):
@@ -211,8 +224,8 @@ class CollectionRun(OrgOwned, Base):
             "uq_collection_runs_one_active_per_org",
             "org_id",
             unique=True,
-            sqlite_where=sa.text("status IN ('pending', 'running', 'paused')"),
-            postgresql_where=sa.text("status IN ('pending', 'running', 'paused')"),
+            sqlite_where=ACTIVE_RUN_PREDICATE,
+            postgresql_where=ACTIVE_RUN_PREDICATE,
         ),
         sa.Index("ix_collection_runs_status_lease", "status", "lease_expires_at"),
     )
@@ -226,7 +239,9 @@ class CollectionRun(OrgOwned, Base):
     trigger: Mapped[RunTrigger] = mapped_column(
         _enum(RunTrigger, "run_trigger"), default=RunTrigger.MANUAL
     )
-    schedule_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("collection_schedules.id", ondelete="SET NULL"), default=None
+    )
     category_ids: Mapped[list[str]]
     products_per_category: Mapped[int]
     listings_per_product: Mapped[int]
@@ -323,3 +338,78 @@ class RunSeller(Base):
         sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True
     )
     username: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+
+
+DEFAULT_CRON_EXPRESSION = "0 0 1 * *"
+
+
+class CollectionSchedule(OrgOwned, Base):
+    """An organization's cron schedule of collection runs (at most one per organization).
+
+    The database is the source of truth: `next_run_at` is the next due time, and the
+    scheduler of every replica reads due schedules from here.
+    """
+
+    __tablename__ = "collection_schedules"
+    __table_args__ = (
+        sa.UniqueConstraint("org_id"),
+        sa.Index(
+            "ix_collection_schedules_due",
+            "next_run_at",
+            sqlite_where=sa.text("enabled"),
+            postgresql_where=sa.text("enabled"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    preset_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("amazon_category_presets.id", ondelete="SET NULL"), default=None
+    )
+    cron_expression: Mapped[str] = mapped_column(
+        sa.String(200), default=DEFAULT_CRON_EXPRESSION, server_default=DEFAULT_CRON_EXPRESSION
+    )
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC", server_default="UTC")
+    enabled: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    notify_email: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    last_run_at: Mapped[datetime | None] = mapped_column(
+        default=None, comment="due time of the latest fire, whatever its outcome"
+    )
+    last_outcome: Mapped[FireOutcome | None] = mapped_column(
+        _enum(FireOutcome, "fire_outcome"), default=None
+    )
+    next_run_at: Mapped[datetime | None] = mapped_column(
+        default=None, comment="next due time; NULL while disabled"
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ScheduleFire(OrgOwned, Base):
+    """One due time of a schedule and its outcome; unique per (schedule, due time).
+
+    Inserting this row is how a scheduler claims a fire: when several replicas race for
+    the same due time, the unique constraint lets exactly one of them win.
+    """
+
+    __tablename__ = "collection_schedule_fires"
+    __table_args__ = (
+        sa.UniqueConstraint("schedule_id", "scheduled_for"),
+        sa.Index("ix_collection_schedule_fires_org_fired", "org_id", "fired_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    schedule_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("collection_schedules.id", ondelete="CASCADE")
+    )
+    scheduled_for: Mapped[datetime] = mapped_column(comment="the due time")
+    fired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[FireOutcome | None] = mapped_column(
+        _enum(FireOutcome, "fire_outcome"),
+        comment="set in the same transaction that claims the fire; never NULL once committed",
+    )
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("collection_runs.id", ondelete="SET NULL"), default=None
+    )
+    detail: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    instance_id: Mapped[str] = mapped_column(sa.String(200))
+    manual: Mapped[bool] = mapped_column(default=False, comment="from POST /schedule/trigger")

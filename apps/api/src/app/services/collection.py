@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -27,6 +26,7 @@ from app.pagination import PageParams, paginate
 from app.providers.base import AmazonProvider, EbayProvider, Listing, Product
 from app.providers.resilience import ProviderFailedError
 from app.tables import (
+    ACTIVE_RUN_PREDICATE,
     ACTIVE_RUN_STATUSES,
     CategoryPreset,
     CollectionRun,
@@ -102,6 +102,21 @@ class RunInterruptedError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a new run collects, and for whom."""
+
+    org_id: uuid.UUID
+    name: str
+    category_ids: Sequence[str]
+    created_by: uuid.UUID | None
+    trigger: RunTrigger = RunTrigger.MANUAL
+    schedule_id: uuid.UUID | None = None
+    products_per_category: int | None = None
+    listings_per_product: int | None = None
+    start: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """Proof that this instance executes a run: checked by every checkpoint write."""
 
@@ -138,16 +153,12 @@ class CollectionService:
         category_ids: Sequence[str] | None = None,
         preset_id: uuid.UUID | None = None,
         name: str | None = None,
-        trigger: RunTrigger = RunTrigger.MANUAL,
-        schedule_id: uuid.UUID | None = None,
         products_per_category: int | None = None,
         listings_per_product: int | None = None,
-        status: RunStatus = RunStatus.PENDING,
     ) -> CollectionRun:
-        """Create a run of a preset's categories (or the given ones).
+        """Create a pending run of a preset's categories (or of the given ones).
 
-        The partial unique index on active runs decides, atomically, whether the
-        organization may have this run: a concurrent creator gets ActiveRunExistsError.
+        Raises ActiveRunExistsError, naming the active run, when the organization has one.
         """
         now = self.clock()
         if preset_id is not None:
@@ -160,39 +171,77 @@ class CollectionService:
             name = name or f"{preset.name} {now:%Y-%m-%d %H:%M} UTC"
         if not category_ids:
             raise ValueError("a run needs at least one category")
-        run = CollectionRun(
+        spec = RunSpec(
             org_id=org_id,
             name=name or f"Run {now:%Y-%m-%d %H:%M} UTC",
-            status=status,
-            phase=RunPhase.AMAZON if status is RunStatus.RUNNING else None,
-            trigger=trigger,
-            schedule_id=schedule_id,
             category_ids=list(category_ids),
-            categories_total=len(category_ids),
-            products_per_category=products_per_category or self.settings.run_products_per_category,
-            listings_per_product=listings_per_product or self.settings.run_listings_per_product,
             created_by=created_by,
-            created_at=now,
-            updated_at=now,
-            started_at=now if status is RunStatus.RUNNING else None,
+            products_per_category=products_per_category,
+            listings_per_product=listings_per_product,
         )
-        try:
-            async with session.begin_nested():
-                session.add(run)
-                await session.flush()
-        except IntegrityError:
+        (run_id,) = await self.create_runs(session, [spec])
+        if run_id is None:
             active = await self.active_run(session, org_id=org_id)
             raise ActiveRunExistsError(
                 active.id if active else None, active.status if active else None
-            ) from None
-        await session.execute(
-            sa.insert(RunCategory),
-            [
-                {"run_id": run.id, "position": position, "category_id": category_id}
-                for position, category_id in enumerate(category_ids)
-            ],
+            )
+        return await session.get_one(CollectionRun, run_id)
+
+    async def create_runs(
+        self, session: AsyncSession, specs: Sequence[RunSpec]
+    ) -> list[uuid.UUID | None]:
+        """Insert runs in one statement; None for each whose organization has an active run.
+
+        The conflict target is the partial unique index on active runs, so checking for an
+        active run and creating one are a single atomic step: a manual run and a scheduled
+        fire racing each other cannot both start.
+        """
+        if not specs:
+            return []
+        now = self.clock()
+        run_ids = [uuid.uuid4() for _ in specs]
+        rows: list[dict[str, Any]] = [
+            {
+                "id": run_id,
+                "org_id": spec.org_id,
+                "name": spec.name,
+                "status": RunStatus.RUNNING if spec.start else RunStatus.PENDING,
+                "phase": RunPhase.AMAZON if spec.start else None,
+                "trigger": spec.trigger,
+                "schedule_id": spec.schedule_id,
+                "category_ids": list(spec.category_ids),
+                "categories_total": len(spec.category_ids),
+                "products_per_category": spec.products_per_category
+                or self.settings.run_products_per_category,
+                "listings_per_product": spec.listings_per_product
+                or self.settings.run_listings_per_product,
+                "created_by": spec.created_by,
+                "created_at": now,
+                "updated_at": now,
+                "started_at": now if spec.start else None,
+            }
+            for run_id, spec in zip(run_ids, specs, strict=True)
+        ]
+        created = set(
+            await session.scalars(
+                insert_ignoring_conflicts(
+                    session,
+                    CollectionRun,
+                    rows,
+                    index_elements=["org_id"],
+                    index_where=ACTIVE_RUN_PREDICATE,
+                ).returning(CollectionRun.id)
+            )
         )
-        return run
+        categories = [
+            {"run_id": run_id, "position": position, "category_id": category_id}
+            for run_id, spec in zip(run_ids, specs, strict=True)
+            if run_id in created
+            for position, category_id in enumerate(spec.category_ids)
+        ]
+        if categories:
+            await session.execute(sa.insert(RunCategory), categories)
+        return [run_id if run_id in created else None for run_id in run_ids]
 
     async def active_run(self, session: AsyncSession, *, org_id: uuid.UUID) -> CollectionRun | None:
         """The organization's pending, running or paused run, if any."""

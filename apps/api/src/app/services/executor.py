@@ -13,6 +13,7 @@ import logging
 import uuid
 
 from app.config import Settings
+from app.database import SYSTEM, db_actor
 from app.services.collection import (
     CollectionService,
     Lease,
@@ -95,6 +96,8 @@ class RunExecutor:
         self._wake.set()
 
     async def _execute(self, lease: Lease) -> None:
+        # This task may have been created inside a request; its work is the system's.
+        db_actor.set(SYSTEM)
         log = {"run_id": str(lease.run_id)}
         release = True
         try:

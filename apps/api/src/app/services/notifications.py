@@ -1,0 +1,101 @@
+"""Email to organization admins (SMTP), or a log line when no SMTP server is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+import ssl
+import uuid
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+import sqlalchemy as sa
+
+from app.config import Settings
+from app.database import Database
+from app.tables import Membership, Role, User
+
+logger = logging.getLogger(__name__)
+
+
+class Mailer:
+    """Sends plain-text mail through `SMTP_URL`.
+
+    `smtp://[user:password@]host[:port]` (STARTTLS when the server offers it),
+    `smtps://...` (TLS from the start). Without SMTP_URL, messages are logged instead.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.sender = settings.mail_from
+        self._url = urlsplit(settings.smtp_url) if settings.smtp_url else None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def configured(self) -> bool:
+        """Whether mail goes to an SMTP server (rather than the log)."""
+        return self._url is not None
+
+    async def send(self, recipients: list[str], subject: str, body: str) -> None:
+        """Send one message; failures are logged, never raised (mail is best effort)."""
+        if not recipients:
+            return
+        if self._url is None:
+            logger.info(
+                "mail (SMTP_URL not set) to %s: %s\n%s", ", ".join(recipients), subject, body
+            )
+            return
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = ", ".join(recipients)
+        message["Subject"] = subject
+        message.set_content(body)
+        try:
+            await asyncio.to_thread(self._deliver, message)
+            logger.info("mailed %s: %s", ", ".join(recipients), subject)
+        except (OSError, smtplib.SMTPException) as exc:
+            logger.error("mail to %s failed: %s", ", ".join(recipients), exc)
+
+    def send_soon(self, recipients: list[str], subject: str, body: str) -> None:
+        """Send in the background (the caller does not wait for the SMTP server)."""
+        task = asyncio.create_task(self.send(recipients, subject, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for mail still being sent (at shutdown, and in tests)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _deliver(self, message: EmailMessage) -> None:
+        assert self._url is not None
+        host = self._url.hostname or "localhost"
+        secure = self._url.scheme == "smtps"
+        port = self._url.port or (465 if secure else 25)
+        context = ssl.create_default_context()
+        client: smtplib.SMTP
+        if secure:
+            client = smtplib.SMTP_SSL(host, port, timeout=30, context=context)
+        else:
+            client = smtplib.SMTP(host, port, timeout=30)
+        with client:
+            if not secure:
+                client.ehlo()
+                if client.has_extn("starttls"):
+                    client.starttls(context=context)
+                    client.ehlo()
+            if self._url.username:
+                client.login(unquote(self._url.username), unquote(self._url.password or ""))
+            client.send_message(message)
+
+
+async def admin_emails(database: Database, org_id: uuid.UUID) -> list[str]:
+    """Email addresses of the organization's admins."""
+    async with database.read() as session:
+        rows = await session.scalars(
+            sa.select(User.email)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.org_id == org_id, Membership.role == Role.ADMIN)
+            .order_by(User.email)
+        )
+        return list(rows)
