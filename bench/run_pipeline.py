@@ -42,21 +42,28 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import platform
 import random
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+import asyncpg
+import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 DEFAULT_SIZES = "5x50,20x50,40x50"
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -167,10 +174,9 @@ def current_rss_kib() -> int:
 # --- child: one measured run ------------------------------------------------------------------
 
 
-async def measure_run(settings: Any, size: Size) -> Measurement:
+async def measure_run(settings: Settings, size: Size) -> Measurement:
     """Create an organization, then drive one run through the service layer to its end."""
-    import sqlalchemy as sa
-
+    # The app is imported by the child processes only (and by `parse_args`, for a default).
     from app.database import Database
     from app.providers import build_providers
     from app.providers.resilience import ResilientAmazonProvider, ResilientEbayProvider
@@ -265,8 +271,6 @@ async def measure_run(settings: Any, size: Size) -> Measurement:
 
 def child_main(args: argparse.Namespace) -> None:
     """Migrate the fresh database, measure one run, print the result as one JSON line."""
-    import logging
-
     from app.config import Settings
     from app.migrate import upgrade
 
@@ -288,8 +292,6 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 async def _on_maintenance_db(server: URL, statement: str) -> None:
-    import asyncpg
-
     connection = await asyncpg.connect(
         host=server.host or "127.0.0.1",
         port=server.port or 5432,
@@ -364,9 +366,7 @@ def run_child(
     return Measurement(**json.loads(last_line))
 
 
-def measure(
-    db: str, size: Size, latency_ms: int, concurrency: int, pg_server: URL
-) -> Measurement:
+def measure(db: str, size: Size, latency_ms: int, concurrency: int, pg_server: URL) -> Measurement:
     """One measurement of `size` on a fresh database of kind `db`."""
     with tempfile.TemporaryDirectory(prefix="bench-run-pipeline-") as tmp:
         data_dir = Path(tmp)
@@ -425,9 +425,8 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
         ]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join(
-        "-" * (width + 1) + ":" if i >= 2 else "-" * (width + 2) for i, width in enumerate(widths)
-    ) + "|"
+    dashes = ["-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths)]
+    rule = "|" + "|".join(dashes) + "|"
     return "\n".join([line(COLUMNS), rule, *(line(row) for row in rows)])
 
 
@@ -451,7 +450,11 @@ def parent_main(args: argparse.Namespace) -> int:
     for db in databases:
         for size in args.sizes:
             print(f"measuring {db} {size} ...", file=sys.stderr, flush=True)
-            result = measure(db, size, args.latency_ms, args.concurrency, pg_server)
+            try:
+                result = measure(db, size, args.latency_ms, args.concurrency, pg_server)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                print(f"{db} {size}: {exc}", file=sys.stderr)
+                return 1
             rows.append(table_row(db, size, result, args.latency_ms, args.concurrency))
             details.append(
                 f"{db} {size}: {result.status}; Amazon phase {result.amazon_phase_seconds:.2f} s,"
@@ -481,6 +484,18 @@ def parent_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `minimum`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; `--child` and its options are for the script's own use."""
     from app.config import Settings
@@ -498,13 +513,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--latency-ms",
-        type=int,
+        type=int_at_least(0),
         default=50,
         help="simulated latency of every sample provider call (default: 50)",
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=int_at_least(1),
         default=default_concurrency,
         help=f"run_provider_concurrency (default: the setting's default, {default_concurrency})",
     )
@@ -536,6 +551,8 @@ def main() -> int:
     if args.child:
         child_main(args)
         return 0
+    # Turn `kill` into an exception too, so that the temporary databases are dropped.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     return parent_main(args)
 
 

@@ -24,6 +24,8 @@ from app.main import create_app
 from app.tables import Base
 from tests.support import temp_database
 
+pytest_plugins = ["tests.scheduling"]
+
 TEST_SECRET = "test-secret-" + "x" * 40
 
 
@@ -42,8 +44,13 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of the app under test (the environment and .env are ignored)."""
+    # The schedule engine is off in the shared app: tests fire schedules themselves, with
+    # an injected clock, and start their own engine where the timing itself is tested.
     return make_settings(
-        database_url=database_url, data_dir=tmp_path_factory.mktemp("data"), jwt_secret=TEST_SECRET
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        jwt_secret=TEST_SECRET,
+        scheduler_enabled=False,
     )
 
 

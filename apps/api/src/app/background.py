@@ -1,4 +1,5 @@
-"""Background work of an instance: run recovery and execution, and the cleanup worker."""
+"""Background work of an instance: run recovery and execution, the cleanup worker, and the
+schedule engine's start and stop."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from app.database import Database
 from app.services.collection import Clock
 from app.services.executor import RunExecutor
 from app.services.results import purge_expired_results
+from app.services.scheduler import CollectionScheduler
 from app.tables import utcnow
 
 logger = logging.getLogger(__name__)
@@ -43,3 +45,17 @@ async def cleanup_worker(database: Database, settings: Settings, clock: Clock = 
         except Exception:
             logger.exception("cleanup failed; retrying at the next interval")
         await asyncio.sleep(settings.cleanup_interval_seconds)
+
+
+def scheduler_startup(scheduler: CollectionScheduler, settings: Settings) -> None:
+    """Start the schedule engine, unless SCHEDULER_ENABLED=false (an API-only replica)."""
+    if not settings.scheduler_enabled:
+        logger.info("scheduler disabled on this instance (SCHEDULER_ENABLED=false)")
+        return
+    scheduler.start()
+
+
+async def scheduler_shutdown(scheduler: CollectionScheduler) -> None:
+    """Stop the schedule engine and let follow-up work of the last fires finish."""
+    scheduler.shutdown()
+    await scheduler.drain()

@@ -160,6 +160,55 @@ async def _bootstrap(settings: Settings, org_name: str, email: str) -> tuple[uui
         await database.dispose()
 
 
+# --- schedule -------------------------------------------------------------------------------
+
+
+@main.group()
+def schedule() -> None:
+    """Cron schedules: check an expression before you save it."""
+
+
+@schedule.command()
+@click.argument("expression")
+@click.option("--tz", "timezone", default="UTC", show_default=True, help="IANA time zone.")
+@click.option(
+    "--after",
+    help="Start (exclusive), ISO 8601; without an offset it is read in --tz. Default: now.",
+)
+@click.option("--count", default=5, show_default=True, type=click.IntRange(1, 1000))
+def preview(expression: str, timezone: str, after: str | None, count: int) -> None:
+    """Print the next fire times of EXPRESSION, one per line (ISO 8601 with offset).
+
+    EXPRESSION is five fields (minute hour day-of-month month day-of-week) or a macro such
+    as @monthly, with Debian cron semantics. Invalid input: message on stderr, exit 2.
+    """
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from app.services.cron import CronError, parse
+
+    try:
+        cron = parse(expression, timezone)
+    except CronError as exc:
+        raise click.BadParameter(
+            str(exc), param_hint="--tz" if exc.field == "timezone" else "EXPRESSION"
+        ) from None
+    if after is None:
+        start = datetime.now(UTC)
+    else:
+        try:
+            start = datetime.fromisoformat(after)
+        except ValueError:
+            raise click.BadParameter(
+                f"{after!r} is not an ISO 8601 time, e.g. 2027-01-01T00:00:00+00:00",
+                param_hint="--after",
+            ) from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=ZoneInfo(cron.timezone))
+    for moment in cron.fire_times(start, count):
+        click.echo(moment.isoformat())
+
+
 # --- runs: watch and export through the HTTP API -----------------------------------------
 
 TERMINAL_STATUSES = {"completed", "failed", "cancelled"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,27 +176,26 @@ class Database:
 
 def insert_ignoring_conflicts(
     session: AsyncSession,
-    table: type[Any],
-    rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    model: type[Any],
     *,
-    index_elements: Sequence[str] | None = None,
+    index_elements: Sequence[str],
     index_where: sa.ColumnElement[bool] | sa.TextClause | None = None,
 ) -> Insert:
-    """`INSERT ... ON CONFLICT DO NOTHING` into mapped class `table`, in the session dialect.
+    """`INSERT ... ON CONFLICT DO NOTHING` into `model`'s table, in the session's dialect.
 
-    `index_where` names a partial unique index as the conflict target.
+    Execute it with the rows as parameters (`session.execute(statement, rows)`): the
+    statement is then compiled once and cached, and SQLAlchemy batches the rows into
+    multi-row VALUES ("insertmanyvalues"), RETURNING included. `index_where` names a
+    partial unique index as the conflict target.
     """
+    table: sa.Table = model.__table__
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return (
-            postgresql.insert(table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
+        return postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=index_elements, index_where=index_where
         )
     if dialect == "sqlite":
-        return (
-            sqlite.insert(table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
+        return sqlite.insert(table).on_conflict_do_nothing(
+            index_elements=index_elements, index_where=index_where
         )
     raise NotImplementedError(f"unsupported dialect {dialect}")

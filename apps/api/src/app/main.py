@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 from fastapi import FastAPI
@@ -13,7 +14,12 @@ from prometheus_client import CollectorRegistry
 
 from app import __version__
 from app.auth import TokenVerifier
-from app.background import cleanup_worker, collection_startup_recovery
+from app.background import (
+    cleanup_worker,
+    collection_startup_recovery,
+    scheduler_shutdown,
+    scheduler_startup,
+)
 from app.config import Settings
 from app.database import Database
 from app.migrate import head_revision
@@ -22,6 +28,9 @@ from app.providers import build_providers
 from app.routers import collection, health, orgs
 from app.services.collection import CollectionService
 from app.services.executor import RunExecutor
+from app.services.notifications import Mailer, notify_run_ended
+from app.services.scheduler import CollectionScheduler, ScheduleMetrics
+from app.services.schedules import ScheduleService
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,7 @@ back as `?cursor=` for the next page.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application for `settings` (read from the environment when omitted)."""
     settings = settings or Settings()
+    registry = CollectorRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,10 +66,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         amazon, ebay = build_providers(settings, http=http)
         service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
         executor = RunExecutor(service, settings)
+        mailer = Mailer(settings)
+        executor.on_finished.append(partial(notify_run_ended, database, mailer))
+        schedules = ScheduleService(database, settings, service)
+        scheduler = CollectionScheduler(
+            schedules, executor, mailer, settings, metrics=ScheduleMetrics(registry)
+        )
         app.state.collection = service
         app.state.executor = executor
+        app.state.mailer = mailer
+        app.state.schedules = schedules
+        app.state.scheduler = scheduler
         await collection_startup_recovery(executor)
         cleanup = asyncio.create_task(cleanup_worker(database, settings), name="cleanup")
+        scheduler_startup(scheduler, settings)
         logger.info(
             "instance %s ready on %s database (providers: amazon=%s, ebay=%s)",
             settings.instance_id,
@@ -70,8 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await scheduler_shutdown(scheduler)
             cleanup.cancel()
             await executor.stop()
+            await mailer.drain()
             await http.aclose()
             await database.dispose()
             logger.info("instance %s stopped", settings.instance_id)
@@ -82,7 +104,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    registry = CollectorRegistry()
     app.state.metrics_registry = registry
     app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
     app.include_router(health.router)

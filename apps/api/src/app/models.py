@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.tables import Role, RunPhase, RunStatus, RunTrigger
+from app.tables import FireOutcome, Role, RunPhase, RunStatus, RunTrigger
 
 MAX_CATEGORIES_PER_PRESET = 100
 MAX_CATEGORY_ID_DIGITS = 20
@@ -249,4 +249,74 @@ class SellerResponse(ResponseModel):
     new_since_last_run: bool | None = Field(
         description="Not a seller in the organization's previous completed run; "
         "null when there is none."
+    )
+
+
+# --- schedule ---------------------------------------------------------------------------
+
+
+class ScheduleUpdate(RequestModel):
+    """Fields to change; those left out keep their value (a new schedule starts from the
+    defaults: `0 0 1 * *`, UTC, disabled)."""
+
+    preset_id: uuid.UUID | None = Field(
+        default=None, description="Preset to collect; null detaches it (only while disabled)."
+    )
+    cron_expression: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Five fields (minute hour day-of-month month day-of-week) or a macro "
+        "such as @monthly; Debian cron semantics.",
+        examples=["0 0 1 * *"],
+    )
+    timezone: str | None = Field(
+        default=None, max_length=64, description="IANA time zone.", examples=["Europe/Berlin"]
+    )
+    enabled: bool | None = None
+    notify_email: bool | None = Field(
+        default=None, description="Mail the admins about skipped/missed/failed fires and runs."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(k for k, v in data.items() if v is None and k != "preset_id")
+            if nulls:
+                raise ValueError(
+                    f"{', '.join(nulls)} may not be null; leave a field out to keep it"
+                )
+        return data
+
+
+class ScheduleResponse(ResponseModel):
+    id: uuid.UUID | None = Field(description="null until the schedule is first saved")
+    preset_id: uuid.UUID | None
+    preset_name: str | None
+    cron_expression: str
+    timezone: str
+    description: str = Field(examples=["At 00:00 on day 1 of every month (UTC)"])
+    enabled: bool
+    notify_email: bool
+    last_run_at: datetime | None = Field(description="due time of the latest fire")
+    last_outcome: FireOutcome | None
+    next_run_at: datetime | None
+
+
+class FireResponse(ResponseModel):
+    id: uuid.UUID
+    scheduled_for: datetime = Field(description="the due time")
+    fired_at: datetime
+    outcome: FireOutcome
+    run_id: uuid.UUID | None = Field(description="the run started, or the active run skipped for")
+    detail: str | None
+    manual: bool = Field(description="from POST /collection/schedule/trigger")
+
+
+class PreviewResponse(ResponseModel):
+    cron_expression: str
+    timezone: str
+    description: str
+    fire_times: list[datetime] = Field(
+        examples=[["2027-01-01T00:00:00+00:00", "2027-02-01T00:00:00+00:00"]]
     )

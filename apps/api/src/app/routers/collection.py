@@ -1,21 +1,36 @@
-"""Collection endpoints: category presets, runs and their results."""
+"""Collection endpoints: category presets, runs and their results, and the schedule."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Depends,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.responses import StreamingResponse
 
 from app.auth import OrgContext, require_permission_key
 from app.dependencies import SessionDep
 from app.models import (
+    FireResponse,
     PresetCreate,
     PresetResponse,
     PresetUpdate,
+    PreviewResponse,
     RunCreate,
     RunResponse,
+    ScheduleResponse,
+    ScheduleUpdate,
     SellerResponse,
 )
 from app.pagination import Page, PageParams, decode_offset, encode_offset, page_params
@@ -29,8 +44,21 @@ from app.services.collection import (
     RunNotFoundError,
     TransitionNotAllowedError,
 )
+from app.services.cron import CronError, parse
 from app.services.executor import RunExecutor
-from app.tables import CollectionRun, RunStatus
+from app.services.notifications import notify_run_ended
+from app.services.scheduler import CollectionScheduler
+from app.services.schedules import NoScheduleError, ScheduleError, ScheduleService
+from app.tables import (
+    DEFAULT_CRON_EXPRESSION,
+    CollectionRun,
+    CollectionSchedule,
+    FireOutcome,
+    RunStatus,
+    RunTrigger,
+    ScheduleFire,
+    utcnow,
+)
 
 router = APIRouter(prefix="/collection", tags=["collection"])
 
@@ -288,11 +316,21 @@ async def resume_run(
 
 @router.post("/runs/{run_id}/cancel", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
 async def cancel_run(
-    run_id: uuid.UUID, ctx: CanRun, session: SessionDep, service: Service, executor: Executor
+    run_id: uuid.UUID,
+    ctx: CanRun,
+    session: SessionDep,
+    service: Service,
+    executor: Executor,
+    request: Request,
+    background: BackgroundTasks,
 ) -> RunResponse:
     """pending, running or paused → cancelled: the work stops now; results so far stay."""
     run = await _transition("cancel", run_id, ctx, session, service)
     executor.interrupt(run.id)
+    if run.trigger is RunTrigger.SCHEDULE:
+        background.add_task(
+            notify_run_ended, request.app.state.database, request.app.state.mailer, run.id
+        )
     return RunResponse.model_validate(run)
 
 
@@ -359,4 +397,176 @@ async def export_run(
         results.export_csv(request.app.state.database, run, kind),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# --- schedule ------------------------------------------------------------------------------
+
+CanAutomate = Annotated[OrgContext, Depends(require_permission_key("admin.automation"))]
+
+
+def get_schedule_service(request: Request) -> ScheduleService:
+    """The app's ScheduleService."""
+    service: ScheduleService = request.app.state.schedules
+    return service
+
+
+def get_scheduler(request: Request) -> CollectionScheduler:
+    """This instance's schedule engine (running or not)."""
+    scheduler: CollectionScheduler = request.app.state.scheduler
+    return scheduler
+
+
+Schedules = Annotated[ScheduleService, Depends(get_schedule_service)]
+Scheduler = Annotated[CollectionScheduler, Depends(get_scheduler)]
+BAD_SCHEDULE: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid cron expression, time zone or preset (the message says which)."}
+}
+
+
+def _schedule_response(
+    schedule: CollectionSchedule | None, preset_name: str | None
+) -> ScheduleResponse:
+    if schedule is None:
+        return ScheduleResponse(
+            id=None,
+            preset_id=None,
+            preset_name=None,
+            cron_expression=DEFAULT_CRON_EXPRESSION,
+            timezone="UTC",
+            description=parse(DEFAULT_CRON_EXPRESSION, "UTC").describe(),
+            enabled=False,
+            notify_email=False,
+            last_run_at=None,
+            last_outcome=None,
+            next_run_at=None,
+        )
+    try:
+        description = parse(schedule.cron_expression, schedule.timezone).describe()
+    except CronError as exc:
+        description = f"invalid: {exc}"
+    return ScheduleResponse(
+        id=schedule.id,
+        preset_id=schedule.preset_id,
+        preset_name=preset_name,
+        cron_expression=schedule.cron_expression,
+        timezone=schedule.timezone,
+        description=description,
+        enabled=schedule.enabled,
+        notify_email=schedule.notify_email,
+        last_run_at=schedule.last_run_at,
+        last_outcome=schedule.last_outcome,
+        next_run_at=schedule.next_run_at,
+    )
+
+
+@router.get("/schedule", response_model=ScheduleResponse, responses=AUTH_ERRORS)
+async def get_schedule(
+    ctx: CanAutomate, session: SessionDep, schedules: Schedules
+) -> ScheduleResponse:
+    """The organization's schedule, or the defaults (`0 0 1 * *`, UTC, disabled) when none
+    was saved. Admins only."""
+    schedule, preset_name = await schedules.get(session, org_id=ctx.org_id)
+    return _schedule_response(schedule, preset_name)
+
+
+@router.patch(
+    "/schedule", response_model=ScheduleResponse, responses={**AUTH_ERRORS, **BAD_SCHEDULE}
+)
+async def update_schedule(
+    body: ScheduleUpdate,
+    ctx: CanAutomate,
+    session: SessionDep,
+    schedules: Schedules,
+    scheduler: Scheduler,
+) -> ScheduleResponse:
+    """Create or change the schedule. Takes effect at once here and within
+    SCHEDULER_POLL_SECONDS on every other replica. Admins only."""
+    try:
+        schedule, preset_name = await schedules.update(
+            session, org_id=ctx.org_id, changes=body.model_dump(exclude_unset=True)
+        )
+    except ScheduleError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
+    await session.commit()
+    scheduler.wake()
+    return _schedule_response(schedule, preset_name)
+
+
+@router.get("/schedule/history", response_model=Page[FireResponse], responses=AUTH_ERRORS)
+async def schedule_history(
+    ctx: CanAutomate,
+    session: SessionDep,
+    schedules: Schedules,
+    page: Annotated[PageParams, Depends(page_params)],
+) -> Page[FireResponse]:
+    """Recent fires, newest first: due time, outcome and the run started (or skipped for)."""
+    fires, next_cursor = await schedules.history(session, org_id=ctx.org_id, page=page)
+    return Page(items=[FireResponse.model_validate(f) for f in fires], next_cursor=next_cursor)
+
+
+@router.post(
+    "/schedule/trigger",
+    response_model=FireResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **AUTH_ERRORS,
+        400: {"description": "The schedule has no preset."},
+        404: {"description": "The organization has no schedule yet."},
+        409: {"description": "Skipped: a run is active (logged in the history)."},
+    },
+)
+async def trigger_schedule(
+    ctx: CanAutomate, session: SessionDep, schedules: Schedules, scheduler: Scheduler
+) -> FireResponse:
+    """Run the scheduled preset now, under the same skip rule as a scheduled fire; the
+    attempt is logged in the history either way."""
+    try:
+        result = await schedules.trigger(session, org_id=ctx.org_id)
+    except NoScheduleError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    await session.commit()
+    scheduler.handle_fired([result])
+    if result.outcome is FireOutcome.SKIPPED:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"skipped: {result.detail}; logged in the history"
+        )
+    if result.outcome is FireOutcome.NO_PRESET:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=result.detail or "no preset")
+    fire = await session.get_one(ScheduleFire, result.fire_id)
+    return FireResponse.model_validate(fire)
+
+
+@router.get(
+    "/schedule/preview",
+    response_model=PreviewResponse,
+    responses={**AUTH_ERRORS, **BAD_SCHEDULE},
+)
+async def preview_schedule(
+    ctx: CanView,
+    cron_expression: Annotated[str, Query(max_length=200, examples=["0 9 * * 1-5"])],
+    timezone: Annotated[str, Query(max_length=64)] = "UTC",
+    after: Annotated[
+        datetime | None,
+        Query(
+            description="Start (exclusive); without an offset it is read in `timezone`. "
+            "Default: now."
+        ),
+    ] = None,
+    count: Annotated[int, Query(ge=1, le=100)] = 5,
+) -> PreviewResponse:
+    """The next fire times of a cron expression in a time zone (any member may ask)."""
+    try:
+        cron = parse(cron_expression, timezone)
+    except CronError as exc:
+        field_name = "timezone" if exc.field == "timezone" else "cron_expression"
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=f"{field_name}: {exc}") from None
+    start = after or utcnow()
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=ZoneInfo(cron.timezone))
+    return PreviewResponse(
+        cron_expression=cron.expression,
+        timezone=cron.timezone,
+        description=cron.describe(),
+        fire_times=cron.fire_times(start, count),
     )

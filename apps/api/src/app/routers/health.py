@@ -28,7 +28,8 @@ async def health() -> HealthResponse:
     responses={503: {"model": ReadinessResponse, "description": "A dependency is not ready."}},
 )
 async def ready(request: Request, response: Response) -> ReadinessResponse:
-    """Readiness: the database answers and its schema is at the newest migration."""
+    """Readiness: the database answers, its schema is at the newest migration, and the
+    scheduler runs (unless SCHEDULER_ENABLED=false on this instance)."""
     database: Database = request.app.state.database
     expected: str | None = request.app.state.schema_head
     checks: dict[str, str] = {}
@@ -42,6 +43,9 @@ async def ready(request: Request, response: Response) -> ReadinessResponse:
     except Exception as exc:  # any failure means not ready; the reason goes to the log
         logger.warning("readiness check failed: %s", exc)
         checks["database"] = f"unreachable: {type(exc).__name__}"
+    settings = request.app.state.settings
+    if settings.scheduler_enabled:
+        checks["scheduler"] = "ok" if request.app.state.scheduler.running else "not running"
     is_ready = all(value == "ok" for value in checks.values())
     if not is_ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

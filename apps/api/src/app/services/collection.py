@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 # Which statuses each lifecycle action may start from.
 ALLOWED_FROM: dict[str, tuple[RunStatus, ...]] = {
@@ -227,10 +229,10 @@ class CollectionService:
                 insert_ignoring_conflicts(
                     session,
                     CollectionRun,
-                    rows,
                     index_elements=["org_id"],
                     index_where=ACTIVE_RUN_PREDICATE,
-                ).returning(CollectionRun.id)
+                ).returning(CollectionRun.id),
+                rows,
             )
         )
         categories = [
@@ -454,6 +456,7 @@ class CollectionService:
             )
             .values(**values, updated_at=self.clock())
             .returning(CollectionRun.status)
+            .execution_options(synchronize_session=False)
         )
         if status is None:
             raise LeaseLostError(f"lease of run {lease.run_id} lost")
@@ -526,18 +529,16 @@ class CollectionService:
                 )
             )
 
-        async def collect(category: RunCategory) -> None:
-            products = await self.amazon.best_sellers(
-                category.category_id, run.products_per_category
-            )
-            await self._checkpoint_category(lease, category, products)
+        async def collect(category: RunCategory) -> list[Product]:
+            return await self.amazon.best_sellers(category.category_id, run.products_per_category)
 
-        await self._fan_out(pending, collect)
+        await self._fan_out(pending, collect, partial(self._checkpoint_category, lease))
         async with self.database.transaction() as session:
             await session.execute(
                 sa.update(CollectionRun)
                 .where(CollectionRun.id == run.id, CollectionRun.lease_owner == lease.owner)
                 .values(phase=RunPhase.EBAY)
+                .execution_options(synchronize_session=False)
             )
 
     async def _checkpoint_category(
@@ -552,6 +553,7 @@ class CollectionService:
                     RunCategory.done_at.is_(None),
                 )
                 .values(done_at=self.clock(), products_found=len(products))
+                .execution_options(synchronize_session=False)
             )
             if marked.rowcount == 0:  # type: ignore[attr-defined]
                 return  # already checkpointed (by an earlier owner of the lease)
@@ -559,13 +561,11 @@ class CollectionService:
             if products:
                 result = await session.execute(
                     insert_ignoring_conflicts(
-                        session,
-                        RunProduct,
-                        [_product_row(category, p) for p in products],
-                        index_elements=["run_id", "asin"],
-                    )
+                        session, RunProduct, index_elements=["run_id", "asin"]
+                    ).returning(RunProduct.asin),
+                    [_product_row(category, p) for p in products],
                 )
-                inserted = max(result.rowcount, 0)  # type: ignore[attr-defined]
+                inserted = len(result.all())
             status = await self._fence(session, lease, categories_done=1, products_found=inserted)
         if status is not RunStatus.RUNNING:
             raise RunInterruptedError(status)
@@ -573,11 +573,12 @@ class CollectionService:
     async def run_ebay_seller_search(self, lease: Lease, run: CollectionRun) -> None:
         """Phase 2: eBay listings of every collected product, one checkpoint per product."""
 
-        async def search(product: RunProduct) -> None:
-            listings = await self.ebay.search(_as_product(product), run.listings_per_product)
-            await self._checkpoint_product(lease, product, listings)
+        async def search(product: RunProduct) -> list[Listing]:
+            return await self.ebay.search(_as_product(product), run.listings_per_product)
 
-        await self._fan_out(self._unsearched_products(run.id), search)
+        await self._fan_out(
+            self._unsearched_products(run.id), search, partial(self._checkpoint_product, lease)
+        )
 
     async def _unsearched_products(self, run_id: uuid.UUID) -> AsyncIterator[RunProduct]:
         """Products not searched yet, in ranking order, read in small batches."""
@@ -618,6 +619,7 @@ class CollectionService:
                     RunProduct.searched_at.is_(None),
                 )
                 .values(searched_at=self.clock(), listings_found=len(unique))
+                .execution_options(synchronize_session=False)
             )
             if marked.rowcount == 0:  # type: ignore[attr-defined]
                 return
@@ -625,23 +627,19 @@ class CollectionService:
             if unique:
                 result = await session.execute(
                     insert_ignoring_conflicts(
-                        session,
-                        RunListing,
-                        [_listing_row(product, listing) for listing in unique],
-                        index_elements=["run_id", "asin", "item_id"],
-                    )
+                        session, RunListing, index_elements=["run_id", "asin", "item_id"]
+                    ).returning(RunListing.item_id),
+                    [_listing_row(product, listing) for listing in unique],
                 )
-                new_listings = max(result.rowcount, 0)  # type: ignore[attr-defined]
+                new_listings = len(result.all())
                 sellers = sorted({listing.seller_username for listing in unique})
                 result = await session.execute(
                     insert_ignoring_conflicts(
-                        session,
-                        RunSeller,
-                        [{"run_id": product.run_id, "username": name} for name in sellers],
-                        index_elements=["run_id", "username"],
-                    )
+                        session, RunSeller, index_elements=["run_id", "username"]
+                    ).returning(RunSeller.username),
+                    [{"run_id": product.run_id, "username": name} for name in sellers],
                 )
-                new_sellers = max(result.rowcount, 0)  # type: ignore[attr-defined]
+                new_sellers = len(result.all())
             status = await self._fence(
                 session,
                 lease,
@@ -655,32 +653,40 @@ class CollectionService:
     async def _fan_out(
         self,
         items: Sequence[ItemT] | AsyncIterator[ItemT],
-        work: Callable[[ItemT], Awaitable[None]],
+        call: Callable[[ItemT], Awaitable[ResultT]],
+        checkpoint: Callable[[ItemT, ResultT], Awaitable[None]],
     ) -> None:
-        """Apply `work` to every item with at most `run_provider_concurrency` in flight.
+        """For every item, `call` the provider, then `checkpoint` the result.
 
+        At most `run_provider_concurrency` calls are in flight. The checkpoint's database
+        write happens outside that limit, so a slow commit does not hold a provider slot;
+        at most twice as many items are in progress at once, so memory stays bounded.
         The first failure cancels the rest, so a paused, cancelled or failed run stops
         promptly (finished items are already checkpointed), and is re-raised as itself,
         not wrapped in an ExceptionGroup.
         """
-        limit = asyncio.Semaphore(self.settings.run_provider_concurrency)
+        concurrency = self.settings.run_provider_concurrency
+        calls = asyncio.Semaphore(concurrency)
+        in_progress = asyncio.Semaphore(2 * concurrency)
 
-        async def guarded(item: ItemT) -> None:
+        async def handle(item: ItemT) -> None:
             try:
-                await work(item)
+                async with calls:
+                    result = await call(item)
+                await checkpoint(item, result)
             finally:
-                limit.release()
+                in_progress.release()
 
         try:
             async with asyncio.TaskGroup() as group:
                 if isinstance(items, Sequence):
                     for item in items:
-                        await limit.acquire()
-                        group.create_task(guarded(item))
+                        await in_progress.acquire()
+                        group.create_task(handle(item))
                 else:
                     async for item in items:
-                        await limit.acquire()
-                        group.create_task(guarded(item))
+                        await in_progress.acquire()
+                        group.create_task(handle(item))
         except BaseExceptionGroup as group_error:
             raise _most_telling(group_error) from None
 

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from app.config import Settings
-from app.database import SYSTEM, db_actor
+from app.database import db_actor
 from app.services.collection import (
     CollectionService,
     Lease,
@@ -39,6 +40,8 @@ class RunExecutor:
         self._claiming: set[uuid.UUID] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Called with the run id when a run this instance executed completed or failed.
+        self.on_finished: list[Callable[[uuid.UUID], Awaitable[None]]] = []
 
     @property
     def running(self) -> list[uuid.UUID]:
@@ -96,14 +99,20 @@ class RunExecutor:
         self._wake.set()
 
     async def _execute(self, lease: Lease) -> None:
-        # This task may have been created inside a request; its work is the system's.
-        db_actor.set(SYSTEM)
+        # This task may have been created inside a request: its work is nobody's request,
+        # so it runs as the service's own database role.
+        db_actor.set(None)
         log = {"run_id": str(lease.run_id)}
         release = True
         try:
             status = await self.service.execute(lease)
             release = False  # a finished run's lease is cleared with its final status
             logger.info("run %s finished: %s", lease.run_id, status.value, extra=log)
+            for hook in self.on_finished:
+                try:
+                    await hook(lease.run_id)
+                except Exception:
+                    logger.exception("run %s: finish hook failed", lease.run_id, extra=log)
         except RunInterruptedError as exc:
             logger.info("run %s stopped: %s", lease.run_id, exc.status.value, extra=log)
         except LeaseLostError:

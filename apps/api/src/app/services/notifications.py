@@ -14,7 +14,14 @@ import sqlalchemy as sa
 
 from app.config import Settings
 from app.database import Database
-from app.tables import Membership, Role, User
+from app.tables import (
+    CollectionRun,
+    CollectionSchedule,
+    Membership,
+    Role,
+    RunTrigger,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +106,33 @@ async def admin_emails(database: Database, org_id: uuid.UUID) -> list[str]:
             .order_by(User.email)
         )
         return list(rows)
+
+
+async def notify_run_ended(database: Database, mailer: Mailer, run_id: uuid.UUID) -> None:
+    """Mail the admins a summary of a scheduled run that ended, if its schedule asks for it."""
+    from app.services.results import rank_sellers  # results imports nothing of ours back
+
+    async with database.read() as session:
+        row = (
+            await session.execute(
+                sa.select(CollectionRun, CollectionSchedule.notify_email)
+                .join(CollectionSchedule, CollectionSchedule.id == CollectionRun.schedule_id)
+                .where(CollectionRun.id == run_id, CollectionRun.trigger == RunTrigger.SCHEDULE)
+            )
+        ).first()
+        if row is None or not row[1]:
+            return
+        run = row[0]
+        top, _ = await rank_sellers(session, run, offset=0, limit=10)
+    lines = [
+        f"Run: {run.name} ({run.id})",
+        f"Status: {run.status.value}" + (f" - {run.error}" if run.error else ""),
+        f"Categories: {run.categories_done}/{run.categories_total}",
+        f"Products: {run.products_found} found, {run.products_searched} searched on eBay",
+        f"Listings: {run.listings_found}; sellers: {run.sellers_found}",
+    ]
+    if top:
+        lines += ["", "Top sellers (distinct products listed):"]
+        lines += [f"  {s.rank:>2}. {s.username} ({s.products})" for s in top]
+    recipients = await admin_emails(database, run.org_id)
+    await mailer.send(recipients, f"Scheduled collection run {run.status.value}", "\n".join(lines))

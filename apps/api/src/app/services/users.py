@@ -43,9 +43,8 @@ async def provision_user(session: AsyncSession, *, user_id: uuid.UUID, email: st
     try:
         async with session.begin_nested():
             await session.execute(
-                insert_ignoring_conflicts(
-                    session, User, {"id": user_id, "email": email}, index_elements=["id"]
-                )
+                insert_ignoring_conflicts(session, User, index_elements=["id"]),
+                {"id": user_id, "email": email},
             )
             await session.execute(sa.update(User).where(User.id == user_id).values(email=email))
     except IntegrityError:
@@ -57,12 +56,8 @@ async def provision_user(session: AsyncSession, *, user_id: uuid.UUID, email: st
     ).all()
     if invitations:
         await session.execute(
-            insert_ignoring_conflicts(
-                session,
-                Membership,
-                [{"org_id": i.org_id, "user_id": user_id, "role": i.role} for i in invitations],
-                index_elements=["org_id", "user_id"],
-            )
+            insert_ignoring_conflicts(session, Membership, index_elements=["org_id", "user_id"]),
+            [{"org_id": i.org_id, "user_id": user_id, "role": i.role} for i in invitations],
         )
         await session.execute(sa.delete(Invitation).where(Invitation.email == email))
 

@@ -1,0 +1,221 @@
+"""The schedule engine of an instance: an APScheduler `AsyncIOScheduler` that wakes up when
+the next schedule is due and fires what is due.
+
+It keeps no per-schedule jobs: the database holds every schedule and its `next_run_at`,
+and one APScheduler job, re-armed after each wake-up, drives the timing. It wakes at the
+earliest due time, or after `SCHEDULER_POLL_SECONDS` at the latest, which is how a change
+made through another replica takes effect here. Memory and start-up time therefore do not
+grow with the number of schedules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from app.config import Settings
+from app.database import SYSTEM, acting_as
+from app.services.executor import RunExecutor
+from app.services.notifications import Mailer, admin_emails
+from app.services.schedules import FireResult, ScheduleService
+from app.tables import FireOutcome, utcnow
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = "collection-schedules"
+NOTIFY_OUTCOMES = {
+    FireOutcome.SKIPPED,
+    FireOutcome.MISSED,
+    FireOutcome.FAILED,
+    FireOutcome.NO_PRESET,
+}
+
+
+class ScheduleMetrics:
+    """Fires by outcome and fire delay (due time → run created), for /metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.fires = Counter(
+            "schedule_fires_total",
+            "Schedule fires handled by this instance, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.delay = Histogram(
+            "schedule_fire_delay_seconds",
+            "Seconds from a schedule's due time until its run was created.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+            registry=registry,
+        )
+
+
+class CollectionScheduler:
+    """Wakes up when schedules are due and fires them (see the module docstring)."""
+
+    def __init__(
+        self,
+        schedules: ScheduleService,
+        executor: RunExecutor,
+        mailer: Mailer,
+        settings: Settings,
+        *,
+        metrics: ScheduleMetrics | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.schedules = schedules
+        self.executor = executor
+        self.mailer = mailer
+        self.metrics = metrics
+        self.clock = clock
+        self.poll = timedelta(seconds=settings.scheduler_poll_seconds)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._ticking = False
+        self._dirty = False
+        self._next_wake: datetime | None = None
+        self._background: set[asyncio.Task[object]] = set()
+        self.last_tick_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the APScheduler loop runs."""
+        return bool(self.scheduler.running)
+
+    def start(self) -> None:
+        """Start APScheduler and fire whatever is due now (missed while we were down)."""
+        self.scheduler.add_listener(self._after_tick, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        self.scheduler.start()
+        self._arm(self.clock())
+        logger.info("scheduler started; polling every %ss", self.poll.total_seconds())
+
+    def shutdown(self) -> None:
+        """Stop waking up (a fire in progress finishes its transaction or rolls back)."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+            logger.info("scheduler stopped")
+
+    def wake(self) -> None:
+        """Look at the schedules again now (one of them changed)."""
+        if self._ticking:
+            self._dirty = True
+        elif self.scheduler.running:
+            self._arm(self.clock())
+
+    def _after_tick(self, event: JobExecutionEvent) -> None:
+        """Re-arm once APScheduler has counted the tick as finished.
+
+        Re-arming from inside the tick would be too early: APScheduler still counts the
+        running instance, so a job due at once would be skipped ("maximum number of running
+        instances reached") and, its date trigger spent, dropped; the scheduler would
+        never wake again.
+        """
+        if event.job_id != JOB_ID or not self.scheduler.running:
+            return
+        wake_at, self._next_wake = self._next_wake, None
+        self._arm(wake_at if wake_at is not None else self.clock() + self.poll)
+
+    def _arm(self, at: datetime) -> None:
+        """Run the tick at `at` on the injected clock (translated to real time)."""
+        real = datetime.now(UTC) + max(timedelta(0), at - self.clock())
+        self.scheduler.add_job(
+            self.tick,
+            trigger=DateTrigger(run_date=real),
+            id=JOB_ID,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    async def tick(self) -> list[FireResult]:
+        """Fire what is due and choose the next wake-up (armed by `_after_tick`)."""
+        self._ticking = True
+        next_due: datetime | None = None
+        results: list[FireResult] = []
+        try:
+            with acting_as(SYSTEM):
+                try:
+                    results = await self.schedules.fire_due()
+                except Exception:
+                    logger.exception("firing due schedules failed; retrying shortly")
+                self.last_tick_at = self.clock()
+                self.handle_fired(results)
+                try:
+                    next_due = await self.schedules.next_due()
+                except Exception:
+                    logger.exception("reading the next due time failed")
+                    next_due = None
+        finally:
+            self._ticking = False
+        now = self.clock()
+        wake_at = now + self.poll
+        if self._dirty:
+            self._dirty = False
+            wake_at = now
+        elif next_due is not None:
+            wake_at = min(wake_at, max(now, next_due))
+        self._next_wake = wake_at
+        return results
+
+    def handle_fired(self, results: list[FireResult]) -> None:
+        """Once fires are committed: metrics, logs, start runs here, notify admins."""
+        started = []
+        for result in results:
+            log = {"schedule_id": str(result.schedule_id), "outcome": result.outcome.value}
+            if self.metrics is not None:
+                self.metrics.fires.labels(result.outcome.value).inc()
+            if result.outcome is FireOutcome.STARTED and result.run_id is not None:
+                started.append(result.run_id)
+                if self.metrics is not None:
+                    delay = (result.fired_at - result.scheduled_for).total_seconds()
+                    self.metrics.delay.observe(max(delay, 0.0))
+                logger.info(
+                    "schedule %s due %s: started run %s",
+                    result.schedule_id,
+                    result.scheduled_for.isoformat(),
+                    result.run_id,
+                    extra=log,
+                )
+            else:
+                logger.warning(
+                    "schedule %s due %s: %s (%s)",
+                    result.schedule_id,
+                    result.scheduled_for.isoformat(),
+                    result.outcome.value,
+                    result.detail,
+                    extra=log,
+                )
+            if result.notify and result.outcome in NOTIFY_OUTCOMES:
+                self._notify_fire(result)
+        for run_id in started:
+            # Runs beyond this instance's capacity stay queued (running, no lease) until
+            # the executor sweep of any replica takes them.
+            self._spawn(self.executor.submit(run_id))
+
+    def _spawn(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for the follow-up work of fires (run submission, mail): shutdown and tests."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _notify_fire(self, result: FireResult) -> None:
+        subject = f"Scheduled collection run {result.outcome.value.replace('_', ' ')}"
+        body = (
+            f"The collection schedule due at {result.scheduled_for:%Y-%m-%d %H:%M} UTC "
+            f"did not start a run: {result.outcome.value}.\n\n{result.detail or ''}\n"
+        )
+        if result.run_id:
+            body += f"\nRun: {result.run_id}\n"
+        self._spawn(self._mail_admins(result, subject, body))
+
+    async def _mail_admins(self, result: FireResult, subject: str, body: str) -> None:
+        recipients = await admin_emails(self.schedules.database, result.org_id)
+        await self.mailer.send(recipients, subject, body)

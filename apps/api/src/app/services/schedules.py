@@ -1,0 +1,452 @@
+"""Collection schedules: settings per organization, and firing due times exactly once.
+
+A fire is claimed by inserting its row into the fire log, unique per (schedule, due
+time): whichever replica inserts it first owns the fire, the others' inserts do nothing.
+The run it starts is created by the same insert path as a manual run, whose conflict
+target is the "one active run per organization" index, so the skip rule is atomic too.
+Both happen, with advancing the schedule's `next_run_at`, in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.database import SYSTEM, Database, acting_as, insert_ignoring_conflicts
+from app.pagination import PageParams, paginate
+from app.services.collection import CollectionService, RunSpec
+from app.services.cron import CronError, CronSchedule, parse
+from app.tables import (
+    ACTIVE_RUN_STATUSES,
+    DEFAULT_CRON_EXPRESSION,
+    CategoryPreset,
+    CollectionRun,
+    CollectionSchedule,
+    FireOutcome,
+    RunTrigger,
+    ScheduleFire,
+    utcnow,
+)
+from app.tenancy import org_rows
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MAX_MISSED_COUNTED = 1000
+
+
+class ScheduleError(ValueError):
+    """A schedule change that cannot be accepted; `field` names the offending input."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+class NoScheduleError(Exception):
+    """The organization has no schedule yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    """What happened at one due time of one schedule."""
+
+    fire_id: uuid.UUID
+    schedule_id: uuid.UUID
+    org_id: uuid.UUID
+    scheduled_for: datetime
+    fired_at: datetime
+    outcome: FireOutcome
+    run_id: uuid.UUID | None
+    detail: str | None
+    notify: bool
+
+
+@dataclass
+class _Plan:
+    """The decision for one due schedule, before it is written."""
+
+    schedule: CollectionSchedule
+    preset_name: str | None
+    category_ids: list[str] | None
+    scheduled_for: datetime
+    next_run_at: datetime | None
+    outcome: FireOutcome
+    detail: str | None = None
+    fire_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    run_id: uuid.UUID | None = None
+
+
+class ScheduleService:
+    """Reads and changes schedules, and fires the due ones."""
+
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        collection: CollectionService,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.collection = collection
+        self.clock = clock
+        self.grace = timedelta(seconds=settings.schedule_misfire_grace_seconds)
+        self.batch_size = settings.scheduler_batch_size
+        self.instance_id = settings.instance_id
+
+    # --- settings -----------------------------------------------------------------------
+
+    async def get(
+        self, session: AsyncSession, *, org_id: uuid.UUID
+    ) -> tuple[CollectionSchedule | None, str | None]:
+        """The organization's schedule (None if it never saved one) and its preset's name."""
+        row = (
+            await session.execute(
+                sa.select(CollectionSchedule, CategoryPreset.name)
+                .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
+                .where(CollectionSchedule.org_id == org_id)
+                .execution_options(populate_existing=True)
+            )
+        ).first()
+        if row is None:
+            return None, None
+        return row[0], row[1]
+
+    async def update(
+        self, session: AsyncSession, *, org_id: uuid.UUID, changes: dict[str, Any]
+    ) -> tuple[CollectionSchedule, str | None]:
+        """Create or change the organization's schedule; `changes` holds only given fields.
+
+        Validates the cron expression, time zone and preset (it must belong to the
+        organization, and enabling needs one) and recomputes `next_run_at`.
+        """
+        schedule, preset_name = await self.get(session, org_id=org_id)
+        current = {
+            "preset_id": schedule.preset_id if schedule else None,
+            "cron_expression": schedule.cron_expression if schedule else DEFAULT_CRON_EXPRESSION,
+            "timezone": schedule.timezone if schedule else "UTC",
+            "enabled": schedule.enabled if schedule else False,
+            "notify_email": schedule.notify_email if schedule else False,
+        }
+        wanted = {**current, **changes}
+        try:
+            cron = parse(wanted["cron_expression"], wanted["timezone"])
+        except CronError as exc:
+            raise ScheduleError(
+                "timezone" if exc.field == "timezone" else "cron_expression", str(exc)
+            ) from None
+        wanted["cron_expression"] = cron.expression
+        if "preset_id" in changes and changes["preset_id"] is not None:
+            preset_name = await session.scalar(
+                org_rows(CategoryPreset, org_id)
+                .with_only_columns(CategoryPreset.name)
+                .where(CategoryPreset.id == changes["preset_id"])
+            )
+            if preset_name is None:
+                raise ScheduleError(
+                    "preset_id", f"preset {changes['preset_id']} not found in this organization"
+                )
+        elif wanted["preset_id"] is None:
+            preset_name = None
+        if wanted["enabled"] and wanted["preset_id"] is None:
+            raise ScheduleError(
+                "preset_id", "an enabled schedule needs a preset: set preset_id as well"
+            )
+        now = self.clock()
+        wanted["next_run_at"] = cron.next_after(now) if wanted["enabled"] else None
+        if schedule is None:
+            schedule = CollectionSchedule(org_id=org_id, created_at=now, **wanted)
+            try:
+                async with session.begin_nested():
+                    session.add(schedule)
+            except IntegrityError:
+                # Another request created it a moment ago: apply the change to that one.
+                return await self.update(session, org_id=org_id, changes=changes)
+        else:
+            for name, value in wanted.items():
+                setattr(schedule, name, value)
+            schedule.updated_at = now
+            await session.flush()
+        logger.info(
+            "schedule of org %s: %s %s (%s), next run %s",
+            org_id,
+            "enabled" if schedule.enabled else "disabled",
+            schedule.cron_expression,
+            schedule.timezone,
+            schedule.next_run_at.isoformat() if schedule.next_run_at else "-",
+        )
+        return schedule, preset_name
+
+    async def history(
+        self, session: AsyncSession, *, org_id: uuid.UUID, page: PageParams
+    ) -> tuple[list[ScheduleFire], str | None]:
+        """The organization's fires, newest first."""
+        return await paginate(
+            session,
+            org_rows(ScheduleFire, org_id),
+            created_at=ScheduleFire.fired_at,
+            row_id=ScheduleFire.id,
+            params=page,
+        )
+
+    async def next_due(self) -> datetime | None:
+        """The earliest due time of any enabled schedule (to know when to wake up next)."""
+        with acting_as(SYSTEM):
+            async with self.database.read() as session:
+                return await session.scalar(
+                    sa.select(sa.func.min(CollectionSchedule.next_run_at)).where(
+                        CollectionSchedule.enabled
+                    )
+                )
+
+    # --- firing ---------------------------------------------------------------------------
+
+    async def fire_due(self) -> list[FireResult]:
+        """Fire every schedule whose due time has come, in batches; return what happened.
+
+        Safe to run on every replica at once: PostgreSQL hands each replica different
+        rows (SKIP LOCKED) and the fire log's unique key settles any remaining race.
+        """
+        results: list[FireResult] = []
+        while True:
+            selected, batch = await self._fire_batch()
+            results.extend(batch)
+            if selected < self.batch_size:
+                return results
+
+    async def _fire_batch(self) -> tuple[int, list[FireResult]]:
+        with acting_as(SYSTEM):
+            async with self.database.transaction() as session:
+                now = self.clock()
+                statement = (
+                    sa.select(CollectionSchedule, CategoryPreset.name, CategoryPreset.category_ids)
+                    .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
+                    .where(CollectionSchedule.enabled, CollectionSchedule.next_run_at <= now)
+                    .order_by(CollectionSchedule.next_run_at)
+                    .limit(self.batch_size)
+                )
+                if self.database.dialect == "postgresql":
+                    statement = statement.with_for_update(of=CollectionSchedule, skip_locked=True)
+                rows = (await session.execute(statement)).all()
+                plans = [self._plan(schedule, name, ids, now) for schedule, name, ids in rows]
+                results = await self._write(session, plans, now, manual=False)
+        return len(rows), results
+
+    def _plan(
+        self,
+        schedule: CollectionSchedule,
+        preset_name: str | None,
+        category_ids: list[str] | None,
+        now: datetime,
+    ) -> _Plan:
+        """Decide what a due schedule does now: start, skip later, count as missed..."""
+        due = schedule.next_run_at
+        assert due is not None
+        try:
+            cron = parse(schedule.cron_expression, schedule.timezone)
+        except CronError as exc:  # saved by an older, laxer version; never fires again
+            return _Plan(
+                schedule, preset_name, category_ids, due, None, FireOutcome.FAILED, str(exc)
+            )
+        # Due times passed while nobody was firing coalesce into the latest of them.
+        latest = max(due, cron.latest_at_or_before(now) or due)
+        missed = _count_between(cron, due, latest)
+        plan = _Plan(
+            schedule,
+            preset_name,
+            category_ids,
+            latest,
+            cron.next_after(now),
+            FireOutcome.STARTED,
+        )
+        lateness = now - latest
+        if lateness > self.grace:
+            plan.outcome = FireOutcome.MISSED
+            plan.detail = (
+                f"due {_ago(lateness)} ago while no scheduler was running; "
+                f"older than SCHEDULE_MISFIRE_GRACE_SECONDS={int(self.grace.total_seconds())}"
+            )
+            if missed:
+                plan.detail += f" ({missed} earlier due time(s) missed as well)"
+        elif not category_ids:
+            plan.outcome = FireOutcome.NO_PRESET
+            plan.detail = "the schedule has no preset (it was deleted?): choose one"
+        elif missed:
+            plan.detail = f"late by {_ago(lateness)}; coalesced {missed} earlier missed due time(s)"
+        return plan
+
+    async def _write(
+        self, session: AsyncSession, plans: list[_Plan], now: datetime, *, manual: bool
+    ) -> list[FireResult]:
+        """Claim the fires, start their runs, log outcomes and advance the schedules."""
+        if not plans:
+            return []
+        claimed = set(
+            await session.scalars(
+                insert_ignoring_conflicts(
+                    session, ScheduleFire, index_elements=["schedule_id", "scheduled_for"]
+                ).returning(ScheduleFire.id),
+                [
+                    {
+                        "id": plan.fire_id,
+                        "schedule_id": plan.schedule.id,
+                        "org_id": plan.schedule.org_id,
+                        "scheduled_for": plan.scheduled_for,
+                        "fired_at": now,
+                        "instance_id": self.instance_id,
+                        "manual": manual,
+                    }
+                    for plan in plans
+                ],
+            )
+        )
+        won = [plan for plan in plans if plan.fire_id in claimed]
+        to_start = [plan for plan in won if plan.outcome is FireOutcome.STARTED]
+        run_ids = await self.collection.create_runs(
+            session,
+            [
+                RunSpec(
+                    org_id=plan.schedule.org_id,
+                    name=_run_name(plan),
+                    category_ids=plan.category_ids or [],
+                    created_by=None,
+                    trigger=RunTrigger.SCHEDULE,
+                    schedule_id=plan.schedule.id,
+                    start=True,
+                )
+                for plan in to_start
+            ],
+        )
+        blocked = []
+        for plan, run_id in zip(to_start, run_ids, strict=True):
+            plan.run_id = run_id
+            if run_id is None:
+                blocked.append(plan)
+        if blocked:
+            active = await session.execute(
+                sa.select(CollectionRun.org_id, CollectionRun.id, CollectionRun.status).where(
+                    CollectionRun.org_id.in_([plan.schedule.org_id for plan in blocked]),
+                    CollectionRun.status.in_(ACTIVE_RUN_STATUSES),
+                )
+            )
+            by_org = {org_id: (run_id, status) for org_id, run_id, status in active}
+            for plan in blocked:
+                plan.outcome = FireOutcome.SKIPPED
+                run_id, status = by_org.get(plan.schedule.org_id, (None, None))
+                plan.run_id = run_id
+                plan.detail = (
+                    f"run {run_id} was still {status.value}"
+                    if run_id and status
+                    else "another run was active"
+                )
+        if won:
+            await session.execute(
+                sa.update(ScheduleFire),
+                [
+                    {
+                        "id": plan.fire_id,
+                        "outcome": plan.outcome,
+                        "run_id": plan.run_id,
+                        "detail": plan.detail,
+                    }
+                    for plan in won
+                ],
+            )
+        if not manual:
+            await session.execute(
+                sa.update(CollectionSchedule),
+                [
+                    {
+                        "id": plan.schedule.id,
+                        "next_run_at": plan.next_run_at,
+                        "updated_at": now,
+                        # a fire claimed elsewhere already recorded its own outcome
+                        "last_run_at": plan.scheduled_for
+                        if plan.fire_id in claimed
+                        else plan.schedule.last_run_at,
+                        "last_outcome": plan.outcome
+                        if plan.fire_id in claimed
+                        else plan.schedule.last_outcome,
+                    }
+                    for plan in plans
+                ],
+            )
+        for plan in plans:
+            if plan.fire_id not in claimed:
+                logger.info(
+                    "schedule %s: due time %s was fired elsewhere",
+                    plan.schedule.id,
+                    plan.scheduled_for.isoformat(),
+                )
+        return [
+            FireResult(
+                fire_id=plan.fire_id,
+                schedule_id=plan.schedule.id,
+                org_id=plan.schedule.org_id,
+                scheduled_for=plan.scheduled_for,
+                fired_at=now,
+                outcome=plan.outcome,
+                run_id=plan.run_id,
+                detail=plan.detail,
+                notify=plan.schedule.notify_email,
+            )
+            for plan in won
+        ]
+
+    async def trigger(self, session: AsyncSession, *, org_id: uuid.UUID) -> FireResult:
+        """Run the scheduled preset now, under the same skip rule; logged like a fire."""
+        schedule, preset_name = await self.get(session, org_id=org_id)
+        if schedule is None:
+            raise NoScheduleError("this organization has no schedule yet: PATCH one first")
+        now = self.clock()
+        category_ids = None
+        if schedule.preset_id is not None:
+            category_ids = await session.scalar(
+                sa.select(CategoryPreset.category_ids).where(
+                    CategoryPreset.id == schedule.preset_id
+                )
+            )
+        plan = _Plan(schedule, preset_name, category_ids, now, None, FireOutcome.STARTED)
+        if not category_ids:
+            plan.outcome = FireOutcome.NO_PRESET
+            plan.detail = "the schedule has no preset: set preset_id first"
+        (result,) = await self._write(session, [plan], now, manual=True)
+        schedule.last_run_at = now
+        schedule.last_outcome = result.outcome
+        await session.flush()
+        return result
+
+
+def _count_between(cron: CronSchedule, first: datetime, last: datetime) -> int:
+    """How many due times lie in [first, last) (capped)."""
+    count = 0
+    moment = first
+    while moment < last and count < MAX_MISSED_COUNTED:
+        count += 1
+        moment = cron.next_after(moment)
+    return count
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}min"
+    return f"{seconds // 3600}h"
+
+
+def _run_name(plan: _Plan) -> str:
+    label = plan.preset_name or "Scheduled run"
+    return f"{label} (scheduled {plan.scheduled_for:%Y-%m-%d %H:%M} UTC)"

@@ -1,0 +1,113 @@
+"""Shared pieces of the schedule tests: an injected clock, an org with a preset, and
+small API helpers. Loaded as a pytest plugin by conftest, so its fixtures are everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.services.collection import CollectionService
+from app.services.schedules import ScheduleService
+from tests.conftest import Actor, Actors
+
+EPOCH = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment
+
+
+@pytest.fixture
+def clock(app: FastAPI) -> Iterator[FakeClock]:
+    """Both the schedule and the run services read this clock during the test."""
+    fake = FakeClock(EPOCH)
+    schedules: ScheduleService = app.state.schedules
+    collection: CollectionService = app.state.collection
+    saved = schedules.clock, collection.clock
+    schedules.clock = collection.clock = fake
+    yield fake
+    schedules.clock, collection.clock = saved
+
+
+@pytest.fixture
+def schedules(app: FastAPI) -> ScheduleService:
+    service: ScheduleService = app.state.schedules
+    return service
+
+
+@dataclass
+class Org:
+    admin: Actor
+    preset_id: str
+
+
+async def make_org(client: httpx.AsyncClient, actors: Actors, name: str = "Acme") -> Org:
+    admin = await actors.admin(name)
+    preset = await client.post(
+        "/collection/presets",
+        json={"name": "Electronics", "category_ids": ["172282"]},
+        headers=admin.headers,
+    )
+    return Org(admin, preset.json()["id"])
+
+
+@pytest.fixture
+async def org(client: httpx.AsyncClient, actors: Actors) -> Org:
+    return await make_org(client, actors)
+
+
+async def patch(client: httpx.AsyncClient, actor: Actor, **body: Any) -> httpx.Response:
+    return await client.patch("/collection/schedule", json=body, headers=actor.headers)
+
+
+async def enable(
+    client: httpx.AsyncClient, org: Org, cron: str = "0 0 1 * *", tz: str = "UTC", **extra: Any
+) -> dict[str, Any]:
+    response = await patch(
+        client,
+        org.admin,
+        cron_expression=cron,
+        timezone=tz,
+        preset_id=org.preset_id,
+        enabled=True,
+        **extra,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def history(client: httpx.AsyncClient, actor: Actor) -> list[dict[str, Any]]:
+    response = await client.get("/collection/schedule/history", headers=actor.headers)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def runs_of(client: httpx.AsyncClient, actor: Actor) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (
+        await client.get("/collection/runs", params={"limit": 200}, headers=actor.headers)
+    ).json()["items"]
+    return items
+
+
+async def cancel_all(client: httpx.AsyncClient, actor: Actor) -> None:
+    for run in await runs_of(client, actor):
+        if run["status"] in ("pending", "running", "paused"):
+            await client.post(f"/collection/runs/{run['id']}/cancel", headers=actor.headers)
