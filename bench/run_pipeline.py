@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -53,20 +52,27 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import asyncpg
 import sqlalchemy as sa
+from benchlib import (
+    DEFAULT_PG_URL,
+    child_environment,
+    current_rss_kib,
+    format_table,
+    peak_rss_kib,
+    postgres_database,
+    postgres_unreachable,
+)
 from sqlalchemy.engine import URL, make_url
 
 if TYPE_CHECKING:
     from app.config import Settings
 
 DEFAULT_SIZES = "5x50,20x50,40x50"
-DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 POLL_SECONDS = 0.05
 BENCH_SECRET = "bench-" + "x" * 40
 
@@ -150,25 +156,10 @@ def ideal_bound(calls: int, latency_ms: int, concurrency: int) -> float:
 # --- memory ---------------------------------------------------------------------------------
 
 
-def peak_rss_kib() -> int:
-    """This process's peak resident set size so far, in KiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
-
-
 def cpu_seconds() -> float:
     """CPU time (user + system) this process has used so far, every thread included."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def current_rss_kib() -> int:
-    """This process's resident set size now, in KiB (the peak so far where /proc is missing)."""
-    try:
-        fields = Path("/proc/self/statm").read_text().split()
-    except OSError:
-        return peak_rss_kib()
-    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 # --- child: one measured run ------------------------------------------------------------------
@@ -191,7 +182,9 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
     if not isinstance(amazon, ResilientAmazonProvider) or not isinstance(
         ebay, ResilientEbayProvider
     ):
-        raise TypeError("build_providers no longer returns the resilient wrappers this counts")
+        raise TypeError(
+            "build_providers no longer returns the resilient wrappers this counts"
+        )
     service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
     executor = RunExecutor(service, settings)
     try:
@@ -228,7 +221,9 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
             if not executing:
                 # The final status is committed before the task ends, so this is a run
                 # the executor gave up on (an unexpected error, logged on stderr).
-                raise RuntimeError(f"run {run_id} stopped executing while still running")
+                raise RuntimeError(
+                    f"run {run_id} stopped executing while still running"
+                )
             await asyncio.sleep(POLL_SECONDS)
         wall = time.perf_counter() - started
         cpu = cpu_seconds() - cpu_before
@@ -237,7 +232,9 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
         async with database.read() as session:
             run = await session.get_one(CollectionRun, run_id)
             amazon_done = await session.scalar(
-                sa.select(sa.func.max(RunCategory.done_at)).where(RunCategory.run_id == run_id)
+                sa.select(sa.func.max(RunCategory.done_at)).where(
+                    RunCategory.run_id == run_id
+                )
             )
             listings = await session.scalar(
                 sa.select(sa.func.count()).where(RunListing.run_id == run_id)
@@ -291,52 +288,13 @@ def child_main(args: argparse.Namespace) -> None:
 # --- parent: fresh databases, one child per measurement, the table ---------------------------
 
 
-async def _on_maintenance_db(server: URL, statement: str) -> None:
-    connection = await asyncpg.connect(
-        host=server.host or "127.0.0.1",
-        port=server.port or 5432,
-        user=server.username or "postgres",
-        password=server.password,
-        database="postgres",
-        timeout=5,
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def postgres_unreachable(server: URL) -> str | None:
-    """Why the PostgreSQL server of `server` cannot be used, or None when it answers."""
-    try:
-        asyncio.run(_on_maintenance_db(server, "SELECT 1"))
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-@contextlib.contextmanager
-def postgres_database(server: URL) -> Iterator[str]:
-    """A new, empty database on `server`, dropped afterwards whatever happens."""
-    name = f"bench_run_pipeline_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_on_maintenance_db(server, f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_on_maintenance_db(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def child_environment() -> dict[str, str]:
-    """The environment of a child: none of the developer's service settings."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-    return {name: value for name, value in os.environ.items() if name in keep}
-
-
 def run_child(
     database_url: str, data_dir: Path, size: Size, latency_ms: int, concurrency: int
 ) -> Measurement:
     """Measure one run in a fresh interpreter; its log lines go to our stderr."""
-    timeout = 120 + 20 * ideal_bound(size.categories * (1 + size.products), latency_ms, 1)
+    timeout = 120 + 20 * ideal_bound(
+        size.categories * (1 + size.products), latency_ms, 1
+    )
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -352,7 +310,7 @@ def run_child(
         "--concurrency",
         str(concurrency),
     ]
-    completed = subprocess.run(  # noqa: S603 (our own interpreter and script)
+    completed = subprocess.run(
         command,
         stdout=subprocess.PIPE,
         text=True,
@@ -366,14 +324,16 @@ def run_child(
     return Measurement(**json.loads(last_line))
 
 
-def measure(db: str, size: Size, latency_ms: int, concurrency: int, pg_server: URL) -> Measurement:
+def measure(
+    db: str, size: Size, latency_ms: int, concurrency: int, pg_server: URL
+) -> Measurement:
     """One measurement of `size` on a fresh database of kind `db`."""
     with tempfile.TemporaryDirectory(prefix="bench-run-pipeline-") as tmp:
         data_dir = Path(tmp)
         if db == "sqlite":
             url = f"sqlite+aiosqlite:///{data_dir / 'collection.db'}"
             return run_child(url, data_dir, size, latency_ms, concurrency)
-        with postgres_database(pg_server) as url:
+        with postgres_database(pg_server, "bench_run_pipeline") as url:
             return run_child(url, data_dir, size, latency_ms, concurrency)
 
 
@@ -396,7 +356,9 @@ def table_row(
     db: str, size: Size, result: Measurement, latency_ms: int, concurrency: int
 ) -> list[str]:
     """The printed cells of one measurement."""
-    bound = ideal_bound(result.amazon_calls + result.ebay_calls, latency_ms, concurrency)
+    bound = ideal_bound(
+        result.amazon_calls + result.ebay_calls, latency_ms, concurrency
+    )
     ratio = f"{result.wall_seconds / bound:.2f}x" if bound > 0 else "n/a"
     mib = 1024
     return [
@@ -414,22 +376,6 @@ def table_row(
     ]
 
 
-def format_table(rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table whose columns line up in plain text too (text left, numbers right)."""
-    widths = [max(len(cells[i]) for cells in (COLUMNS, *rows)) for i in range(len(COLUMNS))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            cell.ljust(width) if i < 2 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    dashes = ["-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths)]
-    rule = "|" + "|".join(dashes) + "|"
-    return "\n".join([line(COLUMNS), rule, *(line(row) for row in rows)])
-
-
 def parent_main(args: argparse.Namespace) -> int:
     """Measure every (database, size), then print the machine, the parameters and the table."""
     pg_server = make_url(args.pg_url)
@@ -440,7 +386,9 @@ def parent_main(args: argparse.Namespace) -> int:
         if problem is not None:
             where = pg_server.render_as_string(hide_password=True)
             if args.db == "postgresql":
-                print(f"PostgreSQL at {where} is unreachable: {problem}", file=sys.stderr)
+                print(
+                    f"PostgreSQL at {where} is unreachable: {problem}", file=sys.stderr
+                )
                 return 1
             databases.remove("postgresql")
             notes.append(f"PostgreSQL skipped: {where} is unreachable ({problem}).")
@@ -472,12 +420,16 @@ def parent_main(args: argparse.Namespace) -> int:
         f"run_provider_concurrency={args.concurrency}, sizes {', '.join(map(str, args.sizes))} "
         "(categories x products per category); one fresh process and database per row"
     )
-    print("Bound = (Amazon calls + eBay calls) x latency / concurrency; ratio = wall / bound")
-    print("RSS before = resident memory after imports and migration; run's RSS = peak - before")
+    print(
+        "Bound = (Amazon calls + eBay calls) x latency / concurrency; ratio = wall / bound"
+    )
+    print(
+        "RSS before = resident memory after imports and migration; run's RSS = peak - before"
+    )
     for note in notes:
         print(note)
     print()
-    print(format_table(rows))
+    print(format_table(COLUMNS, rows))
     print()
     for line in details:
         print(line)
@@ -525,7 +477,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sizes",
-        type=lambda text: [Size.parse(part) for part in text.split(",") if part.strip()],
+        type=lambda text: [
+            Size.parse(part) for part in text.split(",") if part.strip()
+        ],
         default=[Size.parse(part) for part in DEFAULT_SIZES.split(",")],
         help=f"comma-separated CATEGORIESxPRODUCTS run sizes (default: {DEFAULT_SIZES})",
     )

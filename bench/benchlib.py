@@ -1,0 +1,109 @@
+"""Pieces the benchmarks share: fresh PostgreSQL databases, child environments, memory
+readings and Markdown tables. Imported by the scripts of this directory only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+async def _on_maintenance_db(server: URL, statement: str) -> None:
+    connection = await asyncpg.connect(
+        host=server.host or "127.0.0.1",
+        port=server.port or 5432,
+        user=server.username or "postgres",
+        password=server.password,
+        database="postgres",
+        timeout=5,
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def postgres_unreachable(server: URL) -> str | None:
+    """Why the PostgreSQL server of `server` cannot be used, or None when it answers."""
+    try:
+        asyncio.run(_on_maintenance_db(server, "SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 (whatever the reason, the caller skips it)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def postgres_database(server: URL, prefix: str) -> Iterator[str]:
+    """A new, empty database on `server`, dropped afterwards whatever happens."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_on_maintenance_db(server, f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(
+            _on_maintenance_db(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a child: none of the developer's service settings."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    return {name: value for name, value in os.environ.items() if name in keep}
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (
+        peak // 1024 if sys.platform == "darwin" else peak
+    )  # bytes on macOS, KiB on Linux
+
+
+def current_rss_kib(pid: int | None = None) -> int:
+    """The resident set size of `pid` (default: this process) now, in KiB.
+
+    Reads /proc; where it is missing, falls back to this process's peak.
+    """
+    try:
+        fields = Path(f"/proc/{pid or 'self'}/statm").read_text().split()
+    except OSError:
+        if pid is not None:
+            raise
+        return peak_rss_kib()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def format_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], *, text_columns: int = 2
+) -> str:
+    """A Markdown table whose columns line up in plain text too.
+
+    The first `text_columns` columns are left-aligned, the others (numbers) right-aligned.
+    """
+    widths = [
+        max(len(cells[i]) for cells in (columns, *rows)) for i in range(len(columns))
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.ljust(width) if i < text_columns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    dashes = [
+        "-" * (w + 2) if i < text_columns else "-" * (w + 1) + ":"
+        for i, w in enumerate(widths)
+    ]
+    rule = "|" + "|".join(dashes) + "|"
+    return "\n".join([line(columns), rule, *(line(row) for row in rows)])

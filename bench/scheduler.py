@@ -1,0 +1,799 @@
+"""Benchmark: the schedule engine at scale, next to the straightforward design, in one run.
+
+Our design keeps every schedule in the database (`next_run_at`) and one APScheduler job
+per instance that wakes at the earliest due time. The peer is the straightforward design
+the issue names: one APScheduler 3 cron job per schedule in a `MemoryJobStore`.
+
+Scenarios (each on a fresh database, our side always real `collection-api serve`
+processes):
+
+startup
+    N enabled schedules (default 100,000). Ours: time from spawning `serve` until
+    `/ready` answers 200 (median of `--repeat` starts), and the resident memory of the
+    process a poll interval later, against the same measurement on an empty database.
+    Peer: the time to add N cron jobs to a started `AsyncIOScheduler` and the memory it
+    grows by (it has not even read the schedules from a database yet).
+burst
+    B schedules (default 10,000) with the default `0 0 1 * *`, all due at one instant T.
+    Ours: `--replicas` processes on PostgreSQL (one on SQLite) fire them; the bench polls
+    the database every 100 ms and reports when every fire and run is committed (T → all
+    visible), the latest fire decision, fires per replica, duplicates and misses.
+    Peer: one process (a MemoryJobStore cannot be shared) with B cron jobs due at T, each
+    creating its run in its own transaction, with APScheduler's default
+    `misfire_grace_time` (1 s); jobs it drops as misfired are misses.
+lone
+    K schedules due one at a time, `--lone-spacing` apart. Ours: fire delay = the due
+    time until the replica decided the fire and wrote the run (`fired_at` of the fire log,
+    the figure of the `schedule_fire_delay_seconds` histogram). Peer: the due time until
+    the job's function starts (DateTrigger jobs).
+
+Nothing is asserted: the script prints the table. Usage (from the repository root)::
+
+    .venv/bin/python bench/scheduler.py
+    .venv/bin/python bench/scheduler.py --db sqlite --scenarios lone
+    .venv/bin/python bench/scheduler.py --schedules 20000 --burst 2000 --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from benchlib import (
+    DEFAULT_PG_URL,
+    child_environment,
+    current_rss_kib,
+    format_table,
+    postgres_database,
+    postgres_unreachable,
+)
+from sqlalchemy.engine import URL, make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = ROOT / ".venv" / "bin" / "collection-api"
+BENCH_SECRET = "bench-" + "x" * 40
+POLL_SECONDS = 2.0  # SCHEDULER_POLL_SECONDS of our replicas (the default)
+SEED_CHUNK = 5000
+SCENARIOS = ("startup", "burst", "lone")
+
+
+# --- our side: seeding and real server processes ----------------------------------------------
+
+
+def settings_for(database_url: str, data_dir: Path) -> Any:
+    from app.config import Settings
+
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        data_dir=data_dir,
+        jwt_secret=BENCH_SECRET,
+    )
+
+
+def migrate(database_url: str, data_dir: Path) -> None:
+    from app.migrate import upgrade
+
+    upgrade(settings_for(database_url, data_dir))
+
+
+async def seed(
+    database_url: str, data_dir: Path, count: int, next_run_at: datetime
+) -> None:
+    """`count` organizations, each with a one-category preset and an enabled schedule."""
+    from app.database import Database
+    from app.tables import CategoryPreset, CollectionSchedule, Organization
+
+    database = Database.from_settings(settings_for(database_url, data_dir))
+    now = datetime.now(UTC)
+    try:
+        for start in range(0, count, SEED_CHUNK):
+            size = min(SEED_CHUNK, count - start)
+            orgs = [uuid.uuid4() for _ in range(size)]
+            presets = [uuid.uuid4() for _ in range(size)]
+            async with database.transaction() as session:
+                await session.execute(
+                    sa.insert(Organization),
+                    [{"id": o, "name": f"Org {start + i}"} for i, o in enumerate(orgs)],
+                )
+                await session.execute(
+                    sa.insert(CategoryPreset),
+                    [
+                        {
+                            "id": p,
+                            "org_id": o,
+                            "name": "Electronics",
+                            "category_ids": ["172282"],
+                        }
+                        for o, p in zip(orgs, presets, strict=True)
+                    ],
+                )
+                await session.execute(
+                    sa.insert(CollectionSchedule),
+                    [
+                        {
+                            "org_id": o,
+                            "preset_id": p,
+                            "enabled": True,
+                            "next_run_at": next_run_at,
+                            "created_at": now,
+                        }
+                        for o, p in zip(orgs, presets, strict=True)
+                    ],
+                )
+    finally:
+        await database.dispose()
+
+
+async def set_due(
+    database_url: str,
+    data_dir: Path,
+    first: datetime,
+    spacing: timedelta = timedelta(0),
+) -> None:
+    """Make every schedule due at `first`, or one after the other `spacing` apart."""
+    from app.database import Database
+    from app.tables import CollectionSchedule
+
+    database = Database.from_settings(settings_for(database_url, data_dir))
+    try:
+        async with database.transaction() as session:
+            if not spacing:
+                await session.execute(
+                    sa.update(CollectionSchedule).values(next_run_at=first)
+                )
+                return
+            ids = (await session.scalars(sa.select(CollectionSchedule.id))).all()
+            await session.execute(
+                sa.update(CollectionSchedule),
+                [
+                    {"id": i, "next_run_at": first + n * spacing}
+                    for n, i in enumerate(ids)
+                ],
+            )
+    finally:
+        await database.dispose()
+
+
+async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
+    """What the fire log and the runs table say after a scenario."""
+    from app.database import Database
+    from app.tables import CollectionRun, CollectionSchedule, RunTrigger, ScheduleFire
+
+    database = Database.from_settings(settings_for(database_url, data_dir))
+    try:
+        async with database.read() as session:
+            fires = (
+                await session.execute(
+                    sa.select(
+                        ScheduleFire.schedule_id,
+                        ScheduleFire.scheduled_for,
+                        ScheduleFire.fired_at,
+                        ScheduleFire.instance_id,
+                        ScheduleFire.outcome,
+                    )
+                )
+            ).all()
+            runs = int(
+                await session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(CollectionRun)
+                    .where(CollectionRun.trigger == RunTrigger.SCHEDULE)
+                )
+                or 0
+            )
+            schedules = int(
+                await session.scalar(
+                    sa.select(sa.func.count()).select_from(CollectionSchedule)
+                )
+                or 0
+            )
+    finally:
+        await database.dispose()
+    per_instance: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for fire in fires:
+        per_instance[fire.instance_id] = per_instance.get(fire.instance_id, 0) + 1
+        outcome = fire.outcome.value if fire.outcome else "unset"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    keys = {(f.schedule_id, f.scheduled_for) for f in fires}
+    return {
+        "fires": len(fires),
+        "runs": runs,
+        "duplicates": len(fires) - len(keys),
+        "misses": schedules - len({f.schedule_id for f in fires}),
+        "per_instance": per_instance,
+        "outcomes": outcomes,
+        "delays": [
+            (_aware(f.fired_at) - _aware(f.scheduled_for)).total_seconds()
+            for f in fires
+        ],
+        "last_fired_at": max((_aware(f.fired_at) for f in fires), default=None),
+    }
+
+
+async def count_fires_and_runs(database_url: str, data_dir: Path) -> tuple[int, int]:
+    from app.database import Database
+    from app.tables import CollectionRun, RunTrigger, ScheduleFire
+
+    database = Database.from_settings(settings_for(database_url, data_dir))
+    try:
+        async with database.read() as session:
+            fires = await session.scalar(
+                sa.select(sa.func.count()).select_from(ScheduleFire)
+            )
+            runs = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(CollectionRun)
+                .where(CollectionRun.trigger == RunTrigger.SCHEDULE)
+            )
+            return int(fires or 0), int(runs or 0)
+    finally:
+        await database.dispose()
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Replica:
+    """`collection-api serve` with the scheduler on, its log in a file."""
+
+    def __init__(self, database_url: str, data_dir: Path, name: str) -> None:
+        from socket import socket
+
+        with socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir / f"{name}.log"
+        env = {
+            **child_environment(),
+            "DATABASE_URL": database_url,
+            "DATA_DIR": str(data_dir),
+            "JWT_SECRET": BENCH_SECRET,
+            "INSTANCE_ID": name,
+            "SCHEDULER_POLL_SECONDS": str(POLL_SECONDS),
+            "LOG_LEVEL": "WARNING",
+        }
+        self.started = time.perf_counter()
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(CLI), "serve", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Seconds from spawning the process until /ready answered 200."""
+        deadline = self.started + timeout
+        with httpx.Client(timeout=1.0) as client:
+            while time.perf_counter() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"replica exited; see {self.log}")
+                try:
+                    if client.get(f"{self.url}/ready").status_code == 200:
+                        return time.perf_counter() - self.started
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.01)
+        raise TimeoutError(f"replica not ready after {timeout}s; see {self.log}")
+
+    def rss_kib(self) -> int:
+        return current_rss_kib(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def replicas(database_url: str, data_dir: Path, count: int) -> Iterator[list[Replica]]:
+    started = [Replica(database_url, data_dir, f"replica-{i}") for i in range(count)]
+    try:
+        yield started
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+@contextmanager
+def fresh_database(db: str, pg_server: URL) -> Iterator[tuple[str, Path]]:
+    with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
+        data_dir = Path(tmp)
+        if db == "sqlite":
+            url = f"sqlite+aiosqlite:///{data_dir / 'collection.db'}"
+            migrate(url, data_dir)
+            yield url, data_dir
+            return
+        with postgres_database(pg_server, "bench_scheduler") as url:
+            migrate(url, data_dir)
+            yield url, data_dir
+
+
+def far_future() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(days=40)
+
+
+def at_whole_second(seconds_from_now: float) -> datetime:
+    moment = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def wait_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+
+
+# --- the peer: one APScheduler cron job per schedule, in memory ------------------------------
+
+
+def peer_child(args: argparse.Namespace) -> None:
+    """One peer measurement in this (fresh) process; prints one JSON line."""
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    result = asyncio.run(PEER_SCENARIOS[args.peer](args))
+    print(json.dumps(result), flush=True)
+
+
+async def peer_startup(args: argparse.Namespace) -> dict[str, Any]:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    async def collect() -> None:  # never called: every job is due next month
+        return None
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.start()
+    rss_before = current_rss_kib()
+    started = time.perf_counter()
+    for i in range(args.count):
+        scheduler.add_job(
+            collect,
+            CronTrigger.from_crontab("0 0 1 * *", timezone=UTC),
+            id=f"schedule-{i}",
+        )
+    seconds = time.perf_counter() - started
+    rss_after = current_rss_kib()
+    scheduler.shutdown(wait=False)
+    return {"seconds": seconds, "rss_delta_kib": rss_after - rss_before}
+
+
+async def peer_burst(args: argparse.Namespace) -> dict[str, Any]:
+    """B cron jobs due at one instant, each creating its run as the app would."""
+    from app.database import Database
+    from app.providers import build_providers
+    from app.services.collection import CollectionService, RunSpec
+    from app.tables import CategoryPreset, RunTrigger
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    settings = settings_for(args.database_url, Path(args.data_dir))
+    database = Database.from_settings(settings)
+    amazon, ebay = build_providers(
+        settings
+    )  # unused: the runs are created, not executed
+    collection = CollectionService(database, settings, amazon=amazon, ebay=ebay)
+    async with database.read() as session:
+        presets = (
+            await session.execute(sa.select(CategoryPreset.org_id, CategoryPreset.id))
+        ).all()
+    finished: list[float] = []
+    missed: list[str] = []
+    failed: list[str] = []
+
+    async def collect(org_id: uuid.UUID) -> None:
+        async with database.transaction() as session:
+            await collection.create_runs(
+                session,
+                [
+                    RunSpec(
+                        org_id=org_id,
+                        name="scheduled",
+                        category_ids=["172282"],
+                        created_by=None,
+                        trigger=RunTrigger.SCHEDULE,
+                        start=True,
+                    )
+                ],
+            )
+        finished.append(time.time())
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_listener(lambda event: missed.append(event.job_id), EVENT_JOB_MISSED)
+    scheduler.add_listener(lambda event: failed.append(event.job_id), EVENT_JOB_ERROR)
+    scheduler.start()
+    due = at_whole_second(3 + len(presets) / 5000)
+    trigger = CronTrigger(
+        hour=due.hour, minute=due.minute, second=due.second, timezone=UTC
+    )
+    grace = None if args.grace == "none" else int(args.grace)
+    for org_id, preset_id in presets:
+        scheduler.add_job(
+            collect, trigger, args=[org_id], id=str(preset_id), misfire_grace_time=grace
+        )
+    due_ts = due.timestamp()
+    deadline = due_ts + args.timeout
+    while (
+        len(finished) + len(missed) + len(failed) < len(presets)
+        and time.time() < deadline
+    ):
+        await asyncio.sleep(0.05)
+    scheduler.shutdown(wait=False)
+    await database.dispose()
+    return {
+        "jobs": len(presets),
+        "runs": len(finished),
+        "missed": len(missed),
+        "failed": len(failed),
+        "seconds": (max(finished) - due_ts) if finished else None,
+    }
+
+
+async def peer_lone(args: argparse.Namespace) -> dict[str, Any]:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.date import DateTrigger
+
+    delays: list[float] = []
+
+    async def collect(due: float) -> None:
+        delays.append(time.time() - due)
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.start()
+    first = at_whole_second(1)
+    for i in range(args.count):
+        due = first + timedelta(seconds=i * args.spacing)
+        scheduler.add_job(collect, DateTrigger(run_date=due), args=[due.timestamp()])
+    while len(delays) < args.count:
+        await asyncio.sleep(0.05)
+    scheduler.shutdown(wait=False)
+    return {"delays": delays}
+
+
+PEER_SCENARIOS = {"startup": peer_startup, "burst": peer_burst, "lone": peer_lone}
+
+
+def run_peer(scenario: str, budget: float, **options: Any) -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--peer", scenario]
+    for name, value in options.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    completed = subprocess.run(
+        command,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_environment(),
+        timeout=budget + 120,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"peer {scenario} failed (exit {completed.returncode})")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --- scenarios -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    scenario: str
+    db: str
+    figure: str
+    ours: str
+    peer: str
+    goal: str
+    notes: list[str] = field(default_factory=list)
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def start_once(database_url: str, data_dir: Path) -> tuple[float, int]:
+    """Start one replica: seconds to ready, and its RSS once the first poll has passed."""
+    with replicas(database_url, data_dir, 1) as (replica,):
+        ready = replica.wait_ready()
+        time.sleep(POLL_SECONDS + 0.5)
+        return ready, replica.rss_kib()
+
+
+def scenario_startup(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row]:
+    with fresh_database(db, pg_server) as (url, data_dir):
+        empty = [start_once(url, data_dir) for _ in range(args.repeat)]
+        seeded = time.perf_counter()
+        asyncio.run(seed(url, data_dir, args.schedules, far_future()))
+        seed_seconds = time.perf_counter() - seeded
+        full = [start_once(url, data_dir) for _ in range(args.repeat)]
+    peer = run_peer("startup", 300, count=args.schedules)
+    ready_empty = statistics.median(seconds for seconds, _ in empty)
+    ready_full = statistics.median(seconds for seconds, _ in full)
+    rss_empty = statistics.median(rss for _, rss in empty)
+    rss_full = statistics.median(rss for _, rss in full)
+    n = f"{args.schedules:,}"
+    return [
+        Row(
+            "startup",
+            db,
+            f"{n} schedules: start → ready",
+            f"{ready_full:.2f} s (empty: {ready_empty:.2f} s)",
+            f"{peer['seconds']:.2f} s to add the jobs",
+            "< 2 s",
+            [f"seeding {n} schedules took {seed_seconds:.1f} s"],
+        ),
+        Row(
+            "startup",
+            db,
+            f"{n} schedules: RSS above empty",
+            f"{mib(rss_full - rss_empty)} ({mib(rss_full)} total)",
+            mib(peer["rss_delta_kib"]),
+            "< 50 MiB",
+        ),
+    ]
+
+
+def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row]:
+    count = args.replicas if db == "postgresql" else 1
+    with fresh_database(db, pg_server) as (url, data_dir):
+        asyncio.run(seed(url, data_dir, args.burst, far_future()))
+        with replicas(url, data_dir, count) as started:
+            for replica in started:
+                replica.wait_ready()
+            due = at_whole_second(2 * POLL_SECONDS + 1)
+            asyncio.run(set_due(url, data_dir, due))
+            wait_until(due)
+            seen: float | None = None
+            deadline = time.time() + args.timeout
+            while time.time() < deadline:
+                fires, runs = asyncio.run(count_fires_and_runs(url, data_dir))
+                if fires >= args.burst and runs >= args.burst:
+                    seen = time.time() - due.timestamp()
+                    break
+                time.sleep(0.1)
+            time.sleep(POLL_SECONDS + 0.5)  # a few more polls: nothing may fire twice
+        stats = asyncio.run(fire_stats(url, data_dir))
+    peers = {}
+    for grace in (
+        "1",
+        "none",
+    ):  # APScheduler's default misfire_grace_time, and no limit
+        with fresh_database(db, pg_server) as (url, data_dir):
+            asyncio.run(seed(url, data_dir, args.burst, far_future()))
+            peers[grace] = run_peer(
+                "burst",
+                args.timeout,
+                database_url=url,
+                data_dir=data_dir,
+                timeout=args.timeout,
+                grace=grace,
+            )
+    last = (
+        (stats["last_fired_at"] - due).total_seconds()
+        if stats["last_fired_at"]
+        else None
+    )
+    goal = "< 15 s" if db == "postgresql" else "< 30 s"
+
+    def peer_time(peer: dict[str, Any]) -> str:
+        if peer["runs"] < args.burst:
+            return f"never ({peer['runs']:,} runs)"
+        return f"{peer['seconds']:.2f} s"
+
+    peer, unlimited = peers["1"], peers["none"]
+    n = f"{args.burst:,}"
+    return [
+        Row(
+            "burst",
+            db,
+            f"{n} due at once: all runs committed",
+            f"{seen:.2f} s ({count} replica{'s' if count > 1 else ''})"
+            if seen is not None
+            else f"not within {args.timeout:.0f} s",
+            f"grace 1 s: {peer_time(peer)}; no grace limit: {peer_time(unlimited)}",
+            goal,
+            [
+                f"latest fire decision {last:.2f} s after due"
+                if last is not None
+                else "",
+                "fires per replica: "
+                + ", ".join(
+                    f"{k}={v}" for k, v in sorted(stats["per_instance"].items())
+                ),
+                "outcomes: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(stats["outcomes"].items())),
+                *(
+                    f"peer (misfire grace {grace}): {p['runs']} runs created, "
+                    f"{p['missed']} jobs dropped as misfired, {p['failed']} failed"
+                    for grace, p in peers.items()
+                ),
+            ],
+        ),
+        Row(
+            "burst",
+            db,
+            f"{n} due at once: duplicates / misses",
+            f"{stats['duplicates']} / {stats['misses']} (runs: {stats['runs']:,})",
+            f"n/a / {peer['missed']:,} (grace 1 s); n/a / {unlimited['missed']} (no limit)",
+            "0 / 0",
+        ),
+    ]
+
+
+def scenario_lone(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row]:
+    with fresh_database(db, pg_server) as (url, data_dir):
+        asyncio.run(seed(url, data_dir, args.lone_samples, far_future()))
+        with replicas(url, data_dir, 1) as (replica,):
+            replica.wait_ready()
+            first = at_whole_second(2 * POLL_SECONDS + 1)
+            spacing = timedelta(seconds=args.lone_spacing)
+            asyncio.run(set_due(url, data_dir, first, spacing))
+            wait_until(first + args.lone_samples * spacing)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                if (
+                    asyncio.run(count_fires_and_runs(url, data_dir))[0]
+                    >= args.lone_samples
+                ):
+                    break
+                time.sleep(0.1)
+        stats = asyncio.run(fire_stats(url, data_dir))
+    peer = run_peer("lone", 60, count=args.lone_samples, spacing=args.lone_spacing)
+    ours, theirs = stats["delays"], peer["delays"]
+    return [
+        Row(
+            "lone",
+            db,
+            f"fire delay p50 / p99 / max ({len(ours)} fires)",
+            " / ".join(f"{percentile(ours, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0))
+            + " ms",
+            " / ".join(f"{percentile(theirs, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0))
+            + " ms",
+            "p99 < 1 s",
+            [f"{stats['misses']} of {args.lone_samples} schedules did not fire"]
+            if stats["misses"]
+            else [],
+        )
+    ]
+
+
+RUNNERS = {"startup": scenario_startup, "burst": scenario_burst, "lone": scenario_lone}
+COLUMNS = (
+    "scenario",
+    "db",
+    "figure",
+    "ours",
+    "peer (APScheduler MemoryJobStore)",
+    "goal",
+)
+
+
+def parent_main(args: argparse.Namespace) -> int:
+    pg_server = make_url(args.pg_url)
+    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    notes: list[str] = []
+    if "postgresql" in databases and (reason := postgres_unreachable(pg_server)):
+        if args.db == "postgresql":
+            print(f"PostgreSQL at {pg_server.render_as_string()} unreachable: {reason}")
+            return 2
+        databases.remove("postgresql")
+        notes.append(f"PostgreSQL skipped: {reason}")
+    rows: list[Row] = []
+    for scenario in args.scenarios:
+        for db in databases:
+            print(f"… {scenario} on {db}", file=sys.stderr, flush=True)
+            rows.extend(RUNNERS[scenario](db, pg_server, args))
+    import apscheduler
+
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d} · {platform.node()} · {platform.machine()} · "
+        f"Python {platform.python_version()} · APScheduler {apscheduler.__version__} · "
+        f"poll {POLL_SECONDS:g} s"
+    )
+    print()
+    print(
+        format_table(
+            COLUMNS,
+            [[r.scenario, r.db, r.figure, r.ours, r.peer, r.goal] for r in rows],
+            text_columns=6,
+        )
+    )
+    print()
+    for row in rows:
+        for note in filter(None, row.notes):
+            print(f"- {row.scenario}/{row.db}: {note}")
+    for note in notes:
+        print(f"- {note}")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--db", choices=["both", "sqlite", "postgresql"], default="both"
+    )
+    parser.add_argument(
+        "--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL server to use"
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda text: [s for s in text.split(",") if s],
+        default=list(SCENARIOS),
+        help=f"comma-separated, from {','.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--schedules", type=int, default=100_000, help="startup: schedules"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="startup: starts per database"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=10_000, help="burst: schedules due"
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=3, help="burst: replicas on PostgreSQL"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="burst: give up after"
+    )
+    parser.add_argument(
+        "--lone-samples", type=int, default=40, help="lone: fires measured"
+    )
+    parser.add_argument(
+        "--lone-spacing", type=float, default=0.5, help="lone: seconds apart"
+    )
+    # a peer measurement in a fresh process (internal)
+    parser.add_argument(
+        "--peer", choices=sorted(PEER_SCENARIOS), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--spacing", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--grace", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if args.peer:
+        peer_child(args)
+        return 0
+    return parent_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
