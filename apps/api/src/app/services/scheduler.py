@@ -80,6 +80,7 @@ class CollectionScheduler:
         self._dirty = False
         self._next_wake: datetime | None = None
         self._background: set[asyncio.Task[object]] = set()
+        self._tick_task: asyncio.Task[object] | None = None
         self.last_tick_at: datetime | None = None
 
     @property
@@ -134,6 +135,7 @@ class CollectionScheduler:
     async def tick(self) -> list[FireResult]:
         """Fire what is due and choose the next wake-up (armed by `_after_tick`)."""
         self._ticking = True
+        self._tick_task = asyncio.current_task()
         next_due: datetime | None = None
         results: list[FireResult] = []
         try:
@@ -151,6 +153,7 @@ class CollectionScheduler:
                     next_due = None
         finally:
             self._ticking = False
+            self._tick_task = None
         now = self.clock()
         wake_at = now + self.poll
         if self._dirty:
@@ -202,7 +205,15 @@ class CollectionScheduler:
         task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Wait for the follow-up work of fires (run submission, mail): shutdown and tests."""
+        """Wait for a tick in flight and the follow-up work of fires: shutdown and tests.
+
+        After `shutdown` APScheduler no longer starts ticks but does not wait for the one
+        running; left alone, it would meet a disposed database or be cancelled as the loop
+        closes (APScheduler logs either as a job failure).
+        """
+        tick = self._tick_task
+        if tick is not None and tick is not asyncio.current_task():
+            await asyncio.wait({tick})
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
