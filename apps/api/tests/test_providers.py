@@ -8,13 +8,14 @@ import random
 import re
 import statistics
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from app.providers import build_providers
-from app.providers.base import Listing, Product, ProviderError
+from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
 from app.providers.resilience import (
     ProviderFailedError,
     RateLimiter,
@@ -413,6 +414,20 @@ async def test_permanent_failure_is_not_retried() -> None:
     assert time.sleeps == []
 
 
+async def test_quota_exhaustion_passes_through_unretried() -> None:
+    time = FakeTime()
+    resume_at = datetime(2027, 1, 1, 8, 0, tzinfo=UTC)
+    error = QuotaExhaustedError("daily budget spent", provider="sample", resume_at=resume_at)
+    inner = ScriptedEbay(error)
+    provider = resilient(inner, time)
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await provider.search(PRODUCT, 10)
+    assert caught.value is error  # the run waits until resume_at; no retry, no failure
+    assert inner.attempts == 1
+    assert time.sleeps == []
+    assert (provider.calls, provider.retries, provider.failures) == (1, 0, 0)
+
+
 async def test_a_hanging_call_times_out_and_is_retried() -> None:
     time = FakeTime()
     inner = ScriptedEbay(HANG, "ok")
@@ -487,15 +502,3 @@ async def test_build_providers_wraps_the_sample_providers() -> None:
     assert amazon.timeout == settings.provider_timeout_seconds
     products = await amazon.best_sellers(CATEGORY, 5)
     assert products == await SampleAmazonProvider().best_sellers(CATEGORY, 5)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"amazon_provider": "keepa"}, "'keepa' Amazon provider is not available yet"),
-        ({"ebay_provider": "ebay"}, "'ebay' eBay provider is not available yet"),
-    ],
-)
-def test_real_providers_are_not_available_yet(overrides: dict[str, str], message: str) -> None:
-    with pytest.raises(NotImplementedError, match=message):
-        build_providers(make_settings(**overrides))

@@ -32,7 +32,10 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise click.ClickException(f"invalid configuration: {problems}") from None
 
@@ -209,6 +212,108 @@ def preview(expression: str, timezone: str, after: str | None, count: int) -> No
         click.echo(moment.isoformat())
 
 
+# --- providers: credentials and quota -------------------------------------------------------
+
+
+@main.group()
+def providers() -> None:
+    """The marketplace providers chosen by AMAZON_PROVIDER and EBAY_PROVIDER."""
+
+
+@providers.command("check")
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for each provider.",
+)
+def providers_check(timeout: float) -> None:
+    """Verify the configured credentials and print each provider's remaining quota.
+
+    Spends no quota: Keepa's token status request is free; eBay is asked for an
+    application token and for its call counts (Analytics API). One line per provider;
+    exit 1 if a check failed.
+    """
+    settings = _settings()
+
+    async def check() -> list[tuple[str, str, bool, str]]:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            return await _check_providers(settings, http)
+
+    results = asyncio.run(check())
+    for marketplace, name, ok, detail in results:
+        click.echo(f"{marketplace:<7}{name:<8}{'ok' if ok else 'FAILED':<8}{detail}")
+    if not all(ok for _, _, ok, _ in results):
+        sys.exit(1)
+
+
+async def _check_providers(
+    settings: Settings, http: httpx.AsyncClient
+) -> list[tuple[str, str, bool, str]]:
+    """(marketplace, provider, ok, detail) for the Amazon and the eBay provider."""
+    from datetime import UTC, datetime
+
+    from app.providers.base import ProviderError
+    from app.providers.ebay import EbayBrowseProvider
+    from app.providers.keepa import KeepaAmazonProvider
+
+    results: list[tuple[str, str, bool, str]] = []
+    if settings.amazon_provider == "keepa":
+        keepa = KeepaAmazonProvider.from_settings(settings, http)
+        try:
+            tokens = await keepa.token_status()
+        except (ProviderError, httpx.HTTPError) as exc:
+            results.append(("amazon", "keepa", False, _failure(exc, settings.keepa_api_url)))
+        else:
+            refill = round(tokens.refill_in.total_seconds())
+            results.append(
+                (
+                    "amazon",
+                    "keepa",
+                    True,
+                    f"KEEPA_API_KEY accepted; {tokens.tokens_left} tokens left, "
+                    f"{tokens.refill_rate} more per minute (next refill in {refill}s)",
+                )
+            )
+    else:
+        results.append(("amazon", "sample", True, "offline sample data: no credentials"))
+    if settings.ebay_provider == "ebay":
+        ebay = EbayBrowseProvider.from_settings(settings, http)
+        try:
+            token = await ebay.access_token()
+        except (ProviderError, httpx.HTTPError) as exc:
+            results.append(("ebay", "ebay", False, _failure(exc, settings.ebay_api_url)))
+        else:
+            valid = round((token.expires_at - datetime.now(UTC)).total_seconds())
+            detail = f"EBAY_CLIENT_ID/SECRET accepted (application token valid {valid}s); "
+            try:
+                quota = await ebay.browse_quota()
+            except (ProviderError, httpx.HTTPError) as exc:
+                detail += f"Browse API calls left today unknown ({exc}); "
+            else:
+                if quota is not None:
+                    resets = f"{quota.resets_at:%Y-%m-%d %H:%M} UTC" if quota.resets_at else "?"
+                    detail += (
+                        f"eBay reports {quota.remaining} of {quota.limit} Browse API calls "
+                        f"left today (resets {resets}); "
+                    )
+            detail += (
+                f"this instance makes at most {settings.ebay_daily_call_limit} a day "
+                "(EBAY_DAILY_CALL_LIMIT)"
+            )
+            results.append(("ebay", "ebay", True, detail))
+    else:
+        results.append(("ebay", "sample", True, "offline sample data: no credentials"))
+    return results
+
+
+def _failure(exc: Exception, url: str) -> str:
+    if isinstance(exc, httpx.HTTPError):
+        return f"cannot reach {url}: {type(exc).__name__}: {exc}"
+    return str(exc)
+
+
 # --- runs: watch and export through the HTTP API -----------------------------------------
 
 TERMINAL_STATUSES = {"completed", "failed", "cancelled"}
@@ -278,6 +383,8 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
         f"{run['status']:<9} {what}, {progress['products_found']} products, "
         f"{progress['listings_found']} listings, {progress['sellers_found']} sellers"
     )
+    if run.get("resumes_at"):
+        summary += f"; waiting for provider quota until {run['resumes_at']}"
     return fraction, summary
 
 

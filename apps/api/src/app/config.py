@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("data")
@@ -67,6 +67,46 @@ class Settings(BaseSettings):
     provider_backoff_max_seconds: float = Field(default=30.0, ge=0)
     provider_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    # --- real provider clients: Keepa (AMAZON_PROVIDER=keepa), eBay (EBAY_PROVIDER=ebay) ---
+    keepa_api_key: SecretStr | None = Field(
+        default=None, description="Keepa API access key; required when AMAZON_PROVIDER=keepa."
+    )
+    keepa_api_url: str = Field(default="https://api.keepa.com", description="Keepa API base URL.")
+    keepa_domain: Literal[1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12] = Field(
+        default=1,
+        description="Keepa Amazon locale: 1 com, 2 co.uk, 3 de, 4 fr, 5 co.jp, 6 ca, 8 it, "
+        "9 es, 10 in, 11 com.mx, 12 com.br.",
+    )
+    keepa_bestsellers_range: Literal[0, 30, 90, 180] = Field(
+        default=0,
+        description="Rank best sellers by the current sales rank (0) or its 30/90/180-day average.",
+    )
+    ebay_client_id: str | None = Field(
+        default=None, description="eBay application (client) ID; required when EBAY_PROVIDER=ebay."
+    )
+    ebay_client_secret: SecretStr | None = Field(
+        default=None, description="eBay client secret (cert ID); required when EBAY_PROVIDER=ebay."
+    )
+    ebay_api_url: str = Field(default="https://api.ebay.com", description="eBay API base URL.")
+    ebay_marketplace_id: str = Field(
+        default="EBAY_US", min_length=1, description="X-EBAY-C-MARKETPLACE-ID of every search."
+    )
+    ebay_daily_call_limit: int = Field(
+        default=5000, ge=1, description="Browse API calls this instance makes per day at most."
+    )
+    ebay_title_match_threshold: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Share of a product's identifying title words a keyword-found listing must "
+        "contain to count as the same item (see app.providers.matching).",
+    )
+    run_quota_check_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="While a run waits for provider quota: how often it checks for pause/cancel.",
+    )
+
     run_products_per_category: int = Field(default=50, ge=1, le=100)
     run_listings_per_product: int = Field(default=20, ge=1, le=200)
     run_max_concurrent: int = Field(default=4, ge=1, le=64, description="Runs per instance.")
@@ -122,6 +162,29 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("keepa_api_url", "ebay_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(
+                f"must be an http(s) URL such as https://api.example.com, got {value!r}"
+            )
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _provider_credentials(self) -> Settings:
+        missing = []
+        if self.amazon_provider == "keepa" and not _secret(self.keepa_api_key):
+            missing.append("AMAZON_PROVIDER=keepa needs KEEPA_API_KEY (your Keepa API access key)")
+        if self.ebay_provider == "ebay":
+            if not self.ebay_client_id:
+                missing.append("EBAY_PROVIDER=ebay needs EBAY_CLIENT_ID (your eBay App ID)")
+            if not _secret(self.ebay_client_secret):
+                missing.append("EBAY_PROVIDER=ebay needs EBAY_CLIENT_SECRET (your eBay Cert ID)")
+        if missing:
+            raise ValueError("; ".join(missing))
+        return self
+
     @property
     def effective_database_url(self) -> str:
         """The database URL in use: DATABASE_URL, or SQLite under the data directory."""
@@ -140,6 +203,10 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret
         return load_or_create_secret(self.data_dir / "jwt_secret")
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
 
 
 def load_or_create_secret(path: Path) -> str:

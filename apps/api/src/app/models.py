@@ -221,6 +221,10 @@ class RunResponse(ResponseModel):
     listings_per_product: int
     progress: RunProgress
     error: str | None
+    resumes_at: datetime | None = Field(
+        description="While the run waits for a provider's quota (Keepa tokens, the eBay daily "
+        "call budget): when it continues. null otherwise."
+    )
     created_by: uuid.UUID | None
     created_at: datetime
     started_at: datetime | None

@@ -82,6 +82,9 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).propagate = True
     # Our middleware logs each request with its id; uvicorn's access log would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request's full URL at INFO, and Keepa takes its API key as a query
+    # parameter: keep those lines out of the logs (warnings and errors still show).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 class HttpMetrics:

@@ -259,6 +259,9 @@ class CollectionRun(OrgOwned, Base):
 
     lease_owner: Mapped[str | None] = mapped_column(sa.String(200), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    resumes_at: Mapped[datetime | None] = mapped_column(
+        default=None, comment="while waiting for provider quota: when the run continues"
+    )
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -6,6 +6,8 @@ import httpx
 
 from app.config import Settings
 from app.providers.base import AmazonProvider, EbayProvider
+from app.providers.ebay import EbayBrowseProvider
+from app.providers.keepa import KeepaAmazonProvider
 from app.providers.resilience import (
     RateLimiter,
     ResilientAmazonProvider,
@@ -22,22 +24,20 @@ def build_providers(
 ) -> tuple[AmazonProvider, EbayProvider]:
     """The configured Amazon and eBay providers, each rate limited, time-bounded and retried.
 
-    `http` is the shared client the real marketplace clients will send their requests with.
+    `http` is the shared client the real marketplace clients send their requests with (the
+    app's, closed with it); it is required when AMAZON_PROVIDER=keepa or EBAY_PROVIDER=ebay.
+    Build them once per process: the real clients keep token and quota state.
     """
     amazon: AmazonProvider
-    if settings.amazon_provider == "sample":
+    if settings.amazon_provider == "keepa":
+        amazon = KeepaAmazonProvider.from_settings(settings, _shared(http, "AMAZON_PROVIDER=keepa"))
+    else:
         amazon = SampleAmazonProvider(settings.sample_provider_latency_ms)
-    else:
-        raise NotImplementedError(
-            f"the {settings.amazon_provider!r} Amazon provider is not available yet"
-        )
     ebay: EbayProvider
-    if settings.ebay_provider == "sample":
-        ebay = SampleEbayProvider(settings.sample_provider_latency_ms)
+    if settings.ebay_provider == "ebay":
+        ebay = EbayBrowseProvider.from_settings(settings, _shared(http, "EBAY_PROVIDER=ebay"))
     else:
-        raise NotImplementedError(
-            f"the {settings.ebay_provider!r} eBay provider is not available yet"
-        )
+        ebay = SampleEbayProvider(settings.sample_provider_latency_ms)
     policy = RetryPolicy.from_settings(settings)
     timeout = settings.provider_timeout_seconds
     return (
@@ -54,3 +54,9 @@ def build_providers(
             timeout=timeout,
         ),
     )
+
+
+def _shared(http: httpx.AsyncClient | None, setting: str) -> httpx.AsyncClient:
+    if http is None:
+        raise ValueError(f"{setting} needs the shared httpx.AsyncClient (build_providers(http=))")
+    return http

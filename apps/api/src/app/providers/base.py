@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -66,6 +67,26 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.status_code = status_code
         self.retry_after = retry_after
+
+
+class QuotaExhaustedError(ProviderError):
+    """The provider's quota is used up until `resume_at` (Keepa tokens, eBay's daily calls).
+
+    Not a failure and not worth retrying sooner: the run waits until `resume_at` (showing
+    it in its detail) and then continues from its checkpoint. Clients raise it with a
+    `resume_at` in the future, so that a run never spins.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        resume_at: datetime,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, retryable=False, status_code=status_code)
+        self.resume_at = resume_at
 
 
 class AmazonProvider(Protocol):

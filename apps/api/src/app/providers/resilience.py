@@ -13,7 +13,14 @@ from typing import TypeVar
 import httpx
 
 from app.config import Settings
-from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, ProviderError
+from app.providers.base import (
+    AmazonProvider,
+    EbayProvider,
+    Listing,
+    Product,
+    ProviderError,
+    QuotaExhaustedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +170,8 @@ class _Resilient:
             try:
                 async with asyncio.timeout(self.timeout):
                     return await attempt_once()
+            except QuotaExhaustedError:
+                raise  # not a failure: the run waits for the quota, retrying sooner is useless
             except (ProviderError, TimeoutError, httpx.TransportError) as exc:
                 error = self._as_provider_error(exc)
             if not error.retryable or attempt >= self.policy.max_attempts:
@@ -205,7 +214,10 @@ class ResilientAmazonProvider(_Resilient):
         self.inner = inner
 
     async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
-        """Up to `limit` best sellers of `category_id`; raises `ProviderFailedError`."""
+        """Up to `limit` best sellers of `category_id`.
+
+        Raises `ProviderFailedError`, or `QuotaExhaustedError` (unchanged) when out of quota.
+        """
         return await self._call(
             f"Amazon best sellers of category {category_id}",
             lambda: self.inner.best_sellers(category_id, limit),
@@ -228,7 +240,10 @@ class ResilientEbayProvider(_Resilient):
         self.inner = inner
 
     async def search(self, product: Product, limit: int) -> list[Listing]:
-        """Up to `limit` listings of `product`; raises `ProviderFailedError`."""
+        """Up to `limit` listings of `product`.
+
+        Raises `ProviderFailedError`, or `QuotaExhaustedError` (unchanged) when out of quota.
+        """
         return await self._call(
             f"eBay search for ASIN {product.asin}",
             lambda: self.inner.search(product, limit),

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.database import Database, insert_ignoring_conflicts
 from app.pagination import PageParams, paginate
-from app.providers.base import AmazonProvider, EbayProvider, Listing, Product
+from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, QuotaExhaustedError
 from app.providers.resilience import ProviderFailedError
 from app.tables import (
     ACTIVE_RUN_PREDICATE,
@@ -137,12 +137,16 @@ class CollectionService:
         amazon: AmazonProvider,
         ebay: EbayProvider,
         clock: Clock = utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.database = database
         self.settings = settings
         self.amazon = amazon
         self.ebay = ebay
         self.clock = clock
+        self.sleep = sleep
+        # While a run waits for provider quota: how often it checks for pause or cancel.
+        self.quota_check_seconds = settings.run_quota_check_seconds
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -335,7 +339,7 @@ class CollectionService:
             org_id=org_id,
             run_id=run_id,
             action="pause",
-            values={"status": RunStatus.PAUSED},
+            values={"status": RunStatus.PAUSED, "resumes_at": None},
         )
 
     async def resume_run(
@@ -364,6 +368,7 @@ class CollectionService:
                 "finished_at": self.clock(),
                 "lease_owner": None,
                 "lease_expires_at": None,
+                "resumes_at": None,
             },
         )
 
@@ -468,17 +473,28 @@ class CollectionService:
         """Run (or resume) the pipeline from its checkpoints; return the final status.
 
         Raises RunInterruptedError when paused or cancelled, LeaseLostError when another
-        instance took over. A provider failing for good fails the run with its message.
+        instance took over. A provider failing for good fails the run with its message; a
+        provider out of quota makes it wait (see `_wait_for_quota`) and go on from its
+        checkpoint.
         """
         async with self.database.read() as session:
             run = await session.get_one(CollectionRun, lease.run_id)
         log = {"run_id": str(run.id)}
+        phase = run.phase
         try:
-            if run.phase in (None, RunPhase.AMAZON):
-                logger.info("run %s: Amazon phase", run.id, extra=log)
-                await self.run_amazon_collection(lease, run)
-            logger.info("run %s: eBay phase", run.id, extra=log)
-            await self.run_ebay_seller_search(lease, run)
+            if run.resumes_at is not None:  # taken over while it waited for quota
+                await self._wait_for_quota(lease, run.resumes_at, "waiting for provider quota")
+            while True:
+                try:
+                    if phase in (None, RunPhase.AMAZON):
+                        logger.info("run %s: Amazon phase", run.id, extra=log)
+                        await self.run_amazon_collection(lease, run)
+                        phase = RunPhase.EBAY
+                    logger.info("run %s: eBay phase", run.id, extra=log)
+                    await self.run_ebay_seller_search(lease, run)
+                    break
+                except QuotaExhaustedError as exc:
+                    await self._wait_for_quota(lease, exc.resume_at, str(exc))
         except ProviderFailedError as exc:
             logger.warning("run %s failed: %s", run.id, exc, extra=log)
             return await self._finish(lease, RunStatus.FAILED, error=str(exc))
@@ -497,6 +513,7 @@ class CollectionService:
                 "error": error,
                 "lease_owner": None,
                 "lease_expires_at": None,
+                "resumes_at": None,
                 "updated_at": now,
             }
             if status is RunStatus.COMPLETED:
@@ -517,6 +534,59 @@ class CollectionService:
                 )
                 raise RunInterruptedError(RunStatus(current or RunStatus.CANCELLED))
         return status
+
+    async def _wait_for_quota(self, lease: Lease, resume_at: datetime, reason: str) -> None:
+        """Wait until `resume_at` for a provider's quota, shown meanwhile as `resumes_at`.
+
+        No work is in flight while waiting (the fan-out stopped at its checkpoints). The run
+        is checked every `quota_check_seconds`, so a pause or cancel made on any instance
+        ends the wait promptly (RunInterruptedError), as does a takeover (LeaseLostError);
+        the executor's heartbeat keeps the lease meanwhile. If this instance stops, the
+        run keeps `resumes_at` and whoever takes it over waits out the rest.
+        """
+        log = {"run_id": str(lease.run_id), "resumes_at": resume_at.isoformat()}
+        logger.info("run %s waits: %s", lease.run_id, reason, extra=log)
+        await self._set_resumes_at(lease, resume_at)
+        while (remaining := (resume_at - self.clock()).total_seconds()) > 0:
+            await self.sleep(min(remaining, self.quota_check_seconds))
+            await self._check_still_ours(lease)
+        await self._set_resumes_at(lease, None)
+        logger.info("run %s: quota wait over, continuing", lease.run_id, extra=log)
+
+    async def _set_resumes_at(self, lease: Lease, resumes_at: datetime | None) -> None:
+        async with self.database.transaction() as session:
+            result = await session.execute(
+                sa.update(CollectionRun)
+                .where(
+                    CollectionRun.id == lease.run_id,
+                    CollectionRun.lease_owner == lease.owner,
+                    CollectionRun.status == RunStatus.RUNNING,
+                )
+                .values(resumes_at=resumes_at, updated_at=self.clock())
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+            await self._check_still_ours(lease)
+            raise LeaseLostError(f"lease of run {lease.run_id} lost")
+
+    async def _check_still_ours(self, lease: Lease) -> None:
+        """Raise RunInterruptedError if the run was paused or cancelled, LeaseLostError if
+        another instance holds it now."""
+        async with self.database.read() as session:
+            row = (
+                await session.execute(
+                    sa.select(CollectionRun.status, CollectionRun.lease_owner).where(
+                        CollectionRun.id == lease.run_id
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            raise LeaseLostError(f"run {lease.run_id} no longer exists")
+        status, owner = RunStatus(row[0]), row[1]
+        if status is not RunStatus.RUNNING:
+            raise RunInterruptedError(status)
+        if owner != lease.owner:
+            raise LeaseLostError(f"lease of run {lease.run_id} lost")
 
     async def run_amazon_collection(self, lease: Lease, run: CollectionRun) -> None:
         """Phase 1: each category's best sellers, one checkpoint per category."""
@@ -664,15 +734,26 @@ class CollectionService:
         The first failure cancels the rest, so a paused, cancelled or failed run stops
         promptly (finished items are already checkpointed), and is re-raised as itself,
         not wrapped in an ExceptionGroup.
+
+        A provider out of quota is not a failure: no new calls start, the calls in flight
+        finish (and are checkpointed), then the QuotaExhaustedError with the latest
+        `resume_at` is raised, so the caller can wait and go on from the checkpoints.
         """
         concurrency = self.settings.run_provider_concurrency
         calls = asyncio.Semaphore(concurrency)
         in_progress = asyncio.Semaphore(2 * concurrency)
+        exhausted: list[QuotaExhaustedError] = []
 
         async def handle(item: ItemT) -> None:
             try:
                 async with calls:
-                    result = await call(item)
+                    if exhausted:  # left for after the wait
+                        return
+                    try:
+                        result = await call(item)
+                    except QuotaExhaustedError as exc:
+                        exhausted.append(exc)
+                        return
                 await checkpoint(item, result)
             finally:
                 in_progress.release()
@@ -682,13 +763,19 @@ class CollectionService:
                 if isinstance(items, Sequence):
                     for item in items:
                         await in_progress.acquire()
+                        if exhausted:
+                            break
                         group.create_task(handle(item))
                 else:
                     async for item in items:
                         await in_progress.acquire()
+                        if exhausted:
+                            break
                         group.create_task(handle(item))
         except BaseExceptionGroup as group_error:
             raise _most_telling(group_error) from None
+        if exhausted:
+            raise max(exhausted, key=lambda error: error.resume_at)
 
 
 def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,0 +1,511 @@
+"""eBay Buy Browse API client: who lists a product, with an OAuth token and a daily call budget.
+
+One instance per process: the application access token (OAuth client credentials) is
+cached until shortly before it expires and shared by every run, with one refresh at a time;
+the daily budget of Browse API calls (`EBAY_DAILY_CALL_LIMIT`) is counted here, and when it
+is spent the client raises `QuotaExhaustedError` with the start of the next day, so runs
+wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from app.config import Settings
+from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
+from app.providers.matching import search_keywords, title_matches
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+PROVIDER: Final = "ebay"
+OAUTH_SCOPE: Final = "https://api.ebay.com/oauth/api_scope"
+TOKEN_PATH: Final = "/identity/v1/oauth2/token"  # noqa: S105  (a URL path, not a secret)
+SEARCH_PATH: Final = "/buy/browse/v1/item_summary/search"
+RATE_LIMIT_PATH: Final = "/developer/analytics/v1_beta/rate_limit/"
+DEFAULT_DAILY_CALL_LIMIT: Final = 5000
+MAX_PAGE_SIZE: Final = 200
+"""The most items the Browse API returns per page (`limit`)."""
+TOKEN_REFRESH_MARGIN: Final = timedelta(minutes=5)
+"""A cached token is replaced this long before eBay says it expires."""
+LONG_RETRY_AFTER: Final = timedelta(minutes=1)
+"""A 429 asking to wait longer than this is a spent quota: the run waits, not retries."""
+BUDGET_TIME_ZONE: Final = ZoneInfo("America/Los_Angeles")
+"""eBay's daily call limits roll over at midnight Pacific time."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def next_pacific_midnight(now: datetime) -> datetime:
+    """The next midnight in US Pacific time after `now`, in UTC."""
+    local = now.astimezone(BUDGET_TIME_ZONE)
+    midnight = datetime.combine(local.date() + timedelta(days=1), time(), BUDGET_TIME_ZONE)
+    return midnight.astimezone(UTC)
+
+
+class DailyCallBudget:
+    """At most `limit` calls per day; the day ends at `next_reset(now)` (Pacific midnight).
+
+    Counted in this process only: replicas and restarts each count on their own, so set
+    EBAY_DAILY_CALL_LIMIT to this instance's share of the application's eBay quota.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        clock: Clock = _utcnow,
+        next_reset: Callable[[datetime], datetime] = next_pacific_midnight,
+    ) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._clock = clock
+        self._next_reset = next_reset
+        self.used = 0
+        self.resets_at: datetime | None = None
+
+    @property
+    def remaining(self) -> int:
+        """Calls left today."""
+        self._roll_over()
+        return self.limit - self.used
+
+    def take(self) -> None:
+        """Count one call, or raise QuotaExhaustedError when today's budget is spent."""
+        self._roll_over()
+        assert self.resets_at is not None
+        if self.used >= self.limit:
+            raise QuotaExhaustedError(
+                f"eBay daily call budget of {self.limit} spent (EBAY_DAILY_CALL_LIMIT); "
+                f"continuing at {self.resets_at:%Y-%m-%d %H:%M} UTC",
+                provider=PROVIDER,
+                resume_at=self.resets_at,
+            )
+        self.used += 1
+
+    def _roll_over(self) -> None:
+        now = self._clock()
+        if self.resets_at is None or now >= self.resets_at:
+            self.used = 0
+            self.resets_at = self._next_reset(now)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """An application access token and when to stop using it."""
+
+    value: str
+    expires_at: datetime
+    refresh_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BrowseQuota:
+    """The application's Browse API call limit as eBay's Analytics API reports it."""
+
+    limit: int
+    remaining: int
+    resets_at: datetime | None
+
+
+class EbayBrowseProvider:
+    """eBay listings of a product from `item_summary/search`, by UPC or by title keywords.
+
+    A product with a UPC is searched with `gtin=`; listings eBay returns for it are kept.
+    Otherwise the title's identifying words are searched with `q=`, and only listings whose
+    title matches the product (see `app.providers.matching`) are kept. Pages are followed
+    through `next` until `limit` items were examined.
+    """
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        http: httpx.AsyncClient,
+        base_url: str = "https://api.ebay.com",
+        marketplace_id: str = "EBAY_US",
+        budget: DailyCallBudget | None = None,
+        title_match_threshold: float = 0.6,
+        page_size: int = MAX_PAGE_SIZE,
+        clock: Clock = _utcnow,
+        request_timeout: float = 30.0,
+    ) -> None:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1-{MAX_PAGE_SIZE}, got {page_size}")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._http = http
+        self.base_url = base_url.rstrip("/")
+        self.marketplace_id = marketplace_id
+        self.budget = (
+            budget if budget is not None else DailyCallBudget(DEFAULT_DAILY_CALL_LIMIT, clock=clock)
+        )
+        self.title_match_threshold = title_match_threshold
+        self.page_size = page_size
+        self._clock = clock
+        self._timeout = httpx.Timeout(request_timeout)  # per request, as for Keepa
+        self._token: AccessToken | None = None
+        self._token_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> EbayBrowseProvider:
+        """The client configured by the EBAY_* settings."""
+        if not settings.ebay_client_id or settings.ebay_client_secret is None:
+            raise ValueError("EBAY_PROVIDER=ebay needs EBAY_CLIENT_ID and EBAY_CLIENT_SECRET")
+        return cls(
+            client_id=settings.ebay_client_id.strip(),
+            client_secret=settings.ebay_client_secret.get_secret_value().strip(),
+            http=http,
+            base_url=settings.ebay_api_url,
+            marketplace_id=settings.ebay_marketplace_id,
+            budget=DailyCallBudget(settings.ebay_daily_call_limit),
+            title_match_threshold=settings.ebay_title_match_threshold,
+            request_timeout=settings.provider_timeout_seconds,
+        )
+
+    async def search(self, product: Product, limit: int) -> list[Listing]:
+        """Up to `limit` listings of `product`, one per item, in eBay's order."""
+        if limit <= 0:
+            return []
+        upc = product.upcs[0] if product.upcs else None
+        query: dict[str, str | int] = {"limit": min(limit, self.page_size)}
+        if upc is not None:
+            query["gtin"] = upc
+        else:
+            query["q"] = search_keywords(product.title)
+        url: str | None = f"{self.base_url}{SEARCH_PATH}"
+        params: Mapping[str, str | int] | None = query  # `next` links carry their own
+        found: dict[str, Listing] = {}
+        examined = 0
+        while url is not None and examined < limit:
+            page = await self._browse(url, params)
+            items = page.get("itemSummaries") or []  # absent when nothing matched
+            if not isinstance(items, list):
+                raise _malformed("itemSummaries is not a list")
+            for raw in items[: limit - examined]:
+                examined += 1
+                listing = _listing(raw, product.currency)
+                if listing is None or listing.item_id in found:
+                    continue
+                if upc is None and not title_matches(
+                    product.title, listing.title, threshold=self.title_match_threshold
+                ):
+                    continue
+                found[listing.item_id] = listing
+            url, params = self._next_page(page.get("next")), None
+            if not items:
+                break
+        return list(found.values())
+
+    async def access_token(self) -> AccessToken:
+        """A valid application access token: the cached one, or a new one (one at a time)."""
+        token = self._token
+        if token is not None and self._clock() < token.refresh_at:
+            return token
+        async with self._token_lock:
+            token = self._token  # someone may have refreshed it while we waited
+            if token is None or self._clock() >= token.refresh_at:
+                token = self._token = await self._request_token()
+            return token
+
+    async def browse_quota(self) -> BrowseQuota | None:
+        """The application's Browse API limit and calls left today, from the Analytics API.
+
+        None when eBay reports no Browse quota for the application.
+        """
+        token = await self.access_token()
+        response = await self._http.get(
+            f"{self.base_url}{RATE_LIMIT_PATH}",
+            params={"api_context": "buy", "api_name": "browse"},
+            headers={"Authorization": f"Bearer {token.value}"},
+            timeout=self._timeout,
+        )
+        if response.status_code != httpx.codes.OK:
+            raise ProviderError(
+                f"eBay Analytics API answered HTTP {response.status_code}"
+                f"{_errors_detail(response)}",
+                provider=PROVIDER,
+                retryable=False,
+                status_code=response.status_code,
+            )
+        body = _body(response, "the rate limit answer")
+        for api in _list(body.get("rateLimits"), "rateLimits"):
+            for resource in _list(_mapping(api, "a rate limit").get("resources"), "resources"):
+                resource = _mapping(resource, "a rate limit resource")
+                rates = _list(resource.get("rates"), "rates")
+                if resource.get("name") != "buy.browse" or not rates:
+                    continue
+                rate = _mapping(rates[0], "a rate")
+                limit, remaining = rate.get("limit"), rate.get("remaining")
+                if not isinstance(limit, int) or not isinstance(remaining, int):
+                    raise _malformed("a rate without limit and remaining counts")
+                reset = rate.get("reset")
+                return BrowseQuota(
+                    limit=limit,
+                    remaining=remaining,
+                    resets_at=_timestamp(reset) if isinstance(reset, str) else None,
+                )
+        return None
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def _request_token(self) -> AccessToken:
+        """POST the client credentials grant; eBay allows about 1,000 of these a day."""
+        response = await self._http.post(
+            f"{self.base_url}{TOKEN_PATH}",
+            data={"grant_type": "client_credentials", "scope": OAUTH_SCOPE},
+            auth=(self._client_id, self._client_secret),
+            timeout=self._timeout,
+        )
+        if response.status_code != httpx.codes.OK:
+            raise _token_error(response)
+        body = _body(response, "the token answer")
+        value, expires_in = body.get("access_token"), body.get("expires_in")
+        if not isinstance(value, str) or not value:
+            raise _malformed("the token answer has no access_token")
+        if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
+            raise _malformed("the token answer has no positive expires_in")
+        now = self._clock()
+        lifetime = timedelta(seconds=expires_in)
+        margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
+        logger.info("eBay application token obtained (valid for %ds)", expires_in)
+        return AccessToken(value, expires_at=now + lifetime, refresh_at=now + lifetime - margin)
+
+    async def _browse(self, url: str, params: Mapping[str, str | int] | None) -> dict[str, Any]:
+        """One Browse API GET within the daily budget; a 401 renews the token once."""
+        for attempt in (1, 2):
+            token = await self.access_token()
+            self.budget.take()
+            response = await self._http.get(
+                url,
+                params=params,
+                headers={
+                    "Authorization": f"Bearer {token.value}",
+                    "X-EBAY-C-MARKETPLACE-ID": self.marketplace_id,
+                },
+                timeout=self._timeout,
+            )
+            if response.status_code == httpx.codes.UNAUTHORIZED and attempt == 1:
+                logger.info("eBay refused the access token (HTTP 401); getting a new one")
+                if self._token is token:
+                    self._token = None
+                continue
+            return self._search_answer(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _search_answer(self, response: httpx.Response) -> dict[str, Any]:
+        status = response.status_code
+        if status == httpx.codes.OK:
+            return _body(response, "the search answer")
+        detail = _errors_detail(response)
+        if status == httpx.codes.TOO_MANY_REQUESTS or status >= 500:
+            retry_after = _retry_after(response, self._clock())
+            if retry_after is not None and retry_after > LONG_RETRY_AFTER:
+                resume_at = self._clock() + retry_after
+                raise QuotaExhaustedError(
+                    f"eBay asks to wait until {resume_at:%Y-%m-%d %H:%M} UTC (HTTP {status}"
+                    f"{detail})",
+                    provider=PROVIDER,
+                    resume_at=resume_at,
+                    status_code=status,
+                )
+            raise ProviderError(
+                f"eBay search answered HTTP {status}{detail}",
+                provider=PROVIDER,
+                retryable=True,
+                status_code=status,
+                retry_after=retry_after.total_seconds() if retry_after is not None else None,
+            )
+        if status == httpx.codes.UNAUTHORIZED:
+            message = (
+                f"eBay refused a freshly issued access token (HTTP 401{detail}); check that "
+                "the EBAY_CLIENT_ID keyset may call the Buy Browse API"
+            )
+        elif status == httpx.codes.FORBIDDEN:
+            message = f"eBay denied access to the Browse API (HTTP 403{detail})"
+        else:
+            message = f"eBay search rejected the request (HTTP {status}{detail})"
+        raise ProviderError(message, provider=PROVIDER, retryable=False, status_code=status)
+
+    def _next_page(self, next_url: object) -> str | None:
+        """The `next` link, if it points at the configured API (never send the token
+        elsewhere)."""
+        if next_url is None:
+            return None
+        if not isinstance(next_url, str):
+            raise _malformed("next is not a URL")
+        base, target = httpx.URL(self.base_url), httpx.URL(next_url)
+        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+            raise _malformed(f"next points away from {self.base_url}")
+        return next_url
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def _listing(raw: object, default_currency: str) -> Listing | None:
+    """A Listing from an itemSummary; None when it names no seller."""
+    item = _mapping(raw, "an itemSummary")
+    item_id, title = item.get("itemId"), item.get("title")
+    if not isinstance(item_id, str) or not item_id or not isinstance(title, str):
+        raise _malformed("an itemSummary without itemId or title")
+    seller = _mapping(item.get("seller") or {}, f"seller of {item_id}")
+    username = seller.get("username")
+    if not isinstance(username, str) or not username:
+        logger.debug("eBay item %s names no seller; skipped", item_id)
+        return None
+    score = seller.get("feedbackScore")
+    if score is not None and (not isinstance(score, int) or isinstance(score, bool)):
+        raise _malformed(f"feedbackScore of {item_id} is not an integer")
+    price = _mapping(item.get("price") or {}, f"price of {item_id}")
+    currency = price.get("currency") or default_currency
+    if not isinstance(currency, str):
+        raise _malformed(f"price.currency of {item_id} is not a string")
+    url = item.get("itemWebUrl") or item.get("itemHref") or ""
+    if not isinstance(url, str):
+        raise _malformed(f"itemWebUrl of {item_id} is not a string")
+    return Listing(
+        item_id=item_id,
+        title=title.strip(),
+        price=_decimal(price.get("value"), f"price.value of {item_id}"),
+        currency=currency,
+        seller_username=username,
+        seller_feedback_score=score,
+        seller_feedback_percentage=_decimal(
+            seller.get("feedbackPercentage"), f"feedbackPercentage of {item_id}"
+        ),
+        url=url,
+    )
+
+
+def _decimal(value: object, what: str) -> Decimal | None:
+    """eBay sends amounts and percentages as strings ("24.99", "99.5")."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise _malformed(f"{what} is not a decimal string")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise _malformed(f"{what} is not a decimal string: {value!r}") from None
+    if not number.is_finite():
+        raise _malformed(f"{what} is not a finite number: {value!r}")
+    return number
+
+
+def _body(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise _malformed(f"{what} (HTTP {response.status_code}) is not JSON") from None
+    if not isinstance(body, dict):
+        raise _malformed(f"{what} (HTTP {response.status_code}) is not a JSON object")
+    return body
+
+
+def _mapping(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _malformed(f"{what} is not an object")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _malformed(f"{what} is not a list")
+    return value
+
+
+def _timestamp(value: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _malformed(what: str) -> ProviderError:
+    return ProviderError(
+        f"eBay sent a malformed response: {what}", provider=PROVIDER, retryable=False
+    )
+
+
+def _errors_detail(response: httpx.Response) -> str:
+    """`: errorId 1001: Invalid access token; ...` from eBay's `errors` array, or nothing."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    parts = []
+    for error in errors[:3]:
+        if isinstance(error, dict) and (error.get("message") or error.get("errorId")):
+            parts.append(f"errorId {error.get('errorId')}: {error.get('message')}")
+    return f": {'; '.join(parts)}" if parts else ""
+
+
+def _token_error(response: httpx.Response) -> ProviderError:
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = ""
+    if isinstance(body, dict) and body.get("error"):
+        detail = f" {body['error']}"
+        if body.get("error_description"):
+            detail += f": {body['error_description']}"
+    if status == httpx.codes.TOO_MANY_REQUESTS or status >= 500:
+        retry_after = _retry_after(response, _utcnow())
+        return ProviderError(
+            f"eBay token endpoint answered HTTP {status}{detail}",
+            provider=PROVIDER,
+            retryable=True,
+            status_code=status,
+            retry_after=retry_after.total_seconds() if retry_after is not None else None,
+        )
+    return ProviderError(
+        f"eBay refused the client credentials (HTTP {status}{detail}); "
+        "check EBAY_CLIENT_ID and EBAY_CLIENT_SECRET",
+        provider=PROVIDER,
+        retryable=False,
+        status_code=status,
+    )
+
+
+def _retry_after(response: httpx.Response, now: datetime) -> timedelta | None:
+    """The Retry-After header: seconds, or an HTTP date."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return timedelta(seconds=max(0.0, float(value)))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(timedelta(0), moment - now)
