@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck pytest install migrate bench clean help
+.PHONY: run test lint typecheck pytest install migrate bench clean help browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,7 +36,16 @@ lint: $(STAMP)  ## ruff check + ruff format --check
 typecheck: $(STAMP)  ## mypy (strict) on src/
 	cd $(API) && ../../$(BIN)/mypy
 
-pytest: $(STAMP)  ## the test suite (PostgreSQL when TEST_DATABASE_URL is set)
+CHROMIUM := /usr/bin/chromium
+
+browser:  ## Debian's chromium for the browser tests (installed with apt-get when missing)
+	@[ -x $(CHROMIUM) ] || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && echo "installing Debian's chromium for the browser tests" \
+	  && DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } \
+	  || echo "no $(CHROMIUM) (needs root and apt-get): the browser tests will be skipped"
+
+pytest: $(STAMP) browser  ## the test suite (PostgreSQL when TEST_DATABASE_URL is set)
 	cd $(API) && ../../$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest  ## every gate: lint, format, types, tests

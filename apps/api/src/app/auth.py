@@ -254,9 +254,20 @@ async def get_principal(
             detail="missing bearer token: send 'Authorization: Bearer <JWT>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    principal = await authenticate(request, credentials.credentials)
+    with acting_as(DbActor(user_id=principal.user_id)):
+        yield principal
+
+
+async def authenticate(request: Request, token: str) -> Principal:
+    """Verify `token` and provision its user: the API's check, shared with the web pages.
+
+    Raises HTTPException: 401 for a token that cannot be trusted, 409 when its email
+    belongs to another user, 503 when the identity provider's keys are unavailable.
+    """
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
-        claims = await verifier.verify(credentials.credentials)
+        claims = await verifier.verify(token)
     except InvalidTokenError as exc:
         raise _unauthorized(f"invalid token: {exc}") from None
     except KeysUnavailableError as exc:
@@ -271,9 +282,7 @@ async def get_principal(
         )
     except user_service.EmailTakenError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    principal = Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
-    with acting_as(DbActor(user_id=claims.user_id)):
-        yield principal
+    return Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

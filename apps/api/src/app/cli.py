@@ -63,7 +63,7 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-migrate", is_flag=True, help="Do not upgrade the database schema first.")
 def serve(host: str, port: int, no_migrate: bool) -> None:
-    """Migrate the database (unless --no-migrate) and serve the HTTP API."""
+    """Migrate the database (unless --no-migrate) and serve the HTTP API and web UI."""
     import uvicorn
 
     from app import migrate
@@ -73,7 +73,13 @@ def serve(host: str, port: int, no_migrate: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
     if not no_migrate:
         migrate.upgrade(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    app = create_app(settings)
+    if not settings.jwt_secret:
+        # The embedded default: whoever started the server may sign in to the web UI.
+        from app.web import sign_in_link
+
+        click.echo(f"Web UI: open {sign_in_link(app, host, port)} to sign in (works once)")
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 @main.command("migrate")

@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from app import __version__
+from app import __version__, web
 from app.auth import TokenVerifier
 from app.background import (
     cleanup_worker,
@@ -109,4 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(orgs.router)
     app.include_router(collection.router)
+    web.install(app)  # the pages at /, after the API so its routes come first
     return app

@@ -1,0 +1,98 @@
+"""The web UI: server-rendered pages for admins and members, served by the API's own app
+with its own rules (pages call the API's endpoint functions; nothing is enforced only by
+hiding a link)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.web import account, presets, runs, schedule
+from app.web.errors import NoOrganization, SignInRequired, WebError
+from app.web.rendering import STATIC, query, render
+from app.web.session import SignInLinks
+
+FETCH_HEADER = "x-requested-with"  # sent by app.js with the parts of pages it refreshes
+
+
+def install(app: FastAPI) -> None:
+    """Add the pages, their static files and their error pages to `app`."""
+    app.state.web_sign_in_links = SignInLinks()
+
+    app.add_exception_handler(StarletteHTTPException, _routing_error)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in (account, runs, presets, schedule):
+        app.include_router(module.router)
+    app.add_exception_handler(SignInRequired, _sign_in_required)
+    app.add_exception_handler(WebError, _error_page)
+    app.add_exception_handler(NoOrganization, _no_organization)
+
+
+def sign_in_link(app: FastAPI, host: str, port: int) -> str:
+    """A link that signs the operator in once (`serve` prints it in the embedded default)."""
+    links: SignInLinks = app.state.web_sign_in_links
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/sign-in/link?code={links.issue()}"
+
+
+def _is_api(app: FastAPI, request: Request) -> bool:
+    """Whether the path lies under one of the API's sections (/collection, /orgs, /docs...)."""
+    paths = [*app.openapi()["paths"], app.docs_url, app.redoc_url, app.openapi_url]
+    sections = {path.split("/")[1] for path in paths if path}
+    return request.url.path.split("/")[1] in sections
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """An unknown page or a wrong method as an HTML page for browsers; the API's stay JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    wants_page = "text/html" in request.headers.get("accept", "")
+    if not wants_page or exc.status_code not in (404, 405) or _is_api(request.app, request):
+        return await http_exception_handler(request, exc)  # FastAPI's own, as before
+    message = (
+        "This address receives forms; open the page and use its buttons instead."
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED
+        else "There is no page at this address."
+    )
+    return render(
+        request,
+        "error.html",
+        status_code=exc.status_code,
+        code=exc.status_code,
+        title="Not found",
+        message=message,
+    )
+
+
+async def _sign_in_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    if request.headers.get(FETCH_HEADER) == "fetch":
+        return Response(status_code=status.HTTP_401_UNAUTHORIZED)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = query(
+        "/sign-in",
+        next=here if request.method == "GET" and here != "/" else None,
+        reason="ended" if exc.reason else None,
+    )
+    return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
+
+
+async def _error_page(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WebError)
+    return render(
+        request,
+        "error.html",
+        status_code=exc.status_code,
+        code=exc.status_code,
+        title=exc.title,
+        message=exc.message,
+    )
+
+
+async def _no_organization(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NoOrganization)
+    return account.no_organization_page(request, exc.principal)

@@ -1,0 +1,196 @@
+"""Preset pages: list, create, edit and delete, with the API's messages at the field."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from app.dependencies import SessionDep
+from app.models import PresetCreate, PresetResponse, PresetUpdate
+from app.pagination import PageParams
+from app.routers import collection as api
+from app.web.errors import WebError, detail_text, field_errors, web_error
+from app.web.rendering import flash, render
+from app.web.session import CanManagePresets, CanView, WebContext
+
+router = APIRouter(include_in_schema=False)
+
+PRESETS_PER_PAGE = 50
+
+
+def category_ids_of(text: str) -> list[str]:
+    """The IDs typed into the form: separated by commas, spaces or new lines."""
+    return [part for part in re.split(r"[\s,;]+", text.strip()) if part]
+
+
+def _preset_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise WebError(
+            status.HTTP_404_NOT_FOUND, "There is no such preset in this organization."
+        ) from None
+
+
+@router.get("/presets")
+async def presets_page(
+    request: Request, context: CanView, session: SessionDep, cursor: str | None = None
+) -> Response:
+    """The organization's presets, newest first."""
+    try:
+        page = await api.list_presets(
+            context.org, session, PageParams(cursor=cursor, limit=PRESETS_PER_PAGE)
+        )
+    except HTTPException as exc:
+        raise web_error(exc) from None
+    return render(
+        request,
+        "presets/list.html",
+        nav="presets",
+        presets=page.items,
+        next_cursor=page.next_cursor,
+        cursor=cursor,
+    )
+
+
+def _form(
+    request: Request,
+    *,
+    preset: PresetResponse | None,
+    name: str,
+    category_ids: str,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "presets/form.html",
+        status_code=status_code,
+        nav="presets",
+        preset=preset,
+        name=name,
+        category_ids=category_ids,
+        errors=errors or {},
+    )
+
+
+@router.get("/presets/new")
+async def new_preset_page(request: Request, _context: CanManagePresets) -> Response:
+    """The form for a new preset."""
+    return _form(request, preset=None, name="", category_ids="")
+
+
+@router.post("/presets")
+async def create_preset(
+    request: Request,
+    context: CanManagePresets,
+    session: SessionDep,
+    name: Annotated[str, Form()] = "",
+    category_ids: Annotated[str, Form()] = "",
+) -> Response:
+    """Create a preset (POST /collection/presets)."""
+    try:
+        body = PresetCreate.model_validate(
+            {"name": name, "category_ids": category_ids_of(category_ids)}
+        )
+        preset = await api.create_preset(body, context.org, session)
+    except ValidationError as exc:
+        return _form(
+            request,
+            preset=None,
+            name=name,
+            category_ids=category_ids,
+            errors=field_errors(exc),
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise web_error(exc) from None
+        return _form(
+            request,
+            preset=None,
+            name=name,
+            category_ids=category_ids,
+            errors={"name": detail_text(exc)},
+            status_code=exc.status_code,
+        )
+    response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
+    count = len(preset.category_ids)
+    return flash(
+        response,
+        request,
+        f"Preset {preset.name} created with {count} categor{'y' if count == 1 else 'ies'}.",
+    )
+
+
+async def _get(context: WebContext, session: SessionDep, preset_id: str) -> PresetResponse:
+    try:
+        return await api.get_preset(_preset_id(preset_id), context.org, session)
+    except HTTPException as exc:
+        raise web_error(exc) from None
+
+
+@router.get("/presets/{preset_id}")
+async def edit_preset_page(
+    request: Request, preset_id: str, context: CanManagePresets, session: SessionDep
+) -> Response:
+    """The form that changes a preset."""
+    preset = await _get(context, session, preset_id)
+    return _form(
+        request, preset=preset, name=preset.name, category_ids="\n".join(preset.category_ids)
+    )
+
+
+@router.post("/presets/{preset_id}")
+async def update_preset(
+    request: Request,
+    preset_id: str,
+    context: CanManagePresets,
+    session: SessionDep,
+    name: Annotated[str, Form()] = "",
+    category_ids: Annotated[str, Form()] = "",
+) -> Response:
+    """Change a preset's name and categories (PATCH /collection/presets/{id})."""
+    preset = await _get(context, session, preset_id)
+    try:
+        body = PresetUpdate.model_validate(
+            {"name": name, "category_ids": category_ids_of(category_ids)}
+        )
+        preset = await api.update_preset(preset.id, body, context.org, session)
+    except ValidationError as exc:
+        errors, status_code = field_errors(exc), status.HTTP_400_BAD_REQUEST
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise web_error(exc) from None
+        errors, status_code = {"name": detail_text(exc)}, exc.status_code
+    else:
+        response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
+        return flash(response, request, f"Preset {preset.name} saved.")
+    await session.rollback()
+    return _form(
+        request,
+        preset=preset,
+        name=name,
+        category_ids=category_ids,
+        errors=errors,
+        status_code=status_code,
+    )
+
+
+@router.post("/presets/{preset_id}/delete")
+async def delete_preset(
+    request: Request, preset_id: str, context: CanManagePresets, session: SessionDep
+) -> Response:
+    """Delete a preset (DELETE /collection/presets/{id}); runs made from it are kept."""
+    preset = await _get(context, session, preset_id)
+    try:
+        await api.delete_preset(preset.id, context.org, session)
+    except HTTPException as exc:
+        raise web_error(exc) from None
+    response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
+    return flash(response, request, f"Preset {preset.name} deleted.")

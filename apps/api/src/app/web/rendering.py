@@ -1,0 +1,130 @@
+"""Rendering of the web pages: the Jinja environment, its filters, and the response headers."""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
+
+from app import __version__
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+FLASH_COOKIE = "collection_flash"
+
+# Pages load nothing but this site's own files: no inline script, no third party.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def when(moment: datetime | None, timezone: str | None = None) -> Markup:
+    """A `<time>` element showing the moment in UTC, or in the given IANA time zone."""
+    if moment is None:
+        return Markup('<span class="muted">—</span>')
+    if timezone:
+        local = moment.astimezone(ZoneInfo(timezone))
+        text = f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
+        return Markup('<time datetime="{}">{}</time>').format(local.isoformat(), text)
+    utc = moment.astimezone(UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        utc.isoformat(), f"{utc:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """How long something took, e.g. `2 min 5 s`; empty when it has not started."""
+    if start is None:
+        return ""
+    seconds = int(((end or datetime.now(UTC)) - start).total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def number(value: int | None) -> str:
+    """An integer with thousands separators."""
+    return "—" if value is None else f"{value:,}"
+
+
+def money(value: Decimal | None) -> str:
+    """A price with two decimals."""
+    return "—" if value is None else f"{value:,.2f}"
+
+
+def percent(part: int, whole: int) -> int:
+    """`part` of `whole` in whole percent (0 when there is no whole yet)."""
+    return 0 if whole <= 0 else min(100, round(100 * part / whole))
+
+
+def query(base: str, **params: Any) -> str:
+    """`base` with the non-empty `params` as its query string."""
+    kept = {k: v for k, v in params.items() if v not in (None, "", False)}
+    return f"{base}?{urllib.parse.urlencode(kept)}" if kept else base
+
+
+environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+environment.filters.update(when=when, number=number, money=money)
+environment.globals.update(
+    duration=duration,
+    percent=percent,
+    query=query,
+    version=__version__,
+    static=lambda path: f"/static/{path}?v={__version__}",
+)
+
+
+def render(
+    request: Request, template: str, *, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """Render a page (or a fragment) with the signed-in context, flash message and headers."""
+    flash = urllib.parse.unquote(request.cookies.get(FLASH_COOKIE, ""))
+    page = environment.get_template(template).render(
+        request=request,
+        web=getattr(request.state, "web", None),
+        flash=flash.removeprefix("!") or None,
+        flash_error=flash.startswith("!"),
+        **context,
+    )
+    response = HTMLResponse(page, status_code=status_code, headers=SECURITY_HEADERS)
+    if flash and not template.rpartition("/")[2].startswith("_"):  # fragments keep it
+        response.delete_cookie(FLASH_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+def flash(response: Response, request: Request, message: str, *, error: bool = False) -> Response:
+    """Show `message` on the next page this browser renders (after a redirect)."""
+    response.set_cookie(
+        FLASH_COOKIE,
+        urllib.parse.quote(("!" if error else "") + message),
+        max_age=60,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response

@@ -1,0 +1,458 @@
+"""Run pages: the list, a new run from a preset, one run with live progress, lifecycle
+buttons, its ranked sellers (sortable, paginated) and CSV downloads.
+
+Every action goes through the same endpoint functions as the JSON API, so the lifecycle
+rules, the one-active-run rule and the tenant scoping are the API's own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Query, Request, status
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.dependencies import SessionDep
+from app.models import RunCreate, RunResponse
+from app.pagination import PageParams
+from app.routers import collection as api
+from app.services import presets as preset_service
+from app.services import results
+from app.services.collection import ALLOWED_FROM, CollectionService, RunNotFoundError
+from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
+from app.web.errors import FORM, WebError, detail_text, field_errors, web_error
+from app.web.rendering import flash, render
+from app.web.session import CanRun, CanView, WebContext
+
+router = APIRouter(include_in_schema=False)
+
+RUNS_PER_PAGE = 25
+SELLERS_PER_PAGE = 25
+ACTIONS = ("start", "pause", "resume", "cancel")
+ACTION_DONE = {
+    "start": "Run started.",
+    "pause": "Pausing: the run stops at its next checkpoint.",
+    "resume": "Run resumed from its last checkpoint.",
+    "cancel": "Run cancelled. Results collected so far are kept.",
+}
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise WebError(
+            status.HTTP_404_NOT_FOUND, f"There is no such {what} in this organization."
+        ) from None
+
+
+def allowed_actions(run: RunResponse, context: WebContext) -> list[str]:
+    """The lifecycle buttons this user may press for this run now."""
+    if not context.can("collection.run"):
+        return []
+    return [action for action in ACTIONS if run.status in ALLOWED_FROM[action]]
+
+
+def is_active(run: RunResponse) -> bool:
+    """Whether the run may still change (pending, running or paused)."""
+    return run.status in ACTIVE_RUN_STATUSES
+
+
+# --- the list ----------------------------------------------------------------------------------
+
+
+@router.get("/runs")
+async def runs_page(
+    request: Request,
+    context: CanView,
+    session: SessionDep,
+    service: api.Service,
+    status_filter: Annotated[str, Query(alias="status")] = "",
+    cursor: str | None = None,
+    fragment: str = "",
+) -> Response:
+    """The organization's runs, newest first, refreshing while any of them is active."""
+    statuses = [RunStatus(status_filter)] if status_filter in set(RunStatus) else None
+    try:
+        page = await api.list_runs(
+            context.org,
+            session,
+            service,
+            PageParams(cursor=cursor, limit=RUNS_PER_PAGE),
+            statuses,
+        )
+    except HTTPException as exc:
+        raise web_error(exc) from None
+    has_presets = bool(page.items) or bool(
+        (
+            await preset_service.list_presets(
+                session, org_id=context.org.org_id, page=PageParams(limit=1)
+            )
+        )[0]
+    )
+    return render(
+        request,
+        "runs/_table.html" if fragment else "runs/list.html",
+        nav="runs",
+        runs=page.items,
+        next_cursor=page.next_cursor,
+        cursor=cursor,
+        status_filter=status_filter if statuses else "",
+        statuses=list(RunStatus),
+        has_presets=has_presets,
+        live=any(is_active(run) for run in page.items),
+    )
+
+
+# --- a new run -----------------------------------------------------------------------------------
+
+
+async def _new_run_page(
+    request: Request,
+    context: WebContext,
+    session: AsyncSession,
+    service: CollectionService,
+    *,
+    values: dict[str, str],
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    presets, _ = await preset_service.list_presets(
+        session, org_id=context.org.org_id, page=PageParams(limit=200)
+    )
+    active = await service.active_run(session, org_id=context.org.org_id)
+    return render(
+        request,
+        "runs/new.html",
+        status_code=status_code,
+        nav="runs",
+        presets=presets,
+        active=active,
+        values=values,
+        errors=errors or {},
+        defaults=request.app.state.settings,
+    )
+
+
+@router.get("/runs/new")
+async def new_run_page(
+    request: Request,
+    context: CanRun,
+    session: SessionDep,
+    service: api.Service,
+    preset_id: str = "",
+) -> Response:
+    """The form that starts a run of a preset."""
+    values = {"preset_id": preset_id, "start": "on"}
+    return await _new_run_page(request, context, session, service, values=values)
+
+
+@router.post("/runs")
+async def create_run(
+    request: Request,
+    context: CanRun,
+    session: SessionDep,
+    service: api.Service,
+    executor: api.Executor,
+    preset_id: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    products_per_category: Annotated[str, Form()] = "",
+    listings_per_product: Annotated[str, Form()] = "",
+    start: Annotated[str, Form()] = "",
+) -> Response:
+    """Create a run of a preset (POST /collection/runs), and start it unless asked not to."""
+    values = {
+        "preset_id": preset_id,
+        "name": name,
+        "products_per_category": products_per_category,
+        "listings_per_product": listings_per_product,
+        "start": start,
+    }
+
+    async def again(errors: dict[str, str], status_code: int) -> Response:
+        return await _new_run_page(
+            request,
+            context,
+            session,
+            service,
+            values=values,
+            errors=errors,
+            status_code=status_code,
+        )
+
+    if not preset_id:
+        return await again({"preset_id": "Choose a preset to collect."}, 400)
+    fields = {k: v.strip() for k, v in values.items() if k != "start" and v.strip()}
+    try:
+        body = RunCreate.model_validate(fields)
+    except ValidationError as exc:
+        return await again(field_errors(exc), 400)
+    try:
+        run = await api.create_run(body, context.org, session, service)
+    except HTTPException as exc:
+        field = "preset_id" if exc.status_code == status.HTTP_404_NOT_FOUND else FORM
+        await session.rollback()
+        return await again({field: detail_text(exc)}, exc.status_code)
+    message = "Run created: start it when you are ready."
+    if start:
+        try:
+            run = await api.start_run(run.id, context.org, session, service, executor)
+            message = "Run started: progress updates below."
+        except HTTPException as exc:
+            message = f"Run created but not started: {detail_text(exc)}"
+    response = RedirectResponse(f"/runs/{run.id}", status_code=status.HTTP_303_SEE_OTHER)
+    return flash(response, request, message)
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SellerRow:
+    """A row of the sellers table: the API's seller fields and its place in the ranking."""
+
+    rank: int
+    username: str
+    products: int
+    listings: int
+    min_price: Decimal | None
+    max_price: Decimal | None
+    feedback_score: int | None
+    feedback_percentage: Decimal | None
+    new_since_last_run: bool | None
+
+
+SELLER_SORTS = ("rank", "seller", "products", "listings", "price", "feedback")
+
+
+async def sorted_sellers(
+    session: AsyncSession,
+    run: CollectionRun,
+    *,
+    sort: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[list[SellerRow], int]:
+    """One page of the run's seller ranking in the chosen order, and how many sellers.
+
+    The ranking is the API's own query (`results`), wrapped so it can be ordered by any
+    column while each seller keeps its rank.
+    """
+    previous = await results.previous_completed_run(session, run)
+    # results.py has no ordering option; wrapping its query keeps one definition of a rank.
+    ranking = results._ranking(run.id, previous).order_by(None).subquery()
+    # Its columns: username, products, listings, min/max price, feedback score/%, new.
+    columns = list(ranking.c)
+    username, products, listings, min_price, score = (columns[i] for i in (0, 1, 2, 3, 5))
+    rank = (
+        sa.func.row_number()
+        .over(order_by=(products.desc(), listings.desc(), username))
+        .label("rank")
+    )
+    key: Any = {
+        "rank": rank,
+        "seller": sa.func.lower(username),
+        "products": products,
+        "listings": listings,
+        "price": min_price,
+        "feedback": score,
+    }[sort]
+    statement = (
+        sa.select(rank, *ranking.c)
+        .order_by((key.desc() if descending else key.asc()).nulls_last(), rank)
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = (await session.execute(statement)).all()
+    total = await session.scalar(sa.select(sa.func.count()).select_from(ranking))
+    return [
+        SellerRow(
+            rank=row[0],
+            username=row[1],
+            products=row[2],
+            listings=row[3],
+            min_price=_decimal(row[4]),
+            max_price=_decimal(row[5]),
+            feedback_score=row[6],
+            feedback_percentage=_decimal(row[7]),
+            new_since_last_run=None if row[8] is None else bool(row[8]),
+        )
+        for row in rows
+    ], total or 0
+
+
+def _decimal(value: Any) -> Decimal | None:
+    # SQLite answers aggregates of NUMERIC columns as floats.
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+async def _run_page(
+    request: Request,
+    context: WebContext,
+    session: AsyncSession,
+    service: CollectionService,
+    run_id: uuid.UUID,
+    *,
+    sort: str = "rank",
+    order: str = "",
+    page: str = "1",
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    try:
+        row = await service.get_run(session, org_id=context.org.org_id, run_id=run_id)
+    except RunNotFoundError as exc:
+        raise WebError(
+            status.HTTP_404_NOT_FOUND,
+            f"There is no run {run_id} in {context.org_name}. It may belong to another of "
+            "your organizations: switch organization above, or go back to the runs.",
+        ) from exc
+    run = RunResponse.model_validate(row)
+    sort = sort if sort in SELLER_SORTS else "rank"
+    # The natural direction of each column: best first (rank 1, most products, ...).
+    natural_descending = sort in ("products", "listings", "feedback")
+    descending = natural_descending if order not in ("asc", "desc") else order == "desc"
+    page_number = max(1, int(page)) if page.isdigit() else 1
+    sellers: list[SellerRow] = []
+    total = 0
+    if row.results_purged_at is None:
+        sellers, total = await sorted_sellers(
+            session,
+            row,
+            sort=sort,
+            descending=descending,
+            offset=(page_number - 1) * SELLERS_PER_PAGE,
+            limit=SELLERS_PER_PAGE,
+        )
+    pages = max(1, -(-total // SELLERS_PER_PAGE))
+    return render(
+        request,
+        "runs/detail.html",
+        status_code=status_code,
+        nav="runs",
+        run=run,
+        actions=allowed_actions(run, context),
+        live=is_active(run),
+        error=error,
+        sellers=sellers,
+        total_sellers=total,
+        sort=sort,
+        descending=descending,
+        natural_descending=natural_descending,
+        page=min(page_number, pages),
+        pages=pages,
+        per_page=SELLERS_PER_PAGE,
+        compared=any(s.new_since_last_run is not None for s in sellers),
+        new_count=sum(1 for s in sellers if s.new_since_last_run),
+    )
+
+
+@router.get("/runs/{run_id}")
+async def run_page(
+    request: Request,
+    run_id: str,
+    context: CanView,
+    session: SessionDep,
+    service: api.Service,
+    sort: str = "rank",
+    order: str = "",
+    page: str = "1",
+) -> Response:
+    """One run: live progress, lifecycle buttons, ranked sellers and downloads."""
+    return await _run_page(
+        request, context, session, service, _uuid(run_id, "run"), sort=sort, order=order, page=page
+    )
+
+
+@router.get("/runs/{run_id}/live")
+async def run_live(
+    request: Request, run_id: str, context: CanView, session: SessionDep, service: api.Service
+) -> Response:
+    """The live part of a run's page (status, progress, buttons), polled while it runs."""
+    try:
+        run = await api.get_run(_uuid(run_id, "run"), context.org, session, service)
+    except HTTPException as exc:
+        raise web_error(exc) from None
+    return render(
+        request,
+        "runs/_live.html",
+        run=run,
+        actions=allowed_actions(run, context),
+        live=is_active(run),
+    )
+
+
+@router.post("/runs/{run_id}/{action}")
+async def run_action(
+    request: Request,
+    run_id: str,
+    action: str,
+    context: CanRun,
+    session: SessionDep,
+    service: api.Service,
+    executor: api.Executor,
+) -> Response:
+    """Start, pause, resume or cancel a run (the API's transitions; 409 when not allowed)."""
+    if action not in ACTIONS:
+        raise WebError(status.HTTP_404_NOT_FOUND, f"Runs cannot be asked to {action!r}.")
+    run_uuid = _uuid(run_id, "run")
+    background = BackgroundTasks()
+    try:
+        if action == "start":
+            await api.start_run(run_uuid, context.org, session, service, executor)
+        elif action == "pause":
+            await api.pause_run(run_uuid, context.org, session, service)
+        elif action == "resume":
+            await api.resume_run(run_uuid, context.org, session, service, executor)
+        else:
+            await api.cancel_run(
+                run_uuid, context.org, session, service, executor, request, background
+            )
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise web_error(exc) from None
+        await session.rollback()
+        return await _run_page(
+            request,
+            context,
+            session,
+            service,
+            run_uuid,
+            error=f"Could not {action} the run: {detail_text(exc)}.",
+            status_code=exc.status_code,
+        )
+    response = RedirectResponse(f"/runs/{run_uuid}", status_code=status.HTTP_303_SEE_OTHER)
+    response.background = background
+    return flash(response, request, ACTION_DONE[action])
+
+
+@router.get("/runs/{run_id}/export.csv")
+async def export_run(
+    request: Request,
+    run_id: str,
+    context: CanView,
+    session: SessionDep,
+    service: api.Service,
+    kind: str = "sellers",
+) -> StreamingResponse:
+    """The run's sellers or listings as CSV (the API's export, with the session cookie)."""
+    try:
+        return await api.export_run(
+            _uuid(run_id, "run"),
+            context.org,
+            session,
+            service,
+            request,
+            "listings" if kind == "listings" else "sellers",
+        )
+    except HTTPException as exc:
+        raise web_error(exc) from None

@@ -1,0 +1,148 @@
+// Collection web UI: small enhancements on top of server-rendered pages. Every page works
+// without this file; with it, run progress refreshes by itself and the schedule form
+// previews the cron expression as it is typed.
+(function () {
+  "use strict";
+
+  var FETCH_HEADERS = { "X-Requested-With": "fetch" };
+
+  function signInAgain() {
+    var here = window.location.pathname + window.location.search;
+    window.location.assign("/sign-in?reason=ended&next=" + encodeURIComponent(here));
+  }
+
+  // The HTML of a fragment, or null (after sending the browser to sign in on a 401).
+  function fetchFragment(url) {
+    return fetch(url, { headers: FETCH_HEADERS, credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (response.status === 401) {
+          signInAgain();
+          return null;
+        }
+        return response.ok ? response.text() : null;
+      })
+      .catch(function () { return null; });
+  }
+
+  function elementFrom(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html.trim();
+    return template.content.firstElementChild;
+  }
+
+  // Elements with data-live-url are replaced by a fresh copy every data-interval ms. The
+  // server leaves the attribute out once nothing can change; `data-finished` then asks for
+  // the whole page again (a finished run shows its results).
+  function poll(element) {
+    var url = element.getAttribute("data-live-url");
+    var interval = Number(element.getAttribute("data-interval")) || 1500;
+    var last = null;
+    function tick() {
+      if (document.hidden) {
+        window.setTimeout(tick, interval);
+        return;
+      }
+      fetchFragment(url).then(function (html) {
+        if (html === null) {
+          window.setTimeout(tick, interval * 3);
+          return;
+        }
+        if (html === last) {
+          window.setTimeout(tick, interval);
+          return;
+        }
+        last = html;
+        var fresh = elementFrom(html);
+        if (!fresh) return;
+        var focused = document.activeElement;
+        var focusedForm = focused && element.contains(focused) && focused.form ? focused.form.getAttribute("action") : null;
+        element.replaceWith(fresh);
+        element = fresh;
+        if (focusedForm) {
+          var again = fresh.querySelector('form[action="' + focusedForm + '"] button');
+          if (again) again.focus();
+        }
+        if (fresh.hasAttribute("data-live-url")) {
+          window.setTimeout(tick, interval);
+        } else if (fresh.hasAttribute("data-finished")) {
+          window.location.reload();
+        }
+      });
+    }
+    window.setTimeout(tick, interval);
+  }
+
+  // Forms with data-confirm ask first (cancelling a run, deleting a preset).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  });
+
+  // The schedule form: description and next fire times of what is being typed.
+  function schedulePreview() {
+    var cron = document.getElementById("cron_expression");
+    var zone = document.getElementById("timezone");
+    var panel = document.getElementById("cron-preview");
+    if (!cron || !zone || !panel || !cron.getAttribute("data-preview-url")) return;
+    var timer = null;
+    var sequence = 0;
+
+    function showErrors(body) {
+      var field = body ? body.getAttribute("data-error-field") : null;
+      var message = body ? body.getAttribute("data-error") : null;
+      [["cron_expression", cron], ["timezone", zone]].forEach(function (pair) {
+        var slot = document.getElementById(pair[0] + "-error");
+        var wrong = field === pair[0];
+        if (slot) {
+          slot.textContent = wrong ? message : "";
+          slot.hidden = !wrong;
+        }
+        if (wrong) pair[1].setAttribute("aria-invalid", "true");
+        else pair[1].removeAttribute("aria-invalid");
+      });
+    }
+
+    function update() {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(function () {
+        var mine = ++sequence;
+        var params = new URLSearchParams({ cron_expression: cron.value, timezone: zone.value });
+        fetchFragment(cron.getAttribute("data-preview-url") + "?" + params.toString()).then(function (html) {
+          if (html === null || mine !== sequence) return;
+          panel.innerHTML = html;
+          showErrors(panel.firstElementChild);
+        });
+      }, 250);
+    }
+
+    cron.addEventListener("input", update);
+    zone.addEventListener("input", update);
+    zone.addEventListener("change", update);
+    Array.prototype.forEach.call(document.querySelectorAll("[data-cron]"), function (button) {
+      button.addEventListener("click", function () {
+        cron.value = button.getAttribute("data-cron");
+        cron.focus();
+        update();
+      });
+    });
+    var mine = document.getElementById("use-my-timezone");
+    var here = window.Intl && Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (mine && here) {
+      mine.textContent = "Use " + here;
+      mine.hidden = false;
+      mine.addEventListener("click", function () {
+        zone.value = here;
+        zone.focus();
+        update();
+      });
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-live-url]"), poll);
+    schedulePreview();
+  });
+})();

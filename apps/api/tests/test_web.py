@@ -1,0 +1,846 @@
+"""The web UI through the in-process client: sign-in and the session cookie, CSRF,
+permissions enforced by the server, tenant isolation, and each page's forms."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.auth import issue_token
+from app.config import Settings
+from app.web.session import ORG_COOKIE, SESSION_COOKIE
+from tests.conftest import Actor, Actors
+
+HTML = "text/html; charset=utf-8"
+
+
+class Browser:
+    """A cookie-keeping client that signs in like a person and sends forms with CSRF."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def sign_in(self, token: str) -> httpx.Response:
+        form = await self.http.get("/sign-in")
+        nonce = _csrf_of(form.text)
+        return await self.http.post("/sign-in", data={"token": token, "csrf_token": nonce})
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.http.get(path, **kwargs)
+
+    async def csrf(self, page: str = "/runs") -> str:
+        return _csrf_of((await self.http.get(page)).text)
+
+    async def submit(
+        self, path: str, data: dict[str, str] | None = None, *, page: str = "/runs"
+    ) -> httpx.Response:
+        """Post a form with the CSRF token found on `page`, as the browser would."""
+        return await self.http.post(
+            path, data={**(data or {}), "csrf_token": await self.csrf(page)}
+        )
+
+
+def _csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+BrowserFactory = Callable[..., Awaitable[Browser]]
+
+
+@pytest.fixture
+async def browser(app: FastAPI) -> AsyncIterator[BrowserFactory]:
+    """Opens browsers, each with its own cookie jar; `await browser(actor)` signs in."""
+    async with _browsers(app) as open_browser:
+        yield open_browser
+
+
+@asynccontextmanager
+async def _browsers(app: FastAPI) -> AsyncIterator[BrowserFactory]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def open_browser(
+        actor: Actor | None = None, base_url: str = "http://testserver"
+    ) -> Browser:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+        clients.append(http)
+        result = Browser(http)
+        if actor is not None:
+            response = await result.sign_in(actor.token)
+            assert response.status_code == 303, response.text
+        return result
+
+    try:
+        yield open_browser
+    finally:
+        for http in clients:
+            await http.aclose()
+
+
+async def _preset(client: httpx.AsyncClient, actor: Actor, name: str = "Electronics") -> str:
+    response = await client.post(
+        "/collection/presets",
+        json={"name": name, "category_ids": ["172282", "541966"]},
+        headers=actor.headers,
+    )
+    assert response.status_code == 201, response.text
+    preset_id: str = response.json()["id"]
+    return preset_id
+
+
+async def _completed_run(
+    client: httpx.AsyncClient, actor: Actor, categories: list[str], products: int = 5
+) -> str:
+    created = await client.post(
+        "/collection/runs",
+        json={"category_ids": categories, "products_per_category": products},
+        headers=actor.headers,
+    )
+    assert created.status_code == 201, created.text
+    run_id: str = created.json()["id"]
+    await client.post(f"/collection/runs/{run_id}/start", headers=actor.headers)
+    await _wait_until(client, actor, run_id, "completed")
+    return run_id
+
+
+async def _wait_until(
+    client: httpx.AsyncClient, actor: Actor, run_id: str, status: str, within: float = 30.0
+) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        run = (await client.get(f"/collection/runs/{run_id}", headers=actor.headers)).json()
+        if run["status"] == status:
+            return
+        assert run["status"] not in {"failed", "cancelled"} - {status}, run
+        assert asyncio.get_running_loop().time() < deadline, run
+        await asyncio.sleep(0.05)
+
+
+# --- sign-in, the session cookie, sign-out ------------------------------------------------------
+
+
+async def test_pages_send_a_visitor_without_session_to_sign_in(browser: BrowserFactory) -> None:
+    anonymous = await browser()
+    response = await anonymous.get("/runs?status=running")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/sign-in?next=%2Fruns%3Fstatus%3Drunning"
+    assert (await anonymous.get("/")).headers["location"] == "/sign-in"
+    page = await anonymous.get("/sign-in")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == HTML
+    assert '<label for="token">Access token</label>' in page.text
+    assert "collection-api token --email" in page.text
+
+
+async def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(
+    browser: BrowserFactory, actors: Actors
+) -> None:
+    admin = await actors.admin("Acme")
+    visitor = await browser()
+    form = await visitor.get("/sign-in?next=/presets")
+    response = await visitor.http.post(
+        "/sign-in",
+        data={
+            "token": f"Bearer {admin.token}\n",
+            "csrf_token": _csrf_of(form.text),
+            "next": "/presets",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/presets"
+    session_cookie = next(
+        c for c in response.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE)
+    )
+    assert f"{SESSION_COOKIE}={admin.token}" in session_cookie
+    assert "HttpOnly" in session_cookie
+    assert "SameSite=strict" in session_cookie
+    assert "Path=/" in session_cookie
+    assert "Secure" not in session_cookie  # plain http (tests); see the https test
+    assert "Max-Age=" in session_cookie  # expires with the token
+
+    page = await visitor.get("/presets")
+    assert page.status_code == 200
+    assert admin.email in page.text
+    assert "Signed in as" in page.text  # the flash message, once
+    assert "Signed in as" not in (await visitor.get("/presets")).text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+
+
+async def test_cookie_is_secure_over_https(browser: BrowserFactory, actors: Actors) -> None:
+    admin = await actors.admin()
+    visitor = await browser(base_url="https://testserver")
+    response = await visitor.sign_in(admin.token)
+    cookies = response.headers.get_list("set-cookie")
+    assert any(c.startswith(SESSION_COOKIE) and "Secure" in c for c in cookies), cookies
+
+
+async def test_sign_in_refuses_bad_tokens_with_the_api_message(
+    browser: BrowserFactory, settings: Settings
+) -> None:
+    visitor = await browser()
+    expired = issue_token(settings, user_id=uuid.uuid4(), email="a@example.com", ttl_seconds=-60)
+    for token, message in [
+        ("not-a-jwt", "This token was not accepted: invalid token: malformed token"),
+        (expired, "This token was not accepted: invalid token: token has expired."),
+        ("", "Paste a token"),
+    ]:
+        response = await visitor.sign_in(token)
+        assert response.status_code in (400, 401), response.text
+        assert response.headers["content-type"] == HTML
+        assert message in response.text
+        assert 'aria-invalid="true"' in response.text
+        assert SESSION_COOKIE not in visitor.http.cookies
+
+
+async def test_sign_in_form_needs_its_own_csrf_token(
+    browser: BrowserFactory, actors: Actors
+) -> None:
+    """Login CSRF: another site cannot sign a visitor in as someone else."""
+    admin = await actors.admin()
+    visitor = await browser()
+    response = await visitor.http.post("/sign-in", data={"token": admin.token})
+    assert response.status_code == 400
+    assert "The sign-in form had expired" in response.text
+    assert SESSION_COOKIE not in visitor.http.cookies
+
+
+async def test_sign_in_only_returns_to_local_pages(browser: BrowserFactory, actors: Actors) -> None:
+    admin = await actors.admin()
+    visitor = await browser()
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        form = await visitor.get("/sign-in")
+        response = await visitor.http.post(
+            "/sign-in",
+            data={"token": admin.token, "csrf_token": _csrf_of(form.text), "next": target},
+        )
+        assert response.headers["location"] == "/", target
+
+
+async def test_an_ended_session_asks_to_sign_in_again(
+    browser: BrowserFactory, settings: Settings
+) -> None:
+    visitor = await browser()
+    visitor.http.cookies.set(
+        SESSION_COOKIE,
+        issue_token(settings, user_id=uuid.uuid4(), email="b@example.com", ttl_seconds=-60),
+    )
+    response = await visitor.get("/presets")
+    assert response.headers["location"] == "/sign-in?next=%2Fpresets&reason=ended"
+    assert "Your session has ended" in (await visitor.get(response.headers["location"])).text
+    # The parts of pages that refresh themselves get a plain 401 (the script then redirects).
+    fragment = await visitor.get("/runs?fragment=1", headers={"X-Requested-With": "fetch"})
+    assert fragment.status_code == 401
+
+
+async def test_sign_out_clears_the_cookie(browser: BrowserFactory, actors: Actors) -> None:
+    admin = await actors.admin()
+    signed_in = await browser(admin)
+    response = await signed_in.submit("/sign-out")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/sign-in?signed_out=1"
+    cleared = [c for c in response.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE)]
+    assert cleared
+    assert "Max-Age=0" in cleared[0]
+    assert (await signed_in.get("/runs")).status_code == 303
+
+
+async def test_the_api_still_wants_a_bearer_token(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    """The cookie is for pages only: the JSON API answers 401 to it as before."""
+    admin = await actors.admin()
+    signed_in = await browser(admin)
+    response = await signed_in.get("/collection/runs")
+    assert response.status_code == 401
+    assert response.json()["detail"].startswith("missing bearer token")
+    assert (await client.get("/collection/runs", headers=admin.headers)).status_code == 200
+
+
+async def test_one_time_sign_in_link_works_once(app: FastAPI, browser: BrowserFactory) -> None:
+    from app.web import sign_in_link
+
+    link = sign_in_link(app, "0.0.0.0", 8000)  # noqa: S104
+    assert link.startswith("http://127.0.0.1:8000/sign-in/link?code=")
+    path = link.removeprefix("http://127.0.0.1:8000")
+    visitor = await browser()
+    response = await visitor.get(path)
+    assert response.status_code == 303
+    assert SESSION_COOKIE in visitor.http.cookies
+    welcome = await visitor.get("/runs")  # nobody administers anything yet: the local operator
+    assert "admin@localhost" in welcome.text
+    assert "Create organization" in welcome.text
+
+    again = await (await browser()).get(path)
+    assert again.status_code == 400
+    assert "This sign-in link was already used" in again.text
+    assert (await (await browser()).get("/sign-in/link?code=forged")).status_code == 400
+
+
+async def test_one_time_link_signs_in_the_first_admin(
+    app: FastAPI, browser: BrowserFactory, actors: Actors
+) -> None:
+    from app.web import sign_in_link
+
+    admin = await actors.admin("First")
+    visitor = await browser()
+    link = sign_in_link(app, "127.0.0.1", 8000).removeprefix("http://127.0.0.1:8000")
+    await visitor.get(link)
+    assert admin.email in (await visitor.get("/runs")).text
+
+
+# --- CSRF ----------------------------------------------------------------------------------------
+
+
+async def test_state_changing_forms_need_the_session_csrf_token(
+    browser: BrowserFactory, actors: Actors
+) -> None:
+    admin = await actors.admin()
+    other = await actors.admin("Other")
+    signed_in = await browser(admin)
+    someone_else = await browser(other)
+    form = {"name": "Electronics", "category_ids": "172282"}
+
+    missing = await signed_in.http.post("/presets", data=form)
+    wrong = await signed_in.http.post("/presets", data={**form, "csrf_token": "x" * 43})
+    not_ascii = await signed_in.http.post("/presets", data={**form, "csrf_token": "é"})
+    # A valid token of another session is no good either: tokens are bound to the cookie.
+    stolen = await signed_in.http.post(
+        "/presets", data={**form, "csrf_token": await someone_else.csrf()}
+    )
+    cross_site = await signed_in.http.post(  # even with the right token, if the browser says so
+        "/presets",
+        data={**form, "csrf_token": await signed_in.csrf()},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    for response in (missing, wrong, not_ascii, stolen, cross_site):
+        assert response.status_code == 403
+        assert response.headers["content-type"] == HTML
+        assert "Request refused" in response.text
+    assert (await signed_in.get("/presets")).text.count("<tr>") == 0  # nothing was created
+
+    accepted = await signed_in.submit("/presets", form)
+    assert accepted.status_code == 303
+    same_origin = await signed_in.http.post(
+        "/presets",
+        data={"name": "Two", "category_ids": "1", "csrf_token": await signed_in.csrf()},
+        headers={"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
+    )
+    assert same_origin.status_code == 303
+
+
+async def test_unknown_pages_are_html_but_api_errors_stay_json(
+    browser: BrowserFactory, actors: Actors
+) -> None:
+    signed_in = await browser(await actors.admin())
+    page = {"Accept": "text/html,application/xhtml+xml"}
+    for path, status in [("/nowhere", 404), ("/runs/x/y/z", 404), ("/sign-out", 405)]:
+        response = await signed_in.get(path, headers=page)
+        assert response.status_code == status, path
+        assert response.headers["content-type"] == HTML
+        assert "Not found" in response.text
+    api = await signed_in.get("/collection/nowhere", headers=page)
+    assert api.status_code == 404
+    assert api.json() == {"detail": "Not Found"}
+    assert (await signed_in.get("/orgs", headers=page)).json() == {"detail": "Method Not Allowed"}
+    assert (await signed_in.get("/nowhere")).json() == {"detail": "Not Found"}  # not a browser
+
+
+# --- permissions and tenancy ---------------------------------------------------------------------
+
+
+async def test_schedule_page_is_for_admins_only(browser: BrowserFactory, actors: Actors) -> None:
+    admin = await actors.admin()
+    member = await actors.member(admin, "member")
+    as_admin = await browser(admin)
+    as_member = await browser(member)
+
+    assert 'href="/schedule"' in (await as_admin.get("/runs")).text
+    assert (await as_admin.get("/schedule")).status_code == 200
+
+    runs = await as_member.get("/runs")
+    assert runs.status_code == 200
+    assert 'href="/schedule"' not in runs.text  # the link is hidden...
+    page = await as_member.get("/schedule")  # ...and the page itself refused
+    assert page.status_code == 403
+    assert page.headers["content-type"] == HTML
+    assert "cannot manage the schedule (permission &#39;admin.automation&#39;)" in page.text
+    for path in ("/schedule", "/schedule/run-now"):
+        refused = await as_member.submit(path, {"cron_expression": "@daily", "timezone": "UTC"})
+        assert refused.status_code == 403
+    preview = await as_member.get("/schedule/preview?cron_expression=@daily&timezone=UTC")
+    assert preview.status_code == 403
+
+
+async def test_viewers_see_but_cannot_change(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    viewer = await actors.member(admin, "viewer")
+    preset_id = await _preset(client, admin)
+    run = await client.post(
+        "/collection/runs", json={"preset_id": preset_id}, headers=admin.headers
+    )
+    as_viewer = await browser(viewer)
+
+    presets = await as_viewer.get("/presets")
+    assert "Electronics" in presets.text
+    assert "New preset" not in presets.text
+    assert f"/presets/{preset_id}/delete" not in presets.text
+    detail = await as_viewer.get(f"/runs/{run.json()['id']}")
+    assert detail.status_code == 200
+    assert "/start" not in detail.text
+    assert "/cancel" not in detail.text
+
+    for path, data in [  # ...and the server refuses the requests all the same
+        ("/presets", {"name": "X", "category_ids": "1"}),
+        (f"/presets/{preset_id}/delete", {}),
+        ("/runs", {"preset_id": preset_id}),
+        (f"/runs/{run.json()['id']}/start", {}),
+        (f"/runs/{run.json()['id']}/cancel", {}),
+    ]:
+        response = await as_viewer.submit(path, data)
+        assert response.status_code == 403, path
+    assert (await as_viewer.get("/presets/new")).status_code == 403
+    assert (await as_viewer.get("/runs/new")).status_code == 403
+    still = await client.get(f"/collection/runs/{run.json()['id']}", headers=admin.headers)
+    assert still.json()["status"] == "pending"
+
+
+async def test_another_organizations_run_and_preset_are_not_found(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    owner = await actors.admin("Owner")
+    outsider = await actors.admin("Outsider")
+    preset_id = await _preset(client, owner, "Owner's secret")
+    run_id = (
+        await client.post("/collection/runs", json={"preset_id": preset_id}, headers=owner.headers)
+    ).json()["id"]
+    as_outsider = await browser(outsider)
+
+    for path in (
+        f"/runs/{run_id}",
+        f"/runs/{run_id}/live",
+        f"/runs/{run_id}/export.csv",
+        f"/presets/{preset_id}",
+        "/runs/not-a-uuid",
+        f"/runs/{uuid.uuid4()}",
+    ):
+        response = await as_outsider.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == HTML
+        assert "Not found" in response.text
+        assert "secret" not in response.text
+    for path in (f"/runs/{run_id}/cancel", f"/presets/{preset_id}/delete"):
+        assert (await as_outsider.submit(path)).status_code == 404
+    assert "secret" not in (await as_outsider.get("/presets")).text
+    assert run_id not in (await as_outsider.get("/runs")).text
+    run = await client.get(f"/collection/runs/{run_id}", headers=owner.headers)
+    assert run.json()["status"] == "pending"
+
+
+async def test_org_switcher_with_several_memberships(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin("Alpha")
+    beta = await client.post("/orgs", json={"name": "Beta"}, headers=admin.headers)
+    beta_id = beta.json()["id"]
+    admin.extra_headers["X-Org-Id"] = str(admin.org_id)
+    await _preset(client, admin, "Alpha preset")
+    signed_in = await browser(admin)
+
+    page = await signed_in.get("/presets")
+    assert '<select id="org-switch" name="org_id">' in page.text
+    assert "Alpha (admin)" in page.text
+    assert "Beta (admin)" in page.text
+    assert "Alpha preset" in page.text  # the first by name
+
+    switched = await signed_in.submit(
+        "/organization", {"org_id": beta_id, "next": f"/runs/{uuid.uuid4()}"}
+    )
+    assert switched.status_code == 303
+    assert switched.headers["location"] == "/runs"  # one org's page is not found in another
+    assert signed_in.http.cookies[ORG_COOKIE] == beta_id
+    assert "Alpha preset" not in (await signed_in.get("/presets")).text
+
+    refused = await signed_in.submit("/organization", {"org_id": str(uuid.uuid4())})
+    assert refused.status_code == 403
+
+
+async def test_without_organization_a_user_can_create_one(
+    browser: BrowserFactory, actors: Actors
+) -> None:
+    loner = actors.user()
+    visitor = await browser(loner)
+    page = await visitor.get("/runs")
+    assert page.status_code == 200
+    assert "you are not a member of any organization yet" in page.text
+    empty = await visitor.submit("/organization/new", {"name": "  "}, page="/runs")
+    assert empty.status_code == 400
+    assert "String should have at least 1 character" in empty.text
+    created = await visitor.submit("/organization/new", {"name": "Loners"}, page="/runs")
+    assert created.headers["location"] == "/presets"
+    presets = await visitor.get("/presets")
+    assert "Loners · admin" in presets.text
+    assert "No presets yet" in presets.text
+
+
+# --- presets -------------------------------------------------------------------------------------
+
+
+async def test_presets_show_the_api_messages_at_the_field(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    signed_in = await browser(admin)
+    assert "No presets yet" in (await signed_in.get("/presets")).text
+
+    bad = await signed_in.submit(
+        "/presets", {"name": "Electronics", "category_ids": "172282, abc"}, page="/presets/new"
+    )
+    assert bad.status_code == 400
+    assert (
+        '<p class="field-error" id="category_ids-error" >'
+        "must be a numeric category ID (digits only), got &#39;abc&#39;</p>"
+    ) in bad.text
+    assert 'id="category_ids" name="category_ids"' in bad.text
+    assert "172282, abc</textarea>" in bad.text  # what was typed is kept
+    assert '"detail"' not in bad.text
+
+    created = await signed_in.submit(
+        "/presets", {"name": "Electronics", "category_ids": "172282\n541966 172282"}
+    )
+    assert created.status_code == 303
+    listing = await signed_in.get("/presets")
+    assert "Preset Electronics created with 2 categories." in listing.text
+
+    taken = await signed_in.submit("/presets", {"name": "Electronics", "category_ids": "1"})
+    assert taken.status_code == 409
+    assert "a preset named &#39;Electronics&#39; already exists; choose another name" in taken.text
+
+    api_presets = (await client.get("/collection/presets", headers=admin.headers)).json()
+    preset = api_presets["items"][0]
+    assert preset["category_ids"] == ["172282", "541966"]
+
+    edit = await signed_in.get(f"/presets/{preset['id']}")
+    assert "172282\n541966</textarea>" in edit.text
+    empty = await signed_in.submit(
+        f"/presets/{preset['id']}", {"name": "Electronics", "category_ids": ""}
+    )
+    assert empty.status_code == 400
+    assert "must list at least one category ID" in empty.text
+    saved = await signed_in.submit(
+        f"/presets/{preset['id']}", {"name": "Gadgets", "category_ids": "1,2,3"}
+    )
+    assert saved.status_code == 303
+    after = await client.get(f"/collection/presets/{preset['id']}", headers=admin.headers)
+    assert after.json()["name"] == "Gadgets"
+    assert after.json()["category_ids"] == ["1", "2", "3"]
+
+    deleted = await signed_in.submit(f"/presets/{preset['id']}/delete")
+    assert deleted.status_code == 303
+    assert "Preset Gadgets deleted." in (await signed_in.get("/presets")).text
+    gone = await client.get(f"/collection/presets/{preset['id']}", headers=admin.headers)
+    assert gone.status_code == 404
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+async def test_runs_list_empty_states_say_what_to_do(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    signed_in = await browser(admin)
+    page = await signed_in.get("/runs")
+    assert "No runs yet" in page.text
+    assert 'href="/presets/new">Create a preset' in page.text
+    await _preset(client, admin)
+    page = await signed_in.get("/runs")
+    assert 'href="/runs/new">Start a run' in page.text
+    assert "No completed runs" in (await signed_in.get("/runs?status=completed")).text
+
+
+async def test_a_run_from_a_preset_with_live_progress_and_results(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    preset_id = await _preset(client, admin)
+    signed_in = await browser(admin)
+
+    form = await signed_in.get(f"/runs/new?preset_id={preset_id}")
+    assert f'<option value="{preset_id}" selected>' in form.text
+    too_big = await signed_in.submit(
+        "/runs", {"preset_id": preset_id, "products_per_category": "500"}, page="/runs/new"
+    )
+    assert too_big.status_code == 400
+    assert "Input should be less than or equal to 100" in too_big.text
+
+    created = await signed_in.submit(
+        "/runs",
+        {"preset_id": preset_id, "name": "Web run", "products_per_category": "5", "start": "on"},
+    )
+    assert created.status_code == 303
+    run_id = created.headers["location"].removeprefix("/runs/")
+    page = await signed_in.get(f"/runs/{run_id}")
+    assert "Run started" in page.text
+    assert "Web run" in page.text
+
+    await _wait_until(client, admin, run_id, "completed")
+    live = await signed_in.get(f"/runs/{run_id}/live")
+    assert live.status_code == 200
+    assert "data-live-url" not in live.text  # nothing changes any more: polling stops
+    assert "data-finished" in live.text
+    assert "Completed" in live.text
+
+    page = await signed_in.get(f"/runs/{run_id}")
+    api_sellers = (
+        await client.get(f"/collection/runs/{run_id}/sellers?limit=25", headers=admin.headers)
+    ).json()["items"]
+    shown = re.findall(r'<td class="seller">([^<]+)</td>', page.text)
+    assert shown == [s["username"] for s in api_sellers]  # the API's ranking, page one
+    assert f'href="/runs/{run_id}/export.csv?kind=sellers"' in page.text
+    assert "first completed run, so no seller is marked new" in page.text
+
+    export = await signed_in.get(f"/runs/{run_id}/export.csv?kind=sellers")
+    assert export.status_code == 200
+    assert export.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(export.text)))
+    assert rows[0][:2] == ["rank", "seller_username"]
+    assert rows[1][1] == api_sellers[0]["username"]
+
+    duplicate = await signed_in.submit("/runs", {"preset_id": preset_id, "start": "on"})
+    assert duplicate.status_code == 303  # the first one is finished: a second may run
+    second = duplicate.headers["location"]
+    busy = await signed_in.submit("/runs", {"preset_id": preset_id})
+    if busy.status_code == 409:  # the second is still active
+        assert "the organization already has an active run" in busy.text
+    await _wait_until(client, admin, second.removeprefix("/runs/"), "completed")
+
+
+async def test_sellers_sort_paginate_and_mark_new_sellers(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    await _completed_run(client, admin, ["11"])
+    run_id = await _completed_run(client, admin, ["11", "12", "13"])
+    signed_in = await browser(admin)
+
+    def sellers_of(html: str) -> list[str]:
+        return re.findall(r'<td class="seller">([^<]+)</td>', html)
+
+    page = await signed_in.get(f"/runs/{run_id}")
+    assert '<span class="badge new">New</span>' in page.text
+    assert 'aria-sort="ascending"' in page.text  # by rank
+    api = (
+        await client.get(f"/collection/runs/{run_id}/sellers?limit=200", headers=admin.headers)
+    ).json()
+    everyone = api["items"]
+    total = len(everyone)
+    assert total > 25
+    assert sellers_of(page.text) == [s["username"] for s in everyone[:25]]
+    new_on_page = [s["username"] for s in everyone[:25] if s["new_since_last_run"]]
+    marked = re.findall(
+        r'<tr class="is-new">\s*<td class="num">\d+</td>\s*<td class="seller">([^<]+)', page.text
+    )
+    assert marked == new_on_page
+
+    second = await signed_in.get(f"/runs/{run_id}?page=2")
+    assert sellers_of(second.text) == [s["username"] for s in everyone[25:50]]
+    assert "Page 2 of" in second.text
+
+    by_name = await signed_in.get(f"/runs/{run_id}?sort=seller")
+    names = sorted((s["username"] for s in everyone), key=str.lower)
+    assert sellers_of(by_name.text) == names[:25]
+    reversed_names = await signed_in.get(f"/runs/{run_id}?sort=seller&order=desc")
+    assert sellers_of(reversed_names.text) == list(reversed(names))[:25]
+    by_feedback = await signed_in.get(f"/runs/{run_id}?sort=feedback")
+    scores = [s["feedback_score"] for s in everyone if s["feedback_score"] is not None]
+    shown_scores = [
+        int(v.replace(",", ""))
+        for v in re.findall(r'<td class="num">([\d,]+) <span class="muted">', by_feedback.text)
+    ]
+    assert shown_scores == sorted(scores, reverse=True)[: len(shown_scores)]
+    # Ranks stay the ranking's, whatever the order.
+    by_rank_desc = await signed_in.get(f"/runs/{run_id}?sort=rank&order=desc")
+    assert f'<td class="num">{total}</td>' in by_rank_desc.text
+    assert (await signed_in.get(f"/runs/{run_id}?sort=bogus&page=x")).status_code == 200
+
+
+async def test_run_buttons_follow_the_allowed_transitions(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    run = await client.post("/collection/runs", json={"category_ids": ["5"]}, headers=admin.headers)
+    run_id = run.json()["id"]
+    signed_in = await browser(admin)
+
+    pending = await signed_in.get(f"/runs/{run_id}")
+    assert f'action="/runs/{run_id}/start"' in pending.text
+    assert f'action="/runs/{run_id}/cancel"' in pending.text
+    assert f'action="/runs/{run_id}/pause"' not in pending.text
+    assert f'action="/runs/{run_id}/resume"' not in pending.text
+    assert f'data-live-url="/runs/{run_id}/live"' in pending.text
+
+    refused = await signed_in.submit(f"/runs/{run_id}/pause", page=f"/runs/{run_id}")
+    assert refused.status_code == 409
+    assert "Could not pause the run: cannot pause a run that is pending" in refused.text
+    assert (await signed_in.submit(f"/runs/{run_id}/explode")).status_code == 404
+
+    cancelled = await signed_in.submit(f"/runs/{run_id}/cancel")
+    assert cancelled.status_code == 303
+    page = await signed_in.get(f"/runs/{run_id}")
+    assert "Run cancelled" in page.text
+    assert f'action="/runs/{run_id}/' not in page.text  # nothing left to press
+    api = await client.get(f"/collection/runs/{run_id}", headers=admin.headers)
+    assert api.json()["status"] == "cancelled"
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+async def test_schedule_form_shows_api_errors_at_the_field_and_saves(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    preset_id = await _preset(client, admin)
+    signed_in = await browser(admin)
+
+    page = await signed_in.get("/schedule")
+    assert "At 00:00 on day 1 of every month" in page.text  # the default, described
+    assert page.text.count('<li><time datetime="') == 5  # and its next five times
+    assert '<option value="Europe/Berlin">' in page.text
+    assert "Nothing has fired yet" in page.text
+
+    form = {
+        "preset_id": preset_id,
+        "cron_expression": "0 9 * * 1-5",
+        "timezone": "Europe/Berlin",
+        "enabled": "on",
+    }
+    bad_cron = await signed_in.submit(
+        "/schedule", {**form, "cron_expression": "0 25 * * *"}, page="/schedule"
+    )
+    assert bad_cron.status_code == 400
+    error = re.search(r'id="cron_expression-error" >([^<]+)</p>', bad_cron.text)
+    assert error
+    assert "hour" in error.group(1)
+    assert "25" in error.group(1)
+    assert 'value="0 25 * * *"' in bad_cron.text
+    bad_zone = await signed_in.submit(
+        "/schedule", {**form, "timezone": "Mars/Olympus"}, page="/schedule"
+    )
+    assert bad_zone.status_code == 400
+    assert re.search(r'id="timezone-error" >[^<]*Mars/Olympus', bad_zone.text)
+    no_preset = await signed_in.submit("/schedule", {**form, "preset_id": ""}, page="/schedule")
+    assert "an enabled schedule needs a preset" in no_preset.text
+    schedule = await client.get("/collection/schedule", headers=admin.headers)
+    assert schedule.json()["id"] is None  # nothing was saved
+
+    saved = await signed_in.submit("/schedule", {**form, "notify_email": "on"}, page="/schedule")
+    assert saved.status_code == 303
+    page = await signed_in.get("/schedule")
+    assert "Schedule saved: Electronics runs next on" in page.text
+    schedule = (await client.get("/collection/schedule", headers=admin.headers)).json()
+    assert schedule["cron_expression"] == "0 9 * * 1-5"
+    assert schedule["timezone"] == "Europe/Berlin"
+    assert schedule["enabled"]
+    assert schedule["notify_email"]
+
+    toggled = await signed_in.submit("/schedule", {**form, "enabled": ""}, page="/schedule")
+    assert toggled.status_code == 303
+    assert "It is disabled" in (await signed_in.get("/schedule")).text
+    schedule = (await client.get("/collection/schedule", headers=admin.headers)).json()
+    assert not schedule["enabled"]
+    assert not schedule["notify_email"]
+
+
+async def test_schedule_preview_fragment(browser: BrowserFactory, actors: Actors) -> None:
+    admin = await actors.admin()
+    signed_in = await browser(admin)
+    fetch = {"X-Requested-With": "fetch"}
+    good = await signed_in.get(
+        "/schedule/preview?cron_expression=30 8 * * 1-5&timezone=America/New_York", headers=fetch
+    )
+    assert good.status_code == 200
+    assert "data-error" not in good.text
+    assert good.text.count("<li>") == 5
+    assert "EST" in good.text or "EDT" in good.text
+    bad = await signed_in.get("/schedule/preview?cron_expression=61 * * * *&timezone=UTC")
+    assert 'data-error-field="cron_expression"' in bad.text
+    assert "61" in bad.text
+    zone = await signed_in.get("/schedule/preview?cron_expression=@daily&timezone=Nowhere")
+    assert 'data-error-field="timezone"' in zone.text
+    long = await signed_in.get(f"/schedule/preview?cron_expression={'1' * 300}&timezone=UTC")
+    assert "at most 200 characters" in long.text
+
+
+async def test_run_now_and_history_link_to_runs(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    signed_in = await browser(admin)
+    early = await signed_in.submit("/schedule/run-now", page="/schedule")
+    assert early.status_code == 303
+    assert "Save the schedule (with a preset) first" in (await signed_in.get("/schedule")).text
+
+    preset_id = await _preset(client, admin)
+    await client.patch(
+        "/collection/schedule",
+        json={"preset_id": preset_id, "cron_expression": "@monthly", "enabled": True},
+        headers=admin.headers,
+    )
+    started = await signed_in.submit("/schedule/run-now", page="/schedule")
+    assert started.status_code == 303
+    run_path = started.headers["location"]
+    assert run_path.startswith("/runs/")
+    skipped = await signed_in.submit("/schedule/run-now", page="/schedule")
+    assert skipped.headers["location"] == "/schedule"
+    page = await signed_in.get("/schedule")
+    assert "Not started: skipped:" in page.text
+    assert f'href="{run_path}">View run</a>' in page.text
+    assert f'href="{run_path}">Active run</a>' in page.text
+    assert "outcome-skipped" in page.text
+    assert "outcome-started" in page.text
+    await client.post(f"/collection{run_path}/cancel", headers=admin.headers)
+
+
+@pytest.mark.parametrize("jwt_secret", [None, "s" * 40])
+def test_serve_prints_a_sign_in_link_only_in_the_embedded_default(
+    jwt_secret: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    from app import cli, migrate
+
+    served: list[FastAPI] = []
+    monkeypatch.setattr(migrate, "upgrade", lambda *_args: None)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_options: served.append(app))
+    monkeypatch.chdir(tmp_path)  # no .env here
+    env = {"DATA_DIR": str(tmp_path / "data"), "JWT_SECRET": jwt_secret}
+    every_interface = "0.0.0.0"  # noqa: S104 (not bound: uvicorn.run is replaced)
+    result = CliRunner().invoke(
+        cli.main, ["serve", "--host", every_interface, "--port", "8123"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert len(served) == 1
+    link = re.search(r"http://127\.0\.0\.1:8123/sign-in/link\?code=(\S+)", result.output)
+    if jwt_secret:
+        assert link is None
+    else:
+        assert link, result.output
+        assert served[0].state.web_sign_in_links.redeem(link.group(1))
