@@ -460,12 +460,16 @@ async def _complete(
 
 
 async def _all_sellers(
-    client: httpx.AsyncClient, admin: Actor, run_id: str, limit: int = 7
+    client: httpx.AsyncClient, admin: Actor, run_id: str, limit: int = 7, **order: str
 ) -> list[dict[str, Any]]:
     sellers: list[dict[str, Any]] = []
     cursor = None
     while True:
-        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, Any] = {
+            "limit": limit,
+            **order,
+            **({"cursor": cursor} if cursor else {}),
+        }
         page = (
             await client.get(
                 f"/collection/runs/{run_id}/sellers", params=params, headers=admin.headers
@@ -496,6 +500,38 @@ async def test_sellers_are_ranked_and_paginated(
     assert top["listings"] == len(mine)
     assert top["products"] == len({asin for asin, _ in mine})
     assert Decimal(top["min_price"]) <= Decimal(top["max_price"])
+
+
+async def test_sellers_in_another_order_keep_their_rank(
+    client: httpx.AsyncClient, admin: Actor
+) -> None:
+    run = await _complete(client, admin, ["172282", "541966"], 10)
+    ranked = await _all_sellers(client, admin, run["id"], 200)
+    rank_of = {s["username"]: s["rank"] for s in ranked}
+
+    def price(seller: dict[str, Any]) -> Decimal:
+        return Decimal(seller["min_price"])
+
+    for sort, order, key in [
+        ("seller", "asc", lambda s: (s["username"].lower(), s["rank"])),
+        ("listings", "desc", lambda s: (-s["listings"], s["rank"])),
+        ("price", "asc", lambda s: (price(s), s["rank"])),
+        ("price", "desc", lambda s: (-price(s), s["rank"])),
+        ("rank", "desc", lambda s: -s["rank"]),
+    ]:
+        # pages of 7: the order and each seller's rank hold across page boundaries
+        sellers = await _all_sellers(client, admin, run["id"], sort=sort, order=order)
+        assert sorted(sellers, key=key) == sellers, (sort, order)
+        assert {s["username"]: s["rank"] for s in sellers} == rank_of, (sort, order)
+
+    wrong = await client.get(
+        f"/collection/runs/{run['id']}/sellers",
+        params={"sort": "rating", "order": "up"},
+        headers=admin.headers,
+    )
+    assert wrong.status_code == 422
+    fields = {tuple(error["loc"]) for error in wrong.json()["detail"]}
+    assert fields == {("query", "sort"), ("query", "order")}
 
 
 async def test_new_since_last_run(client: httpx.AsyncClient, admin: Actor) -> None:

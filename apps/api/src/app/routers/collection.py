@@ -350,6 +350,15 @@ async def list_sellers(
     session: SessionDep,
     service: Service,
     page: Annotated[PageParams, Depends(page_params)],
+    sort: Annotated[
+        results.SellerSort,
+        Query(
+            description="Order of the list: the ranking (default), or by seller name, "
+            "products, listings, lowest price or feedback score. Each seller keeps its rank; "
+            "ties and sellers without a value (last) stay in ranking order."
+        ),
+    ] = "rank",
+    order: Annotated[Literal["asc", "desc"], Query(description="Direction of `sort`.")] = "asc",
 ) -> Page[SellerResponse]:
     """eBay sellers ranked by how many distinct collected products they list (then by
     listings, then name), with price range, feedback, and whether each is new since the
@@ -357,7 +366,14 @@ async def list_sellers(
     run = await _get_run(service, session, ctx, run_id)
     offset = decode_offset(page.cursor)
     try:
-        sellers, more = await results.rank_sellers(session, run, offset=offset, limit=page.limit)
+        sellers, more = await results.rank_sellers(
+            session,
+            run,
+            offset=offset,
+            limit=page.limit,
+            sort=sort,
+            descending=order == "desc",
+        )
     except results.ResultsPurgedError as exc:
         raise HTTPException(status.HTTP_410_GONE, detail=str(exc)) from None
     return Page(

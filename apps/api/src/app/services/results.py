@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,6 +59,10 @@ async def previous_completed_run(session: AsyncSession, run: CollectionRun) -> u
     )
 
 
+SellerSort = Literal["rank", "seller", "products", "listings", "price", "feedback"]
+SELLER_SORTS: tuple[SellerSort, ...] = get_args(SellerSort)
+
+
 def _ranking(run_id: uuid.UUID, previous_run_id: uuid.UUID | None) -> AnySelect:
     """Sellers by distinct products listed, then listings, then name (deterministic ties)."""
     products = sa.func.count(sa.distinct(RunListing.asin)).label("products")
@@ -77,13 +81,13 @@ def _ranking(run_id: uuid.UUID, previous_run_id: uuid.UUID | None) -> AnySelect:
         is_new = sa.not_(seen_before).label("new_since_last_run")
     return (
         sa.select(
-            RunListing.seller_username,
+            RunListing.seller_username.label("username"),
             products,
             listings,
-            sa.func.min(RunListing.price),
-            sa.func.max(RunListing.price),
-            sa.func.max(RunListing.seller_feedback_score),
-            sa.func.max(RunListing.seller_feedback_percentage),
+            sa.func.min(RunListing.price).label("min_price"),
+            sa.func.max(RunListing.price).label("max_price"),
+            sa.func.max(RunListing.seller_feedback_score).label("feedback_score"),
+            sa.func.max(RunListing.seller_feedback_percentage).label("feedback_percentage"),
             is_new,
         )
         .where(RunListing.run_id == run_id)
@@ -92,20 +96,49 @@ def _ranking(run_id: uuid.UUID, previous_run_id: uuid.UUID | None) -> AnySelect:
     )
 
 
-def _ranked(offset: int, rows: Sequence[Any]) -> list[RankedSeller]:
+def _sorted_ranking(
+    run_id: uuid.UUID, previous_run_id: uuid.UUID | None, sort: SellerSort, descending: bool
+) -> AnySelect:
+    """The ranking in another order, each seller keeping its rank (the first column).
+
+    Ties of the chosen column, and sellers without a value (last either way), stay in
+    ranking order, so paging through any order is deterministic.
+    """
+    ranking = _ranking(run_id, previous_run_id).order_by(None).subquery("ranking")
+    c = ranking.c
+    rank = (
+        sa.func.row_number()
+        .over(order_by=(c.products.desc(), c.listings.desc(), c.username))
+        .label("rank")
+    )
+    key: sa.ColumnElement[Any] = {
+        "rank": rank,
+        "seller": sa.func.lower(c.username),
+        "products": c.products,
+        "listings": c.listings,
+        "price": c.min_price,
+        "feedback": c.feedback_score,
+    }[sort]
+    return sa.select(rank, *c).order_by(
+        (key.desc() if descending else key.asc()).nulls_last(), rank
+    )
+
+
+def _ranked(rows: Sequence[Any]) -> list[RankedSeller]:
+    """Rows of `_sorted_ranking` (the rank first, then the columns of `_ranking`)."""
     return [
         RankedSeller(
-            rank=offset + index + 1,
-            username=row[0],
-            products=row[1],
-            listings=row[2],
-            min_price=_decimal(row[3]),
-            max_price=_decimal(row[4]),
-            feedback_score=row[5],
-            feedback_percentage=_decimal(row[6]),
-            new_since_last_run=None if row[7] is None else bool(row[7]),
+            rank=row[0],
+            username=row[1],
+            products=row[2],
+            listings=row[3],
+            min_price=_decimal(row[4]),
+            max_price=_decimal(row[5]),
+            feedback_score=row[6],
+            feedback_percentage=_decimal(row[7]),
+            new_since_last_run=None if row[8] is None else bool(row[8]),
         )
-        for index, row in enumerate(rows)
+        for row in rows
     ]
 
 
@@ -125,13 +158,31 @@ def _check_kept(run: CollectionRun) -> None:
 
 
 async def rank_sellers(
-    session: AsyncSession, run: CollectionRun, *, offset: int, limit: int
+    session: AsyncSession,
+    run: CollectionRun,
+    *,
+    offset: int,
+    limit: int,
+    sort: SellerSort = "rank",
+    descending: bool = False,
 ) -> tuple[list[RankedSeller], bool]:
-    """One page of the run's seller ranking, and whether more follow."""
+    """One page of the run's seller ranking, ordered by `sort`, and whether more follow."""
     _check_kept(run)
     previous = await previous_completed_run(session, run)
-    rows = (await session.execute(_ranking(run.id, previous).offset(offset).limit(limit + 1))).all()
-    return _ranked(offset, rows[:limit]), len(rows) > limit
+    statement = _sorted_ranking(run.id, previous, sort, descending)
+    rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
+    return _ranked(rows[:limit]), len(rows) > limit
+
+
+async def count_sellers(session: AsyncSession, run: CollectionRun) -> int:
+    """How many distinct sellers the run's listings have."""
+    _check_kept(run)
+    count = await session.scalar(
+        sa.select(sa.func.count(sa.distinct(RunListing.seller_username))).where(
+            RunListing.run_id == run.id
+        )
+    )
+    return count or 0
 
 
 SELLER_COLUMNS = [
@@ -177,7 +228,7 @@ async def export_csv(database: Database, run: CollectionRun, kind: str) -> Async
         statement: AnySelect
         if kind == "sellers":
             previous = await previous_completed_run(session, run)
-            statement = _ranking(run.id, previous)
+            statement = _sorted_ranking(run.id, previous, "rank", descending=False)
         else:
             statement = (
                 sa.select(
@@ -210,11 +261,9 @@ async def export_csv(database: Database, run: CollectionRun, kind: str) -> Async
                 )
             )
         stream = await session.stream(statement.execution_options(yield_per=EXPORT_BATCH))
-        offset = 0
         async for partition in stream.partitions():
             if kind == "sellers":
-                ranked = _ranked(offset, partition)
-                offset += len(partition)
+                ranked = _ranked(partition)
                 rows: list[Sequence[Any]] = [
                     [
                         s.rank,

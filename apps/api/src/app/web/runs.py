@@ -8,11 +8,8 @@ rules, the one-active-run rule and the tenant scoping are the API's own.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -25,7 +22,7 @@ from app.routers import collection as api
 from app.services import presets as preset_service
 from app.services import results
 from app.services.collection import ALLOWED_FROM, CollectionService, RunNotFoundError
-from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
+from app.tables import ACTIVE_RUN_STATUSES, RunStatus
 from app.web.errors import FORM, WebError, detail_text, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
@@ -213,88 +210,6 @@ async def create_run(
 # --- one run ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SellerRow:
-    """A row of the sellers table: the API's seller fields and its place in the ranking."""
-
-    rank: int
-    username: str
-    products: int
-    listings: int
-    min_price: Decimal | None
-    max_price: Decimal | None
-    feedback_score: int | None
-    feedback_percentage: Decimal | None
-    new_since_last_run: bool | None
-
-
-SELLER_SORTS = ("rank", "seller", "products", "listings", "price", "feedback")
-
-
-async def sorted_sellers(
-    session: AsyncSession,
-    run: CollectionRun,
-    *,
-    sort: str,
-    descending: bool,
-    offset: int,
-    limit: int,
-) -> tuple[list[SellerRow], int]:
-    """One page of the run's seller ranking in the chosen order, and how many sellers.
-
-    The ranking is the API's own query (`results`), wrapped so it can be ordered by any
-    column while each seller keeps its rank.
-    """
-    previous = await results.previous_completed_run(session, run)
-    # results.py has no ordering option; wrapping its query keeps one definition of a rank.
-    ranking = results._ranking(run.id, previous).order_by(None).subquery()
-    # Its columns: username, products, listings, min/max price, feedback score/%, new.
-    columns = list(ranking.c)
-    username, products, listings, min_price, score = (columns[i] for i in (0, 1, 2, 3, 5))
-    rank = (
-        sa.func.row_number()
-        .over(order_by=(products.desc(), listings.desc(), username))
-        .label("rank")
-    )
-    key: Any = {
-        "rank": rank,
-        "seller": sa.func.lower(username),
-        "products": products,
-        "listings": listings,
-        "price": min_price,
-        "feedback": score,
-    }[sort]
-    statement = (
-        sa.select(rank, *ranking.c)
-        .order_by((key.desc() if descending else key.asc()).nulls_last(), rank)
-        .offset(offset)
-        .limit(limit)
-    )
-    rows = (await session.execute(statement)).all()
-    total = await session.scalar(sa.select(sa.func.count()).select_from(ranking))
-    return [
-        SellerRow(
-            rank=row[0],
-            username=row[1],
-            products=row[2],
-            listings=row[3],
-            min_price=_decimal(row[4]),
-            max_price=_decimal(row[5]),
-            feedback_score=row[6],
-            feedback_percentage=_decimal(row[7]),
-            new_since_last_run=None if row[8] is None else bool(row[8]),
-        )
-        for row in rows
-    ], total or 0
-
-
-def _decimal(value: Any) -> Decimal | None:
-    # SQLite answers aggregates of NUMERIC columns as floats.
-    if value is None or isinstance(value, Decimal):
-        return value
-    return Decimal(str(value)).quantize(Decimal("0.01"))
-
-
 async def _run_page(
     request: Request,
     context: WebContext,
@@ -317,18 +232,19 @@ async def _run_page(
             "your organizations: switch organization above, or go back to the runs.",
         ) from exc
     run = RunResponse.model_validate(row)
-    sort = sort if sort in SELLER_SORTS else "rank"
+    chosen: results.SellerSort = next((key for key in results.SELLER_SORTS if key == sort), "rank")
     # The natural direction of each column: best first (rank 1, most products, ...).
-    natural_descending = sort in ("products", "listings", "feedback")
+    natural_descending = chosen in ("products", "listings", "feedback")
     descending = natural_descending if order not in ("asc", "desc") else order == "desc"
     page_number = max(1, int(page)) if page.isdigit() else 1
-    sellers: list[SellerRow] = []
+    sellers: list[results.RankedSeller] = []
     total = 0
     if row.results_purged_at is None:
-        sellers, total = await sorted_sellers(
+        total = await results.count_sellers(session, row)
+        sellers, _ = await results.rank_sellers(
             session,
             row,
-            sort=sort,
+            sort=chosen,
             descending=descending,
             offset=(page_number - 1) * SELLERS_PER_PAGE,
             limit=SELLERS_PER_PAGE,
@@ -345,7 +261,7 @@ async def _run_page(
         error=error,
         sellers=sellers,
         total_sellers=total,
-        sort=sort,
+        sort=chosen,
         descending=descending,
         natural_descending=natural_descending,
         page=min(page_number, pages),
