@@ -8,6 +8,7 @@ time to come around.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from app.services.collection import CollectionService
 from app.services.executor import RunExecutor
 from app.services.notifications import Mailer
 from app.services.scheduler import CollectionScheduler
-from app.services.schedules import ScheduleService
+from app.services.schedules import FireResult, ScheduleService
 from app.tables import CollectionSchedule, ScheduleFire
 from tests.conftest import Actors, make_settings
 from tests.scheduling import (
@@ -468,12 +469,45 @@ async def test_engine_fires_a_lone_schedule_within_a_second(
                 break
             await asyncio.sleep(0.02)
     finally:
-        engine.shutdown()
+        await engine.shutdown()
         await engine.drain()
         schedules.clock, collection.clock = saved
     (fire,) = fires
     delay = datetime.fromisoformat(fire["fired_at"]) - due
     assert timedelta(0) <= delay < timedelta(seconds=1)
+
+
+async def test_shutdown_lets_a_tick_in_flight_finish(
+    app: FastAPI,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """APScheduler cancels the jobs still running when it shuts down (and logs each as a
+    failure); stopping the engine waits for its tick instead."""
+    schedules: ScheduleService = app.state.schedules
+    entered, release = asyncio.Event(), asyncio.Event()
+    finished: list[bool] = []
+
+    async def slow_fire_due() -> list[FireResult]:
+        entered.set()
+        await release.wait()
+        finished.append(True)
+        return []
+
+    monkeypatch.setattr(schedules, "fire_due", slow_fire_due)
+    engine = _engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
+    engine.start()  # ticks at once: whatever is due after downtime
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    stopping = asyncio.create_task(engine.shutdown())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waiting for the tick, not cancelling it
+    release.set()
+    await asyncio.wait_for(stopping, timeout=5)
+    await engine.drain()
+    assert finished == [True]
+    assert not engine.running
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_engine_picks_up_a_change_without_restart(
@@ -497,7 +531,7 @@ async def test_engine_picks_up_a_change_without_restart(
                 break
             await asyncio.sleep(0.02)
     finally:
-        engine.shutdown()
+        await engine.shutdown()
         await engine.drain()
         app.state.scheduler = original
         schedules.clock, collection.clock = saved

@@ -57,5 +57,5 @@ def scheduler_startup(scheduler: CollectionScheduler, settings: Settings) -> Non
 
 async def scheduler_shutdown(scheduler: CollectionScheduler) -> None:
     """Stop the schedule engine and let follow-up work of the last fires finish."""
-    scheduler.shutdown()
+    await scheduler.shutdown()
     await scheduler.drain()

@@ -95,11 +95,22 @@ class CollectionScheduler:
         self._arm(self.clock())
         logger.info("scheduler started; polling every %ss", self.poll.total_seconds())
 
-    def shutdown(self) -> None:
-        """Stop waking up (a fire in progress finishes its transaction or rolls back)."""
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-            logger.info("scheduler stopped")
+    async def shutdown(self) -> None:
+        """Stop waking up, once a tick in flight has finished its fires.
+
+        APScheduler's asyncio executor cancels the jobs still running when it shuts down
+        (and logs each as a failed job), so first pause it, let a tick it has just handed
+        to the loop start, and wait for the tick to end.
+        """
+        if not self.scheduler.running:
+            return
+        self.scheduler.pause()
+        await asyncio.sleep(0)  # a tick submitted just now takes its first step (see tick)
+        tick = self._tick_task
+        if tick is not None and tick is not asyncio.current_task():
+            await asyncio.wait({tick})
+        self.scheduler.shutdown(wait=False)
+        logger.info("scheduler stopped")
 
     def wake(self) -> None:
         """Look at the schedules again now (one of them changed)."""
@@ -135,7 +146,7 @@ class CollectionScheduler:
     async def tick(self) -> list[FireResult]:
         """Fire what is due and choose the next wake-up (armed by `_after_tick`)."""
         self._ticking = True
-        self._tick_task = asyncio.current_task()
+        self._tick_task = asyncio.current_task()  # before any await: `shutdown` relies on it
         next_due: datetime | None = None
         results: list[FireResult] = []
         try:
@@ -205,15 +216,7 @@ class CollectionScheduler:
         task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Wait for a tick in flight and the follow-up work of fires: shutdown and tests.
-
-        After `shutdown` APScheduler no longer starts ticks but does not wait for the one
-        running; left alone, it would meet a disposed database or be cancelled as the loop
-        closes (APScheduler logs either as a job failure).
-        """
-        tick = self._tick_task
-        if tick is not None and tick is not asyncio.current_task():
-            await asyncio.wait({tick})
+        """Wait for the follow-up work of fires (run submission, mail): shutdown and tests."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
