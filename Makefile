@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 API    := apps/api
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
@@ -20,14 +21,19 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python $(API)/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '$(API)[dev]'
+	@touch $@ $(RUN_STAMP)
+
+# `make run` needs the service alone, not the test and lint tools.
+$(RUN_STAMP): $(BIN)/python $(API)/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '$(API)'
 	@touch $@
 
 install: $(STAMP)  ## create .venv and install the API with its dev tools
 
-run: $(STAMP)  ## migrate and serve on http://$(HOST):$(PORT) (SQLite under ./data by default)
+run: $(RUN_STAMP)  ## migrate and serve on http://$(HOST):$(PORT) (SQLite under ./data by default)
 	$(BIN)/collection-api serve --host $(HOST) --port $(PORT)
 
-migrate: $(STAMP)  ## upgrade the configured database to the newest schema
+migrate: $(RUN_STAMP)  ## upgrade the configured database to the newest schema
 	$(BIN)/collection-api migrate
 
 lint: $(STAMP)  ## ruff check + ruff format --check
