@@ -4,9 +4,10 @@ budget), the listing matching rule, `providers check`, and full runs with Keepa 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,8 @@ from app.cli import main
 from app.database import Database
 from app.providers import build_providers
 from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
-from app.providers.ebay import DailyCallBudget, EbayBrowseProvider, next_pacific_midnight
+from app.providers.budget import PACIFIC, DailyCallBudget, SharedDailyCallBudget, next_midnight
+from app.providers.ebay import EbayBrowseProvider, daily_budget
 from app.providers.keepa import KeepaAmazonProvider
 from app.providers.matching import key_tokens, search_keywords, title_matches, title_tokens
 from app.providers.resilience import (
@@ -32,7 +34,7 @@ from app.providers.resilience import (
 )
 from app.providers.sample import SampleEbayProvider
 from app.services.executor import RunExecutor
-from app.tables import CollectionRun, RunStatus, utcnow
+from app.tables import CollectionRun, ProviderCallCount, RunStatus, utcnow
 from tests.conftest import Actor, Actors, make_settings
 from tests.fake_marketplaces import (
     FakeEbay,
@@ -179,7 +181,7 @@ async def test_pages_are_followed_through_next_up_to_the_limit(
     assert [listing.seller_username for listing in listings] == [f"seller_{n}" for n in range(7)]
     pages = ebay.calls(FakeEbay.SEARCH_PATH)
     assert [p.params.get("offset", "0") for p in pages] == ["0", "3", "6"]
-    assert provider.budget.used == 3
+    assert await provider.budget.used() == 3
 
 
 async def test_duplicate_items_and_listings_without_a_seller_are_left_out(
@@ -206,6 +208,48 @@ async def test_duplicate_items_and_listings_without_a_seller_are_left_out(
 
 async def test_nothing_found_is_an_empty_list(ebay: FakeEbay, http: httpx.AsyncClient) -> None:
     assert await client_for(ebay, http).search(product(), 20) == []
+    by_gtin, by_title = ebay.calls(FakeEbay.SEARCH_PATH)
+    assert "gtin" in by_gtin.params
+    assert "q" in by_title.params
+
+
+async def test_nothing_found_by_gtin_falls_back_to_the_title(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    ebay.list_for_keywords(
+        [
+            ebay_item("NEW VOLTKO Wireless Earbuds WE-512X Black", "kept_exact"),
+            ebay_item("Wireless Earbuds Bluetooth Headphones", "dropped_generic"),
+        ]
+    )
+    provider = client_for(ebay, http)
+    listings = await provider.search(product(), 20)
+    assert [listing.seller_username for listing in listings] == ["kept_exact"]
+    by_gtin, by_title = ebay.calls(FakeEbay.SEARCH_PATH)
+    assert by_gtin.params == {"gtin": UPC, "limit": "20"}
+    assert by_title.params == {"q": "VOLTKO Wireless Earbuds WE-512X", "limit": "20"}
+    assert await provider.budget.used() == 2  # the fallback is a call like any other
+
+
+async def test_listings_found_by_gtin_need_no_title_search(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    anonymous = ebay_item("Earbuds", "x")
+    del anonymous["seller"]
+    ebay.list_by_gtin(UPC, [anonymous])  # eBay knows the GTIN, though no item names a seller
+    ebay.list_for_keywords([ebay_item("NEW VOLTKO Wireless Earbuds WE-512X Black", "by_title")])
+    assert await client_for(ebay, http).search(product(), 20) == []
+    (search,) = ebay.calls(FakeEbay.SEARCH_PATH)
+    assert search.params == {"gtin": UPC, "limit": "20"}
+
+
+async def test_the_title_fallback_can_be_turned_off(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    ebay.list_for_keywords([ebay_item("NEW VOLTKO Wireless Earbuds WE-512X Black", "by_title")])
+    assert await client_for(ebay, http, keyword_fallback=False).search(product(), 20) == []
+    (search,) = ebay.calls(FakeEbay.SEARCH_PATH)
+    assert search.params == {"gtin": UPC, "limit": "20"}
 
 
 # --- the OAuth token ------------------------------------------------------------------------
@@ -374,7 +418,8 @@ async def test_refusals_and_malformed_answers_are_clear_errors(
 
 async def test_the_daily_budget_is_respected(ebay: FakeEbay, http: httpx.AsyncClient) -> None:
     clock = Clock()
-    provider = client_for(ebay, http, clock=clock, budget=DailyCallBudget(2, clock=clock))
+    ebay.list_by_gtin(UPC, [ebay_item("Earbuds", "alpha")])
+    provider = client_for(ebay, http, clock=clock, budget=daily_budget(2, clock=clock))
     await provider.search(product(), 5)
     await provider.search(product(), 5)
     with pytest.raises(QuotaExhaustedError) as caught:
@@ -385,7 +430,50 @@ async def test_the_daily_budget_is_respected(ebay: FakeEbay, http: httpx.AsyncCl
 
     clock.now = caught.value.resume_at
     await provider.search(product(), 5)
-    assert provider.budget.remaining == 1
+    assert await provider.budget.used() == 1
+
+
+async def test_the_shared_budget_is_one_count_for_every_instance(database: Database) -> None:
+    clock = Clock()
+    first, second = (daily_budget(3, database=database, clock=clock) for _ in range(2))
+    assert isinstance(first, SharedDailyCallBudget)
+    await first.take()
+    await second.take()
+    await first.take()
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await second.take()
+    assert caught.value.resume_at == datetime(2027, 7, 2, 7, 0, tzinfo=UTC)  # Pacific midnight
+    assert "eBay daily call budget of 3 spent by all instances" in str(caught.value)
+    assert (await first.used(), await second.used()) == (3, 3)
+
+    clock.now = caught.value.resume_at  # a new day in Pacific time
+    await second.take()
+    assert await first.used() == 1
+    async with database.read() as session:
+        rows = (
+            await session.execute(
+                sa.select(
+                    ProviderCallCount.provider, ProviderCallCount.day, ProviderCallCount.calls
+                ).order_by(ProviderCallCount.day)
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("ebay", date(2027, 7, 1), 3),
+        ("ebay", date(2027, 7, 2), 1),
+    ]
+
+
+async def test_concurrent_instances_never_take_more_than_the_shared_limit(
+    database: Database,
+) -> None:
+    clock = Clock()
+    budgets = [daily_budget(7, database=database, clock=clock) for _ in range(4)]
+    outcomes = await asyncio.gather(
+        *(budgets[n % 4].take() for n in range(20)), return_exceptions=True
+    )
+    assert sum(outcome is None for outcome in outcomes) == 7
+    assert all(isinstance(o, QuotaExhaustedError) for o in outcomes if o is not None)
+    assert await budgets[0].used() == 7
 
 
 @pytest.mark.parametrize(
@@ -397,7 +485,7 @@ async def test_the_daily_budget_is_respected(ebay: FakeEbay, http: httpx.AsyncCl
     ],
 )
 def test_the_budget_day_ends_at_midnight_pacific_time(now: datetime, reset: datetime) -> None:
-    assert next_pacific_midnight(now) == reset
+    assert next_midnight(now) == reset
 
 
 async def test_browse_quota_comes_from_the_analytics_api(
@@ -413,7 +501,7 @@ async def test_browse_quota_comes_from_the_analytics_api(
     assert quota.resets_at > datetime.now(UTC)
     (request,) = ebay.calls(FakeEbay.RATE_LIMIT_PATH)
     assert request.params == {"api_context": "buy", "api_name": "browse"}
-    assert provider.budget.used == 1  # asking costs no Browse call
+    assert await provider.budget.used() == 1  # asking costs no Browse call
 
 
 # --- the matching rule -----------------------------------------------------------------------
@@ -503,7 +591,9 @@ async def test_build_providers_wires_the_real_clients(
     assert keepa_client.currency == "GBP"
     assert isinstance(ebay_client, EbayBrowseProvider)
     assert (ebay_client.marketplace_id, ebay_client.budget.limit) == ("EBAY_GB", 42)
+    assert isinstance(ebay_client.budget, DailyCallBudget)  # no database: this process counts
     assert ebay_client.title_match_threshold == 0.8
+    assert ebay_client.keyword_fallback
     with pytest.raises(ValueError, match=r"shared httpx\.AsyncClient"):
         build_providers(settings)
 
@@ -566,9 +656,29 @@ def test_providers_check_reports_the_quota_left(
     assert "20 more per minute" in amazon_line
     assert ebay_line.startswith("ebay   ebay    ok      EBAY_CLIENT_ID/SECRET accepted")
     assert "eBay reports 5000 of 5000 Browse API calls left today" in ebay_line
-    assert "at most 5000 a day (EBAY_DAILY_CALL_LIMIT)" in ebay_line
+    assert "calls today unknown (database not migrated); at most 5000 a day" in ebay_line
+    assert ebay_line.endswith("(EBAY_DAILY_CALL_LIMIT)")
     assert keepa.tokens == 1180
     assert ebay.calls(FakeEbay.SEARCH_PATH) == []
+
+
+def test_providers_check_counts_the_calls_of_every_instance(
+    cli: CliRunner, tmp_path: Any, keepa: FakeKeepa, ebay: FakeEbay
+) -> None:
+    env = env_of(real_settings(keepa, ebay, ebay_daily_call_limit=900))
+    assert cli.invoke(main, ["migrate"], env=env).exit_code == 0
+    today = datetime.now(UTC).astimezone(PACIFIC).date()
+    with sqlite3.connect(tmp_path / "collection.db") as db:  # as two replicas left it
+        db.execute(
+            "INSERT INTO provider_call_counts VALUES ('ebay', ?, 120, ?)",
+            (today.isoformat(), datetime.now(UTC).replace(tzinfo=None).isoformat(" ")),
+        )
+    result = cli.invoke(main, ["providers", "check"], env=env)
+    assert result.exit_code == 0, result.output
+    ebay_line = result.output.splitlines()[1]
+    assert ebay_line.endswith(
+        "this service made 120 of at most 900 calls today (EBAY_DAILY_CALL_LIMIT)"
+    )
 
 
 def test_providers_check_fails_on_bad_credentials(
@@ -674,7 +784,8 @@ async def test_a_full_run_with_keepa_and_ebay_ranks_the_sellers(
         ]
     )
     settings = make_settings(**real_settings(keepa, ebay))
-    amazon, ebay_provider = build_providers(settings, http=app.state.http)
+    amazon, ebay_provider = build_providers(settings, http=app.state.http, database=database)
+    assert isinstance(ebay_provider.inner.budget, SharedDailyCallBudget)  # type: ignore[attr-defined]
     with providers_of(app, amazon=amazon, ebay=ebay_provider):
         run = await create_run(client, admin, ["2001", "2002"])
         await start(client, admin, run["id"])
@@ -700,6 +811,9 @@ async def test_a_full_run_with_keepa_and_ebay_ranks_the_sellers(
     assert done["progress"]["listings_found"] == 15
     assert done["progress"]["sellers_found"] == 4
     assert len(ebay.calls(FakeEbay.TOKEN_PATH)) == 1  # one token for the whole run
+    async with database.read() as session:
+        counted = await session.scalar(sa.select(sa.func.sum(ProviderCallCount.calls)))
+    assert counted == len(ebay.calls(FakeEbay.SEARCH_PATH)) == 6  # one search per product
 
 
 async def test_a_run_waits_for_the_ebay_budget_then_resumes(
@@ -714,7 +828,13 @@ async def test_a_run_waits_for_the_ebay_budget_then_resumes(
     for prefix in "MN":
         for n in range(2):
             ebay.list_by_gtin(upc_of(prefix, n), [ebay_item("Gadget", "alpha_deals")])
-    budget = DailyCallBudget(2, next_reset=lambda now: now + timedelta(seconds=0.3))
+    budget = DailyCallBudget(
+        2,
+        provider="ebay",
+        setting="EBAY_DAILY_CALL_LIMIT",
+        label="eBay",
+        next_reset=lambda now: now + timedelta(seconds=0.3),
+    )
     keepa_client = KeepaAmazonProvider(api_key=FakeKeepa.KEY, http=http, base_url=keepa.url)
     ebay_client = client_for(ebay, http, budget=budget)
     with providers_of(app, amazon=resilient_amazon(keepa_client), ebay=resilient_ebay(ebay_client)):
@@ -740,8 +860,9 @@ async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
     http: httpx.AsyncClient,
 ) -> None:
     stock_keepa(keepa)
+    ebay.list_by_gtin(upc_of("M", 0), [ebay_item("Gadget", "alpha_deals")])
     keepa_client = KeepaAmazonProvider(api_key=FakeKeepa.KEY, http=http, base_url=keepa.url)
-    ebay_client = client_for(ebay, http, budget=DailyCallBudget(1))
+    ebay_client = client_for(ebay, http, budget=daily_budget(1))
     executor: RunExecutor = app.state.executor
     with providers_of(app, amazon=resilient_amazon(keepa_client), ebay=resilient_ebay(ebay_client)):
         run = await create_run(client, admin, ["2001", "2002"])
@@ -749,7 +870,7 @@ async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
         await start(client, admin, run["id"])
         waiting = await wait_for(client, admin, run["id"], lambda r: r["resumes_at"] is not None)
         resumes_at = datetime.fromisoformat(waiting["resumes_at"])
-        assert resumes_at == next_pacific_midnight(utcnow())
+        assert resumes_at == next_midnight(utcnow())
         assert waiting["progress"]["products_searched"] == 1
 
         paused = await client.post(f"/collection/runs/{run['id']}/pause", headers=admin.headers)

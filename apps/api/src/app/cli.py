@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import click
 import httpx
@@ -16,6 +17,9 @@ from pydantic import ValidationError
 from app import __version__
 from app.config import Settings
 from app.observability import configure_logging
+
+if TYPE_CHECKING:
+    from app.database import Database
 
 # Users who sign in with `collection-api token --email E` and no --sub get a stable id
 # derived from the email, so the same email is the same user every time.
@@ -258,10 +262,8 @@ async def _check_providers(
     settings: Settings, http: httpx.AsyncClient
 ) -> list[tuple[str, str, bool, str]]:
     """(marketplace, provider, ok, detail) for the Amazon and the eBay provider."""
-    from datetime import UTC, datetime
-
+    from app.database import Database
     from app.providers.base import ProviderError
-    from app.providers.ebay import EbayBrowseProvider
     from app.providers.keepa import KeepaAmazonProvider
 
     results: list[tuple[str, str, bool, str]] = []
@@ -285,33 +287,51 @@ async def _check_providers(
     else:
         results.append(("amazon", "sample", True, "offline sample data: no credentials"))
     if settings.ebay_provider == "ebay":
-        ebay = EbayBrowseProvider.from_settings(settings, http)
+        database = Database.from_settings(settings)
         try:
-            token = await ebay.access_token()
-        except (ProviderError, httpx.HTTPError) as exc:
-            results.append(("ebay", "ebay", False, _failure(exc, settings.ebay_api_url)))
-        else:
-            valid = round((token.expires_at - datetime.now(UTC)).total_seconds())
-            detail = f"EBAY_CLIENT_ID/SECRET accepted (application token valid {valid}s); "
-            try:
-                quota = await ebay.browse_quota()
-            except (ProviderError, httpx.HTTPError) as exc:
-                detail += f"Browse API calls left today unknown ({exc}); "
-            else:
-                if quota is not None:
-                    resets = f"{quota.resets_at:%Y-%m-%d %H:%M} UTC" if quota.resets_at else "?"
-                    detail += (
-                        f"eBay reports {quota.remaining} of {quota.limit} Browse API calls "
-                        f"left today (resets {resets}); "
-                    )
-            detail += (
-                f"this instance makes at most {settings.ebay_daily_call_limit} a day "
-                "(EBAY_DAILY_CALL_LIMIT)"
-            )
-            results.append(("ebay", "ebay", True, detail))
+            results.append(await _check_ebay(settings, http, database))
+        finally:
+            await database.dispose()
     else:
         results.append(("ebay", "sample", True, "offline sample data: no credentials"))
     return results
+
+
+async def _check_ebay(
+    settings: Settings, http: httpx.AsyncClient, database: Database
+) -> tuple[str, str, bool, str]:
+    from datetime import UTC, datetime
+
+    from app.providers.base import ProviderError
+    from app.providers.ebay import EbayBrowseProvider
+
+    ebay = EbayBrowseProvider.from_settings(settings, http, database=database)
+    try:
+        token = await ebay.access_token()
+    except (ProviderError, httpx.HTTPError) as exc:
+        return ("ebay", "ebay", False, _failure(exc, settings.ebay_api_url))
+    valid = round((token.expires_at - datetime.now(UTC)).total_seconds())
+    detail = f"EBAY_CLIENT_ID/SECRET accepted (application token valid {valid}s); "
+    try:
+        quota = await ebay.browse_quota()
+    except (ProviderError, httpx.HTTPError) as exc:
+        detail += f"Browse API calls left today unknown ({exc}); "
+    else:
+        if quota is not None:
+            resets = f"{quota.resets_at:%Y-%m-%d %H:%M} UTC" if quota.resets_at else "?"
+            detail += (
+                f"eBay reports {quota.remaining} of {quota.limit} Browse API calls "
+                f"left today (resets {resets}); "
+            )
+    limit = settings.ebay_daily_call_limit
+    try:
+        used = await ebay.budget.used()
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        reason = "database not migrated" if isinstance(exc, sa.exc.DBAPIError) else str(exc)
+        detail += f"this service's calls today unknown ({reason}); at most {limit} a day"
+    else:
+        detail += f"this service made {used} of at most {limit} calls today"
+    return ("ebay", "ebay", True, f"{detail} (EBAY_DAILY_CALL_LIMIT)")
 
 
 def _failure(exc: Exception, url: str) -> str:

@@ -92,7 +92,15 @@ class Settings(BaseSettings):
         default="EBAY_US", min_length=1, description="X-EBAY-C-MARKETPLACE-ID of every search."
     )
     ebay_daily_call_limit: int = Field(
-        default=5000, ge=1, description="Browse API calls this instance makes per day at most."
+        default=5000,
+        ge=1,
+        description="Browse API calls per day (midnight to midnight Pacific time) at most, by "
+        "all instances on this database together.",
+    )
+    ebay_keyword_fallback: bool = Field(
+        default=True,
+        description="Search a product by its title when eBay has no listing with its UPC "
+        "(one more call per such product).",
     )
     ebay_title_match_threshold: float = Field(
         default=0.6,

@@ -189,13 +189,15 @@ def insert_ignoring_conflicts(
     partial unique index as the conflict target.
     """
     table: sa.Table = model.__table__
-    dialect = session.get_bind().dialect.name
+    return dialect_insert(session.get_bind().dialect.name, table).on_conflict_do_nothing(
+        index_elements=index_elements, index_where=index_where
+    )
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into `table` with the dialect's ON CONFLICT clauses."""
     if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(
-            index_elements=index_elements, index_where=index_where
-        )
+        return postgresql.insert(table)
     if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(
-            index_elements=index_elements, index_where=index_where
-        )
+        return sqlite.insert(table)
     raise NotImplementedError(f"unsupported dialect {dialect}")

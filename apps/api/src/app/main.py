@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.http = http
         app.state.token_verifier = TokenVerifier(settings, http=http)
         app.state.schema_head = head_revision(settings)
-        amazon, ebay = build_providers(settings, http=http)
+        amazon, ebay = build_providers(settings, http=http, database=database)
         service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
         executor = RunExecutor(service, settings)
         mailer = Mailer(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -416,3 +416,18 @@ class ScheduleFire(OrgOwned, Base):
     detail: Mapped[str | None] = mapped_column(sa.Text, default=None)
     instance_id: Mapped[str] = mapped_column(sa.String(200))
     manual: Mapped[bool] = mapped_column(default=False, comment="from POST /schedule/trigger")
+
+
+class ProviderCallCount(Base):
+    """Calls made to a provider's daily-limited API on one provider day, by every instance.
+
+    `SharedDailyCallBudget` counts into it with one atomic upsert per call; one row per
+    provider and day, kept as a history of the service's usage.
+    """
+
+    __tablename__ = "provider_call_counts"
+
+    provider: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True, comment="in the provider's time zone")
+    calls: Mapped[int]
+    updated_at: Mapped[datetime]

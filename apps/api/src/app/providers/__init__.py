@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from app.config import Settings
+from app.database import Database
 from app.providers.base import AmazonProvider, EbayProvider
 from app.providers.ebay import EbayBrowseProvider
 from app.providers.keepa import KeepaAmazonProvider
@@ -20,13 +21,18 @@ __all__ = ["build_providers"]
 
 
 def build_providers(
-    settings: Settings, *, http: httpx.AsyncClient | None = None
+    settings: Settings,
+    *,
+    http: httpx.AsyncClient | None = None,
+    database: Database | None = None,
 ) -> tuple[AmazonProvider, EbayProvider]:
     """The configured Amazon and eBay providers, each rate limited, time-bounded and retried.
 
     `http` is the shared client the real marketplace clients send their requests with (the
     app's, closed with it); it is required when AMAZON_PROVIDER=keepa or EBAY_PROVIDER=ebay.
-    Build them once per process: the real clients keep token and quota state.
+    With `database`, eBay's daily call budget is counted there, shared by every instance;
+    without, in this process. Build them once per process: the real clients keep token and
+    quota state.
     """
     amazon: AmazonProvider
     if settings.amazon_provider == "keepa":
@@ -35,7 +41,9 @@ def build_providers(
         amazon = SampleAmazonProvider(settings.sample_provider_latency_ms)
     ebay: EbayProvider
     if settings.ebay_provider == "ebay":
-        ebay = EbayBrowseProvider.from_settings(settings, _shared(http, "EBAY_PROVIDER=ebay"))
+        ebay = EbayBrowseProvider.from_settings(
+            settings, _shared(http, "EBAY_PROVIDER=ebay"), database=database
+        )
     else:
         ebay = SampleEbayProvider(settings.sample_provider_latency_ms)
     policy = RetryPolicy.from_settings(settings)

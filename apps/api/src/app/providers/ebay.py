@@ -1,10 +1,11 @@
 """eBay Buy Browse API client: who lists a product, with an OAuth token and a daily call budget.
 
 One instance per process: the application access token (OAuth client credentials) is
-cached until shortly before it expires and shared by every run, with one refresh at a time;
-the daily budget of Browse API calls (`EBAY_DAILY_CALL_LIMIT`) is counted here, and when it
-is spent the client raises `QuotaExhaustedError` with the start of the next day, so runs
-wait instead of failing.
+cached until shortly before it expires and shared by every run, with one refresh at a time.
+Every Browse API call is first counted against the daily budget (`EBAY_DAILY_CALL_LIMIT`,
+shared by all instances through the database, see `app.providers.budget`); when it is
+spent the client raises `QuotaExhaustedError` with the start of the next day, so runs wait
+instead of failing.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import email.utils
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import httpx
 
 from app.config import Settings
+from app.database import Database
 from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
+from app.providers.budget import PACIFIC, CallBudget, DailyCallBudget, SharedDailyCallBudget
 from app.providers.matching import search_keywords, title_matches
 
 logger = logging.getLogger(__name__)
@@ -41,67 +43,31 @@ TOKEN_REFRESH_MARGIN: Final = timedelta(minutes=5)
 """A cached token is replaced this long before eBay says it expires."""
 LONG_RETRY_AFTER: Final = timedelta(minutes=1)
 """A 429 asking to wait longer than this is a spent quota: the run waits, not retries."""
-BUDGET_TIME_ZONE: Final = ZoneInfo("America/Los_Angeles")
-"""eBay's daily call limits roll over at midnight Pacific time."""
+BUDGET_SETTING: Final = "EBAY_DAILY_CALL_LIMIT"
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def next_pacific_midnight(now: datetime) -> datetime:
-    """The next midnight in US Pacific time after `now`, in UTC."""
-    local = now.astimezone(BUDGET_TIME_ZONE)
-    midnight = datetime.combine(local.date() + timedelta(days=1), time(), BUDGET_TIME_ZONE)
-    return midnight.astimezone(UTC)
-
-
-class DailyCallBudget:
-    """At most `limit` calls per day; the day ends at `next_reset(now)` (Pacific midnight).
-
-    Counted in this process only: replicas and restarts each count on their own, so set
-    EBAY_DAILY_CALL_LIMIT to this instance's share of the application's eBay quota.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        *,
-        clock: Clock = _utcnow,
-        next_reset: Callable[[datetime], datetime] = next_pacific_midnight,
-    ) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        self.limit = limit
-        self._clock = clock
-        self._next_reset = next_reset
-        self.used = 0
-        self.resets_at: datetime | None = None
-
-    @property
-    def remaining(self) -> int:
-        """Calls left today."""
-        self._roll_over()
-        return self.limit - self.used
-
-    def take(self) -> None:
-        """Count one call, or raise QuotaExhaustedError when today's budget is spent."""
-        self._roll_over()
-        assert self.resets_at is not None
-        if self.used >= self.limit:
-            raise QuotaExhaustedError(
-                f"eBay daily call budget of {self.limit} spent (EBAY_DAILY_CALL_LIMIT); "
-                f"continuing at {self.resets_at:%Y-%m-%d %H:%M} UTC",
-                provider=PROVIDER,
-                resume_at=self.resets_at,
-            )
-        self.used += 1
-
-    def _roll_over(self) -> None:
-        now = self._clock()
-        if self.resets_at is None or now >= self.resets_at:
-            self.used = 0
-            self.resets_at = self._next_reset(now)
+def daily_budget(
+    limit: int, *, database: Database | None = None, clock: Clock = _utcnow
+) -> CallBudget:
+    """The daily Browse API budget: shared by every instance through `database` when given,
+    else counted in this process. eBay's call limits roll over at midnight Pacific time."""
+    if database is not None:
+        return SharedDailyCallBudget(
+            database,
+            limit,
+            provider=PROVIDER,
+            setting=BUDGET_SETTING,
+            label="eBay",
+            zone=PACIFIC,
+            clock=clock,
+        )
+    return DailyCallBudget(
+        limit, provider=PROVIDER, setting=BUDGET_SETTING, label="eBay", clock=clock
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +92,10 @@ class EbayBrowseProvider:
     """eBay listings of a product from `item_summary/search`, by UPC or by title keywords.
 
     A product with a UPC is searched with `gtin=`; listings eBay returns for it are kept.
-    Otherwise the title's identifying words are searched with `q=`, and only listings whose
-    title matches the product (see `app.providers.matching`) are kept. Pages are followed
-    through `next` until `limit` items were examined.
+    Otherwise, or when eBay has no listing with that GTIN (and `keyword_fallback` is on),
+    the title's identifying words are searched with `q=`, and only listings whose title
+    matches the product (see `app.providers.matching`) are kept. Pages are followed through
+    `next` until `limit` items were examined.
     """
 
     name = PROVIDER
@@ -141,8 +108,9 @@ class EbayBrowseProvider:
         http: httpx.AsyncClient,
         base_url: str = "https://api.ebay.com",
         marketplace_id: str = "EBAY_US",
-        budget: DailyCallBudget | None = None,
+        budget: CallBudget | None = None,
         title_match_threshold: float = 0.6,
+        keyword_fallback: bool = True,
         page_size: int = MAX_PAGE_SIZE,
         clock: Clock = _utcnow,
         request_timeout: float = 30.0,
@@ -155,9 +123,10 @@ class EbayBrowseProvider:
         self.base_url = base_url.rstrip("/")
         self.marketplace_id = marketplace_id
         self.budget = (
-            budget if budget is not None else DailyCallBudget(DEFAULT_DAILY_CALL_LIMIT, clock=clock)
+            budget if budget is not None else daily_budget(DEFAULT_DAILY_CALL_LIMIT, clock=clock)
         )
         self.title_match_threshold = title_match_threshold
+        self.keyword_fallback = keyword_fallback
         self.page_size = page_size
         self._clock = clock
         self._timeout = httpx.Timeout(request_timeout)  # per request, as for Keepa
@@ -165,8 +134,11 @@ class EbayBrowseProvider:
         self._token_lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> EbayBrowseProvider:
-        """The client configured by the EBAY_* settings."""
+    def from_settings(
+        cls, settings: Settings, http: httpx.AsyncClient, *, database: Database | None = None
+    ) -> EbayBrowseProvider:
+        """The client configured by the EBAY_* settings; its daily budget is shared by every
+        instance through `database` when given."""
         if not settings.ebay_client_id or settings.ebay_client_secret is None:
             raise ValueError("EBAY_PROVIDER=ebay needs EBAY_CLIENT_ID and EBAY_CLIENT_SECRET")
         return cls(
@@ -175,8 +147,9 @@ class EbayBrowseProvider:
             http=http,
             base_url=settings.ebay_api_url,
             marketplace_id=settings.ebay_marketplace_id,
-            budget=DailyCallBudget(settings.ebay_daily_call_limit),
+            budget=daily_budget(settings.ebay_daily_call_limit, database=database),
             title_match_threshold=settings.ebay_title_match_threshold,
+            keyword_fallback=settings.ebay_keyword_fallback,
             request_timeout=settings.provider_timeout_seconds,
         )
 
@@ -184,14 +157,33 @@ class EbayBrowseProvider:
         """Up to `limit` listings of `product`, one per item, in eBay's order."""
         if limit <= 0:
             return []
-        upc = product.upcs[0] if product.upcs else None
-        query: dict[str, str | int] = {"limit": min(limit, self.page_size)}
-        if upc is not None:
-            query["gtin"] = upc
-        else:
-            query["q"] = search_keywords(product.title)
+        if product.upcs:
+            upc = product.upcs[0]
+            listings, examined = await self._search({"gtin": upc}, product, limit)
+            if examined or not self.keyword_fallback:
+                return listings
+            logger.debug("eBay has no listing with GTIN %s; searching by title instead", upc)
+        listings, _ = await self._search(
+            {"q": search_keywords(product.title)}, product, limit, match_titles=True
+        )
+        return listings
+
+    async def _search(
+        self,
+        query: Mapping[str, str],
+        product: Product,
+        limit: int,
+        *,
+        match_titles: bool = False,
+    ) -> tuple[list[Listing], int]:
+        """The listings of one search, following `next` until `limit` items were examined,
+        and how many items eBay returned. With `match_titles`, only listings whose title
+        matches the product's are kept."""
         url: str | None = f"{self.base_url}{SEARCH_PATH}"
-        params: Mapping[str, str | int] | None = query  # `next` links carry their own
+        params: Mapping[str, str | int] | None = {  # `next` links carry their own
+            **query,
+            "limit": min(limit, self.page_size),
+        }
         found: dict[str, Listing] = {}
         examined = 0
         while url is not None and examined < limit:
@@ -204,7 +196,7 @@ class EbayBrowseProvider:
                 listing = _listing(raw, product.currency)
                 if listing is None or listing.item_id in found:
                     continue
-                if upc is None and not title_matches(
+                if match_titles and not title_matches(
                     product.title, listing.title, threshold=self.title_match_threshold
                 ):
                     continue
@@ -212,7 +204,7 @@ class EbayBrowseProvider:
             url, params = self._next_page(page.get("next")), None
             if not items:
                 break
-        return list(found.values())
+        return list(found.values()), examined
 
     async def access_token(self) -> AccessToken:
         """A valid application access token: the cached one, or a new one (one at a time)."""
@@ -292,7 +284,7 @@ class EbayBrowseProvider:
         """One Browse API GET within the daily budget; a 401 renews the token once."""
         for attempt in (1, 2):
             token = await self.access_token()
-            self.budget.take()
+            await self.budget.take()
             response = await self._http.get(
                 url,
                 params=params,
