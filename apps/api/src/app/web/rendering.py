@@ -35,7 +35,8 @@ SECURITY_HEADERS = {
 
 
 def when(moment: datetime | None, timezone: str | None = None) -> Markup:
-    """A `<time>` element showing the moment in UTC, or in the given IANA time zone."""
+    """A `<time>` element showing the moment in the given IANA time zone, or else in UTC,
+    marked `data-local` for app.js to show in the reader's own time zone."""
     if moment is None:
         return Markup('<span class="muted">—</span>')
     if timezone:
@@ -43,7 +44,7 @@ def when(moment: datetime | None, timezone: str | None = None) -> Markup:
         text = f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
         return Markup('<time datetime="{}">{}</time>').format(local.isoformat(), text)
     utc = moment.astimezone(UTC)
-    return Markup('<time datetime="{}">{}</time>').format(
+    return Markup('<time datetime="{}" data-local>{}</time>').format(
         utc.isoformat(), f"{utc:%Y-%m-%d %H:%M} UTC"
     )
 

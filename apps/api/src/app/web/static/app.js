@@ -56,6 +56,7 @@
         if (!fresh) return;
         var focused = document.activeElement;
         var focusedForm = focused && element.contains(focused) && focused.form ? focused.form.getAttribute("action") : null;
+        localizeTimes(fresh);
         element.replaceWith(fresh);
         element = fresh;
         if (focusedForm) {
@@ -70,6 +71,24 @@
       });
     }
     window.setTimeout(tick, interval);
+  }
+
+  // <time data-local> elements carry a UTC moment: show it in the reader's time zone, with
+  // the UTC text (what a browser without this script shows) as the tooltip.
+  var LOCAL_TIME = window.Intl ? new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", timeZoneName: "short"
+  }) : null;
+
+  function localizeTimes(root) {
+    if (!LOCAL_TIME) return;
+    Array.prototype.forEach.call(root.querySelectorAll("time[data-local]"), function (element) {
+      var moment = new Date(element.getAttribute("datetime"));
+      if (isNaN(moment.getTime())) return;
+      element.title = element.textContent;
+      element.textContent = LOCAL_TIME.format(moment);
+      element.removeAttribute("data-local");
+    });
   }
 
   // Forms with data-confirm ask first (cancelling a run, deleting a preset).
@@ -142,6 +161,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    localizeTimes(document);
     Array.prototype.forEach.call(document.querySelectorAll("[data-live-url]"), poll);
     schedulePreview();
   });
