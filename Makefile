@@ -36,8 +36,8 @@ run: $(RUN_STAMP)  ## migrate and serve on http://$(HOST):$(PORT) (SQLite under 
 migrate: $(RUN_STAMP)  ## upgrade the configured database to the newest schema
 	$(BIN)/collection-api migrate
 
-lint: $(STAMP)  ## ruff check + ruff format --check
-	cd $(API) && ../../$(BIN)/ruff check . && ../../$(BIN)/ruff format --check .
+lint: $(STAMP)  ## ruff check + ruff format --check (the API, bench/ and docs/)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 typecheck: $(STAMP)  ## mypy (strict) on src/
 	cd $(API) && ../../$(BIN)/mypy

@@ -37,7 +37,7 @@ def postgres_unreachable(server: URL) -> str | None:
     """Why the PostgreSQL server of `server` cannot be used, or None when it answers."""
     try:
         asyncio.run(_on_maintenance_db(server, "SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 (whatever the reason, the caller skips it)
+    except Exception as exc:  # whatever the reason, the caller skips PostgreSQL
         return f"{type(exc).__name__}: {exc}"
     return None
 
@@ -50,9 +50,7 @@ def postgres_database(server: URL, prefix: str) -> Iterator[str]:
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(
-            _on_maintenance_db(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
+        asyncio.run(_on_maintenance_db(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def child_environment() -> dict[str, str]:
@@ -64,9 +62,7 @@ def child_environment() -> dict[str, str]:
 def peak_rss_kib() -> int:
     """This process's peak resident set size so far, in KiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (
-        peak // 1024 if sys.platform == "darwin" else peak
-    )  # bytes on macOS, KiB on Linux
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
 
 
 def current_rss_kib(pid: int | None = None) -> int:
@@ -90,9 +86,7 @@ def format_table(
 
     The first `text_columns` columns are left-aligned, the others (numbers) right-aligned.
     """
-    widths = [
-        max(len(cells[i]) for cells in (columns, *rows)) for i in range(len(columns))
-    ]
+    widths = [max(len(cells[i]) for cells in (columns, *rows)) for i in range(len(columns))]
 
     def line(cells: Sequence[str]) -> str:
         padded = [
@@ -102,8 +96,7 @@ def format_table(
         return "| " + " | ".join(padded) + " |"
 
     dashes = [
-        "-" * (w + 2) if i < text_columns else "-" * (w + 1) + ":"
-        for i, w in enumerate(widths)
+        "-" * (w + 2) if i < text_columns else "-" * (w + 1) + ":" for i, w in enumerate(widths)
     ]
     rule = "|" + "|".join(dashes) + "|"
     return "\n".join([line(columns), rule, *(line(row) for row in rows)])

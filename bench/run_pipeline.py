@@ -182,9 +182,7 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
     if not isinstance(amazon, ResilientAmazonProvider) or not isinstance(
         ebay, ResilientEbayProvider
     ):
-        raise TypeError(
-            "build_providers no longer returns the resilient wrappers this counts"
-        )
+        raise TypeError("build_providers no longer returns the resilient wrappers this counts")
     service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
     executor = RunExecutor(service, settings)
     try:
@@ -221,9 +219,7 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
             if not executing:
                 # The final status is committed before the task ends, so this is a run
                 # the executor gave up on (an unexpected error, logged on stderr).
-                raise RuntimeError(
-                    f"run {run_id} stopped executing while still running"
-                )
+                raise RuntimeError(f"run {run_id} stopped executing while still running")
             await asyncio.sleep(POLL_SECONDS)
         wall = time.perf_counter() - started
         cpu = cpu_seconds() - cpu_before
@@ -232,9 +228,7 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
         async with database.read() as session:
             run = await session.get_one(CollectionRun, run_id)
             amazon_done = await session.scalar(
-                sa.select(sa.func.max(RunCategory.done_at)).where(
-                    RunCategory.run_id == run_id
-                )
+                sa.select(sa.func.max(RunCategory.done_at)).where(RunCategory.run_id == run_id)
             )
             listings = await session.scalar(
                 sa.select(sa.func.count()).where(RunListing.run_id == run_id)
@@ -292,9 +286,7 @@ def run_child(
     database_url: str, data_dir: Path, size: Size, latency_ms: int, concurrency: int
 ) -> Measurement:
     """Measure one run in a fresh interpreter; its log lines go to our stderr."""
-    timeout = 120 + 20 * ideal_bound(
-        size.categories * (1 + size.products), latency_ms, 1
-    )
+    timeout = 120 + 20 * ideal_bound(size.categories * (1 + size.products), latency_ms, 1)
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -324,9 +316,7 @@ def run_child(
     return Measurement(**json.loads(last_line))
 
 
-def measure(
-    db: str, size: Size, latency_ms: int, concurrency: int, pg_server: URL
-) -> Measurement:
+def measure(db: str, size: Size, latency_ms: int, concurrency: int, pg_server: URL) -> Measurement:
     """One measurement of `size` on a fresh database of kind `db`."""
     with tempfile.TemporaryDirectory(prefix="bench-run-pipeline-") as tmp:
         data_dir = Path(tmp)
@@ -356,9 +346,7 @@ def table_row(
     db: str, size: Size, result: Measurement, latency_ms: int, concurrency: int
 ) -> list[str]:
     """The printed cells of one measurement."""
-    bound = ideal_bound(
-        result.amazon_calls + result.ebay_calls, latency_ms, concurrency
-    )
+    bound = ideal_bound(result.amazon_calls + result.ebay_calls, latency_ms, concurrency)
     ratio = f"{result.wall_seconds / bound:.2f}x" if bound > 0 else "n/a"
     mib = 1024
     return [
@@ -386,9 +374,7 @@ def parent_main(args: argparse.Namespace) -> int:
         if problem is not None:
             where = pg_server.render_as_string(hide_password=True)
             if args.db == "postgresql":
-                print(
-                    f"PostgreSQL at {where} is unreachable: {problem}", file=sys.stderr
-                )
+                print(f"PostgreSQL at {where} is unreachable: {problem}", file=sys.stderr)
                 return 1
             databases.remove("postgresql")
             notes.append(f"PostgreSQL skipped: {where} is unreachable ({problem}).")
@@ -420,12 +406,8 @@ def parent_main(args: argparse.Namespace) -> int:
         f"run_provider_concurrency={args.concurrency}, sizes {', '.join(map(str, args.sizes))} "
         "(categories x products per category); one fresh process and database per row"
     )
-    print(
-        "Bound = (Amazon calls + eBay calls) x latency / concurrency; ratio = wall / bound"
-    )
-    print(
-        "RSS before = resident memory after imports and migration; run's RSS = peak - before"
-    )
+    print("Bound = (Amazon calls + eBay calls) x latency / concurrency; ratio = wall / bound")
+    print("RSS before = resident memory after imports and migration; run's RSS = peak - before")
     for note in notes:
         print(note)
     print()
@@ -477,9 +459,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sizes",
-        type=lambda text: [
-            Size.parse(part) for part in text.split(",") if part.strip()
-        ],
+        type=lambda text: [Size.parse(part) for part in text.split(",") if part.strip()],
         default=[Size.parse(part) for part in DEFAULT_SIZES.split(",")],
         help=f"comma-separated CATEGORIESxPRODUCTS run sizes (default: {DEFAULT_SIZES})",
     )

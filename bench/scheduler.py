@@ -48,7 +48,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,9 +94,7 @@ def migrate(database_url: str, data_dir: Path) -> None:
     upgrade(settings_for(database_url, data_dir))
 
 
-async def seed(
-    database_url: str, data_dir: Path, count: int, next_run_at: datetime
-) -> None:
+async def seed(database_url: str, data_dir: Path, count: int, next_run_at: datetime) -> None:
     """`count` organizations, each with a one-category preset and an enabled schedule."""
     from app.database import Database
     from app.tables import CategoryPreset, CollectionSchedule, Organization
@@ -156,17 +154,12 @@ async def set_due(
     try:
         async with database.transaction() as session:
             if not spacing:
-                await session.execute(
-                    sa.update(CollectionSchedule).values(next_run_at=first)
-                )
+                await session.execute(sa.update(CollectionSchedule).values(next_run_at=first))
                 return
             ids = (await session.scalars(sa.select(CollectionSchedule.id))).all()
             await session.execute(
                 sa.update(CollectionSchedule),
-                [
-                    {"id": i, "next_run_at": first + n * spacing}
-                    for n, i in enumerate(ids)
-                ],
+                [{"id": i, "next_run_at": first + n * spacing} for n, i in enumerate(ids)],
             )
     finally:
         await database.dispose()
@@ -200,9 +193,7 @@ async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
                 or 0
             )
             schedules = int(
-                await session.scalar(
-                    sa.select(sa.func.count()).select_from(CollectionSchedule)
-                )
+                await session.scalar(sa.select(sa.func.count()).select_from(CollectionSchedule))
                 or 0
             )
     finally:
@@ -221,10 +212,7 @@ async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
         "misses": schedules - len({f.schedule_id for f in fires}),
         "per_instance": per_instance,
         "outcomes": outcomes,
-        "delays": [
-            (_aware(f.fired_at) - _aware(f.scheduled_for)).total_seconds()
-            for f in fires
-        ],
+        "delays": [(_aware(f.fired_at) - _aware(f.scheduled_for)).total_seconds() for f in fires],
         "last_fired_at": max((_aware(f.fired_at) for f in fires), default=None),
     }
 
@@ -236,9 +224,7 @@ async def count_fires_and_runs(database_url: str, data_dir: Path) -> tuple[int, 
     database = Database.from_settings(settings_for(database_url, data_dir))
     try:
         async with database.read() as session:
-            fires = await session.scalar(
-                sa.select(sa.func.count()).select_from(ScheduleFire)
-            )
+            fires = await session.scalar(sa.select(sa.func.count()).select_from(ScheduleFire))
             runs = await session.scalar(
                 sa.select(sa.func.count())
                 .select_from(CollectionRun)
@@ -381,27 +367,30 @@ async def peer_startup(args: argparse.Namespace) -> dict[str, Any]:
 
 async def peer_burst(args: argparse.Namespace) -> dict[str, Any]:
     """B cron jobs due at one instant, each creating its run as the app would."""
-    from app.database import Database
-    from app.providers import build_providers
-    from app.services.collection import CollectionService, RunSpec
-    from app.tables import CategoryPreset, RunTrigger
     from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
 
+    from app.database import Database
+    from app.providers import build_providers
+    from app.services.collection import CollectionService, RunSpec
+    from app.tables import CategoryPreset, RunTrigger
+
     settings = settings_for(args.database_url, Path(args.data_dir))
     database = Database.from_settings(settings)
-    amazon, ebay = build_providers(
-        settings
-    )  # unused: the runs are created, not executed
+    amazon, ebay = build_providers(settings)  # unused: the runs are created, not executed
     collection = CollectionService(database, settings, amazon=amazon, ebay=ebay)
     async with database.read() as session:
-        presets = (
-            await session.execute(sa.select(CategoryPreset.org_id, CategoryPreset.id))
-        ).all()
+        presets = (await session.execute(sa.select(CategoryPreset.org_id, CategoryPreset.id))).all()
     finished: list[float] = []
     missed: list[str] = []
     failed: list[str] = []
+    settled = asyncio.Event()  # every job ran, missed or failed
+
+    def note(outcomes: list[Any], outcome: Any) -> None:
+        outcomes.append(outcome)
+        if len(finished) + len(missed) + len(failed) == len(presets):
+            settled.set()
 
     async def collect(org_id: uuid.UUID) -> None:
         async with database.transaction() as session:
@@ -418,28 +407,22 @@ async def peer_burst(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 ],
             )
-        finished.append(time.time())
+        note(finished, time.time())
 
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_listener(lambda event: missed.append(event.job_id), EVENT_JOB_MISSED)
-    scheduler.add_listener(lambda event: failed.append(event.job_id), EVENT_JOB_ERROR)
+    scheduler.add_listener(lambda event: note(missed, event.job_id), EVENT_JOB_MISSED)
+    scheduler.add_listener(lambda event: note(failed, event.job_id), EVENT_JOB_ERROR)
     scheduler.start()
     due = at_whole_second(3 + len(presets) / 5000)
-    trigger = CronTrigger(
-        hour=due.hour, minute=due.minute, second=due.second, timezone=UTC
-    )
+    trigger = CronTrigger(hour=due.hour, minute=due.minute, second=due.second, timezone=UTC)
     grace = None if args.grace == "none" else int(args.grace)
     for org_id, preset_id in presets:
         scheduler.add_job(
             collect, trigger, args=[org_id], id=str(preset_id), misfire_grace_time=grace
         )
     due_ts = due.timestamp()
-    deadline = due_ts + args.timeout
-    while (
-        len(finished) + len(missed) + len(failed) < len(presets)
-        and time.time() < deadline
-    ):
-        await asyncio.sleep(0.05)
+    with suppress(TimeoutError):
+        await asyncio.wait_for(settled.wait(), timeout=due_ts + args.timeout - time.time())
     scheduler.shutdown(wait=False)
     await database.dispose()
     return {
@@ -456,9 +439,12 @@ async def peer_lone(args: argparse.Namespace) -> dict[str, Any]:
     from apscheduler.triggers.date import DateTrigger
 
     delays: list[float] = []
+    done = asyncio.Event()
 
     async def collect(due: float) -> None:
         delays.append(time.time() - due)
+        if len(delays) == args.count:
+            done.set()
 
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.start()
@@ -466,8 +452,7 @@ async def peer_lone(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.count):
         due = first + timedelta(seconds=i * args.spacing)
         scheduler.add_job(collect, DateTrigger(run_date=due), args=[due.timestamp()])
-    while len(delays) < args.count:
-        await asyncio.sleep(0.05)
+    await done.wait()
     scheduler.shutdown(wait=False)
     return {"delays": delays}
 
@@ -594,11 +579,7 @@ def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Ro
                 timeout=args.timeout,
                 grace=grace,
             )
-    last = (
-        (stats["last_fired_at"] - due).total_seconds()
-        if stats["last_fired_at"]
-        else None
-    )
+    last = (stats["last_fired_at"] - due).total_seconds() if stats["last_fired_at"] else None
     goal = "< 15 s" if db == "postgresql" else "< 30 s"
 
     def peer_time(peer: dict[str, Any]) -> str:
@@ -619,15 +600,10 @@ def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Ro
             f"grace 1 s: {peer_time(peer)}; no grace limit: {peer_time(unlimited)}",
             goal,
             [
-                f"latest fire decision {last:.2f} s after due"
-                if last is not None
-                else "",
+                f"latest fire decision {last:.2f} s after due" if last is not None else "",
                 "fires per replica: "
-                + ", ".join(
-                    f"{k}={v}" for k, v in sorted(stats["per_instance"].items())
-                ),
-                "outcomes: "
-                + ", ".join(f"{k}={v}" for k, v in sorted(stats["outcomes"].items())),
+                + ", ".join(f"{k}={v}" for k, v in sorted(stats["per_instance"].items())),
+                "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["outcomes"].items())),
                 *(
                     f"peer (misfire grace {grace}): {p['runs']} runs created, "
                     f"{p['missed']} jobs dropped as misfired, {p['failed']} failed"
@@ -657,10 +633,7 @@ def scenario_lone(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row
             wait_until(first + args.lone_samples * spacing)
             deadline = time.time() + 30
             while time.time() < deadline:
-                if (
-                    asyncio.run(count_fires_and_runs(url, data_dir))[0]
-                    >= args.lone_samples
-                ):
+                if asyncio.run(count_fires_and_runs(url, data_dir))[0] >= args.lone_samples:
                     break
                 time.sleep(0.1)
         stats = asyncio.run(fire_stats(url, data_dir))
@@ -671,10 +644,8 @@ def scenario_lone(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row
             "lone",
             db,
             f"fire delay p50 / p99 / max ({len(ours)} fires)",
-            " / ".join(f"{percentile(ours, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0))
-            + " ms",
-            " / ".join(f"{percentile(theirs, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0))
-            + " ms",
+            " / ".join(f"{percentile(ours, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0)) + " ms",
+            " / ".join(f"{percentile(theirs, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0)) + " ms",
             "p99 < 1 s",
             [f"{stats['misses']} of {args.lone_samples} schedules did not fire"]
             if stats["misses"]
@@ -738,43 +709,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--db", choices=["both", "sqlite", "postgresql"], default="both"
-    )
-    parser.add_argument(
-        "--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL server to use"
-    )
+    parser.add_argument("--db", choices=["both", "sqlite", "postgresql"], default="both")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a PostgreSQL server to use")
     parser.add_argument(
         "--scenarios",
         type=lambda text: [s for s in text.split(",") if s],
         default=list(SCENARIOS),
         help=f"comma-separated, from {','.join(SCENARIOS)}",
     )
-    parser.add_argument(
-        "--schedules", type=int, default=100_000, help="startup: schedules"
-    )
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="startup: starts per database"
-    )
-    parser.add_argument(
-        "--burst", type=int, default=10_000, help="burst: schedules due"
-    )
-    parser.add_argument(
-        "--replicas", type=int, default=3, help="burst: replicas on PostgreSQL"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=120.0, help="burst: give up after"
-    )
-    parser.add_argument(
-        "--lone-samples", type=int, default=40, help="lone: fires measured"
-    )
-    parser.add_argument(
-        "--lone-spacing", type=float, default=0.5, help="lone: seconds apart"
-    )
+    parser.add_argument("--schedules", type=int, default=100_000, help="startup: schedules")
+    parser.add_argument("--repeat", type=int, default=3, help="startup: starts per database")
+    parser.add_argument("--burst", type=int, default=10_000, help="burst: schedules due")
+    parser.add_argument("--replicas", type=int, default=3, help="burst: replicas on PostgreSQL")
+    parser.add_argument("--timeout", type=float, default=120.0, help="burst: give up after")
+    parser.add_argument("--lone-samples", type=int, default=40, help="lone: fires measured")
+    parser.add_argument("--lone-spacing", type=float, default=0.5, help="lone: seconds apart")
     # a peer measurement in a fresh process (internal)
-    parser.add_argument(
-        "--peer", choices=sorted(PEER_SCENARIOS), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--peer", choices=sorted(PEER_SCENARIOS), help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--spacing", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--grace", help=argparse.SUPPRESS)

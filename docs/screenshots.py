@@ -53,9 +53,7 @@ def _free_port() -> int:
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(  # noqa: S603 (our own command, fixed arguments)
-        [CLI, *args], env=env, capture_output=True, check=True, timeout=60
-    )
+    result = subprocess.run([CLI, *args], env=env, capture_output=True, check=True, timeout=60)
     return result.stdout.decode().strip()
 
 
@@ -96,7 +94,14 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
     )
     admin = Api(url, boot["token"])
     admin.call(
-        "POST", "/orgs/current/members", json={"email": "ana@acme.example", "role": "member"}
+        "POST",
+        "/orgs/current/members",
+        json={"email": "ana@acme.example", "role": "member"},
+    )
+    admin.call(
+        "POST",
+        "/orgs/current/members",
+        json={"email": "lee@acme.example", "role": "viewer"},
     )
     presets = {
         name: admin.call("POST", "/collection/presets", json={"name": name, "category_ids": ids})[
@@ -126,7 +131,9 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
     admin.wait(fire["run_id"], lambda r: r["status"] == "completed")
     latest = fire["run_id"]
     live = admin.run(
-        presets["Home & kitchen"], name="Home & kitchen, deep", products_per_category=100
+        presets["Home & kitchen"],
+        name="Home & kitchen, deep",
+        products_per_category=100,
     )
     skipped = admin.http.post("/collection/schedule/trigger")  # logged as skipped: a run is active
     assert skipped.status_code == 409, skipped.text
@@ -193,6 +200,9 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await page.get_by_role("button", name="Create preset").click()
         await shoot(page, "preset-error")
 
+        await page.goto(f"{url}/members")
+        await shoot(page, "members")
+
         await page.goto(f"{url}/schedule")
         await shoot(page, "schedule")
         await page.get_by_label("Cron expression").fill("0 6 * * MON-FRI,SAT")
@@ -237,7 +247,7 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
         }
         with (Path(tmp) / "server.log").open("wb") as log:
-            server = subprocess.Popen(  # noqa: S603 (our own command)
+            server = subprocess.Popen(
                 [CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=log
             )
         try:

@@ -385,6 +385,77 @@ async def test_schedule_page_is_for_admins_only(browser: BrowserFactory, actors:
     assert preview.status_code == 403
 
 
+async def test_admins_add_members_and_invite_people_from_the_members_page(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    known = actors.user("known@example.com")
+    await client.get("/me", headers=known.headers)  # signed in once, so added at once
+    as_admin = await browser(admin)
+
+    page = await as_admin.get("/members")
+    assert page.status_code == 200
+    assert admin.email in page.text
+    assert "No invitation is waiting" in page.text
+
+    added = await as_admin.submit("/members", {"email": "Known@Example.com", "role": "viewer"})
+    assert added.status_code == 303
+    page = await as_admin.get("/members")
+    assert "known@example.com added to Acme as viewer." in page.text
+    invited = await as_admin.submit("/members", {"email": "new@example.com", "role": "admin"})
+    assert invited.status_code == 303
+    page = await as_admin.get("/members")
+    assert "new@example.com is invited as admin" in page.text
+    listed = await client.get("/orgs/current/invitations", headers=admin.headers)
+    assert [(i["email"], i["role"]) for i in listed.json()["items"]] == [
+        ("new@example.com", "admin")
+    ]
+    as_known = await browser(known)
+    assert 'href="/members"' in (await as_known.get("/runs")).text
+
+    # Mistakes come back at the field, with what was typed, and change nothing.
+    for data, status, message in [
+        ({"email": "not-an-email", "role": "member"}, 400, "not a valid email address"),
+        ({"email": "x@example.com", "role": "owner"}, 400, "&#39;admin&#39;, &#39;member&#39;"),
+        ({"email": "known@example.com", "role": "member"}, 409, "already a member"),
+        ({"email": "new@example.com", "role": "member"}, 409, "already invited"),
+    ]:
+        refused = await as_admin.submit("/members", data)
+        assert refused.status_code == status, data
+        assert refused.headers["content-type"] == HTML
+        field = "role" if data["role"] == "owner" else "email"
+        error = re.search(rf'<p class="field-error" id="{field}-error" >([^<]*)</p>', refused.text)
+        assert error, refused.text
+        assert message in error.group(1)
+        assert f'value="{data["email"]}"' in refused.text
+    members = await client.get("/orgs/current/members", headers=admin.headers)
+    assert sorted(m["email"] for m in members.json()["items"]) == sorted(
+        [admin.email, "known@example.com"]
+    )
+
+
+async def test_members_see_the_members_but_cannot_add_any(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    outsider = await actors.admin("Elsewhere")
+    member = await actors.member(admin, "member")
+    as_member = await browser(member)
+
+    page = await as_member.get("/members")
+    assert page.status_code == 200
+    assert admin.email in page.text
+    assert f"{member.email} <span" in page.text  # marked as "(you)"
+    assert 'action="/members"' not in page.text
+    assert "Invitations" not in page.text
+    refused = await as_member.submit("/members", {"email": "friend@example.com"})
+    assert refused.status_code == 403
+    assert "cannot manage members (permission &#39;members.manage&#39;)" in refused.text
+    assert outsider.email not in page.text  # another organization's people stay unseen
+    invitations = await client.get("/orgs/current/invitations", headers=admin.headers)
+    assert invitations.json()["items"] == []
+
+
 async def test_viewers_see_but_cannot_change(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:

@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.web import account, presets, runs, schedule
+from app.web import account, members, presets, runs, schedule
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render
 from app.web.session import SignInLinks
@@ -24,7 +24,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, _routing_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (account, runs, presets, schedule):
+    for module in (account, runs, presets, members, schedule):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)

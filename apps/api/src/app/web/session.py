@@ -264,6 +264,7 @@ def require(key: str) -> Callable[[WebContext], Awaitable[WebContext]]:
 CanView = Annotated[WebContext, Depends(require("collection.view"))]
 CanRun = Annotated[WebContext, Depends(require("collection.run"))]
 CanManagePresets = Annotated[WebContext, Depends(require("presets.manage"))]
+CanManageMembers = Annotated[WebContext, Depends(require("members.manage"))]
 CanAutomate = Annotated[WebContext, Depends(require("admin.automation"))]
 
 

@@ -1,0 +1,123 @@
+"""The members page: who belongs to the organization, and (for admins) adding someone."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from app.dependencies import SessionDep
+from app.models import MemberCreate
+from app.pagination import PageParams
+from app.routers import orgs as api
+from app.tables import Role
+from app.web.errors import detail_text, field_errors, web_error
+from app.web.rendering import flash, render
+from app.web.session import CanManageMembers, CanView, WebContext
+
+router = APIRouter(include_in_schema=False)
+
+MEMBERS_PER_PAGE = 50
+INVITATIONS_SHOWN = 100
+
+ROLE_HINTS = {
+    Role.ADMIN: "everything, including members and the schedule",
+    Role.MEMBER: "runs and presets",
+    Role.VIEWER: "sees runs, results and presets",
+}
+
+
+async def _page(
+    request: Request,
+    context: WebContext,
+    session: SessionDep,
+    *,
+    cursor: str | None = None,
+    email: str = "",
+    role: str = Role.MEMBER.value,
+    errors: dict[str, str] | None = None,
+    status_code: int = status.HTTP_200_OK,
+) -> Response:
+    try:
+        members = await api.list_members(
+            context.org, session, PageParams(cursor=cursor, limit=MEMBERS_PER_PAGE)
+        )
+        invitations = (
+            await api.list_invitations(
+                context.org, session, PageParams(cursor=None, limit=INVITATIONS_SHOWN)
+            )
+            if context.can("members.manage")
+            else None
+        )
+    except HTTPException as exc:
+        raise web_error(exc) from None
+    return render(
+        request,
+        "members.html",
+        status_code=status_code,
+        nav="members",
+        members=members.items,
+        next_cursor=members.next_cursor,
+        cursor=cursor,
+        invitations=invitations.items if invitations else [],
+        roles=ROLE_HINTS,
+        email=email,
+        role=role,
+        errors=errors or {},
+    )
+
+
+@router.get("/members")
+async def members_page(
+    request: Request, context: CanView, session: SessionDep, cursor: str | None = None
+) -> Response:
+    """The organization's members, newest first; admins also see invitations and a form."""
+    return await _page(request, context, session, cursor=cursor)
+
+
+@router.post("/members")
+async def add_member(
+    request: Request,
+    context: CanManageMembers,
+    session: SessionDep,
+    email: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = Role.MEMBER.value,
+) -> Response:
+    """Add a member, or invite someone who never signed in (POST /orgs/current/members)."""
+    try:
+        body = MemberCreate.model_validate({"email": email.strip(), "role": role})
+        member = await api.add_member(body, context.org, session)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        return await _page(
+            request,
+            context,
+            session,
+            email=email,
+            role=role,
+            errors=errors,
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise web_error(exc) from None
+        return await _page(
+            request,
+            context,
+            session,
+            email=email,
+            role=role,
+            errors={"email": detail_text(exc)},
+            status_code=exc.status_code,
+        )
+    if member.status == "invited":
+        message = (
+            f"{member.email} is invited as {member.role.value}: they join {context.org_name} "
+            "when they first sign in with that address."
+        )
+    else:
+        message = f"{member.email} added to {context.org_name} as {member.role.value}."
+    response = RedirectResponse("/members", status_code=status.HTTP_303_SEE_OTHER)
+    return flash(response, request, message)
