@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import re
 import uuid
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 
 from app.auth import issue_token
 from app.config import Settings
+from app.web.rendering import STATIC
 from app.web.session import ORG_COOKIE, SESSION_COOKIE
 from tests.conftest import Actor, Actors
 
@@ -340,6 +342,20 @@ async def test_state_changing_forms_need_the_session_csrf_token(
         headers={"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
     )
     assert same_origin.status_code == 303
+
+
+async def test_static_files_are_versioned_by_their_content(
+    browser: BrowserFactory, actors: Actors
+) -> None:
+    page = await (await browser(await actors.admin())).get("/runs")
+    for name in ("app.css", "app.js"):
+        match = re.search(rf'"(/static/{name}\?v=([0-9a-f]{{12}}))"', page.text)
+        assert match, name
+        digest = hashlib.sha256((STATIC / name).read_bytes()).hexdigest()
+        assert digest.startswith(match.group(2))
+        served = await (await browser()).get(match.group(1))
+        assert served.status_code == 200
+        assert served.content == (STATIC / name).read_bytes()
 
 
 async def test_unknown_pages_are_html_but_api_errors_stay_json(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import urllib.parse
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -82,6 +84,14 @@ def query(base: str, **params: Any) -> str:
     return f"{base}?{urllib.parse.urlencode(kept)}" if kept else base
 
 
+@functools.cache
+def static_url(path: str) -> str:
+    """The URL of a static file, versioned by its content: a changed file is a new URL, so
+    no browser keeps an old stylesheet or script after an upgrade."""
+    digest = hashlib.sha256((STATIC / path).read_bytes()).hexdigest()[:12]
+    return f"/static/{path}?v={digest}"
+
+
 environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,
@@ -95,7 +105,7 @@ environment.globals.update(
     percent=percent,
     query=query,
     version=__version__,
-    static=lambda path: f"/static/{path}?v={__version__}",
+    static=static_url,
 )
 
 
