@@ -493,7 +493,7 @@ class Row:
 
 
 def mib(kib: float) -> str:
-    return f"{kib / 1024:.1f} MiB"
+    return f"{round(kib / 1024, 1) or 0.0:.1f} MiB"  # `or`: no "-0.0" for a tiny decrease
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
