@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -174,3 +176,130 @@ async def test_members_pagination(client: httpx.AsyncClient, actors: Actors) -> 
     assert page2["next_cursor"] is None
     emails = {m["email"] for m in page1["items"] + page2["items"]}
     assert len(emails) == 5
+
+
+# --- changing roles, removing members, revoking invitations --------------------------------
+
+
+async def test_an_admin_changes_a_members_role(client: httpx.AsyncClient, actors: Actors) -> None:
+    admin = await actors.admin()
+    member = await actors.member(admin, "member")
+    response = await client.patch(
+        f"/orgs/current/members/{member.user_id}", json={"role": "viewer"}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "user_id": str(member.user_id),
+        "email": member.email,
+        "role": "viewer",
+        "status": "active",
+        "created_at": response.json()["created_at"],
+    }
+    me = (await client.get("/me", headers=member.headers)).json()
+    assert [m["role"] for m in me["memberships"]] == ["viewer"]
+    refused = await client.post(
+        "/collection/presets", json={"name": "n", "category_ids": ["1"]}, headers=member.headers
+    )
+    assert refused.status_code == 403  # the new role holds from the next request on
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"role": "owner"}, "'admin', 'member' or 'viewer'"), ({}, "Field required")],
+)
+async def test_invalid_role_change_is_422(
+    client: httpx.AsyncClient, actors: Actors, body: object, message: str
+) -> None:
+    admin = await actors.admin()
+    member = await actors.member(admin, "member")
+    url = f"/orgs/current/members/{member.user_id}"
+    response = await client.patch(url, json=body, headers=admin.headers)
+    assert response.status_code == 422
+    assert message in response.text
+    members = (await client.get("/orgs/current/members", headers=admin.headers)).json()["items"]
+    assert {m["email"]: m["role"] for m in members}[member.email] == "member"
+
+
+async def test_the_last_admin_can_be_neither_demoted_nor_removed(
+    client: httpx.AsyncClient, actors: Actors
+) -> None:
+    admin = await actors.admin()
+    url = f"/orgs/current/members/{admin.user_id}"
+    for method, body in (("PATCH", {"role": "member"}), ("DELETE", None)):
+        response = await client.request(method, url, json=body, headers=admin.headers)
+        assert response.status_code == 409, method
+        assert "only admin" in response.json()["detail"]
+
+    second = await actors.member(admin, "admin")
+    demoted = await client.patch(url, json={"role": "member"}, headers=admin.headers)
+    assert demoted.status_code == 200  # another admin remains
+    gone = await client.delete(f"/orgs/current/members/{second.user_id}", headers=second.headers)
+    assert gone.status_code == 409  # ...and now that one is the last
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    client: httpx.AsyncClient, actors: Actors
+) -> None:
+    first = await actors.admin()
+    second = await actors.member(first, "admin")
+    results = await asyncio.gather(
+        client.patch(
+            f"/orgs/current/members/{second.user_id}",
+            json={"role": "member"},
+            headers=first.headers,
+        ),
+        client.patch(
+            f"/orgs/current/members/{first.user_id}",
+            json={"role": "member"},
+            headers=second.headers,
+        ),
+    )
+    assert sorted(r.status_code for r in results) == [200, 409]
+    members = (await client.get("/orgs/current/members", headers=first.headers)).json()["items"]
+    roles = [m["role"] for m in members]
+    assert roles.count("admin") == 1
+
+
+async def test_a_removed_member_loses_access_at_once(
+    client: httpx.AsyncClient, actors: Actors
+) -> None:
+    admin = await actors.admin()
+    member = await actors.member(admin, "member")
+    preset = await client.post(
+        "/collection/presets",
+        json={"name": "theirs", "category_ids": ["1"]},
+        headers=member.headers,
+    )
+    assert preset.status_code == 201
+    response = await client.delete(f"/orgs/current/members/{member.user_id}", headers=admin.headers)
+    assert response.status_code == 204
+    assert response.content == b""
+
+    after = await client.get("/collection/presets", headers=member.headers)
+    assert after.status_code == 403
+    assert (await client.get("/me", headers=member.headers)).json()["memberships"] == []
+    members = (await client.get("/orgs/current/members", headers=admin.headers)).json()["items"]
+    assert [m["email"] for m in members] == [admin.email]
+    kept = await client.get(f"/collection/presets/{preset.json()['id']}", headers=admin.headers)
+    assert kept.status_code == 200  # what they made stays with the organization
+    again = await client.delete(f"/orgs/current/members/{member.user_id}", headers=admin.headers)
+    assert again.status_code == 404
+    assert again.json()["detail"] == f"member {member.user_id} not found"
+
+
+async def test_a_revoked_invitation_grants_nothing(
+    client: httpx.AsyncClient, actors: Actors
+) -> None:
+    admin = await actors.admin()
+    invited = actors.user("late@example.com")
+    body = {"email": invited.email, "role": "member"}
+    assert (await client.post("/orgs/current/members", json=body, headers=admin.headers)).is_success
+    revoked = await client.delete(
+        "/orgs/current/invitations/Late@Example.com", headers=admin.headers
+    )
+    assert revoked.status_code == 204
+    me = (await client.get("/me", headers=invited.headers)).json()
+    assert me["memberships"] == []
+    again = await client.delete("/orgs/current/invitations/late@example.com", headers=admin.headers)
+    assert again.status_code == 404
+    assert again.json()["detail"] == "invitation late@example.com not found"

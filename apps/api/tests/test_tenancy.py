@@ -19,7 +19,7 @@ from tests.conftest import Actor, Actors
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # "{preset}" is replaced by a preset of the organization under test
+    path: str  # "{preset}", "{run}"... are replaced by one of the organization under test
     permission: str | None  # None: any member of the organization
     body: Any = None
     ok: int = 200
@@ -32,6 +32,9 @@ ORG_ENDPOINTS = [
     Endpoint("GET", "/orgs/current/members", None),
     Endpoint("POST", "/orgs/current/members", "members.manage", {"email": "x@example.com"}, 201),
     Endpoint("GET", "/orgs/current/invitations", "members.manage"),
+    Endpoint("PATCH", "/orgs/current/members/{member}", "members.manage", {"role": "member"}),
+    Endpoint("DELETE", "/orgs/current/members/{member}", "members.manage", ok=204),
+    Endpoint("DELETE", "/orgs/current/invitations/{invitation}", "members.manage", ok=204),
     Endpoint("GET", "/collection/presets", "collection.view"),
     Endpoint(
         "POST", "/collection/presets", "presets.manage", {"name": "n", "category_ids": ["1"]}, 201
@@ -61,17 +64,34 @@ ROLE_PERMISSIONS = {
 
 @dataclass
 class World:
+    """Two organizations, each with a preset, a run, a viewer and a pending invitation."""
+
     admin: Actor
     preset_id: str
     run_id: str
+    viewer: Actor
     other_admin: Actor
     other_preset_id: str
     other_run_id: str
+    other_viewer: Actor
 
     def ids(self, own: bool) -> dict[str, str]:
         if own:
-            return {"preset": self.preset_id, "run": self.run_id}
-        return {"preset": self.other_preset_id, "run": self.other_run_id}
+            return {
+                "preset": self.preset_id,
+                "run": self.run_id,
+                "member": str(self.viewer.user_id),
+                "invitation": INVITED[0],
+            }
+        return {
+            "preset": self.other_preset_id,
+            "run": self.other_run_id,
+            "member": str(self.other_viewer.user_id),
+            "invitation": INVITED[1],
+        }
+
+
+INVITED = ("invited-a@example.com", "invited-b@example.com")
 
 
 async def _cancelled_run(client: httpx.AsyncClient, actor: Actor) -> str:
@@ -91,17 +111,27 @@ async def _preset(client: httpx.AsyncClient, actor: Actor, name: str) -> str:
     return str(response.json()["id"])
 
 
+async def _invite(client: httpx.AsyncClient, actor: Actor, email: str) -> None:
+    body = {"email": email, "role": "viewer"}
+    response = await client.post("/orgs/current/members", json=body, headers=actor.headers)
+    assert response.status_code == 201, response.text
+
+
 @pytest.fixture
 async def world(client: httpx.AsyncClient, actors: Actors) -> World:
     admin = await actors.admin("Org A")
     other = await actors.admin("Org B")
+    await _invite(client, admin, INVITED[0])
+    await _invite(client, other, INVITED[1])
     return World(
         admin=admin,
         preset_id=await _preset(client, admin, "A's preset"),
         run_id=await _cancelled_run(client, admin),
+        viewer=await actors.member(admin, "viewer"),
         other_admin=other,
         other_preset_id=await _preset(client, other, "B's preset"),
         other_run_id=await _cancelled_run(client, other),
+        other_viewer=await actors.member(other, "viewer"),
     )
 
 
@@ -163,6 +193,11 @@ async def test_other_orgs_resource_is_404(
         f"/collection/runs/{world.other_run_id}", headers=world.other_admin.headers
     )
     assert run.json()["status"] == "cancelled"
+    members = await client.get("/orgs/current/members", headers=world.other_admin.headers)
+    viewer = [m for m in members.json()["items"] if m["user_id"] == str(world.other_viewer.user_id)]
+    assert [m["role"] for m in viewer] == ["viewer"]
+    invites = await client.get("/orgs/current/invitations", headers=world.other_admin.headers)
+    assert [i["email"] for i in invites.json()["items"]] == [INVITED[1]]
 
 
 @pytest.mark.parametrize("endpoint", RESOURCE_ENDPOINTS, ids=str)
@@ -170,14 +205,18 @@ async def test_missing_resource_looks_like_another_orgs(
     client: httpx.AsyncClient, world: World, endpoint: Endpoint
 ) -> None:
     missing_id = str(uuid.uuid4())
-    missing = await _call(
-        client, endpoint, {"preset": missing_id, "run": missing_id}, world.admin.headers
-    )
+    missing_ids = {
+        "preset": missing_id,
+        "run": missing_id,
+        "member": missing_id,
+        "invitation": f"nobody-{missing_id[:8]}@example.com",
+    }
+    missing = await _call(client, endpoint, missing_ids, world.admin.headers)
     foreign = await _call(client, endpoint, world.ids(own=False), world.admin.headers)
     assert missing.status_code == foreign.status_code == 404
-    kind = "preset" if "{preset}" in endpoint.path else "run"
+    (kind,) = [kind for kind in missing_ids if f"{{{kind}}}" in endpoint.path]
     foreign_id = world.ids(own=False)[kind]
-    assert missing.json()["detail"] == f"{kind} {missing_id} not found"
+    assert missing.json()["detail"] == f"{kind} {missing_ids[kind]} not found"
     assert foreign.json()["detail"] == f"{kind} {foreign_id} not found"
 
 
@@ -205,4 +244,6 @@ async def test_org_listing_never_shows_other_orgs(client: httpx.AsyncClient, wor
     presets = (await client.get("/collection/presets", headers=world.admin.headers)).json()
     assert [p["id"] for p in presets["items"]] == [world.preset_id]
     members = (await client.get("/orgs/current/members", headers=world.admin.headers)).json()
-    assert [m["email"] for m in members["items"]] == [world.admin.email]
+    assert {m["email"] for m in members["items"]} == {world.admin.email, world.viewer.email}
+    invites = (await client.get("/orgs/current/invitations", headers=world.admin.headers)).json()
+    assert [i["email"] for i in invites["items"]] == [INVITED[0]]

@@ -450,6 +450,87 @@ async def test_admins_add_members_and_invite_people_from_the_members_page(
     )
 
 
+async def test_admins_change_roles_remove_members_and_withdraw_invitations(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    admin = await actors.admin()
+    member = await actors.member(admin, "member")
+    await client.post(
+        "/orgs/current/members",
+        json={"email": "later@example.com", "role": "viewer"},
+        headers=admin.headers,
+    )
+    as_admin = await browser(admin)
+    page = (await as_admin.get("/members")).text
+    assert f'action="/members/{member.user_id}/role"' in page
+    assert f'action="/members/{member.user_id}/remove"' in page
+    assert 'value="later@example.com"' in page  # the invitation's withdraw form
+
+    changed = await as_admin.submit(
+        f"/members/{member.user_id}/role", {"role": "viewer"}, page="/members"
+    )
+    assert changed.status_code == 303
+    assert f"{member.email} is now viewer." in (await as_admin.get("/members")).text
+    me = (await client.get("/me", headers=member.headers)).json()
+    assert [m["role"] for m in me["memberships"]] == ["viewer"]
+
+    # The last admin stays: the refusal comes back as a message on the page.
+    refused = await as_admin.submit(
+        f"/members/{admin.user_id}/role", {"role": "member"}, page="/members"
+    )
+    assert refused.status_code == 303
+    page = (await as_admin.get("/members")).text
+    assert "Role not changed: this is the organization&#39;s only admin" in page
+    bad_role = await as_admin.submit(
+        f"/members/{member.user_id}/role", {"role": "owner"}, page="/members"
+    )
+    assert bad_role.status_code == 303
+    assert "Role not changed: Input should be" in (await as_admin.get("/members")).text
+
+    withdrawn = await as_admin.submit(
+        "/members/invitations/revoke", {"email": "later@example.com"}, page="/members"
+    )
+    assert withdrawn.status_code == 303
+    page = (await as_admin.get("/members")).text
+    assert "The invitation of later@example.com is withdrawn." in page
+    assert "No invitation is waiting" in page
+
+    removed = await as_admin.submit(f"/members/{member.user_id}/remove", page="/members")
+    assert removed.status_code == 303
+    assert "their runs and presets stay" in (await as_admin.get("/members")).text
+    assert (await client.get("/me", headers=member.headers)).json()["memberships"] == []
+    for path in (f"/members/{member.user_id}/remove", "/members/not-a-uuid/remove"):
+        gone = await as_admin.submit(path, page="/members")
+        assert gone.status_code == 404, path
+        assert gone.headers["content-type"] == HTML
+
+
+async def test_another_organizations_members_cannot_be_touched(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
+) -> None:
+    owner = await actors.admin("Owner")
+    their_member = await actors.member(owner, "member")
+    await client.post(
+        "/orgs/current/members", json={"email": "their@example.com"}, headers=owner.headers
+    )
+    as_outsider = await browser(await actors.admin("Outsider"))
+    for path, data in [
+        (f"/members/{their_member.user_id}/role", {"role": "viewer"}),
+        (f"/members/{their_member.user_id}/remove", {}),
+        (f"/members/{owner.user_id}/remove", {}),
+        ("/members/invitations/revoke", {"email": "their@example.com"}),
+    ]:
+        response = await as_outsider.submit(path, data, page="/members")
+        assert response.status_code == 404, path
+    members = (await client.get("/orgs/current/members", headers=owner.headers)).json()["items"]
+    assert {m["email"]: m["role"] for m in members} == {
+        owner.email: "admin",
+        their_member.email: "member",
+    }
+    invites = (await client.get("/orgs/current/invitations", headers=owner.headers)).json()
+    assert [i["email"] for i in invites["items"]] == ["their@example.com"]
+
+
 async def test_members_see_the_members_but_cannot_add_any(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
@@ -467,6 +548,13 @@ async def test_members_see_the_members_but_cannot_add_any(
     refused = await as_member.submit("/members", {"email": "friend@example.com"})
     assert refused.status_code == 403
     assert "cannot manage members (permission &#39;members.manage&#39;)" in refused.text
+    assert f'action="/members/{admin.user_id}/remove"' not in page.text
+    for path, data in [
+        (f"/members/{admin.user_id}/role", {"role": "viewer"}),
+        (f"/members/{admin.user_id}/remove", {}),
+        (f"/members/{member.user_id}/role", {"role": "admin"}),
+    ]:
+        assert (await as_member.submit(path, data, page="/members")).status_code == 403, path
     assert outsider.email not in page.text  # another organization's people stay unseen
     invitations = await client.get("/orgs/current/invitations", headers=admin.headers)
     assert invitations.json()["items"] == []

@@ -86,6 +86,10 @@ class MemberCreate(RequestModel):
     role: Role = Field(default=Role.MEMBER, examples=["member"])
 
 
+class MemberUpdate(RequestModel):
+    role: Role = Field(examples=["viewer"])
+
+
 class MemberResponse(ResponseModel):
     user_id: uuid.UUID | None = Field(description="null while the invitation is pending")
     email: str

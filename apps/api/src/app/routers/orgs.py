@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 
 from app.auth import (
     ROLE_PERMISSIONS,
@@ -18,6 +19,7 @@ from app.models import (
     MemberCreate,
     MemberResponse,
     MembershipInfo,
+    MemberUpdate,
     MeResponse,
     OrgCreate,
     OrgResponse,
@@ -105,3 +107,70 @@ async def add_member(
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     await session.commit()
     return MemberResponse.model_validate(member)
+
+
+CanManageMembers = Annotated[OrgContext, Depends(require_permission_key("members.manage"))]
+MEMBER_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such member (or invitation) in the acting organization."}
+}
+LAST_ADMIN: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The change would leave the organization without an admin."}
+}
+
+
+@router.patch(
+    "/orgs/current/members/{user_id}",
+    response_model=MemberResponse,
+    responses={**AUTH_ERRORS, **MEMBER_NOT_FOUND, **LAST_ADMIN},
+)
+async def change_member_role(
+    user_id: uuid.UUID, body: MemberUpdate, ctx: CanManageMembers, session: SessionDep
+) -> MemberResponse:
+    """Change a member's role (admins). The organization always keeps an admin."""
+    try:
+        member = await org_service.change_role(
+            session, org_id=ctx.org_id, user_id=user_id, role=body.role
+        )
+    except org_service.MemberNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except org_service.LastAdminError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    await session.commit()
+    return MemberResponse.model_validate(member)
+
+
+@router.delete(
+    "/orgs/current/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**AUTH_ERRORS, **MEMBER_NOT_FOUND, **LAST_ADMIN},
+)
+async def remove_member(user_id: uuid.UUID, ctx: CanManageMembers, session: SessionDep) -> Response:
+    """Remove a member (admins): their access ends with their next request; the runs they
+    started stay. The organization's last admin cannot be removed."""
+    try:
+        await org_service.remove_member(session, org_id=ctx.org_id, user_id=user_id)
+    except org_service.MemberNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except org_service.LastAdminError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/orgs/current/invitations/{email}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**AUTH_ERRORS, **MEMBER_NOT_FOUND},
+)
+async def revoke_invitation(
+    email: Annotated[str, Path(examples=["ana@example.com"])],
+    ctx: CanManageMembers,
+    session: SessionDep,
+) -> Response:
+    """Withdraw an invitation that is still pending (admins)."""
+    try:
+        await org_service.revoke_invitation(session, org_id=ctx.org_id, email=email.strip().lower())
+    except org_service.MemberNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

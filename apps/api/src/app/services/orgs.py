@@ -18,6 +18,14 @@ class AlreadyMemberError(Exception):
     """The email already has a membership or a pending invitation in this organization."""
 
 
+class MemberNotFoundError(LookupError):
+    """No such member, or no such invitation, in this organization."""
+
+
+class LastAdminError(Exception):
+    """The change would leave the organization without an admin."""
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """A member of an organization, or an invitation waiting for the person's first sign-in."""
@@ -118,3 +126,71 @@ async def _add_once(session: AsyncSession, row: Membership | Invitation, conflic
             session.add(row)
     except IntegrityError:
         raise AlreadyMemberError(conflict) from None
+
+
+async def change_role(
+    session: AsyncSession, *, org_id: uuid.UUID, user_id: uuid.UUID, role: Role
+) -> Member:
+    """Give a member another role; the organization always keeps at least one admin."""
+    membership = await _membership_to_change(session, org_id, user_id)
+    if membership.role is Role.ADMIN and role is not Role.ADMIN:
+        await _keep_an_admin(session, org_id, without=user_id)
+    membership.role = role
+    await session.flush()
+    email = await session.scalar(sa.select(User.email).where(User.id == user_id))
+    assert email is not None  # memberships reference users
+    return Member(user_id, email, role, "active", membership.created_at)
+
+
+async def remove_member(session: AsyncSession, *, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Take a user out of the organization (their runs stay); never its last admin."""
+    membership = await _membership_to_change(session, org_id, user_id)
+    if membership.role is Role.ADMIN:
+        await _keep_an_admin(session, org_id, without=user_id)
+    await session.delete(membership)
+    await session.flush()
+
+
+async def revoke_invitation(session: AsyncSession, *, org_id: uuid.UUID, email: str) -> None:
+    """Withdraw a pending invitation."""
+    deleted = await session.execute(
+        sa.delete(Invitation)
+        .where(Invitation.org_id == org_id, Invitation.email == email)
+        .returning(Invitation.id)
+    )
+    if deleted.first() is None:
+        raise MemberNotFoundError(f"invitation {email} not found")
+
+
+async def _membership_to_change(
+    session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID
+) -> Membership:
+    """The membership, with the organization's membership changes serialized.
+
+    Locking the organization row first (PostgreSQL; SQLite's write transactions are
+    serialized anyway) makes "is someone else still admin?" and the change one step: two
+    admins demoting each other at once cannot both succeed, and cannot deadlock.
+    """
+    await session.execute(
+        sa.select(Organization.id).where(Organization.id == org_id).with_for_update()
+    )
+    membership = await session.get(Membership, (org_id, user_id), populate_existing=True)
+    if membership is None:
+        raise MemberNotFoundError(f"member {user_id} not found")
+    return membership
+
+
+async def _keep_an_admin(session: AsyncSession, org_id: uuid.UUID, *, without: uuid.UUID) -> None:
+    other_admin = await session.scalar(
+        sa.select(Membership.user_id)
+        .where(
+            Membership.org_id == org_id,
+            Membership.role == Role.ADMIN,
+            Membership.user_id != without,
+        )
+        .limit(1)
+    )
+    if other_admin is None:
+        raise LastAdminError(
+            "this is the organization's only admin; make another member admin first"
+        )

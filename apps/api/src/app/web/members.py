@@ -1,7 +1,9 @@
-"""The members page: who belongs to the organization, and (for admins) adding someone."""
+"""The members page: who belongs to the organization; admins add, re-role and remove
+members and withdraw invitations."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
@@ -9,11 +11,11 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from app.dependencies import SessionDep
-from app.models import MemberCreate
+from app.models import MemberCreate, MemberUpdate
 from app.pagination import PageParams
 from app.routers import orgs as api
 from app.tables import Role
-from app.web.errors import detail_text, field_errors, web_error
+from app.web.errors import WebError, detail_text, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanManageMembers, CanView, WebContext
 
@@ -121,3 +123,72 @@ async def add_member(
         message = f"{member.email} added to {context.org_name} as {member.role.value}."
     response = RedirectResponse("/members", status_code=status.HTTP_303_SEE_OTHER)
     return flash(response, request, message)
+
+
+def _user_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise WebError(
+            status.HTTP_404_NOT_FOUND, "There is no such member in this organization."
+        ) from None
+
+
+def _back(request: Request, message: str, *, error: bool = False) -> Response:
+    response = RedirectResponse("/members", status_code=status.HTTP_303_SEE_OTHER)
+    return flash(response, request, message, error=error)
+
+
+@router.post("/members/{user_id}/role")
+async def change_role(
+    request: Request,
+    context: CanManageMembers,
+    session: SessionDep,
+    user_id: str,
+    role: Annotated[str, Form()] = "",
+) -> Response:
+    """Give a member another role (PATCH /orgs/current/members/{user_id})."""
+    member_id = _user_id(user_id)
+    try:
+        body = MemberUpdate.model_validate({"role": role})
+        member = await api.change_member_role(member_id, body, context.org, session)
+    except ValidationError as exc:
+        return _back(request, f"Role not changed: {field_errors(exc).get('role')}", error=True)
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise web_error(exc) from None
+        return _back(request, f"Role not changed: {detail_text(exc)}.", error=True)
+    return _back(request, f"{member.email} is now {member.role.value}.")
+
+
+@router.post("/members/{user_id}/remove")
+async def remove_member(
+    request: Request, context: CanManageMembers, session: SessionDep, user_id: str
+) -> Response:
+    """Take someone out of the organization (DELETE /orgs/current/members/{user_id})."""
+    member_id = _user_id(user_id)
+    try:
+        await api.remove_member(member_id, context.org, session)
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            raise web_error(exc) from None
+        return _back(request, f"Not removed: {detail_text(exc)}.", error=True)
+    if member_id == context.org.user_id:
+        response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+        return flash(response, request, f"You left {context.org_name}.")
+    return _back(request, f"Removed from {context.org_name}; their runs and presets stay.")
+
+
+@router.post("/members/invitations/revoke")
+async def revoke_invitation(
+    request: Request,
+    context: CanManageMembers,
+    session: SessionDep,
+    email: Annotated[str, Form()] = "",
+) -> Response:
+    """Withdraw a pending invitation (DELETE /orgs/current/invitations/{email})."""
+    try:
+        await api.revoke_invitation(email, context.org, session)
+    except HTTPException as exc:
+        raise web_error(exc) from None
+    return _back(request, f"The invitation of {email.strip().lower()} is withdrawn.")
