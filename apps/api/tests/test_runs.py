@@ -22,9 +22,9 @@ from app.database import Database
 from app.providers.base import Listing, Product, ProviderError
 from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
 from app.services.collection import CollectionService, Lease, LeaseLostError
-from app.services.executor import RunExecutor
+from app.services.executor import MAX_UNEXPECTED_ERRORS, RunExecutor
 from app.services.results import purge_expired_results
-from app.tables import CollectionRun, RunListing, RunStatus, utcnow
+from app.tables import CollectionRun, RunListing, RunProduct, RunStatus, utcnow
 from tests.conftest import Actor, Actors
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -444,6 +444,138 @@ async def test_provider_failure_fails_the_run_with_its_message(
     assert broken.calls == attempts
     # a failed run frees the slot for the next one
     await create_run(client, admin, ["1"])
+
+
+class BuggyEbay:
+    """A provider with a bug: it raises what no provider error handling expects."""
+
+    name = "buggy"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def search(self, product: Product, limit: int) -> list[Listing]:
+        self.calls += 1
+        raise ValueError("a bug in the provider")
+
+
+async def test_unexpected_errors_are_retried_with_backoff_then_fail_the_run(
+    client: httpx.AsyncClient, admin: Actor, app: FastAPI
+) -> None:
+    service: CollectionService = app.state.collection
+    executor: RunExecutor = app.state.executor
+    original, lease_seconds = service.ebay, executor.lease_seconds
+    buggy = service.ebay = BuggyEbay()  # type: ignore[assignment]
+    executor.lease_seconds = 0.1  # the backoff between attempts: 0.1 s, then 0.2 s
+    try:
+        run = await create_run(client, admin, ["172282"], products_per_category=1)
+        await start(client, admin, run["id"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not finished(
+            current := (
+                await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)
+            ).json()
+        ):
+            assert loop.time() < deadline, current
+            assert buggy.calls <= MAX_UNEXPECTED_ERRORS  # no tight loop on the provider
+            executor.poke()  # sweep often: only the backoff may hold the retries back
+            await asyncio.sleep(0.02)
+    finally:
+        service.ebay, executor.lease_seconds = original, lease_seconds
+    assert current["status"] == "failed"
+    assert current["error"] == (
+        "stopped after 3 unexpected errors; the last: ValueError: a bug in the provider"
+    )
+    assert buggy.calls == MAX_UNEXPECTED_ERRORS
+    assert uuid.UUID(run["id"]) not in executor.running
+    await create_run(client, admin, ["1"])  # and the slot is free again
+
+
+class OutlandishAmazon:
+    """Best sellers with data that does not fit the columns as it comes."""
+
+    name = "outlandish"
+
+    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
+        return [
+            Product(
+                asin="B0OUTLAND1",
+                title="Gadget " * 200,
+                category_id=category_id,
+                sales_rank=2**40,
+                brand="B" * 250,
+                price=Decimal("1e12"),
+                upcs=("012345678905",),
+            )
+        ]
+
+
+class OutlandishEbay:
+    name = "outlandish"
+
+    async def search(self, product: Product, limit: int) -> list[Listing]:
+        return [
+            Listing(
+                item_id="v1|1|0",
+                title="Gadget",
+                price=Decimal("NaN"),
+                currency="USD",
+                seller_username="seller",
+                seller_feedback_score=2**40,
+                seller_feedback_percentage=Decimal("150.5"),
+                url="https://www.ebay.com/itm/1",
+            ),
+            Listing(
+                item_id="v1|2|0",
+                title="Gadget",
+                price=Decimal("24.999"),
+                currency="USD",
+                seller_username="seller",
+                seller_feedback_score=12,
+                seller_feedback_percentage=Decimal("99.5"),
+                url="https://www.ebay.com/itm/2",
+            ),
+        ]
+
+
+async def test_marketplace_data_that_does_not_fit_is_stored_as_far_as_it_fits(
+    client: httpx.AsyncClient, admin: Actor, app: FastAPI, database: Database
+) -> None:
+    service: CollectionService = app.state.collection
+    original = service.amazon, service.ebay
+    service.amazon, service.ebay = OutlandishAmazon(), OutlandishEbay()  # type: ignore[assignment]
+    try:
+        run = await create_run(client, admin, ["172282"], products_per_category=1)
+        await start(client, admin, run["id"])
+        done = await wait_for(client, admin, run["id"], finished)
+    finally:
+        service.amazon, service.ebay = original
+    assert done["status"] == "completed", done
+    async with database.read() as session:
+        product = (await session.scalars(sa.select(RunProduct))).one()
+        listings = (await session.scalars(sa.select(RunListing).order_by(RunListing.item_id))).all()
+    assert (len(product.brand or ""), product.brand and product.brand[-1]) == (200, "…")
+    assert (product.price, product.sales_rank) == (None, 2**31 - 1)
+    assert [(x.price, x.seller_feedback_score, x.seller_feedback_percentage) for x in listings] == [
+        (None, None, None),
+        (Decimal("25.00"), 12, Decimal("99.50")),
+    ]
+
+
+async def test_the_sweep_skips_what_it_was_told_to_leave_alone(
+    client: httpx.AsyncClient, admin: Actor, actors: Actors, database: Database, app: FastAPI
+) -> None:
+    first = await create_run(client, admin, ["172282"])
+    other = await actors.admin("Other")
+    second = await create_run(client, other, ["172282"])
+    for run in (first, second):  # leases of "me" before a restart: this app leaves them be
+        await _orphan(database, run["id"], owner="me", expired=False)
+    service: CollectionService = app.state.collection
+    both = await service.orphaned_runs(owner="me", limit=5)
+    assert {str(run_id) for run_id in both} == {first["id"], second["id"]}
+    left = await service.orphaned_runs(owner="me", limit=1, exclude=[both[0]])
+    assert left == [both[1]]  # the first run, busy here, does not hide the other one
 
 
 # --- results -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
@@ -420,25 +421,30 @@ class CollectionService:
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
-    async def orphaned_runs(self, *, owner: str, limit: int) -> list[uuid.UUID]:
+    async def orphaned_runs(
+        self, *, owner: str, limit: int, exclude: Sequence[uuid.UUID] = ()
+    ) -> list[uuid.UUID]:
         """Running runs nobody executes: no lease, an expired one, or one this instance
-        held before it restarted (a stable INSTANCE_ID)."""
+        held before it restarted (a stable INSTANCE_ID); oldest first, except `exclude`
+        (what the caller executes already or leaves alone for now)."""
         now = self.clock()
-        async with self.database.read() as session:
-            rows = await session.scalars(
-                sa.select(CollectionRun.id)
-                .where(
-                    CollectionRun.status == RunStatus.RUNNING,
-                    sa.or_(
-                        CollectionRun.lease_owner.is_(None),
-                        CollectionRun.lease_owner == owner,
-                        CollectionRun.lease_expires_at < now,
-                    ),
-                )
-                .order_by(CollectionRun.started_at)
-                .limit(limit)
+        query = (
+            sa.select(CollectionRun.id)
+            .where(
+                CollectionRun.status == RunStatus.RUNNING,
+                sa.or_(
+                    CollectionRun.lease_owner.is_(None),
+                    CollectionRun.lease_owner == owner,
+                    CollectionRun.lease_expires_at < now,
+                ),
             )
-            return list(rows)
+            .order_by(CollectionRun.started_at, CollectionRun.id)
+            .limit(limit)
+        )
+        if exclude:
+            query = query.where(CollectionRun.id.not_in(exclude))
+        async with self.database.read() as session:
+            return list(await session.scalars(query))
 
     def _lease_expiry(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.settings.run_lease_seconds)
@@ -501,6 +507,11 @@ class CollectionService:
         status = await self._finish(lease, RunStatus.COMPLETED)
         logger.info("run %s: %s", run.id, status.value, extra=log)
         return status
+
+    async def fail(self, lease: Lease, *, error: str) -> None:
+        """Fail a run whose execution cannot go on; RunInterruptedError if it is no longer
+        running under this lease."""
+        await self._finish(lease, RunStatus.FAILED, error=error)
 
     async def _finish(
         self, lease: Lease, status: RunStatus, *, error: str | None = None
@@ -633,7 +644,9 @@ class CollectionService:
                     insert_ignoring_conflicts(
                         session, RunProduct, index_elements=["run_id", "asin"]
                     ).returning(RunProduct.asin),
-                    [_product_row(category, p) for p in products],
+                    # in key order: concurrent checkpoints of categories that share
+                    # products then lock those rows in one order and cannot deadlock
+                    [_product_row(category, p) for p in sorted(products, key=_asin)],
                 )
                 inserted = len(result.all())
             status = await self._fence(session, lease, categories_done=1, products_found=inserted)
@@ -798,17 +811,48 @@ def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0]
 
 
+# What the columns hold. Marketplace data is not trusted to fit: free text is shortened and
+# a number out of range is stored as unknown, instead of the database refusing the row.
+INT4_MAX = 2**31 - 1
+PRICE_LIMIT = Decimal(10) ** 10  # Numeric(12, 2)
+CENT = Decimal("0.01")
+
+
+def _asin(product: Product) -> str:
+    return product.asin
+
+
+def _text(value: str, length: int) -> str:
+    return value if len(value) <= length else value[: length - 1] + "…"
+
+
+def _price(value: Decimal | None) -> Decimal | None:
+    if value is None or not value.is_finite() or not -PRICE_LIMIT < value < PRICE_LIMIT:
+        return None
+    return value.quantize(CENT)
+
+
+def _percentage(value: Decimal | None) -> Decimal | None:
+    if value is None or not value.is_finite() or not 0 <= value <= 100:
+        return None
+    return value.quantize(CENT)
+
+
+def _count(value: int | None) -> int | None:
+    return value if value is not None and 0 <= value <= INT4_MAX else None
+
+
 def _product_row(category: RunCategory, product: Product) -> dict[str, Any]:
     return {
         "run_id": category.run_id,
         "asin": product.asin,
         "category_id": category.category_id,
         "category_position": category.position,
-        "sales_rank": product.sales_rank,
+        "sales_rank": min(max(product.sales_rank, 0), INT4_MAX),
         "title": product.title,
-        "brand": product.brand,
-        "price": product.price,
-        "currency": product.currency,
+        "brand": _text(product.brand, 200) if product.brand is not None else None,
+        "price": _price(product.price),
+        "currency": product.currency[:3],
         "upcs": list(product.upcs),
         "eans": list(product.eans),
     }
@@ -834,10 +878,10 @@ def _listing_row(product: RunProduct, listing: Listing) -> dict[str, Any]:
         "asin": product.asin,
         "item_id": listing.item_id,
         "title": listing.title,
-        "price": listing.price,
-        "currency": listing.currency,
+        "price": _price(listing.price),
+        "currency": listing.currency[:3],
         "seller_username": listing.seller_username,
-        "seller_feedback_score": listing.seller_feedback_score,
-        "seller_feedback_percentage": listing.seller_feedback_percentage,
+        "seller_feedback_score": _count(listing.seller_feedback_score),
+        "seller_feedback_percentage": _percentage(listing.seller_feedback_percentage),
         "url": listing.url,
     }

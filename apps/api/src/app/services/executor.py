@@ -25,6 +25,10 @@ from app.tables import RunStatus
 
 logger = logging.getLogger(__name__)
 
+MAX_UNEXPECTED_ERRORS = 3
+"""Unexpected errors (bugs, data the database refuses) one instance tolerates in one run
+before failing it; between attempts it waits a lease period, doubling each time."""
+
 
 class RunExecutor:
     """Runs at most `run_max_concurrent` collection runs at once in this process."""
@@ -33,11 +37,16 @@ class RunExecutor:
         self.service = service
         self.owner = settings.instance_id
         self.max_concurrent = settings.run_max_concurrent
+        self.lease_seconds = settings.run_lease_seconds
         self.heartbeat_interval = settings.run_lease_seconds / 3
         self.sweep_interval = settings.run_sweep_seconds
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._leases: dict[uuid.UUID, Lease] = {}
         self._claiming: set[uuid.UUID] = set()
+        # Runs that raised an unexpected error here: how many times, and the loop time
+        # before which the sweep leaves them alone.
+        self._errors: dict[uuid.UUID, int] = {}
+        self._retry_at: dict[uuid.UUID, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         # Called with the run id when a run this instance executed completed or failed.
@@ -108,11 +117,7 @@ class RunExecutor:
             status = await self.service.execute(lease)
             release = False  # a finished run's lease is cleared with its final status
             logger.info("run %s finished: %s", lease.run_id, status.value, extra=log)
-            for hook in self.on_finished:
-                try:
-                    await hook(lease.run_id)
-                except Exception:
-                    logger.exception("run %s: finish hook failed", lease.run_id, extra=log)
+            await self._finished(lease.run_id)
         except RunInterruptedError as exc:
             logger.info("run %s stopped: %s", lease.run_id, exc.status.value, extra=log)
         except LeaseLostError:
@@ -122,11 +127,12 @@ class RunExecutor:
             )
         except asyncio.CancelledError:
             logger.info("run %s: execution stopped here", lease.run_id, extra=log)
-        except Exception:
-            # A bug, not a provider failure (those fail the run): leave the run running
-            # so that it is retried from its checkpoint once the lease expires.
+        except Exception as exc:
+            # Not a provider failure (those fail the run at once): a bug, or a row the
+            # database refused. Retry from the checkpoint after a while; fail the run when
+            # it keeps happening, rather than spin on it (and on the providers' quota).
             release = False
-            logger.exception("run %s: unexpected error; will be retried", lease.run_id, extra=log)
+            await self._unexpected(lease, exc, log)
         finally:
             self._tasks.pop(lease.run_id, None)
             self._leases.pop(lease.run_id, None)
@@ -135,10 +141,54 @@ class RunExecutor:
                     await asyncio.shield(self.service.release(lease))
             self.poke()
 
+    async def _unexpected(self, lease: Lease, exc: Exception, log: dict[str, str]) -> None:
+        run_id = lease.run_id
+        count = self._errors[run_id] = self._errors.get(run_id, 0) + 1
+        if count < MAX_UNEXPECTED_ERRORS:
+            delay = self.lease_seconds * 2 ** (count - 1)
+            self._retry_at[run_id] = asyncio.get_running_loop().time() + delay
+            logger.exception(
+                "run %s: unexpected error (%d of %d); retrying from its checkpoint in %.0f s",
+                run_id,
+                count,
+                MAX_UNEXPECTED_ERRORS,
+                delay,
+                extra=log,
+            )
+            return
+        logger.exception(
+            "run %s: unexpected error (%d of %d); failing the run", run_id, count, count, extra=log
+        )
+        error = f"stopped after {count} unexpected errors; the last: {type(exc).__name__}: {exc}"
+        try:
+            await self.service.fail(lease, error=error[:2000])
+        except RunInterruptedError:
+            return  # paused, cancelled or taken over meanwhile: that status stands
+        except Exception:
+            logger.exception("run %s: could not be marked failed", run_id, extra=log)
+            return
+        await self._finished(run_id)
+
+    async def _finished(self, run_id: uuid.UUID) -> None:
+        """A run this instance executed completed or failed."""
+        self._errors.pop(run_id, None)
+        self._retry_at.pop(run_id, None)
+        for hook in self.on_finished:
+            try:
+                await hook(run_id)
+            except Exception:
+                logger.exception(
+                    "run %s: finish hook failed", run_id, extra={"run_id": str(run_id)}
+                )
+
     async def heartbeat(self) -> None:
         """Renew leases; stop local runs that were cancelled, paused or taken over."""
-        held = await self.service.renew(list(self._leases), owner=self.owner)
-        for run_id, task in list(self._tasks.items()):
+        leases = list(self._leases)
+        held = await self.service.renew(leases, owner=self.owner)
+        for run_id in leases:  # not runs submitted while renew() ran: they hold fresh leases
+            task = self._tasks.get(run_id)
+            if task is None:
+                continue
             status = held.get(run_id)
             if status is None:
                 logger.warning("run %s: lease lost; stopping here", run_id)
@@ -153,7 +203,12 @@ class RunExecutor:
         free = self.max_concurrent - len(self._tasks) - len(self._claiming)
         if free <= 0:
             return
-        for run_id in await self.service.orphaned_runs(owner=self.owner, limit=free):
+        now = asyncio.get_running_loop().time()
+        for run_id, retry_at in list(self._retry_at.items()):
+            if retry_at <= now:
+                del self._retry_at[run_id]
+        busy = [*self._tasks, *self._claiming, *self._retry_at]
+        for run_id in await self.service.orphaned_runs(owner=self.owner, limit=free, exclude=busy):
             if await self.submit(run_id):
                 logger.info("run %s: taken over by %s", run_id, self.owner)
 
