@@ -21,7 +21,13 @@ from starlette.responses import JSONResponse, Response
 from app.cli import main
 from app.database import Database
 from app.providers import build_providers
-from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
+from app.providers.base import (
+    Listing,
+    Product,
+    ProviderError,
+    QuotaExhaustedError,
+    gtin_check_digit,
+)
 from app.providers.budget import PACIFIC, DailyCallBudget, SharedDailyCallBudget, next_midnight
 from app.providers.ebay import EbayBrowseProvider, daily_budget
 from app.providers.keepa import KeepaAmazonProvider
@@ -164,11 +170,75 @@ async def test_without_a_upc_the_title_is_searched_and_only_matches_are_kept(
             ebay_item("Wireless Earbuds Bluetooth Headphones", "dropped_generic"),
         ]
     )
+    # no code at all, or only malformed ones (a wrong check digit, too short, not digits)
+    for codes in [{}, {"upcs": ("012345678906",), "eans": ("40063813", "ABCDEFGHIJKL")}]:
+        before = len(ebay.calls(FakeEbay.SEARCH_PATH))
+        listings = await client_for(ebay, http).search(product(**{"upcs": (), **codes}), 20)
+        assert [listing.seller_username for listing in listings] == ["kept_exact", "kept_spelling"]
+        (search,) = ebay.calls(FakeEbay.SEARCH_PATH)[before:]
+        assert search.params == {"q": "VOLTKO Wireless Earbuds WE-512X", "limit": "20"}
+
+
+async def test_a_product_with_only_an_ean_is_searched_by_it(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    ebay.list_by_gtin("4006381333931", [ebay_item("Earbuds", "alpha")])
     eans_only = product(upcs=(), eans=("4006381333931",))
     listings = await client_for(ebay, http).search(eans_only, 20)
-    assert [listing.seller_username for listing in listings] == ["kept_exact", "kept_spelling"]
+    assert [listing.seller_username for listing in listings] == ["alpha"]
     (search,) = ebay.calls(FakeEbay.SEARCH_PATH)
-    assert search.params == {"q": "VOLTKO Wireless Earbuds WE-512X", "limit": "20"}
+    assert search.params == {"gtin": "4006381333931", "limit": "20"}
+
+
+async def test_a_gtin_ebay_refuses_is_searched_by_title_instead(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    ebay.script(FakeEbay.SEARCH_PATH, ebay_errors(400, 12001, "The value of gtin is invalid."))
+    ebay.list_for_keywords([ebay_item("NEW VOLTKO Wireless Earbuds WE-512X Black", "by_title")])
+    listings = await client_for(ebay, http).search(product(), 20)
+    assert [listing.seller_username for listing in listings] == ["by_title"]
+    by_gtin, by_title = ebay.calls(FakeEbay.SEARCH_PATH)
+    assert "gtin" in by_gtin.params
+    assert "q" in by_title.params
+    ebay.script(FakeEbay.SEARCH_PATH, ebay_errors(400, 12001, "The value of gtin is invalid."))
+    with pytest.raises(ProviderError, match="HTTP 400"):  # unless the fallback is off
+        await client_for(ebay, http, keyword_fallback=False).search(product(), 20)
+
+
+async def test_ebays_daily_limit_is_a_wait_until_its_next_day(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    ebay.script(
+        FakeEbay.SEARCH_PATH,
+        ebay_errors(429, 2001, "Too many requests. The request limit has been reached."),
+    )
+    clock = Clock()
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await client_for(ebay, http, clock=clock).search(product(), 5)
+    assert caught.value.resume_at == datetime(2027, 7, 2, 7, 0, tzinfo=UTC)  # Pacific midnight
+    assert "daily call limit" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("inf", 86400), ("1e400", 86400), ("nan", None), ("-5", 0), ("90", 90)],
+)
+async def test_odd_retry_after_values_are_bounded(
+    ebay: FakeEbay, http: httpx.AsyncClient, header: str, seconds: int | None
+) -> None:
+    ebay.script(
+        FakeEbay.SEARCH_PATH,
+        ebay_errors(503, 10001, "Service unavailable", **{"Retry-After": header}),
+    )
+    clock = Clock()
+    with pytest.raises(ProviderError) as caught:
+        await client_for(ebay, http, clock=clock).search(product(), 5)
+    if seconds is not None and seconds > 60:  # a long wait is a quota wait
+        assert isinstance(caught.value, QuotaExhaustedError)
+        assert caught.value.resume_at == clock.now + timedelta(seconds=seconds)
+    else:
+        assert caught.value.retryable
+        assert caught.value.retry_after == seconds
 
 
 async def test_pages_are_followed_through_next_up_to_the_limit(
@@ -407,8 +477,8 @@ async def test_refusals_and_malformed_answers_are_clear_errors(
     ebay: FakeEbay, http: httpx.AsyncClient, answer: Response, message: str
 ) -> None:
     ebay.script(FakeEbay.SEARCH_PATH, answer)
-    with pytest.raises(ProviderError) as caught:
-        await client_for(ebay, http).search(product(), 5)
+    with pytest.raises(ProviderError) as caught:  # a title search: nothing to fall back to
+        await client_for(ebay, http).search(product(upcs=()), 5)
     assert message in str(caught.value)
     assert not caught.value.retryable
 
@@ -756,7 +826,8 @@ def stock_keepa(keepa: FakeKeepa) -> None:
 
 def upc_of(prefix: str, n: int) -> str:
     """The UPC of product `n` of category `prefix` in `stock_keepa`."""
-    return f"0{ord(prefix) % 10}000000000{n}"
+    body = f"0{ord(prefix) % 10}00000000{n}"
+    return body + gtin_check_digit(body)
 
 
 async def test_a_full_run_with_keepa_and_ebay_ranks_the_sellers(
@@ -813,7 +884,9 @@ async def test_a_full_run_with_keepa_and_ebay_ranks_the_sellers(
     assert len(ebay.calls(FakeEbay.TOKEN_PATH)) == 1  # one token for the whole run
     async with database.read() as session:
         counted = await session.scalar(sa.select(sa.func.sum(ProviderCallCount.calls)))
-    assert counted == len(ebay.calls(FakeEbay.SEARCH_PATH)) == 6  # one search per product
+    # one search per product by its GTIN; the two with only an EAN, which eBay does not
+    # list under it, are searched by their title too
+    assert counted == len(ebay.calls(FakeEbay.SEARCH_PATH)) == 8
 
 
 async def test_a_run_waits_for_the_ebay_budget_then_resumes(
@@ -828,6 +901,7 @@ async def test_a_run_waits_for_the_ebay_budget_then_resumes(
     for prefix in "MN":
         for n in range(2):
             ebay.list_by_gtin(upc_of(prefix, n), [ebay_item("Gadget", "alpha_deals")])
+    ebay.list_by_gtin("4006381333931", [ebay_item("Gadget", "alpha_deals")])  # the EAN ones
     budget = DailyCallBudget(
         2,
         provider="ebay",

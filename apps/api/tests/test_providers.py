@@ -17,6 +17,7 @@ import pytest
 from app.providers import build_providers
 from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
 from app.providers.resilience import (
+    MAX_RETRY_AFTER,
     ProviderFailedError,
     RateLimiter,
     ResilientAmazonProvider,
@@ -350,7 +351,8 @@ def test_backoff_has_full_jitter_and_honours_retry_after() -> None:
         assert all(0 <= delay <= ceiling for delay in delays)
         assert max(delays) > ceiling * 0.9
     assert policy.delay(1, http_error(429, retry_after=5)) >= 5
-    assert policy.delay(1, http_error(429, retry_after=120)) == 8.0
+    assert policy.delay(1, http_error(429, retry_after=120)) == 120  # beyond max_delay: asked
+    assert policy.delay(1, http_error(429, retry_after=10_000)) == MAX_RETRY_AFTER
     assert policy.delay(1000) <= 8.0
 
 

@@ -4,6 +4,7 @@ sample providers, pause/resume/cancel, results, CSV export, takeover and failure
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import uuid
@@ -578,6 +579,35 @@ async def test_the_sweep_skips_what_it_was_told_to_leave_alone(
     assert left == [both[1]]  # the first run, busy here, does not hide the other one
 
 
+def _b64(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+TAMPERED_CURSORS = [
+    _b64("[" * 5000),  # nested deeper than the JSON parser goes
+    _b64('{"offset": 9223372036854775808}'),  # beyond any database integer
+    _b64('{"offset": 1e400}'),
+    _b64('{"offset": [1]}'),
+    _b64('["9999-12-31T23:59:59-14:00", "00000000-0000-0000-0000-000000000000"]'),
+    _b64('["0001-01-01T00:00:00+14:00", "00000000-0000-0000-0000-000000000000"]'),
+    _b64('["2026-01-01T00:00:00+00:00", 12]'),
+    _b64('{"a": 1, "b": 2}'),
+    "A" * 5000,
+    "%%%",
+]
+
+
+@pytest.mark.parametrize("cursor", TAMPERED_CURSORS)
+async def test_a_tampered_cursor_is_400_on_every_list(
+    client: httpx.AsyncClient, admin: Actor, cursor: str
+) -> None:
+    run = await create_run(client, admin, ["172282"])
+    for path in ("/collection/runs", f"/collection/runs/{run['id']}/sellers"):
+        response = await client.get(path, params={"cursor": cursor}, headers=admin.headers)
+        assert response.status_code == 400, (path, response.text)
+        assert "cursor is not valid" in response.json()["detail"]
+
+
 # --- results -----------------------------------------------------------------------------
 
 
@@ -718,6 +748,16 @@ async def test_csv_quotes_commas_quotes_and_newlines(database: Database) -> None
 
     chunk = _csv_chunk([["a,b", 'say "hi"', "two\nlines", None, Decimal("1.50")]]).decode()
     assert chunk == '"a,b","say ""hi""","two\nlines",,1.50\r\n'
+
+
+async def test_csv_cells_never_run_as_spreadsheet_formulas(database: Database) -> None:
+    from app.services.results import _csv_chunk
+
+    titles = ['=HYPERLINK("http://x.example","click")', "+1+cmd|' /C calc'!A0", "@SUM(1)", "-2"]
+    chunk = _csv_chunk([[*titles, Decimal("-1.50"), -3, "Gadget - Black"]]).decode()
+    cells = next(csv.reader(io.StringIO(chunk)))
+    assert cells[:4] == ["'" + title for title in titles]
+    assert cells[4:] == ["-1.50", "-3", "Gadget - Black"]  # numbers and inner dashes untouched
 
 
 async def test_bad_export_kind_is_422(client: httpx.AsyncClient, admin: Actor) -> None:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -54,19 +54,39 @@ def _encode(created_at: datetime, row_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR_LENGTH = 200
+"""Cursors made here are under 100 characters; a longer one was not made here."""
+MAX_OFFSET = 2**31 - 1
+INVALID_CURSOR = "cursor is not valid: pass the next_cursor of a previous page unchanged"
+# What a tampered cursor can raise while it is decoded (RecursionError: deeply nested JSON;
+# OverflowError: a moment that cannot be expressed in UTC).
+_UNDECODABLE = (
+    binascii.Error,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    UnicodeDecodeError,
+    RecursionError,
+    OverflowError,
+)
+
+
+def _json(cursor: str) -> Any:
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise ValueError("cursor too long")
+    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+
+
 def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, row_id = json.loads(raw)
-        position = datetime.fromisoformat(created_at), uuid.UUID(row_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail="cursor is not valid: pass the next_cursor of a previous page unchanged",
-        ) from None
-    if position[0].tzinfo is None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="cursor is not valid")
-    return position
+        created_at, row_id = _json(cursor)
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return moment.astimezone(UTC), uuid.UUID(row_id)
+    except _UNDECODABLE:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=INVALID_CURSOR) from None
 
 
 async def paginate(
@@ -102,13 +122,9 @@ def decode_offset(cursor: str | None) -> int:
     if cursor is None:
         return 0
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        offset = json.loads(raw)["offset"]
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        offset = _json(cursor)["offset"]
+    except _UNDECODABLE:
         offset = None
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail="cursor is not valid: pass the next_cursor of a previous page unchanged",
-        )
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=INVALID_CURSOR)
     return offset

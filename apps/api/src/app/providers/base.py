@@ -24,12 +24,28 @@ class Product:
 
     @property
     def gtin(self) -> str | None:
-        """The best identifier to search other marketplaces by: a UPC, else an EAN."""
-        if self.upcs:
-            return self.upcs[0]
-        if self.eans:
-            return self.eans[0]
-        return None
+        """The best identifier to search other marketplaces by: the first valid UPC, else
+        the first valid EAN (catalog data holds malformed codes too)."""
+        return next((code for code in (*self.upcs, *self.eans) if is_gtin(code)), None)
+
+
+GTIN_LENGTHS = (8, 12, 13, 14)
+
+
+def gtin_check_digit(body: str) -> str:
+    """The GS1 check digit of `body` (a GTIN without its last digit)."""
+    total = 3 * sum(map(int, body[::-2])) + sum(map(int, body[-2::-2]))
+    return str(-total % 10)
+
+
+def is_gtin(code: str) -> bool:
+    """Whether `code` is a GTIN-8, UPC-A (GTIN-12), EAN-13 or GTIN-14 with a right check digit."""
+    return (
+        len(code) in GTIN_LENGTHS
+        and code.isascii()
+        and code.isdigit()
+        and gtin_check_digit(code[:-1]) == code[-1]
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,13 @@ import httpx
 from app.config import Settings
 from app.database import Database
 from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
-from app.providers.budget import PACIFIC, CallBudget, DailyCallBudget, SharedDailyCallBudget
+from app.providers.budget import (
+    PACIFIC,
+    CallBudget,
+    DailyCallBudget,
+    SharedDailyCallBudget,
+    next_midnight,
+)
 from app.providers.matching import search_keywords, title_matches
 
 logger = logging.getLogger(__name__)
@@ -44,6 +51,9 @@ TOKEN_REFRESH_MARGIN: Final = timedelta(minutes=5)
 LONG_RETRY_AFTER: Final = timedelta(minutes=1)
 """A 429 asking to wait longer than this is a spent quota: the run waits, not retries."""
 BUDGET_SETTING: Final = "EBAY_DAILY_CALL_LIMIT"
+DAILY_LIMIT_ERROR: Final = 2001
+"""errorId of eBay's 429 when the application's daily call limit is reached."""
+MAX_RETRY_AFTER: Final = timedelta(days=1)
 
 
 def _utcnow() -> datetime:
@@ -91,9 +101,10 @@ class BrowseQuota:
 class EbayBrowseProvider:
     """eBay listings of a product from `item_summary/search`, by UPC or by title keywords.
 
-    A product with a UPC is searched with `gtin=`; listings eBay returns for it are kept.
-    Otherwise, or when eBay has no listing with that GTIN (and `keyword_fallback` is on),
-    the title's identifying words are searched with `q=`, and only listings whose title
+    A product with a valid UPC (else EAN) is searched with `gtin=`; listings eBay returns for
+    it are kept. Otherwise, or when eBay has no listing with that GTIN or refuses it (and
+    `keyword_fallback` is on), the title's identifying words are searched with `q=`, and
+    only listings whose title
     matches the product (see `app.providers.matching`) are kept. Pages are followed through
     `next` until `limit` items were examined.
     """
@@ -157,12 +168,19 @@ class EbayBrowseProvider:
         """Up to `limit` listings of `product`, one per item, in eBay's order."""
         if limit <= 0:
             return []
-        if product.upcs:
-            upc = product.upcs[0]
-            listings, examined = await self._search({"gtin": upc}, product, limit)
-            if examined or not self.keyword_fallback:
-                return listings
-            logger.debug("eBay has no listing with GTIN %s; searching by title instead", upc)
+        gtin = product.gtin
+        if gtin is not None:
+            try:
+                listings, examined = await self._search({"gtin": gtin}, product, limit)
+            except ProviderError as exc:
+                if exc.status_code != httpx.codes.BAD_REQUEST or not self.keyword_fallback:
+                    raise
+                # eBay refused this code: one product's bad catalog data must not fail the run
+                logger.warning("eBay refused GTIN %s (%s); searching by title instead", gtin, exc)
+            else:
+                if examined or not self.keyword_fallback:
+                    return listings
+                logger.debug("eBay has no listing with GTIN %s; searching by title instead", gtin)
         listings, _ = await self._search(
             {"q": search_keywords(product.title)}, product, limit, match_titles=True
         )
@@ -307,6 +325,21 @@ class EbayBrowseProvider:
         if status == httpx.codes.OK:
             return _body(response, "the search answer")
         detail = _errors_detail(response)
+        if (
+            status == httpx.codes.TOO_MANY_REQUESTS
+            and "Retry-After" not in response.headers
+            and DAILY_LIMIT_ERROR in _error_ids(response)
+        ):
+            # The application's calls for today are used up (by this service or another
+            # user of the keyset): wait for eBay's next day rather than retry into it.
+            resume_at = next_midnight(self._clock(), PACIFIC)
+            raise QuotaExhaustedError(
+                f"eBay's daily call limit for this application is reached (HTTP 429{detail}); "
+                f"continuing at {resume_at:%Y-%m-%d %H:%M} UTC",
+                provider=PROVIDER,
+                resume_at=resume_at,
+                status_code=status,
+            )
         if status == httpx.codes.TOO_MANY_REQUESTS or status >= 500:
             retry_after = _retry_after(response, self._clock())
             if retry_after is not None and retry_after > LONG_RETRY_AFTER:
@@ -485,19 +518,35 @@ def _token_error(response: httpx.Response) -> ProviderError:
     )
 
 
+def _error_ids(response: httpx.Response) -> set[object]:
+    """The errorIds of eBay's `errors` array (empty when the body has none)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return set()
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return set()
+    return {error.get("errorId") for error in errors if isinstance(error, dict)}
+
+
 def _retry_after(response: httpx.Response, now: datetime) -> timedelta | None:
-    """The Retry-After header: seconds, or an HTTP date."""
+    """The Retry-After header (seconds, or an HTTP date), at most a day."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return timedelta(seconds=max(0.0, float(value)))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if math.isnan(seconds):
+            return None
+        return timedelta(seconds=min(max(0.0, seconds), MAX_RETRY_AFTER.total_seconds()))
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max(timedelta(0), moment - now)
+    return min(MAX_RETRY_AFTER, max(timedelta(0), moment - now))

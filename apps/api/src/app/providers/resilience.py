@@ -99,14 +99,20 @@ class RetryPolicy:
     def delay(self, attempt: int, error: ProviderError | None = None) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based) before the next one.
 
-        Exponential backoff with full jitter, but never less than the provider's own
-        `retry_after` hint; both capped at `max_delay`.
+        Exponential backoff with full jitter, capped at `max_delay`; but never less than
+        the provider's own `retry_after` hint (retrying sooner than asked only fails again),
+        up to MAX_RETRY_AFTER (clients turn longer waits into QuotaExhaustedError, which the
+        run shows as `resumes_at`).
         """
         ceiling = min(self.max_delay, self.base_delay * 2 ** min(attempt - 1, 62))
         delay = self.rng.uniform(0, ceiling)
         if error is not None and error.retry_after is not None:
-            delay = max(delay, min(self.max_delay, error.retry_after))
+            delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER))
         return delay
+
+
+MAX_RETRY_AFTER = 300.0
+"""The longest `Retry-After` a retry waits for, in seconds."""
 
 
 class ProviderFailedError(Exception):

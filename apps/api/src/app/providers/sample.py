@@ -12,7 +12,7 @@ from decimal import Decimal
 from functools import cache, lru_cache
 from typing import TypeVar
 
-from app.providers.base import Listing, Product
+from app.providers.base import Listing, Product, gtin_check_digit
 
 _T = TypeVar("_T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -36,12 +36,6 @@ def stable_seed(*parts: object) -> int:
     """A 64-bit seed from `parts` that is the same in every process (unlike `hash()`)."""
     text = "\x1f".join(str(part) for part in parts)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
-def gtin_check_digit(body: str) -> str:
-    """The GS1 check digit of `body` (a UPC-A or EAN-13 without its last digit)."""
-    total = 3 * sum(map(int, body[::-2])) + sum(map(int, body[-2::-2]))
-    return str(-total % 10)
 
 
 # --- Amazon ---------------------------------------------------------------------------

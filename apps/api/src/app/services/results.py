@@ -213,10 +213,23 @@ LISTING_COLUMNS = [
 ]
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell. Text from the marketplaces that a spreadsheet would run as a formula
+    (`=HYPERLINK(...)` in a listing title) gets a leading `'`, as OWASP advises."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180: CRLF, minimal quoting
-    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    writer.writerows([_cell(value) for value in row] for row in rows)
     return buffer.getvalue().encode()
 
 
