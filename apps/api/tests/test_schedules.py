@@ -113,6 +113,21 @@ async def test_malformed_change_is_422(
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize(
+    "raw", [b'{"timezone": "\\ud800"}', b'{"cron_expression": "0 0 * * \\udfff"}']
+)
+async def test_input_that_is_not_unicode_is_422_not_500(
+    client: httpx.AsyncClient, org: Org, raw: bytes
+) -> None:
+    response = await client.patch(
+        "/collection/schedule",
+        content=raw,
+        headers={**org.admin.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["type"] == "string_unicode"
+
+
 async def test_preset_of_another_org_is_refused(
     client: httpx.AsyncClient, actors: Actors, org: Org
 ) -> None:
@@ -295,6 +310,40 @@ async def test_disabled_schedule_does_not_fire_and_reenabling_does_not_backfill(
     assert await schedules.fire_due() == []
 
 
+async def test_a_change_that_keeps_the_times_keeps_an_unclaimed_due_time(
+    client: httpx.AsyncClient, org: Org, clock: FakeClock, schedules: ScheduleService
+) -> None:
+    await enable(client, org)
+    clock.set(datetime(2027, 2, 1, 0, 10, tzinfo=UTC))  # due at 00:00; no tick has run yet
+    for change in ({"notify_email": True}, {}, {"cron_expression": "@monthly"}):
+        body = (await patch(client, org.admin, **change)).json()
+        assert body["next_run_at"] == "2027-02-01T00:00:00Z", change
+    (result,) = await schedules.fire_due()
+    assert (result.outcome.value, result.scheduled_for) == (
+        "started",
+        datetime(2027, 2, 1, tzinfo=UTC),
+    )
+    await cancel_all(client, org.admin)
+    # a change of times starts from now: the next due time of the new expression
+    body = (await patch(client, org.admin, cron_expression="30 0 * * *")).json()
+    assert body["next_run_at"] == "2027-02-01T00:30:00Z"
+
+
+async def test_a_tick_a_moment_late_is_no_misfire_even_without_grace(
+    settings: Settings, app: FastAPI, client: httpx.AsyncClient, org: Org, clock: FakeClock
+) -> None:
+    service = ScheduleService(
+        app.state.database,
+        make_settings(**{**settings.model_dump(), "schedule_misfire_grace_seconds": 0}),
+        app.state.collection,
+    )
+    service.clock = clock
+    await enable(client, org)
+    clock.set(datetime(2027, 2, 1, 0, 0, 0, 3000, tzinfo=UTC))  # the tick ran 3 ms late
+    (result,) = await service.fire_due()
+    assert result.outcome.value == "started"
+
+
 # --- downtime: the grace window ------------------------------------------------------------
 
 
@@ -360,6 +409,41 @@ async def test_trigger_runs_now_then_skips_while_active(
     assert body["next_run_at"] == "2027-02-01T00:00:00Z"  # a trigger leaves the cron alone
 
 
+def _metric(text: str, line_start: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(line_start)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+async def test_a_run_by_hand_is_counted_apart_and_mails_nobody(
+    client: httpx.AsyncClient, org: Org, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await enable(client, org, notify_email=True)
+    manual = 'schedule_fires_total{outcome="started",trigger="manual"}'
+    skipped = 'schedule_fires_total{outcome="skipped",trigger="manual"}'
+    delays = "schedule_fire_delay_seconds_count"
+    before = (await client.get("/metrics")).text
+    caplog.set_level(logging.INFO)
+    started = await client.post("/collection/schedule/trigger", headers=org.admin.headers)
+    same_instant = await client.post("/collection/schedule/trigger", headers=org.admin.headers)
+    assert (started.status_code, same_instant.status_code) == (201, 409)
+    assert "triggered at this very moment" in same_instant.json()["detail"]
+    clock.set(EPOCH + timedelta(seconds=1))
+    refused = await client.post("/collection/schedule/trigger", headers=org.admin.headers)
+    assert refused.status_code == 409  # a run is active: skipped, and logged
+    await app_scheduler(client).drain()
+    after = (await client.get("/metrics")).text
+    assert _metric(after, manual) == _metric(before, manual) + 1
+    assert _metric(after, skipped) == _metric(before, skipped) + 1
+    assert _metric(after, delays) == _metric(before, delays)  # no due time, so no delay
+    assert "run by hand: started run" in caplog.text
+    assert "Scheduled collection run skipped" not in caplog.text  # no notice mailed
+
+
+def app_scheduler(client: httpx.AsyncClient) -> CollectionScheduler:
+    scheduler: CollectionScheduler = client._transport.app.state.scheduler  # type: ignore[attr-defined]
+    return scheduler
+
+
 async def test_trigger_without_schedule_or_preset(
     client: httpx.AsyncClient, org: Org, clock: FakeClock
 ) -> None:
@@ -417,6 +501,16 @@ async def test_preview_follows_dst(client: httpx.AsyncClient, actors: Actors, or
     [
         ({"cron_expression": "0 0 * * 8"}, "cron_expression: day-of-week must be 0-7"),
         ({"cron_expression": "0 0 * * *", "timezone": "Nowhere"}, "timezone: unknown time zone"),
+        ({"cron_expression": "* * * * *", "after": "9999-12-31T23:59:00Z"}, "after: must lie"),
+        ({"cron_expression": "* * * * *", "after": "0001-01-01T00:00:00+14:00"}, "after: must"),
+        (
+            {
+                "cron_expression": "* * * * *",
+                "after": "0001-01-01T00:00:00",
+                "timezone": "Etc/GMT-14",
+            },
+            "after: must lie between 1970 and 9000",
+        ),
     ],
 )
 async def test_preview_rejects_bad_input(

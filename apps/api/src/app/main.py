@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 
 from app import __version__, web
@@ -109,5 +112,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(orgs.router)
     app.include_router(collection.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     web.install(app)  # the pages at /, after the API so its routes come first
     return app
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 answer, with the JSON escaped to ASCII: it echoes the input back, and
+    input that is not valid Unicode (a lone surrogate sent as `\\ud800`) must not turn
+    the client's mistake into a 500."""
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")

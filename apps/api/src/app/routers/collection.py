@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -48,7 +48,12 @@ from app.services.cron import CronError, parse
 from app.services.executor import RunExecutor
 from app.services.notifications import notify_run_ended
 from app.services.scheduler import CollectionScheduler
-from app.services.schedules import NoScheduleError, ScheduleError, ScheduleService
+from app.services.schedules import (
+    NoScheduleError,
+    ScheduleError,
+    ScheduleService,
+    TriggeredAlreadyError,
+)
 from app.tables import (
     DEFAULT_CRON_EXPRESSION,
     CollectionRun,
@@ -541,6 +546,8 @@ async def trigger_schedule(
         result = await schedules.trigger(session, org_id=ctx.org_id)
     except NoScheduleError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except TriggeredAlreadyError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     await session.commit()
     scheduler.handle_fired([result])
     if result.outcome is FireOutcome.SKIPPED:
@@ -551,6 +558,10 @@ async def trigger_schedule(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=result.detail or "no preset")
     fire = await session.get_one(ScheduleFire, result.fire_id)
     return FireResponse.model_validate(fire)
+
+
+PREVIEW_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+PREVIEW_UNTIL = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @router.get(
@@ -580,9 +591,19 @@ async def preview_schedule(
     start = after or utcnow()
     if start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(cron.timezone))
+    try:
+        in_range = PREVIEW_FROM <= start.astimezone(UTC) < PREVIEW_UNTIL
+        fire_times = cron.fire_times(start, count) if in_range else []
+    except OverflowError:  # an offset pushes it past year 1 or 9999
+        in_range = False
+    if not in_range:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"after: must lie between {PREVIEW_FROM.year} and {PREVIEW_UNTIL.year}",
+        )
     return PreviewResponse(
         cron_expression=cron.expression,
         timezone=cron.timezone,
         description=cron.describe(),
-        fire_times=cron.fire_times(start, count),
+        fire_times=fire_times,
     )

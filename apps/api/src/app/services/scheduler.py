@@ -44,8 +44,9 @@ class ScheduleMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.fires = Counter(
             "schedule_fires_total",
-            "Schedule fires handled by this instance, by outcome.",
-            ["outcome"],
+            "Schedule fires handled by this instance, by outcome and trigger (schedule: a "
+            "due time; manual: POST /collection/schedule/trigger).",
+            ["outcome", "trigger"],
             registry=registry,
         )
         self.delay = Histogram(
@@ -180,30 +181,33 @@ class CollectionScheduler:
         started = []
         for result in results:
             log = {"schedule_id": str(result.schedule_id), "outcome": result.outcome.value}
+            when = "run by hand" if result.manual else f"due {result.scheduled_for.isoformat()}"
             if self.metrics is not None:
-                self.metrics.fires.labels(result.outcome.value).inc()
+                trigger = "manual" if result.manual else "schedule"
+                self.metrics.fires.labels(result.outcome.value, trigger).inc()
             if result.outcome is FireOutcome.STARTED and result.run_id is not None:
                 started.append(result.run_id)
-                if self.metrics is not None:
+                if self.metrics is not None and not result.manual:
                     delay = (result.fired_at - result.scheduled_for).total_seconds()
                     self.metrics.delay.observe(max(delay, 0.0))
                 logger.info(
-                    "schedule %s due %s: started run %s",
+                    "schedule %s %s: started run %s",
                     result.schedule_id,
-                    result.scheduled_for.isoformat(),
+                    when,
                     result.run_id,
                     extra=log,
                 )
             else:
                 logger.warning(
-                    "schedule %s due %s: %s (%s)",
+                    "schedule %s %s: %s (%s)",
                     result.schedule_id,
-                    result.scheduled_for.isoformat(),
+                    when,
                     result.outcome.value,
                     result.detail,
                     extra=log,
                 )
-            if result.notify and result.outcome in NOTIFY_OUTCOMES:
+            # A run by hand that did not start was answered to its caller: no mail.
+            if result.notify and result.outcome in NOTIFY_OUTCOMES and not result.manual:
                 self._notify_fire(result)
         for run_id in started:
             # Runs beyond this instance's capacity stay queued (running, no lease) until

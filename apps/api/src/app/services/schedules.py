@@ -56,6 +56,10 @@ class NoScheduleError(Exception):
     """The organization has no schedule yet."""
 
 
+class TriggeredAlreadyError(Exception):
+    """Another request triggered the schedule at the very same instant."""
+
+
 @dataclass(frozen=True, slots=True)
 class FireResult:
     """What happened at one due time of one schedule."""
@@ -69,6 +73,8 @@ class FireResult:
     run_id: uuid.UUID | None
     detail: str | None
     notify: bool
+    manual: bool = False
+    """From POST /schedule/trigger (the caller got the outcome as the answer)."""
 
 
 @dataclass
@@ -102,6 +108,9 @@ class ScheduleService:
         self.collection = collection
         self.clock = clock
         self.grace = timedelta(seconds=settings.schedule_misfire_grace_seconds)
+        # A tick runs a little after its due time (and a replica may learn of a changed
+        # schedule up to one poll late): lateness within that is not a misfire.
+        self.slack = timedelta(seconds=settings.scheduler_poll_seconds)
         self.batch_size = settings.scheduler_batch_size
         self.instance_id = settings.instance_id
 
@@ -164,7 +173,19 @@ class ScheduleService:
                 "preset_id", "an enabled schedule needs a preset: set preset_id as well"
             )
         now = self.clock()
-        wanted["next_run_at"] = cron.next_after(now) if wanted["enabled"] else None
+        if not wanted["enabled"]:
+            wanted["next_run_at"] = None
+        elif (
+            schedule is None
+            or schedule.next_run_at is None
+            or not current["enabled"]
+            or not _same_times(schedule, cron)
+        ):
+            wanted["next_run_at"] = cron.next_after(now)
+        else:
+            # Same times as before: keep a due time no tick has claimed yet, so that it
+            # still fires (or is logged missed) instead of being skipped by this change.
+            wanted["next_run_at"] = schedule.next_run_at
         if schedule is None:
             schedule = CollectionSchedule(org_id=org_id, created_at=now, **wanted)
             try:
@@ -271,11 +292,11 @@ class ScheduleService:
             FireOutcome.STARTED,
         )
         lateness = now - latest
-        if lateness > self.grace:
+        if lateness > self.grace + self.slack:
             plan.outcome = FireOutcome.MISSED
             plan.detail = (
-                f"due {_ago(lateness)} ago while no scheduler was running; "
-                f"older than SCHEDULE_MISFIRE_GRACE_SECONDS={int(self.grace.total_seconds())}"
+                f"due {_ago(lateness)} ago, longer than SCHEDULE_MISFIRE_GRACE_SECONDS="
+                f"{int(self.grace.total_seconds())} (no scheduler was running, or it was behind)"
             )
             if missed:
                 plan.detail += f" ({missed} earlier due time(s) missed as well)"
@@ -400,6 +421,7 @@ class ScheduleService:
                 run_id=plan.run_id,
                 detail=plan.detail,
                 notify=plan.schedule.notify_email,
+                manual=manual,
             )
             for plan in won
         ]
@@ -421,7 +443,12 @@ class ScheduleService:
         if not category_ids:
             plan.outcome = FireOutcome.NO_PRESET
             plan.detail = "the schedule has no preset: set preset_id first"
-        (result,) = await self._write(session, [plan], now, manual=True)
+        written = await self._write(session, [plan], now, manual=True)
+        if not written:  # the fire log already holds this instant: a simultaneous trigger
+            raise TriggeredAlreadyError(
+                "the schedule was triggered at this very moment by another request"
+            )
+        (result,) = written
         schedule.last_run_at = now
         schedule.last_outcome = result.outcome
         await session.flush()
@@ -436,6 +463,15 @@ def _count_between(cron: CronSchedule, first: datetime, last: datetime) -> int:
         count += 1
         moment = cron.next_after(moment)
     return count
+
+
+def _same_times(schedule: CollectionSchedule, cron: CronSchedule) -> bool:
+    """Whether `cron` fires exactly when the saved schedule does (`@monthly` = `0 0 1 * *`)."""
+    try:
+        saved = parse(schedule.cron_expression, schedule.timezone)
+    except CronError:
+        return False
+    return saved.fields == cron.fields and saved.timezone == cron.timezone
 
 
 def _ago(delta: timedelta) -> str:
