@@ -30,6 +30,7 @@ def _claims(**overrides: Any) -> dict[str, Any]:
     claims: dict[str, Any] = {
         "sub": str(uuid.uuid4()),
         "email": "someone@example.com",
+        "email_verified": True,
         "aud": "authenticated",
         "iat": now,
         "exp": now + 600,
@@ -44,6 +45,15 @@ def _hs256(claims: dict[str, Any], secret: str = TEST_SECRET) -> str:
 
 def _unsigned(claims: dict[str, Any]) -> str:
     return jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]
+
+
+def _forged_header(header: dict[str, Any]) -> str:
+    """A token whose header PyJWT would never write: the claims signed, the header swapped."""
+    import base64
+    import json
+
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).decode().rstrip("=")
+    return encoded + "." + _hs256(_claims()).split(".", 1)[1]
 
 
 BAD_TOKENS = {
@@ -61,6 +71,13 @@ BAD_TOKENS = {
     "sub not a uuid": lambda: _hs256(_claims(sub="user-42")),
     "no sub": lambda: _hs256(_claims(sub=None)),
     "no email": lambda: _hs256(_claims(email=None)),
+    "email not an address": lambda: _hs256(_claims(email='"><svg/onload=alert(1)>@x.com')),
+    "email not verified": lambda: _hs256(_claims(email_verified=False)),
+    "email without email_verified": lambda: _hs256(_claims(email_verified=None)),
+    "email_verified as a string": lambda: _hs256(_claims(email_verified="true")),
+    "alg is a list": lambda: _forged_header({"alg": ["HS256"], "typ": "JWT"}),
+    "kid is a number": lambda: _forged_header({"alg": "HS256", "kid": 7}),
+    "header not json": lambda: "bm90IGpzb24." + _hs256(_claims()).split(".", 1)[1],
     "not yet valid": lambda: _hs256(_claims(nbf=int(time.time()) + 3600)),
     "RS256 without a JWKS configured": lambda: jwt.encode(
         _claims(), rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256"
@@ -103,6 +120,24 @@ async def test_first_token_provisions_the_user(client: httpx.AsyncClient) -> Non
         "email": "new.person@example.com",
         "memberships": [],
     }
+
+
+async def test_supabase_marks_a_verified_email_in_user_metadata(
+    client: httpx.AsyncClient,
+) -> None:
+    claims = _claims(email_verified=None, user_metadata={"email_verified": True})
+    response = await client.get("/me", headers={"Authorization": f"Bearer {_hs256(claims)}"})
+    assert response.status_code == 200, response.text
+
+
+async def test_unverified_emails_are_accepted_when_the_setting_is_off() -> None:
+    settings = make_settings(jwt_secret=TEST_SECRET, jwt_require_verified_email=False)
+    claims = await TokenVerifier(settings).verify(_hs256(_claims(email_verified=None)))
+    assert claims.email == "someone@example.com"
+    with pytest.raises(InvalidTokenError, match="email_verified"):
+        await TokenVerifier(make_settings(jwt_secret=TEST_SECRET)).verify(
+            _hs256(_claims(email_verified=False))
+        )
 
 
 async def test_email_change_in_token_updates_user(client: httpx.AsyncClient) -> None:

@@ -220,6 +220,21 @@ async def test_sign_in_form_needs_its_own_csrf_token(
     assert SESSION_COOKIE not in visitor.http.cookies
 
 
+async def test_sign_in_from_another_site_is_refused(
+    browser: BrowserFactory, actors: Actors
+) -> None:
+    visitor = await browser()
+    nonce = _csrf_of((await visitor.get("/sign-in")).text)
+    for site in ("cross-site", "same-site"):  # a sibling subdomain could plant the cookie
+        response = await visitor.http.post(
+            "/sign-in",
+            data={"token": actors.user().token, "csrf_token": nonce},
+            headers={"Sec-Fetch-Site": site},
+        )
+        assert response.status_code == 403, site
+        assert SESSION_COOKIE not in visitor.http.cookies
+
+
 async def test_sign_in_only_returns_to_local_pages(browser: BrowserFactory, actors: Actors) -> None:
     admin = await actors.admin()
     visitor = await browser()
@@ -288,7 +303,7 @@ async def test_one_time_sign_in_link_works_once(app: FastAPI, browser: BrowserFa
 
     again = await (await browser()).get(path)
     assert again.status_code == 400
-    assert "This sign-in link was already used" in again.text
+    assert "This sign-in link was already used, has expired" in again.text
     assert (await (await browser()).get("/sign-in/link?code=forged")).status_code == 400
 
 
@@ -993,9 +1008,25 @@ async def test_run_now_and_history_link_to_runs(
     await client.post(f"/collection{run_path}/cancel", headers=admin.headers)
 
 
-@pytest.mark.parametrize("jwt_secret", [None, "s" * 40])
+def test_a_sign_in_link_expires() -> None:
+    from app.web.session import SIGN_IN_LINK_SECONDS, SignInLinks
+
+    now = [1000.0]
+    links = SignInLinks(clock=lambda: now[0])
+    fresh, stale = links.issue(), links.issue()
+    now[0] += SIGN_IN_LINK_SECONDS - 1
+    assert links.redeem(fresh)
+    now[0] += 2
+    assert not links.redeem(stale)
+    assert not links.redeem(fresh)  # and a used one stays used
+
+
+@pytest.mark.parametrize(
+    ("jwt_secret", "jwks_url"),
+    [(None, None), ("s" * 40, None), (None, "https://idp.example/.well-known/jwks.json")],
+)
 def test_serve_prints_a_sign_in_link_only_in_the_embedded_default(
-    jwt_secret: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    jwt_secret: str | None, jwks_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import uvicorn
     from click.testing import CliRunner
@@ -1006,7 +1037,7 @@ def test_serve_prints_a_sign_in_link_only_in_the_embedded_default(
     monkeypatch.setattr(migrate, "upgrade", lambda *_args: None)
     monkeypatch.setattr(uvicorn, "run", lambda app, **_options: served.append(app))
     monkeypatch.chdir(tmp_path)  # no .env here
-    env = {"DATA_DIR": str(tmp_path / "data"), "JWT_SECRET": jwt_secret}
+    env = {"DATA_DIR": str(tmp_path / "data"), "JWT_SECRET": jwt_secret, "JWT_JWKS_URL": jwks_url}
     every_interface = "0.0.0.0"  # noqa: S104 (not bound: uvicorn.run is replaced)
     result = CliRunner().invoke(
         cli.main, ["serve", "--host", every_interface, "--port", "8123"], env=env
@@ -1014,8 +1045,9 @@ def test_serve_prints_a_sign_in_link_only_in_the_embedded_default(
     assert result.exit_code == 0, result.output
     assert len(served) == 1
     link = re.search(r"http://127\.0\.0\.1:8123/sign-in/link\?code=(\S+)", result.output)
-    if jwt_secret:
+    if jwt_secret or jwks_url:  # users sign in with the identity provider's tokens
         assert link is None
     else:
         assert link, result.output
+        assert "(works once, for 15 minutes)" in result.output
         assert served[0].state.web_sign_in_links.redeem(link.group(1))

@@ -78,11 +78,16 @@ def serve(host: str, port: int, no_migrate: bool) -> None:
     if not no_migrate:
         migrate.upgrade(settings)
     app = create_app(settings)
-    if not settings.jwt_secret:
+    if not settings.jwt_secret and not settings.jwt_jwks_url:
         # The embedded default: whoever started the server may sign in to the web UI.
         from app.web import sign_in_link
+        from app.web.session import SIGN_IN_LINK_SECONDS
 
-        click.echo(f"Web UI: open {sign_in_link(app, host, port)} to sign in (works once)")
+        minutes = SIGN_IN_LINK_SECONDS // 60
+        click.echo(
+            f"Web UI: open {sign_in_link(app, host, port)} to sign in "
+            f"(works once, for {minutes} minutes)"
+        )
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 

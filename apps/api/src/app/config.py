@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     jwt_jwks_cache_seconds: int = Field(default=600, ge=0)
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    jwt_require_verified_email: bool = Field(
+        default=True,
+        description="Refuse tokens whose email is not marked verified (`email_verified`, or "
+        "`user_metadata.email_verified` as Supabase puts it): people join organizations by "
+        "email, so an unverified address could claim someone else's invitation.",
+    )
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -28,6 +28,7 @@ from app.web.session import (
     SignInLinks,
     WebContext,
     WebPrincipal,
+    check_origin,
     choose_org,
     end_session,
     is_https,
@@ -98,6 +99,7 @@ async def sign_in(
     next_field: Annotated[str, Form(alias="next")] = "/",
 ) -> Response:
     """Check a pasted token exactly as the API does; keep it in the session cookie."""
+    check_origin(request)  # a sibling site could plant the form cookie, never this header
     next_path = safe_next(next_field)
     expected = request.cookies.get(SIGN_IN_COOKIE, "")
     if not expected or not hmac.compare_digest(csrf_token.encode(), expected.encode()):
@@ -137,8 +139,9 @@ async def sign_in_with_link(request: Request, code: str = "") -> Response:
     if not code or not links.redeem(code):
         return _sign_in_page(
             request,
-            error="This sign-in link was already used, or it is from an earlier start of the "
-            "server. Restart `collection-api serve` for a new one, or paste a token below.",
+            error="This sign-in link was already used, has expired (links work for 15 "
+            "minutes), or is from an earlier start of the server. Restart `collection-api "
+            "serve` for a new one, or paste a token below.",
             status_code=status.HTTP_400_BAD_REQUEST,
         )
     settings: Settings = request.app.state.settings

@@ -271,22 +271,30 @@ CanAutomate = Annotated[WebContext, Depends(require("admin.automation"))]
 # --- one-time sign-in links ----------------------------------------------------------------
 
 
+SIGN_IN_LINK_SECONDS = 15 * 60
+"""How long a printed sign-in link works (once)."""
+
+
 class SignInLinks:
     """Codes of the one-time sign-in links printed at start-up (kept only in this process)."""
 
-    def __init__(self) -> None:
-        self._digests: set[bytes] = set()
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float = SIGN_IN_LINK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._expiry: dict[bytes, float] = {}  # code digest -> clock time it stops working
 
     def issue(self) -> str:
-        """A new code, valid once."""
+        """A new code, valid once within `ttl_seconds`."""
         code = secrets.token_urlsafe(32)
-        self._digests.add(hashlib.sha256(code.encode()).digest())
+        self._expiry[hashlib.sha256(code.encode()).digest()] = self._clock() + self.ttl_seconds
         return code
 
     def redeem(self, code: str) -> bool:
-        """Whether `code` was issued and not used yet; it is used up either way."""
-        digest = hashlib.sha256(code.encode()).digest()
-        if digest in self._digests:
-            self._digests.discard(digest)
-            return True
-        return False
+        """Whether `code` was issued, is not used yet and not expired; it is used up."""
+        expires = self._expiry.pop(hashlib.sha256(code.encode()).digest(), None)
+        return expires is not None and self._clock() < expires
