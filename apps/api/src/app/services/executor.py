@@ -119,8 +119,10 @@ class RunExecutor:
             logger.info("run %s finished: %s", lease.run_id, status.value, extra=log)
             await self._finished(lease.run_id)
         except RunInterruptedError as exc:
+            self._errors.pop(lease.run_id, None)  # paused or cancelled: a resume starts afresh
             logger.info("run %s stopped: %s", lease.run_id, exc.status.value, extra=log)
         except LeaseLostError:
+            self._errors.pop(lease.run_id, None)
             release = False
             logger.warning(
                 "run %s: lease lost, another instance continues", lease.run_id, extra=log
