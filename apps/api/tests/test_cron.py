@@ -564,6 +564,11 @@ def test_time_zone_is_kept_as_given() -> None:
             "'America/New_York'",
         ),
         (
+            "Factory",
+            "unknown time zone 'Factory': use an IANA name such as 'Europe/Berlin' or "
+            "'America/New_York'",
+        ),
+        (
             "/etc/passwd",
             "unknown time zone '/etc/passwd': use an IANA name such as 'Europe/Berlin' or "
             "'America/New_York'",

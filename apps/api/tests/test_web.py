@@ -913,6 +913,8 @@ async def test_schedule_form_shows_api_errors_at_the_field_and_saves(
     assert "At 00:00 on day 1 of every month" in page.text  # the default, described
     assert page.text.count('<li><time datetime="') == 5  # and its next five times
     assert '<option value="Europe/Berlin">' in page.text
+    for not_a_zone in ("localtime", "posixrules", "Factory"):  # the API would refuse them
+        assert f'<option value="{not_a_zone}">' not in page.text
     assert "Nothing has fired yet" in page.text
 
     form = {

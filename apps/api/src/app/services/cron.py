@@ -59,7 +59,8 @@ _DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", 
 # The most days each month can have (February: leap years).
 _MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
-_ZONES_NOT_IANA = frozenset({"localtime", "posixrules"})  # host files, not zone names
+# Host files, not zone names; and "Factory", tzdata's placeholder for "no zone set yet".
+_ZONES_NOT_IANA = frozenset({"localtime", "posixrules", "Factory"})
 _ZONE_EXAMPLES = "use an IANA name such as 'Europe/Berlin' or 'America/New_York'"
 
 _ASCII_DIGITS = frozenset("0123456789")
@@ -418,6 +419,11 @@ def _parse_expression(expression: str) -> tuple[str, list[str], CronFields]:
 @functools.cache
 def _zone_names() -> frozenset[str]:
     return frozenset(available_timezones() - _ZONES_NOT_IANA)
+
+
+def time_zone_names() -> list[str]:
+    """The IANA time zones a schedule may use, sorted, UTC first."""
+    return ["UTC", *sorted(_zone_names() - {"UTC"})]
 
 
 @functools.lru_cache(maxsize=1024)

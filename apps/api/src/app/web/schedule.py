@@ -16,6 +16,7 @@ from app.models import PreviewResponse, ScheduleUpdate
 from app.pagination import PageParams
 from app.routers import collection as api
 from app.services import presets as preset_service
+from app.services.cron import time_zone_names
 from app.web.errors import FORM, detail_text, field_errors, split_field, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanAutomate, WebContext
@@ -37,8 +38,8 @@ EXAMPLES = (
 
 @functools.cache
 def time_zones() -> list[str]:
-    """Every IANA time zone name this server knows, sorted, UTC first."""
-    return ["UTC", *sorted(zoneinfo.available_timezones() - {"UTC"})]
+    """The time zones the picker offers: those a schedule accepts, UTC first."""
+    return time_zone_names()
 
 
 async def preview(
