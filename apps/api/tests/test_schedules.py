@@ -298,6 +298,34 @@ async def test_many_due_schedules_fire_in_batches(
     assert len({r.schedule_id for r in results}) == 7
 
 
+async def test_a_failing_batch_keeps_the_follow_up_of_the_batches_before_it(
+    client: httpx.AsyncClient,
+    actors: Actors,
+    clock: FakeClock,
+    schedules: ScheduleService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for item in [await make_org(client, actors, f"Org {i}") for i in range(3)]:
+        await enable(client, item)
+    monkeypatch.setattr(schedules, "batch_size", 2)
+    real_batch, calls = schedules._fire_batch, []
+
+    async def second_batch_fails() -> tuple[int, list[FireResult]]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        return await real_batch()
+
+    monkeypatch.setattr(schedules, "_fire_batch", second_batch_fails)
+    clock.set(datetime(2027, 2, 1, 0, 0, 1, tzinfo=UTC))
+    handled: list[list[FireResult]] = []
+    with pytest.raises(RuntimeError):
+        await schedules.fire_due(on_batch=handled.append)
+    assert [len(batch) for batch in handled] == [2]  # committed, so followed up at once
+    (last,) = await schedules.fire_due()  # the next tick fires the rest
+    assert last.schedule_id not in {result.schedule_id for result in handled[0]}
+
+
 async def test_disabled_schedule_does_not_fire_and_reenabling_does_not_backfill(
     client: httpx.AsyncClient, org: Org, clock: FakeClock, schedules: ScheduleService
 ) -> None:
@@ -583,7 +611,7 @@ async def test_shutdown_lets_a_tick_in_flight_finish(
     entered, release = asyncio.Event(), asyncio.Event()
     finished: list[bool] = []
 
-    async def slow_fire_due() -> list[FireResult]:
+    async def slow_fire_due(**_options: Any) -> list[FireResult]:
         entered.set()
         await release.wait()
         finished.append(True)

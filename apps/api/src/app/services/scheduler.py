@@ -153,11 +153,12 @@ class CollectionScheduler:
         try:
             with acting_as(SYSTEM):
                 try:
-                    results = await self.schedules.fire_due()
+                    # each committed batch is followed up at once (runs, logs, mail), even
+                    # when a later batch fails
+                    results = await self.schedules.fire_due(on_batch=self.handle_fired)
                 except Exception:
                     logger.exception("firing due schedules failed; retrying shortly")
                 self.last_tick_at = self.clock()
-                self.handle_fired(results)
                 try:
                     next_due = await self.schedules.next_due()
                 except Exception:

@@ -233,9 +233,13 @@ class ScheduleService:
 
     # --- firing ---------------------------------------------------------------------------
 
-    async def fire_due(self) -> list[FireResult]:
+    async def fire_due(
+        self, on_batch: Callable[[list[FireResult]], None] | None = None
+    ) -> list[FireResult]:
         """Fire every schedule whose due time has come, in batches; return what happened.
 
+        `on_batch` gets each batch's results as soon as it is committed, so their follow-up
+        (starting runs, logs, mail) happens even if a later batch fails.
         Safe to run on every replica at once: PostgreSQL hands each replica different
         rows (SKIP LOCKED) and the fire log's unique key settles any remaining race.
         """
@@ -243,6 +247,8 @@ class ScheduleService:
         while True:
             selected, batch = await self._fire_batch()
             results.extend(batch)
+            if on_batch is not None and batch:
+                on_batch(batch)
             if selected < self.batch_size:
                 return results
 
