@@ -24,7 +24,7 @@ from app.services.collection import CollectionService
 from app.services.executor import RunExecutor
 from app.services.notifications import Mailer
 from app.services.scheduler import CollectionScheduler
-from app.services.schedules import FireResult, ScheduleService
+from app.services.schedules import FireResult, ScheduleService, purge_expired_fires
 from app.tables import CollectionSchedule, ScheduleFire
 from tests.conftest import Actors, make_settings
 from tests.scheduling import (
@@ -412,6 +412,27 @@ async def test_several_missed_due_times_coalesce_into_one_fire(
     assert len(await runs_of(client, org.admin)) == 1
     body = (await client.get("/collection/schedule", headers=org.admin.headers)).json()
     assert body["next_run_at"] == "2027-01-15T17:00:00Z"
+
+
+async def test_history_older_than_the_retention_is_purged_in_batches(
+    client: httpx.AsyncClient, org: Org, clock: FakeClock, schedules: ScheduleService
+) -> None:
+    await enable(client, org, "0 * * * *")  # hourly
+    for hour in (13, 14, 15, 16, 17):  # a fire an hour; each run cancelled before the next
+        clock.set(datetime(2027, 1, 15, hour, 0, 1, tzinfo=UTC))
+        assert [r.outcome.value for r in await schedules.fire_due()] == ["started"]
+        await cancel_all(client, org.admin)
+    deleted = await purge_expired_fires(
+        schedules.database,
+        now=datetime(2027, 1, 15, 17, 30, tzinfo=UTC),
+        retention=timedelta(hours=2),
+        batch_size=2,
+    )
+    assert deleted == 3  # fired at 13:00, 14:00 and 15:00, in two batches
+    entries = await history(client, org.admin)
+    assert [e["scheduled_for"] for e in entries] == ["2027-01-15T17:00:00Z", "2027-01-15T16:00:00Z"]
+    clock.set(datetime(2027, 1, 15, 18, 0, 1, tzinfo=UTC))  # and firing goes on as before
+    assert [r.outcome.value for r in await schedules.fire_due()] == ["started"]
 
 
 # --- trigger, history, preview ----------------------------------------------------------------

@@ -13,6 +13,7 @@ from app.services.collection import Clock
 from app.services.executor import RunExecutor
 from app.services.results import purge_expired_results
 from app.services.scheduler import CollectionScheduler
+from app.services.schedules import purge_expired_fires
 from app.tables import utcnow
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ async def collection_startup_recovery(executor: RunExecutor) -> None:
 
 
 async def cleanup_worker(database: Database, settings: Settings, clock: Clock = utcnow) -> None:
-    """Forever: delete results older than RESULTS_RETENTION_DAYS, in small batches."""
+    """Forever: delete run results and schedule fire-log rows older than
+    RESULTS_RETENTION_DAYS, in small batches."""
     retention = timedelta(days=settings.results_retention_days)
     while True:
         try:
@@ -42,6 +44,14 @@ async def cleanup_worker(database: Database, settings: Settings, clock: Clock = 
             )
             if deleted:
                 logger.info("cleanup deleted %d result rows past retention", deleted)
+            fires = await purge_expired_fires(
+                database,
+                now=clock(),
+                retention=retention,
+                batch_size=settings.cleanup_batch_size,
+            )
+            if fires:
+                logger.info("cleanup deleted %d schedule fire-log rows past retention", fires)
         except Exception:
             logger.exception("cleanup failed; retrying at the next interval")
         await asyncio.sleep(settings.cleanup_interval_seconds)

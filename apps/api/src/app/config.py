@@ -129,7 +129,12 @@ class Settings(BaseSettings):
     )
     run_lease_seconds: float = Field(default=30.0, gt=0)
     run_sweep_seconds: float = Field(default=10.0, gt=0)
-    results_retention_days: int = Field(default=90, ge=1)
+    results_retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="Results of runs finished longer ago, and schedule history older than "
+        "this, are deleted.",
+    )
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
     cleanup_batch_size: int = Field(default=1000, ge=1)
 

@@ -461,6 +461,28 @@ class ScheduleService:
         return result
 
 
+async def purge_expired_fires(
+    database: Database, *, now: datetime, retention: timedelta, batch_size: int
+) -> int:
+    """Delete fire-log rows older than `now - retention`, one small batch per transaction.
+
+    Safe for exactly-once: a schedule's `next_run_at` has long moved past these due times,
+    so their rows no longer guard anything.
+    """
+    cutoff = now - retention
+    deleted = 0
+    while True:
+        batch = sa.select(ScheduleFire.id).where(ScheduleFire.fired_at < cutoff).limit(batch_size)
+        async with database.transaction() as session:
+            result = await session.execute(
+                sa.delete(ScheduleFire).where(ScheduleFire.id.in_(batch))
+            )
+        count: int = result.rowcount  # type: ignore[attr-defined]  # CursorResult
+        deleted += count
+        if count < batch_size:
+            return deleted
+
+
 def _count_between(cron: CronSchedule, first: datetime, last: datetime) -> int:
     """How many due times lie in [first, last) (capped)."""
     count = 0
