@@ -5,11 +5,12 @@ limits roll over at midnight US Pacific time). `take()` counts one call before i
 or raises `QuotaExhaustedError` with the start of the next day, so a run waits for the new
 day instead of failing or hammering the provider.
 
-`SharedDailyCallBudget` is what the service uses: every instance (replica, restart, the
-`providers check` command) counts against one row per provider and day, with one atomic
-statement per call — `INSERT … ON CONFLICT DO UPDATE SET calls = calls + 1 WHERE calls <
-limit RETURNING calls` — so concurrent instances can never take more than the limit
-between them. `DailyCallBudget` counts in memory, for a client used on its own.
+`SharedDailyCallBudget` is what the service uses: every instance (replicas, and the same
+one after a restart) counts against one row per provider and day (which `providers check`
+reads), with one atomic statement per call — `INSERT … ON CONFLICT DO UPDATE SET
+calls = calls + 1 WHERE calls < limit RETURNING calls` — so concurrent instances can
+never take more than the limit between them. `DailyCallBudget` counts in memory, for a
+client used on its own.
 """
 
 from __future__ import annotations
