@@ -188,6 +188,10 @@ async def test_cookie_is_secure_over_https(browser: BrowserFactory, actors: Acto
     response = await visitor.sign_in(admin.token)
     cookies = response.headers.get_list("set-cookie")
     assert any(c.startswith(SESSION_COOKIE) and "Secure" in c for c in cookies), cookies
+    page = await visitor.get("/runs")
+    assert page.headers["strict-transport-security"] == "max-age=31536000"
+    plain = await (await browser(admin)).get("/runs")
+    assert "strict-transport-security" not in plain.headers  # only ever sent over https
 
 
 async def test_sign_in_refuses_bad_tokens_with_the_api_message(

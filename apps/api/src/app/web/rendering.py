@@ -36,6 +36,10 @@ SECURITY_HEADERS = {
 }
 
 
+HSTS = "max-age=31536000"
+"""Over https, browsers keep to https for a year (plain-http visits stay as they are)."""
+
+
 def when(moment: datetime | None, timezone: str | None = None) -> Markup:
     """A `<time>` element showing the moment in the given IANA time zone, or else in UTC,
     marked `data-local` for app.js to show in the reader's own time zone."""
@@ -121,7 +125,10 @@ def render(
         flash_error=flash.startswith("!"),
         **context,
     )
-    response = HTMLResponse(page, status_code=status_code, headers=SECURITY_HEADERS)
+    headers = SECURITY_HEADERS
+    if request.url.scheme == "https":  # (behind a proxy: see FORWARDED_ALLOW_IPS in README)
+        headers = {**SECURITY_HEADERS, "Strict-Transport-Security": HSTS}
+    response = HTMLResponse(page, status_code=status_code, headers=headers)
     if flash and not template.rpartition("/")[2].startswith("_"):  # fragments keep it
         response.delete_cookie(FLASH_COOKIE, path="/", httponly=True, samesite="strict")
     return response
