@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 
-from app.auth import InvalidTokenError, TokenVerifier
+from app.auth import InvalidTokenError, JwksCache, KeysUnavailableError, TokenVerifier
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import TEST_SECRET, Actors, make_settings
@@ -275,6 +275,32 @@ async def test_jwks_rotation_fetches_new_key(jwks_server: _JwksServer) -> None:
     assert jwks_server.hits == hits + 1
     await verifier.verify(new)
     assert jwks_server.hits == hits + 1  # cached
+
+
+async def test_a_down_key_endpoint_is_not_asked_again_for_a_few_seconds() -> None:
+    now, requests, up = [1000.0], [], [False]
+    public = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if not up[0]:
+            return httpx.Response(503, text="identity provider down")
+        return httpx.Response(200, json={"keys": [{**public, "kid": "k1", "alg": "RS256"}]})
+
+    verifier = TokenVerifier(
+        make_settings(jwt_secret=TEST_SECRET, jwt_jwks_url="https://idp.example/jwks"),
+        http=httpx.AsyncClient(transport=httpx.MockTransport(endpoint)),
+        clock=lambda: now[0],
+    )
+    token = jwt.encode(_claims(), RSA_KEY, algorithm="RS256", headers={"kid": "k1"})
+    for step in (0.0, 1.0, 2.0):  # one request to the endpoint, then refusals from memory
+        now[0] += step
+        with pytest.raises(KeysUnavailableError, match="503"):
+            await verifier.verify(token)
+    assert len(requests) == 1
+    up[0], now[0] = True, now[0] + JwksCache.FAILURE_BACKOFF
+    assert (await verifier.verify(token)).email == "someone@example.com"
+    assert len(requests) == 2
 
 
 async def test_jwks_unknown_kid_and_forged_key_are_401(

@@ -62,6 +62,9 @@ class JwksCache:
     """Signing keys from a JWKS endpoint, cached, refreshed when an unknown `kid` appears."""
 
     MIN_REFRESH_INTERVAL = 30.0
+    FAILURE_BACKOFF = 5.0
+    """After a failed fetch with no keys to fall back on, requests are refused this long
+    without asking the endpoint again (a down identity provider is not hammered)."""
 
     def __init__(
         self,
@@ -77,6 +80,7 @@ class JwksCache:
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._failure: tuple[float, str] | None = None  # when the last fetch failed, why
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
@@ -99,6 +103,10 @@ class JwksCache:
         async with self._lock:
             if self._clock() - self._fetched_at < 1.0:
                 return  # another request just refreshed
+            if self._failure is not None and not self._keys:
+                failed_at, reason = self._failure
+                if self._clock() - failed_at < self.FAILURE_BACKOFF:
+                    raise KeysUnavailableError(reason)
             try:
                 response = await self._client.get(self._url, timeout=10.0)
                 response.raise_for_status()
@@ -110,7 +118,10 @@ class JwksCache:
                     )
                     self._fetched_at = self._clock()
                     return
-                raise KeysUnavailableError(f"cannot fetch JWKS from {self._url}: {exc}") from exc
+                reason = f"cannot fetch JWKS from {self._url}: {exc}"
+                self._failure = (self._clock(), reason)
+                raise KeysUnavailableError(reason) from exc
+            self._failure = None
             self._keys = {k.key_id: k for k in key_set.keys if k.key_id is not None}
             if not self._keys and key_set.keys:
                 self._keys = {"": key_set.keys[0]}
