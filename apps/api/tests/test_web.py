@@ -550,6 +550,24 @@ async def test_another_organizations_members_cannot_be_touched(
     assert [i["email"] for i in invites["items"]] == ["their@example.com"]
 
 
+async def test_a_long_invitation_list_says_it_is_cut_short(
+    browser: BrowserFactory,
+    actors: Actors,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.web import members
+
+    admin = await actors.admin()
+    for name in ("a", "b", "c"):
+        body = {"email": f"{name}@example.com"}
+        await client.post("/orgs/current/members", json=body, headers=admin.headers)
+    monkeypatch.setattr(members, "INVITATIONS_SHOWN", 2)
+    page = (await (await browser(admin)).get("/members")).text
+    assert page.count("/members/invitations/revoke") == 2
+    assert "The 2 newest invitations are shown" in page
+
+
 async def test_members_see_the_members_but_cannot_add_any(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:

@@ -64,6 +64,7 @@ async def _page(
         next_cursor=members.next_cursor,
         cursor=cursor,
         invitations=invitations.items if invitations else [],
+        more_invitations=bool(invitations and invitations.next_cursor),
         roles=ROLE_HINTS,
         email=email,
         role=role,
