@@ -104,9 +104,8 @@ class EbayBrowseProvider:
     A product with a valid UPC (else EAN) is searched with `gtin=`; listings eBay returns for
     it are kept. Otherwise, or when eBay has no listing with that GTIN or refuses it (and
     `keyword_fallback` is on), the title's identifying words are searched with `q=`, and
-    only listings whose title
-    matches the product (see `app.providers.matching`) are kept. Pages are followed through
-    `next` until `limit` items were examined.
+    only listings whose title matches the product (see `app.providers.matching`) are kept.
+    Pages are followed through `next` until `limit` items were examined.
     """
 
     name = PROVIDER
