@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -1087,3 +1087,32 @@ def test_anything_either_parses_or_raises_cron_error(text: str) -> None:
         return
     # What we accept, cronsim accepts too (this also runs inside parse) and can iterate.
     assert schedule.next_after(utc(2027, 1, 1)) > utc(2027, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "after", "count"),
+    [
+        ("0 0 29 2 *", "UTC", datetime(9999, 1, 1, tzinfo=UTC), 0),  # no leap day left
+        ("* * * * *", "UTC", datetime(9999, 12, 31, 23, 58, tzinfo=UTC), 1),
+    ],
+)
+def test_fire_times_end_with_the_calendar(
+    expression: str, zone: str, after: datetime, count: int
+) -> None:
+    times = parse(expression, zone).fire_times(after, 5)
+    assert len(times) == count
+    assert all(moment.year == 9999 for moment in times)
+
+
+def test_elapsed_time_jobs_end_quietly_near_the_end_of_the_calendar() -> None:
+    # Such jobs are computed between UTC-offset transitions; past the last one that the
+    # calendar can express they stop (within the final local day) instead of raising.
+    start = datetime(9999, 12, 31, 11, 0, tzinfo=UTC)
+    times = parse("*/30 * * * *", "Australia/Lord_Howe").fire_times(start, 5)
+    assert all(start < moment and moment.year == 9999 for moment in times)
+
+
+def test_a_start_outside_the_calendar_in_utc_is_a_clear_error() -> None:
+    start = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    with pytest.raises(ValueError, match="outside the calendar in UTC"):
+        parse("* * * * *", "UTC").fire_times(start, 1)

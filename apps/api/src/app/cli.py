@@ -223,7 +223,11 @@ def preview(expression: str, timezone: str, after: str | None, count: int) -> No
             ) from None
         if start.tzinfo is None:
             start = start.replace(tzinfo=ZoneInfo(cron.timezone))
-    for moment in cron.fire_times(start, count):
+    try:
+        moments = cron.fire_times(start, count)  # fewer near the end of the calendar
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--after") from None
+    for moment in moments:
         click.echo(moment.isoformat())
 
 

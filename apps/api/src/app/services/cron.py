@@ -487,7 +487,10 @@ def _offset_change(zone: tzinfo, start: datetime, stop: datetime) -> datetime | 
 def _utc(moment: datetime, name: str) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be an aware datetime, got naive {moment.isoformat()}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} {moment.isoformat()} lies outside the calendar in UTC") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,18 +524,21 @@ class CronSchedule:
     def _forward(self, after: datetime) -> Iterator[datetime]:
         """Fire times strictly after `after`, strictly increasing, as aware UTC."""
         last = _utc(after, "after")
-        if self._follows_elapsed_time:
-            candidates = self._elapsed_forward(last)
-        else:
-            candidates = (
-                fire.astimezone(UTC) for fire in CronSim(self._engine, last.astimezone(self._zone))
-            )
-        for instant in candidates:
-            # Iterating in local wall time, cronsim may yield a time that is not after `after`
-            # when `after` lies in the second pass of a fall-back overlap; that job already ran.
-            if instant > last:
-                yield instant
-                last = instant
+        try:
+            if self._follows_elapsed_time:
+                candidates = self._elapsed_forward(last)
+            else:
+                start = last.astimezone(self._zone)
+                candidates = (fire.astimezone(UTC) for fire in CronSim(self._engine, start))
+            for instant in candidates:
+                # Iterating in local wall time, cronsim may yield a time that is not after
+                # `after` when `after` lies in the second pass of a fall-back overlap; that
+                # job already ran.
+                if instant > last:
+                    yield instant
+                    last = instant
+        except OverflowError:
+            return  # the calendar ends with the year 9999: no later fire times
 
     # cronsim steps a wildcard job through local time in whole hours and whole minutes, which
     # skips fire times when the UTC offset changes by a part of an hour (Lord Howe Island's
