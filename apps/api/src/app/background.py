@@ -34,24 +34,18 @@ async def cleanup_worker(database: Database, settings: Settings, clock: Clock = 
     """Forever: delete run results and schedule fire-log rows older than
     RESULTS_RETENTION_DAYS, in small batches."""
     retention = timedelta(days=settings.results_retention_days)
+    purges = [(purge_expired_results, "result"), (purge_expired_fires, "schedule fire-log")]
     while True:
         try:
-            deleted = await purge_expired_results(
-                database,
-                now=clock(),
-                retention=retention,
-                batch_size=settings.cleanup_batch_size,
-            )
-            if deleted:
-                logger.info("cleanup deleted %d result rows past retention", deleted)
-            fires = await purge_expired_fires(
-                database,
-                now=clock(),
-                retention=retention,
-                batch_size=settings.cleanup_batch_size,
-            )
-            if fires:
-                logger.info("cleanup deleted %d schedule fire-log rows past retention", fires)
+            for purge, rows in purges:
+                deleted = await purge(
+                    database,
+                    now=clock(),
+                    retention=retention,
+                    batch_size=settings.cleanup_batch_size,
+                )
+                if deleted:
+                    logger.info("cleanup deleted %d %s rows past retention", deleted, rows)
         except Exception:
             logger.exception("cleanup failed; retrying at the next interval")
         await asyncio.sleep(settings.cleanup_interval_seconds)

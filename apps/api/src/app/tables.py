@@ -285,6 +285,7 @@ class RunCategory(Base):
 
 
 PRICE = sa.Numeric(12, 2)
+BRAND_LENGTH = 200
 
 
 class RunProduct(Base):
@@ -303,7 +304,7 @@ class RunProduct(Base):
     category_position: Mapped[int]
     sales_rank: Mapped[int]
     title: Mapped[str] = mapped_column(sa.Text)
-    brand: Mapped[str | None] = mapped_column(sa.String(200))
+    brand: Mapped[str | None] = mapped_column(sa.String(BRAND_LENGTH))
     price: Mapped[Decimal | None] = mapped_column(PRICE)
     currency: Mapped[str] = mapped_column(sa.String(3))
     upcs: Mapped[list[str]]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
@@ -33,6 +35,20 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, invalid or expired bearer token."},
     403: {"description": "Not a member of the organization, or the role lacks the permission."},
 }
+
+
+CanManageMembers = Annotated[OrgContext, Depends(require_permission_key("members.manage"))]
+
+
+@contextmanager
+def _member_errors() -> Iterator[None]:
+    """The membership service's refusals as HTTP errors."""
+    try:
+        yield
+    except org_service.MemberNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except (org_service.AlreadyMemberError, org_service.LastAdminError) as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
 
 
 @router.get("/me", response_model=MeResponse, responses=AUTH_ERRORS)
@@ -74,7 +90,7 @@ async def list_members(
 
 @router.get("/orgs/current/invitations", response_model=Page[MemberResponse], responses=AUTH_ERRORS)
 async def list_invitations(
-    ctx: Annotated[OrgContext, Depends(require_permission_key("members.manage"))],
+    ctx: CanManageMembers,
     session: SessionDep,
     page: Annotated[PageParams, Depends(page_params)],
 ) -> Page[MemberResponse]:
@@ -93,23 +109,18 @@ async def list_invitations(
     },
 )
 async def add_member(
-    body: MemberCreate,
-    ctx: Annotated[OrgContext, Depends(require_permission_key("members.manage"))],
-    session: SessionDep,
+    body: MemberCreate, ctx: CanManageMembers, session: SessionDep
 ) -> MemberResponse:
     """Add a member by email (admins). Someone who never signed in is invited instead
     (`status: "invited"`) and becomes a member at their first sign-in with that email."""
-    try:
+    with _member_errors():
         member = await org_service.add_member(
             session, org_id=ctx.org_id, email=body.email, role=body.role, invited_by=ctx.user_id
         )
-    except org_service.AlreadyMemberError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     await session.commit()
     return MemberResponse.model_validate(member)
 
 
-CanManageMembers = Annotated[OrgContext, Depends(require_permission_key("members.manage"))]
 MEMBER_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such member (or invitation) in the acting organization."}
 }
@@ -127,14 +138,10 @@ async def change_member_role(
     user_id: uuid.UUID, body: MemberUpdate, ctx: CanManageMembers, session: SessionDep
 ) -> MemberResponse:
     """Change a member's role (admins). The organization always keeps an admin."""
-    try:
+    with _member_errors():
         member = await org_service.change_role(
             session, org_id=ctx.org_id, user_id=user_id, role=body.role
         )
-    except org_service.MemberNotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
-    except org_service.LastAdminError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     await session.commit()
     return MemberResponse.model_validate(member)
 
@@ -147,12 +154,8 @@ async def change_member_role(
 async def remove_member(user_id: uuid.UUID, ctx: CanManageMembers, session: SessionDep) -> Response:
     """Remove a member (admins): their access ends with their next request; the runs they
     started stay. The organization's last admin cannot be removed."""
-    try:
+    with _member_errors():
         await org_service.remove_member(session, org_id=ctx.org_id, user_id=user_id)
-    except org_service.MemberNotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
-    except org_service.LastAdminError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -168,9 +171,7 @@ async def revoke_invitation(
     session: SessionDep,
 ) -> Response:
     """Withdraw an invitation that is still pending (admins)."""
-    try:
+    with _member_errors():
         await org_service.revoke_invitation(session, org_id=ctx.org_id, email=email.strip().lower())
-    except org_service.MemberNotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

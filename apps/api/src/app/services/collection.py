@@ -30,6 +30,7 @@ from app.providers.resilience import ProviderFailedError
 from app.tables import (
     ACTIVE_RUN_PREDICATE,
     ACTIVE_RUN_STATUSES,
+    BRAND_LENGTH,
     CategoryPreset,
     CollectionRun,
     RunCategory,
@@ -850,7 +851,7 @@ def _product_row(category: RunCategory, product: Product) -> dict[str, Any]:
         "category_position": category.position,
         "sales_rank": min(max(product.sales_rank, 0), INT4_MAX),
         "title": product.title,
-        "brand": _text(product.brand, 200) if product.brand is not None else None,
+        "brand": _text(product.brand, BRAND_LENGTH) if product.brand is not None else None,
         "price": _price(product.price),
         "currency": product.currency[:3],
         "upcs": list(product.upcs),

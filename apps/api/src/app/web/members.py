@@ -92,28 +92,15 @@ async def add_member(
     try:
         body = MemberCreate.model_validate({"email": email.strip(), "role": role})
         member = await api.add_member(body, context.org, session)
-    except ValidationError as exc:
-        errors = field_errors(exc)
-        return await _page(
-            request,
-            context,
-            session,
-            email=email,
-            role=role,
-            errors=errors,
-            status_code=status.HTTP_400_BAD_REQUEST,
-        )
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:
+    except (ValidationError, HTTPException) as exc:
+        if isinstance(exc, ValidationError):
+            errors, code = field_errors(exc), status.HTTP_400_BAD_REQUEST
+        elif exc.status_code == status.HTTP_409_CONFLICT:
+            errors, code = {"email": detail_text(exc)}, exc.status_code
+        else:
             raise web_error(exc) from None
         return await _page(
-            request,
-            context,
-            session,
-            email=email,
-            role=role,
-            errors={"email": detail_text(exc)},
-            status_code=exc.status_code,
+            request, context, session, email=email, role=role, errors=errors, status_code=code
         )
     if member.status == "invited":
         message = (
