@@ -152,6 +152,10 @@ async def _seed_orgs(env: dict[str, str], count: int) -> list[uuid.UUID]:
     """Organizations, each with a preset and an enabled schedule (written directly)."""
     database = _database(env)
     far = datetime.now(UTC) + timedelta(days=30)
+    # Once a schedule fires, its next due time comes from its cron expression; pick one
+    # twelve hours away so that only the due times the test sets fall inside the test.
+    later = datetime.now(UTC) + timedelta(hours=12)
+    cron_expression = f"{later.minute} {later.hour} * * *"
     try:
         async with database.transaction() as session:
             schedule_ids = []
@@ -165,7 +169,7 @@ async def _seed_orgs(env: dict[str, str], count: int) -> list[uuid.UUID]:
                 schedule = CollectionSchedule(
                     org_id=org.id,
                     preset_id=preset.id,
-                    cron_expression="*/5 * * * *",
+                    cron_expression=cron_expression,
                     enabled=True,
                     next_run_at=far,
                 )
