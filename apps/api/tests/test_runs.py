@@ -216,8 +216,10 @@ async def test_other_orgs_runs_do_not_block(
     client: httpx.AsyncClient, actors: Actors, admin: Actor
 ) -> None:
     other = await actors.admin("Other")
-    await create_run(client, admin, ["1"])
-    await create_run(client, other, ["1"])
+    mine = await create_run(client, admin, ["1"])
+    theirs = await create_run(client, other, ["1"])  # 201 although `mine` is active
+    assert mine["status"] == theirs["status"] == "pending"
+    assert mine["id"] != theirs["id"]
 
 
 @pytest.mark.parametrize(
