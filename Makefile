@@ -30,7 +30,7 @@ $(RUN_STAMP): $(BIN)/python $(API)/pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the API with its dev tools
 
-run: $(RUN_STAMP)  ## migrate and serve on http://$(HOST):$(PORT) (SQLite under ./data by default)
+run: $(RUN_STAMP)  ## migrate and serve on http://127.0.0.1:8000 (HOST=, PORT= to change; SQLite under ./data by default)
 	$(BIN)/collection-api serve --host $(HOST) --port $(PORT)
 
 migrate: $(RUN_STAMP)  ## upgrade the configured database to the newest schema
@@ -56,10 +56,10 @@ pytest: $(STAMP) browser  ## the test suite (PostgreSQL when TEST_DATABASE_URL i
 
 test: lint typecheck pytest  ## every gate: lint, format, types, tests
 
-BENCHES := bench/run_pipeline.py bench/scheduler.py
+BENCHES := bench/run_pipeline.py bench/scheduler.py bench/budget.py
 
 bench: $(STAMP)  ## benchmarks: print tables, assert nothing (PostgreSQL when reachable)
 	@for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:  ## remove the virtualenv and caches (keeps ./data)
-	rm -rf $(VENV) $(API)/.pytest_cache $(API)/.mypy_cache $(API)/.ruff_cache
+	rm -rf $(VENV) .ruff_cache $(API)/.pytest_cache $(API)/.mypy_cache $(API)/.ruff_cache

@@ -64,7 +64,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind."
+)
 @click.option("--no-migrate", is_flag=True, help="Do not upgrade the database schema first.")
 def serve(host: str, port: int, no_migrate: bool) -> None:
     """Migrate the database (unless --no-migrate) and serve the HTTP API and web UI."""
@@ -122,7 +124,13 @@ def token(email: str, sub: uuid.UUID | None, ttl: int) -> None:
 @main.command()
 @click.option("--org", "org_name", required=True, help="Organization name.")
 @click.option("--email", required=True, callback=_email, help="Email of its first admin.")
-@click.option("--ttl", default=86_400, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--ttl",
+    default=86_400,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Lifetime of the printed token, in seconds.",
+)
 def bootstrap(org_name: str, email: str, ttl: int) -> None:
     """Create an organization and its admin user; print {"org_id", "user_id", "token"}.
 
@@ -193,7 +201,13 @@ def schedule() -> None:
     "--after",
     help="Start (exclusive), ISO 8601; without an offset it is read in --tz. Default: now.",
 )
-@click.option("--count", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--count",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="How many fire times to print.",
+)
 def preview(expression: str, timezone: str, after: str | None, count: int) -> None:
     """Print the next fire times of EXPRESSION, one per line (ISO 8601 with offset).
 
@@ -367,7 +381,12 @@ TERMINAL_STATUSES = {"completed", "failed", "cancelled"}
     envvar="COLLECTION_API_TOKEN",
     help="Bearer token (env COLLECTION_API_TOKEN); e.g. from `collection-api token`.",
 )
-@click.option("--org", "org_id", envvar="COLLECTION_API_ORG", help="X-Org-Id, if you have several.")
+@click.option(
+    "--org",
+    "org_id",
+    envvar="COLLECTION_API_ORG",
+    help="Organization id sent as X-Org-Id, if you have several (env COLLECTION_API_ORG).",
+)
 @click.pass_context
 def runs(ctx: click.Context, url: str, token: str | None, org_id: str | None) -> None:
     """Watch and export collection runs of a running service."""
@@ -425,7 +444,13 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
 
 @runs.command()
 @click.argument("run_id", type=click.UUID)
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1))
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between progress polls.",
+)
 @click.pass_context
 def watch(ctx: click.Context, run_id: uuid.UUID, interval: float) -> None:
     """Show a run's progress until it ends; exit 0 if it completed, 1 otherwise."""
@@ -455,7 +480,11 @@ def watch(ctx: click.Context, run_id: uuid.UUID, interval: float) -> None:
 @runs.command()
 @click.argument("run_id", type=click.UUID)
 @click.option(
-    "--kind", type=click.Choice(["sellers", "listings"]), default="sellers", show_default=True
+    "--kind",
+    type=click.Choice(["sellers", "listings"]),
+    default="sellers",
+    show_default=True,
+    help="The seller ranking, or every listing.",
 )
 @click.option(
     "-o",
