@@ -29,6 +29,22 @@ pytest_plugins = ["tests.scheduling"]
 TEST_SECRET = "test-secret-" + "x" * 40
 
 
+SERVICE_VARIABLES = frozenset(
+    {name.upper() for name in Settings.model_fields}
+    | {"COLLECTION_API_URL", "COLLECTION_API_TOKEN", "COLLECTION_API_ORG"}
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_service_environment() -> Iterator[None]:
+    """The service's settings exported in the shell running the tests (DATABASE_URL,
+    SCHEDULE_MISFIRE_GRACE_SECONDS, ...) reach no test: each test sets what it needs."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SERVICE_VARIABLES & set(os.environ):
+            patch.delenv(name)
+        yield
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh, empty database for this test session."""
@@ -55,7 +71,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings from keyword arguments only, never from the developer's environment."""
+    """Settings from keyword arguments, over the environment the test set (the shell's
+    service settings are removed for the session) and never a .env file."""
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 

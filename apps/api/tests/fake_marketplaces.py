@@ -188,6 +188,7 @@ class FakeKeepa(_Fake):
             self.tokens = tokens
             self.refill_rate = refill_rate
             self.refill_seconds = 0.05
+            self.refills_held = False
             self._last_refill = time.monotonic()
 
     def add_category(self, category_id: str, products: list[dict[str, Any]]) -> None:
@@ -197,19 +198,32 @@ class FakeKeepa(_Fake):
             for product in products:
                 self.products[product["asin"]] = product
 
-    def set_tokens(self, tokens: int, *, refill_rate: int, refill_seconds: float) -> None:
-        """Set the balance and the refill schedule (a refill every `refill_seconds`)."""
+    def set_tokens(
+        self, tokens: int, *, refill_rate: int, refill_seconds: float, held: bool = False
+    ) -> None:
+        """Set the balance and the refill schedule (a refill every `refill_seconds`).
+
+        `held`: no refill is credited until `release_refills()`, however long the test
+        takes to get there (a slow machine must not refill a balance the test is spending);
+        answers still announce the next refill as usual.
+        """
         with self.lock:
             self.tokens = tokens
             self.refill_rate = refill_rate
             self.refill_seconds = refill_seconds
+            self.refills_held = held
             self._last_refill = time.monotonic()
+
+    def release_refills(self) -> None:
+        """Credit the refills due since `set_tokens(held=True)`, and those to come."""
+        with self.lock:
+            self.refills_held = False
 
     def _token_fields(self) -> dict[str, int]:
         """Refill what is due, then the balance fields every answer carries."""
         now = time.monotonic()
         refills = math.floor((now - self._last_refill) / self.refill_seconds)
-        if refills:
+        if refills and not self.refills_held:
             self.tokens = min(self.tokens + refills * self.refill_rate, 60 * self.refill_rate)
             self._last_refill += refills * self.refill_seconds
         refill_in = self._last_refill + self.refill_seconds - now

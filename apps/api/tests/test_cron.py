@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -862,6 +863,8 @@ def test_cronsim_accepts_more_than_standard_cron(expression: str) -> None:
 def test_cronsim_reads_a_single_value_range_with_a_step_unlike_vixie() -> None:
     # Vixie cron: 5-5/2 is minute 5 alone. cronsim: 5, 7, 9, ... - so we reject it.
     assert next(CronSim("5-5/2 * * * *", utc(2027, 1, 1, 0, 5))) == utc(2027, 1, 1, 0, 7)
+    with pytest.raises(CronError, match="holds a single value"):
+        parse("5-5/2 * * * *")
 
 
 MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -1107,9 +1110,13 @@ def test_fire_times_end_with_the_calendar(
 def test_elapsed_time_jobs_end_quietly_near_the_end_of_the_calendar() -> None:
     # Such jobs are computed between UTC-offset transitions; past the last one that the
     # calendar can express they stop (within the final local day) instead of raising.
-    start = datetime(9999, 12, 31, 11, 0, tzinfo=UTC)
-    times = parse("*/30 * * * *", "Australia/Lord_Howe").fire_times(start, 5)
-    assert all(start < moment and moment.year == 9999 for moment in times)
+    cron = parse("*/30 * * * *", "Australia/Lord_Howe")
+    start = datetime(9999, 12, 30, 0, 0, tzinfo=UTC)
+    times = cron.fire_times(start, 100)
+    assert times[0] == start + timedelta(minutes=30)
+    assert all(b - a == timedelta(minutes=30) for a, b in pairwise(times))
+    assert times[-1] == datetime(9999, 12, 31, 0, 0, tzinfo=UTC)  # 11:00 on the last day there
+    assert cron.fire_times(datetime(9999, 12, 31, 11, 0, tzinfo=UTC), 5) == []
 
 
 def test_a_start_outside_the_calendar_in_utc_is_a_clear_error() -> None:

@@ -192,7 +192,7 @@ async def test_out_of_tokens_raises_quota_exhausted_with_the_refill_time(
     keepa: FakeKeepa, http: httpx.AsyncClient
 ) -> None:
     keepa.add_category(CATEGORY, catalog("E", 5))
-    keepa.set_tokens(0, refill_rate=100, refill_seconds=0.3)
+    keepa.set_tokens(0, refill_rate=100, refill_seconds=0.3, held=True)
     amazon = client_for(keepa, http)
     before = datetime.now(UTC)
     with pytest.raises(QuotaExhaustedError) as caught:
@@ -206,6 +206,7 @@ async def test_out_of_tokens_raises_quota_exhausted_with_the_refill_time(
         await amazon.best_sellers(CATEGORY, 5)
     assert len(keepa.calls("/bestsellers")) == 1
 
+    keepa.release_refills()
     await asyncio.sleep(max(0.0, (caught.value.resume_at - datetime.now(UTC)).total_seconds()))
     assert len(await amazon.best_sellers(CATEGORY, 5)) == 5
 
@@ -214,13 +215,14 @@ async def test_a_balance_spent_below_zero_is_waited_out_and_the_list_not_bought_
     keepa: FakeKeepa, http: httpx.AsyncClient
 ) -> None:
     keepa.add_category(CATEGORY, catalog("F", 20))
-    keepa.set_tokens(30, refill_rate=100, refill_seconds=0.3)
+    keepa.set_tokens(30, refill_rate=100, refill_seconds=0.3, held=True)
     amazon = client_for(keepa, http)
     with pytest.raises(QuotaExhaustedError) as caught:  # the list costs 50: balance -20
         await amazon.best_sellers(CATEGORY, 20)
     assert keepa.tokens == -20
     assert keepa.calls("/product") == []  # not even tried: the client knew
 
+    keepa.release_refills()
     await asyncio.sleep(max(0.0, (caught.value.resume_at - datetime.now(UTC)).total_seconds()))
     assert len(await amazon.best_sellers(CATEGORY, 20)) == 20
     assert keepa.charged == {"/bestsellers": 1, "/product": 1}
@@ -371,8 +373,8 @@ async def test_a_run_waits_for_tokens_then_resumes_from_its_checkpoint(
     categories = ["1001", "1002", "1003"]
     for number, category in enumerate(categories):
         keepa.add_category(category, catalog(f"J{number}", 5))
-    # enough for one category (50 + 5 tokens), then a refill every 0.3 s
-    keepa.set_tokens(60, refill_rate=60, refill_seconds=0.3)
+    # enough for one category (50 + 5 tokens); refills (60 every 0.3 s) once the run waits
+    keepa.set_tokens(60, refill_rate=60, refill_seconds=0.3, held=True)
     with providers_of(app, amazon=resilient_amazon(client_for(keepa, http))):
         run = await create_run(client, admin, categories, products_per_category=5)
         await start(client, admin, run["id"])
@@ -382,6 +384,7 @@ async def test_a_run_waits_for_tokens_then_resumes_from_its_checkpoint(
         assert datetime.fromisoformat(waiting["resumes_at"]) > datetime.fromisoformat(
             waiting["started_at"]
         )
+        keepa.release_refills()
         done = await wait_for(client, admin, run["id"], finished, within=20)
 
     assert done["status"] == "completed", done

@@ -18,14 +18,20 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from app.config import Settings
 from app.database import Database
 from app.providers.base import Listing, Product, ProviderError
 from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
 from app.services.collection import CollectionService, Lease, LeaseLostError
 from app.services.executor import MAX_UNEXPECTED_ERRORS, RunExecutor
 from app.services.results import purge_expired_results
-from app.tables import CollectionRun, RunListing, RunProduct, RunStatus, utcnow
+from app.tables import (
+    CollectionRun,
+    RunCategory,
+    RunListing,
+    RunProduct,
+    RunStatus,
+    utcnow,
+)
 from tests.conftest import Actor, Actors
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -865,13 +871,38 @@ async def test_checkpoint_without_the_lease_writes_nothing(
     current = (await client.get(f"/collection/runs/{run['id']}", headers=admin.headers)).json()
     assert current["progress"]["categories_done"] == 0
     assert current["progress"]["products_found"] == 0
+    async with database.read() as session:  # nor rows the checkpoint would have written
+        run_id = uuid.UUID(run["id"])
+        products = await session.scalar(
+            sa.select(sa.func.count()).where(RunProduct.run_id == run_id)
+        )
+        done = await session.scalar(
+            sa.select(sa.func.count()).where(
+                RunCategory.run_id == run_id, RunCategory.done_at.is_not(None)
+            )
+        )
+    assert (products, done) == (0, 0)
 
 
 async def test_executor_runs_at_most_its_capacity(
-    settings: Settings, database: Database, app: FastAPI
+    client: httpx.AsyncClient, admin: Actor, database: Database, app: FastAPI
 ) -> None:
-    service: CollectionService = app.state.collection
-    executor = RunExecutor(service, settings)
-    executor.max_concurrent = 0
-    assert not executor.has_capacity
-    assert not await executor.submit(uuid.uuid4())
+    run = await create_run(client, admin, ["172282"])
+    await _orphan(database, run["id"], owner="dead-host:1", expired=True)  # free to take
+    run_id = uuid.UUID(run["id"])
+    executor: RunExecutor = app.state.executor
+    capacity = executor.max_concurrent
+    executor.max_concurrent = 0  # its periodic sweep cannot take the run either
+    try:
+        assert not executor.has_capacity
+        assert not await executor.submit(run_id)
+        async with database.read() as session:
+            owner = await session.scalar(
+                sa.select(CollectionRun.lease_owner).where(CollectionRun.id == run_id)
+            )
+        assert owner == "dead-host:1"  # not claimed
+    finally:
+        executor.max_concurrent = capacity
+    assert await executor.submit(run_id)  # the same run, with room for it
+    done = await wait_for(client, admin, run["id"], finished)
+    assert done["status"] == "completed"

@@ -288,12 +288,12 @@ async def test_many_due_schedules_fire_in_batches(
     orgs = [await make_org(client, actors, f"Org {i}") for i in range(7)]
     for item in orgs:
         await enable(client, item)
-    schedules.batch_size = 3
+    saved, schedules.batch_size = schedules.batch_size, 3
     try:
         clock.set(datetime(2027, 2, 1, 0, 0, 1, tzinfo=UTC))
         results = await schedules.fire_due()
     finally:
-        schedules.batch_size = 200
+        schedules.batch_size = saved
     assert len(results) == 7
     assert len({r.schedule_id for r in results}) == 7
 
@@ -594,14 +594,19 @@ def _engine(app: FastAPI, settings: Settings, clock: FakeClock) -> CollectionSch
 
 
 class RealTimeClock(FakeClock):
-    """A fake clock that moves with real time, from a chosen start."""
+    """A fake clock that stands at a chosen start while the test sets things up, then,
+    from `run()` on, moves with real time (so a slow machine's set-up cannot carry it past
+    a due time before the engine runs)."""
 
     def __init__(self, start: datetime) -> None:
         super().__init__(start)
-        self._offset = start - datetime.now(UTC)
+        self._offset: timedelta | None = None
+
+    def run(self) -> None:
+        self._offset = self.now - datetime.now(UTC)
 
     def __call__(self) -> datetime:
-        return datetime.now(UTC) + self._offset
+        return self.now if self._offset is None else datetime.now(UTC) + self._offset
 
 
 async def test_engine_fires_a_lone_schedule_within_a_second(
@@ -616,6 +621,7 @@ async def test_engine_fires_a_lone_schedule_within_a_second(
     engine = _engine(app, settings, live)
     try:
         await enable(client, org)
+        live.run()
         engine.start()
         fires: list[dict[str, Any]] = []
         for _ in range(100):
@@ -678,7 +684,8 @@ async def test_engine_picks_up_a_change_without_restart(
     try:
         engine.start()
         await asyncio.sleep(0.05)
-        await enable(client, org, "0 12 * * *")  # due in half a second
+        await enable(client, org, "0 12 * * *")  # due half a second after `run()`
+        live.run()
         fires: list[dict[str, Any]] = []
         for _ in range(100):
             fires = await history(client, org.admin)

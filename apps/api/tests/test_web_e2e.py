@@ -46,9 +46,11 @@ expect = playwright.expect
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    """A fresh embedded-default deployment (no JWT_SECRET) with fast, small runs."""
+    """A fresh embedded-default deployment (no JWT_SECRET) with fast, small runs, one per
+    test: the one-time sign-in link belongs to whoever administers the first organization,
+    so a test must not inherit another's."""
     tmp_path = tmp_path_factory.mktemp("web-e2e")
     settings = {
         "DATA_DIR": str(tmp_path / "data"),
