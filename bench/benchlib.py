@@ -11,11 +11,33 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+BENCH_SECRET = "bench-" + "x" * 40  # the JWT secret of every benchmarked service
+
+
+def bench_settings(database_url: str, data_dir: Path, **overrides: Any) -> Any:
+    """The service's settings for a benchmark: these values only, no environment file."""
+    from app.config import Settings  # imported when used: the benchmarks import benchlib first
+
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        data_dir=data_dir,
+        jwt_secret=BENCH_SECRET,
+        **overrides,
+    )
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank `fraction` percentile of `values` (not empty)."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
 
 
 async def _on_maintenance_db(server: URL, statement: str) -> None:

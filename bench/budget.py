@@ -37,21 +37,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import DEFAULT_PG_URL, format_table, postgres_database, postgres_unreachable
+from benchlib import (
+    DEFAULT_PG_URL,
+    bench_settings,
+    format_table,
+    percentile,
+    postgres_database,
+    postgres_unreachable,
+)
 from sqlalchemy.engine import URL, make_url
-
-BENCH_SECRET = "bench-" + "x" * 40
-
-
-def settings_for(database_url: str, data_dir: Path) -> Any:
-    from app.config import Settings
-
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=database_url,
-        data_dir=data_dir,
-        jwt_secret=BENCH_SECRET,
-    )
 
 
 @contextmanager
@@ -62,12 +56,12 @@ def fresh_database(db: str, pg_server: URL) -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
         data_dir = Path(tmp)
         if db == "sqlite":
-            settings = settings_for(f"sqlite+aiosqlite:///{data_dir / 'collection.db'}", data_dir)
+            settings = bench_settings(f"sqlite+aiosqlite:///{data_dir / 'collection.db'}", data_dir)
             upgrade(settings)
             yield settings
             return
         with postgres_database(pg_server, "bench_budget") as url:
-            settings = settings_for(url, data_dir)
+            settings = bench_settings(url, data_dir)
             upgrade(settings)
             yield settings
 
@@ -130,11 +124,6 @@ def paces(args: argparse.Namespace) -> list[tuple[str, int, float]]:
         (f"a run's slots, {args.call_ms:g} ms calls", args.in_flight, args.call_ms),
         ("back to back (saturation)", args.in_flight, 0.0),
     ]
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def rows_for(name: str, results: Sequence[tuple[str, int, list[float], float]]) -> list[list[str]]:

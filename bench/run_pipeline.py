@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from benchlib import (
     DEFAULT_PG_URL,
+    bench_settings,
     child_environment,
     current_rss_kib,
     format_table,
@@ -74,7 +75,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SIZES = "5x50,20x50,40x50"
 POLL_SECONDS = 0.05
-BENCH_SECRET = "bench-" + "x" * 40
 
 # Top-level Amazon browse nodes (the sample provider gives these a fitting theme); larger
 # runs add browse-node-like ids drawn from a fixed seed, so every run uses the same ones.
@@ -262,15 +262,12 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
 
 def child_main(args: argparse.Namespace) -> None:
     """Migrate the fresh database, measure one run, print the result as one JSON line."""
-    from app.config import Settings
     from app.migrate import upgrade
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=args.database_url,
-        data_dir=args.data_dir,
-        jwt_secret=BENCH_SECRET,
+    settings = bench_settings(
+        args.database_url,
+        args.data_dir,
         sample_provider_latency_ms=args.latency_ms,
         run_provider_concurrency=args.concurrency,
     )

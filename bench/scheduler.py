@@ -57,10 +57,13 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from benchlib import (
+    BENCH_SECRET,
     DEFAULT_PG_URL,
+    bench_settings,
     child_environment,
     current_rss_kib,
     format_table,
+    percentile,
     postgres_database,
     postgres_unreachable,
 )
@@ -68,7 +71,6 @@ from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / ".venv" / "bin" / "collection-api"
-BENCH_SECRET = "bench-" + "x" * 40
 POLL_SECONDS = 2.0  # SCHEDULER_POLL_SECONDS of our replicas (the default)
 SEED_CHUNK = 5000
 SCENARIOS = ("startup", "burst", "lone")
@@ -77,21 +79,10 @@ SCENARIOS = ("startup", "burst", "lone")
 # --- our side: seeding and real server processes ----------------------------------------------
 
 
-def settings_for(database_url: str, data_dir: Path) -> Any:
-    from app.config import Settings
-
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=database_url,
-        data_dir=data_dir,
-        jwt_secret=BENCH_SECRET,
-    )
-
-
 def migrate(database_url: str, data_dir: Path) -> None:
     from app.migrate import upgrade
 
-    upgrade(settings_for(database_url, data_dir))
+    upgrade(bench_settings(database_url, data_dir))
 
 
 async def seed(database_url: str, data_dir: Path, count: int, next_run_at: datetime) -> None:
@@ -99,7 +90,7 @@ async def seed(database_url: str, data_dir: Path, count: int, next_run_at: datet
     from app.database import Database
     from app.tables import CategoryPreset, CollectionSchedule, Organization
 
-    database = Database.from_settings(settings_for(database_url, data_dir))
+    database = Database.from_settings(bench_settings(database_url, data_dir))
     now = datetime.now(UTC)
     try:
         for start in range(0, count, SEED_CHUNK):
@@ -150,7 +141,7 @@ async def set_due(
     from app.database import Database
     from app.tables import CollectionSchedule
 
-    database = Database.from_settings(settings_for(database_url, data_dir))
+    database = Database.from_settings(bench_settings(database_url, data_dir))
     try:
         async with database.transaction() as session:
             if not spacing:
@@ -170,7 +161,7 @@ async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
     from app.database import Database
     from app.tables import CollectionRun, CollectionSchedule, RunTrigger, ScheduleFire
 
-    database = Database.from_settings(settings_for(database_url, data_dir))
+    database = Database.from_settings(bench_settings(database_url, data_dir))
     try:
         async with database.read() as session:
             fires = (
@@ -221,7 +212,7 @@ async def count_fires_and_runs(database_url: str, data_dir: Path) -> tuple[int, 
     from app.database import Database
     from app.tables import CollectionRun, RunTrigger, ScheduleFire
 
-    database = Database.from_settings(settings_for(database_url, data_dir))
+    database = Database.from_settings(bench_settings(database_url, data_dir))
     try:
         async with database.read() as session:
             fires = await session.scalar(sa.select(sa.func.count()).select_from(ScheduleFire))
@@ -376,7 +367,7 @@ async def peer_burst(args: argparse.Namespace) -> dict[str, Any]:
     from app.services.collection import CollectionService, RunSpec
     from app.tables import CategoryPreset, RunTrigger
 
-    settings = settings_for(args.database_url, Path(args.data_dir))
+    settings = bench_settings(args.database_url, Path(args.data_dir))
     database = Database.from_settings(settings)
     amazon, ebay = build_providers(settings)  # unused: the runs are created, not executed
     collection = CollectionService(database, settings, amazon=amazon, ebay=ebay)
@@ -494,12 +485,6 @@ class Row:
 
 def mib(kib: float) -> str:
     return f"{round(kib / 1024, 1) or 0.0:.1f} MiB"  # `or`: no "-0.0" for a tiny decrease
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def start_once(database_url: str, data_dir: Path) -> tuple[float, int]:
