@@ -64,6 +64,23 @@ def postgres_unreachable(server: URL) -> str | None:
     return None
 
 
+def databases_to_measure(choice: str, pg_server: URL) -> tuple[list[str], list[str]]:
+    """The databases a benchmark measures for `--db choice`, and notes for its output.
+
+    With `both`, an unreachable PostgreSQL is skipped with a note; asked for alone, it ends
+    the benchmark with the reason (exit status 1).
+    """
+    databases = ["sqlite", "postgresql"] if choice == "both" else [choice]
+    notes: list[str] = []
+    if "postgresql" in databases and (reason := postgres_unreachable(pg_server)):
+        where = pg_server.render_as_string(hide_password=True)
+        if choice == "postgresql":
+            raise SystemExit(f"PostgreSQL at {where} is unreachable: {reason}")
+        databases.remove("postgresql")
+        notes.append(f"PostgreSQL skipped: {where} is unreachable ({reason}).")
+    return databases, notes
+
+
 @contextlib.contextmanager
 def postgres_database(server: URL, prefix: str) -> Iterator[str]:
     """A new, empty database on `server`, dropped afterwards whatever happens."""

@@ -40,10 +40,10 @@ from typing import Any
 from benchlib import (
     DEFAULT_PG_URL,
     bench_settings,
+    databases_to_measure,
     format_table,
     percentile,
     postgres_database,
-    postgres_unreachable,
 )
 from sqlalchemy.engine import URL, make_url
 
@@ -157,14 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pg_server = make_url(args.pg_url)
-    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    notes = []
-    if "postgresql" in databases and (reason := postgres_unreachable(pg_server)):
-        if args.db == "postgresql":
-            print(f"PostgreSQL at {pg_server.render_as_string()} unreachable: {reason}")
-            return 2
-        databases.remove("postgresql")
-        notes.append(f"PostgreSQL skipped: {reason}")
+    databases, notes = databases_to_measure(args.db, pg_server)
 
     rows = rows_for("in the process (peer)", asyncio.run(measure(None, args)))
     for db in databases:

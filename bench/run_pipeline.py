@@ -63,10 +63,10 @@ from benchlib import (
     bench_settings,
     child_environment,
     current_rss_kib,
+    databases_to_measure,
     format_table,
     peak_rss_kib,
     postgres_database,
-    postgres_unreachable,
 )
 from sqlalchemy.engine import URL, make_url
 
@@ -364,17 +364,7 @@ def table_row(
 def parent_main(args: argparse.Namespace) -> int:
     """Measure every (database, size), then print the machine, the parameters and the table."""
     pg_server = make_url(args.pg_url)
-    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    notes: list[str] = []
-    if "postgresql" in databases:
-        problem = postgres_unreachable(pg_server)
-        if problem is not None:
-            where = pg_server.render_as_string(hide_password=True)
-            if args.db == "postgresql":
-                print(f"PostgreSQL at {where} is unreachable: {problem}", file=sys.stderr)
-                return 1
-            databases.remove("postgresql")
-            notes.append(f"PostgreSQL skipped: {where} is unreachable ({problem}).")
+    databases, notes = databases_to_measure(args.db, pg_server)
 
     rows: list[list[str]] = []
     details: list[str] = []

@@ -62,10 +62,10 @@ from benchlib import (
     bench_settings,
     child_environment,
     current_rss_kib,
+    databases_to_measure,
     format_table,
     percentile,
     postgres_database,
-    postgres_unreachable,
 )
 from sqlalchemy.engine import URL, make_url
 
@@ -652,14 +652,7 @@ COLUMNS = (
 
 def parent_main(args: argparse.Namespace) -> int:
     pg_server = make_url(args.pg_url)
-    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    notes: list[str] = []
-    if "postgresql" in databases and (reason := postgres_unreachable(pg_server)):
-        if args.db == "postgresql":
-            print(f"PostgreSQL at {pg_server.render_as_string()} unreachable: {reason}")
-            return 2
-        databases.remove("postgresql")
-        notes.append(f"PostgreSQL skipped: {reason}")
+    databases, notes = databases_to_measure(args.db, pg_server)
     rows: list[Row] = []
     for scenario in args.scenarios:
         for db in databases:
