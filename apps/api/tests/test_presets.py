@@ -47,7 +47,11 @@ async def test_create_normalizes_and_dedupes(client: httpx.AsyncClient, admin: A
         ({"name": "x", "category_ids": [-5]}, "positive numeric category ID, got -5"),
         ({"name": "x", "category_ids": [True]}, "got a boolean"),
         ({"name": "x", "category_ids": [1.5]}, "got float"),
-        ({"name": "x", "category_ids": ["1" * 21]}, "at most 20 digits"),
+        ({"name": "x", "category_ids": ["1" * 21]}, "at most 20 digits, got 21 digits"),
+        # an integer meets the same rule as the digits it is written with
+        ({"name": "x", "category_ids": [10**29]}, "at most 20 digits, got 30 digits"),
+        ({"name": "x", "category_ids": [0]}, "positive numeric category ID, got 0"),
+        ({"name": "x", "category_ids": ["000"]}, "positive numeric category ID, got '000'"),
         ({"name": "x", "category_ids": [str(i) for i in range(1, 102)]}, "at most 100 distinct"),
         ({"name": "x", "category_ids": "172282"}, "valid list"),
         ({"name": "   ", "category_ids": ["1"]}, "at least 1 character"),

@@ -18,10 +18,10 @@ from pydantic import (
     model_validator,
 )
 
+from app.categories import parse_category_id
 from app.tables import FireOutcome, Role, RunPhase, RunStatus, RunTrigger
 
 MAX_CATEGORIES_PER_PRESET = 100
-MAX_CATEGORY_ID_DIGITS = 20
 
 
 class RequestModel(BaseModel):
@@ -101,25 +101,7 @@ class MemberResponse(ResponseModel):
 # --- presets ---------------------------------------------------------------------------
 
 
-def _category_id(value: object) -> object:
-    """Accept a browse-node ID as a JSON integer or a string of digits; keep it as a string."""
-    if isinstance(value, bool):
-        raise ValueError("must be a numeric category ID, got a boolean")
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(f"must be a positive numeric category ID, got {value}")
-        return str(value)
-    if isinstance(value, str):
-        value = value.strip()
-        if not value.isascii() or not value.isdigit():
-            raise ValueError(f"must be a numeric category ID (digits only), got {value!r}")
-        if len(value) > MAX_CATEGORY_ID_DIGITS:
-            raise ValueError(f"must have at most {MAX_CATEGORY_ID_DIGITS} digits, got {value!r}")
-        return value
-    raise ValueError(f"must be a numeric category ID, got {type(value).__name__}")
-
-
-CategoryId = Annotated[str, BeforeValidator(_category_id)]
+CategoryId = Annotated[str, BeforeValidator(parse_category_id)]
 
 
 def _dedupe(values: list[str]) -> list[str]:

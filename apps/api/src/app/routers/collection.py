@@ -41,6 +41,7 @@ from app.services.collection import (
     ActiveRunExistsError,
     CollectionService,
     PresetMissingError,
+    PresetUnusableError,
     RunNotFoundError,
     TransitionNotAllowedError,
 )
@@ -210,7 +211,10 @@ async def _get_run(
     responses={
         **AUTH_ERRORS,
         404: {"description": "The preset does not exist in the acting organization."},
-        409: {"description": "The organization already has an active run (named)."},
+        409: {
+            "description": "The organization already has an active run (named), or the "
+            "preset's saved categories cannot be run (edit the preset)."
+        },
     },
 )
 async def create_run(
@@ -231,7 +235,7 @@ async def create_run(
         )
     except PresetMissingError as exc:
         raise _not_found(exc) from None
-    except ActiveRunExistsError as exc:
+    except (ActiveRunExistsError, PresetUnusableError) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     await session.commit()
     return RunResponse.model_validate(run)
@@ -534,7 +538,10 @@ async def schedule_history(
         **AUTH_ERRORS,
         400: {"description": "The schedule has no preset."},
         404: {"description": "The organization has no schedule yet."},
-        409: {"description": "Skipped: a run is active (logged in the history)."},
+        409: {
+            "description": "Skipped (a run is active), or failed (the preset cannot be run); "
+            "logged in the history either way."
+        },
     },
 )
 async def trigger_schedule(
@@ -556,6 +563,10 @@ async def trigger_schedule(
         )
     if result.outcome is FireOutcome.NO_PRESET:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=result.detail or "no preset")
+    if result.outcome is FireOutcome.FAILED:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"failed: {result.detail}; logged in the history"
+        )
     fire = await session.get_one(ScheduleFire, result.fire_id)
     return FireResponse.model_validate(fire)
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.categories import invalid_category_id
 from app.config import Settings
 from app.database import Database, insert_ignoring_conflicts
 from app.pagination import PageParams, paginate
@@ -66,6 +67,10 @@ class RunNotFoundError(Exception):
 
 class PresetMissingError(Exception):
     """The preset named in a run request does not exist in the organization."""
+
+
+class PresetUnusableError(Exception):
+    """The preset's saved categories cannot make a run (saved before today's checks)."""
 
 
 class ActiveRunExistsError(Exception):
@@ -175,6 +180,11 @@ class CollectionService:
             )
             if preset is None:
                 raise PresetMissingError(f"preset {preset_id} not found")
+            if problem := invalid_category_id(preset.category_ids):
+                raise PresetUnusableError(
+                    f"the preset {preset.name!r} cannot be run: its {problem}. "
+                    "Edit the preset's categories and try again."
+                )
             category_ids = preset.category_ids
             name = name or f"{preset.name} {now:%Y-%m-%d %H:%M} UTC"
         if not category_ids:

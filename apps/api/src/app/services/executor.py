@@ -49,6 +49,7 @@ class RunExecutor:
         self._retry_at: dict[uuid.UUID, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it
         # Called with the run id when a run this instance executed completed or failed.
         self.on_finished: list[Callable[[uuid.UUID], Awaitable[None]]] = []
 
@@ -215,12 +216,23 @@ class RunExecutor:
                 logger.info("run %s: taken over by %s", run_id, self.owner)
 
     async def _loop(self) -> None:
+        """Heartbeat every `heartbeat_interval`, sweep every `sweep_interval` or when poked.
+
+        A failing round (the database away, a bug) is retried after a back-off that starts
+        at one heartbeat interval and doubles up to one lease period (longer would not
+        help: leases not renewed for that long are lost anyway); pokes wait for it, so a
+        failure never turns the loop into a spin.
+        """
         loop = asyncio.get_running_loop()
         next_sweep = loop.time() + self.sweep_interval
+        failures = 0
         while True:
             timeout = max(0.0, min(self.heartbeat_interval, next_sweep - loop.time()))
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+            # that arrives as the wake-up event is set, and `stop()` would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             woken = self._wake.is_set()
             self._wake.clear()
             try:
@@ -228,5 +240,26 @@ class RunExecutor:
                 if woken or loop.time() >= next_sweep:
                     await self.sweep()
                     next_sweep = loop.time() + self.sweep_interval
-            except Exception:
-                logger.exception("run executor loop failed; retrying")
+            except Exception as exc:
+                failures += 1
+                delay = min(
+                    max(self.lease_seconds, self.heartbeat_interval),
+                    self.heartbeat_interval * (1 << min(failures - 1, 16)),
+                )
+                if failures == 1:
+                    logger.exception("run executor loop failed; retrying in %.0f s", delay)
+                else:
+                    logger.error(
+                        "run executor loop failed again (%d rounds in a row: %s: %s); "
+                        "retrying in %.0f s",
+                        failures,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "",
+                        delay,
+                    )
+                next_sweep = loop.time() + delay
+                await self._sleep(delay)
+            else:
+                if failures:
+                    logger.info("run executor loop works again after %d failed rounds", failures)
+                failures = 0

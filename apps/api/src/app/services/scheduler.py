@@ -30,6 +30,9 @@ from app.tables import FireOutcome, utcnow
 logger = logging.getLogger(__name__)
 
 JOB_ID = "collection-schedules"
+FAILURE_BACKOFF_MAX = timedelta(seconds=60)
+"""Longest wait before retrying a pass that failed (the database away, a bug): failed
+passes are retried after one poll interval, doubling each time up to this."""
 NOTIFY_OUTCOMES = {
     FireOutcome.SKIPPED,
     FireOutcome.MISSED,
@@ -82,6 +85,7 @@ class CollectionScheduler:
         self._next_wake: datetime | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._tick_task: asyncio.Task[object] | None = None
+        self._failures = 0  # passes failed in a row
         self.last_tick_at: datetime | None = None
 
     @property
@@ -145,37 +149,77 @@ class CollectionScheduler:
         )
 
     async def tick(self) -> list[FireResult]:
-        """Fire what is due and choose the next wake-up (armed by `_after_tick`)."""
+        """Fire what is due and choose the next wake-up (armed by `_after_tick`).
+
+        A pass that fails is retried after a back-off (`retry_delay`), never at once: the
+        due times it did not fire are still due, and re-arming for them would spin.
+        """
         self._ticking = True
         self._tick_task = asyncio.current_task()  # before any await: `shutdown` relies on it
         next_due: datetime | None = None
         results: list[FireResult] = []
+        failed = False
         try:
             with acting_as(SYSTEM):
                 try:
                     # each committed batch is followed up at once (runs, logs, mail), even
                     # when a later batch fails
                     results = await self.schedules.fire_due(on_batch=self.handle_fired)
-                except Exception:
-                    logger.exception("firing due schedules failed; retrying shortly")
+                except Exception as exc:
+                    failed = True
+                    self._pass_failed(exc)
+                else:
+                    if self._failures:
+                        logger.info(
+                            "firing due schedules works again after %d failed passes",
+                            self._failures,
+                        )
+                        self._failures = 0
                 self.last_tick_at = self.clock()
-                try:
-                    next_due = await self.schedules.next_due()
-                except Exception:
-                    logger.exception("reading the next due time failed")
-                    next_due = None
+                if not failed:
+                    try:
+                        next_due = await self.schedules.next_due()
+                    except Exception:
+                        logger.exception("reading the next due time failed")
+                        next_due = None
         finally:
             self._ticking = False
             self._tick_task = None
         now = self.clock()
         wake_at = now + self.poll
-        if self._dirty:
+        if failed:
+            self._dirty = False  # a change made meanwhile is looked at by the retry
+            wake_at = now + self.retry_delay
+        elif self._dirty:
             self._dirty = False
             wake_at = now
         elif next_due is not None:
             wake_at = min(wake_at, max(now, next_due))
         self._next_wake = wake_at
         return results
+
+    @property
+    def retry_delay(self) -> timedelta:
+        """How long to wait before retrying after the passes that failed in a row."""
+        if not self._failures:
+            return timedelta(0)
+        return min(FAILURE_BACKOFF_MAX, self.poll * (1 << min(self._failures - 1, 16)))
+
+    def _pass_failed(self, exc: Exception) -> None:
+        """Count a failed pass; the first failure is logged in full, repeats in one line."""
+        self._failures += 1
+        delay = self.retry_delay.total_seconds()
+        if self._failures == 1:
+            logger.exception("firing due schedules failed; retrying in %.0f s", delay)
+        else:
+            logger.error(
+                "firing due schedules failed again (%d passes in a row: %s: %s); "
+                "retrying in %.0f s",
+                self._failures,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+                delay,
+            )
 
     def handle_fired(self, results: list[FireResult]) -> None:
         """Once fires are committed: metrics, logs, start runs here, notify admins."""
@@ -199,7 +243,8 @@ class CollectionScheduler:
                     extra=log,
                 )
             else:
-                logger.warning(
+                logger.log(
+                    logging.ERROR if result.outcome is FireOutcome.FAILED else logging.WARNING,
                     "schedule %s %s: %s (%s)",
                     result.schedule_id,
                     when,

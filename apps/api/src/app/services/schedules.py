@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.categories import invalid_category_id
 from app.config import Settings
 from app.database import SYSTEM, Database, acting_as, insert_ignoring_conflicts
 from app.pagination import PageParams, paginate
@@ -267,7 +268,7 @@ class ScheduleService:
                     statement = statement.with_for_update(of=CollectionSchedule, skip_locked=True)
                 rows = (await session.execute(statement)).all()
                 plans = [self._plan(schedule, name, ids, now) for schedule, name, ids in rows]
-                results = await self._write(session, plans, now, manual=False)
+                results = await self._write_isolated(session, plans, now, manual=False)
         return len(rows), results
 
     def _plan(
@@ -309,9 +310,54 @@ class ScheduleService:
         elif not category_ids:
             plan.outcome = FireOutcome.NO_PRESET
             plan.detail = "the schedule has no preset (it was deleted?): choose one"
+        elif problem := _unusable_preset(preset_name, category_ids):
+            plan.outcome = FireOutcome.FAILED
+            plan.detail = problem
         elif missed:
             plan.detail = f"late by {_ago(lateness)}; coalesced {missed} earlier missed due time(s)"
         return plan
+
+    async def _write_isolated(
+        self, session: AsyncSession, plans: Sequence[_Plan], now: datetime, *, manual: bool
+    ) -> list[FireResult]:
+        """`_write`, such that one schedule whose run the database refuses stops no other.
+
+        The batch is written in a savepoint. If the database refuses it (a value too long
+        for its column, a constraint), each plan is written in a savepoint of its own, and
+        a plan still refused is recorded as a `failed` fire with the database's reason: its
+        schedule moves on to its next due time like every other. Trouble that is not about
+        the data (the connection, a lock timeout) is raised: the whole pass is retried.
+        """
+        try:
+            async with session.begin_nested():
+                copies = [replace(plan) for plan in plans]  # `_write` fills in run ids
+                return await self._write(session, copies, now, manual=manual)
+        except _REFUSALS as exc:
+            if len(plans) == 1:
+                return await self._write_failed(session, plans[0], exc, now, manual=manual)
+        results: list[FireResult] = []
+        for plan in plans:
+            try:
+                async with session.begin_nested():
+                    results += await self._write(session, [replace(plan)], now, manual=manual)
+            except _REFUSALS as exc:
+                results += await self._write_failed(session, plan, exc, now, manual=manual)
+        return results
+
+    async def _write_failed(
+        self, session: AsyncSession, plan: _Plan, exc: Exception, now: datetime, *, manual: bool
+    ) -> list[FireResult]:
+        """Record `plan` as a fire the database refused to start (no run is created)."""
+        logger.debug("schedule %s: the database refused its run", plan.schedule.id, exc_info=exc)
+        failed = replace(
+            plan,
+            outcome=FireOutcome.FAILED,
+            run_id=None,
+            detail=f"could not start the run: the database refused it ({_refusal(exc)}). "
+            "The schedule goes on with its next due time; check the preset's categories.",
+        )
+        async with session.begin_nested():
+            return await self._write(session, [failed], now, manual=manual)
 
     async def _write(
         self, session: AsyncSession, plans: list[_Plan], now: datetime, *, manual: bool
@@ -449,7 +495,10 @@ class ScheduleService:
         if not category_ids:
             plan.outcome = FireOutcome.NO_PRESET
             plan.detail = "the schedule has no preset: set preset_id first"
-        written = await self._write(session, [plan], now, manual=True)
+        elif problem := _unusable_preset(preset_name, category_ids):
+            plan.outcome = FireOutcome.FAILED
+            plan.detail = problem
+        written = await self._write_isolated(session, [plan], now, manual=True)
         if not written:  # the fire log already holds this instant: a simultaneous trigger
             raise TriggeredAlreadyError(
                 "the schedule was triggered at this very moment by another request"
@@ -509,6 +558,30 @@ def _ago(delta: timedelta) -> str:
     if seconds < 7200:
         return f"{seconds // 60}min"
     return f"{seconds // 3600}h"
+
+
+_REFUSALS = (DataError, IntegrityError)
+"""Errors by which the database refuses one schedule's rows (not the database being away)."""
+
+
+def _refusal(exc: Exception) -> str:
+    """The database's own reason, in one short line, without the driver's class names."""
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    text = str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__
+    if text.startswith("<class ") and ">: " in text:
+        text = text.split(">: ", 1)[1]
+    return text[:200]
+
+
+def _unusable_preset(preset_name: str | None, category_ids: list[str]) -> str | None:
+    """Why the preset's saved categories cannot make a run, or None when they can."""
+    problem = invalid_category_id(category_ids)
+    if problem is None:
+        return None
+    return (
+        f"the preset {preset_name or ''!r} cannot be run: its {problem}. "
+        "Edit the preset's categories; the schedule goes on with its next due time."
+    )
 
 
 def _run_name(plan: _Plan) -> str:
