@@ -260,3 +260,39 @@ async def test_a_failing_executor_loop_backs_off_instead_of_spinning(
     assert errors[0].exc_info is not None
     assert errors[-1].exc_info is None
     assert "(7 rounds in a row: RuntimeError: the database went away)" in errors[-1].getMessage()
+
+
+async def test_the_engine_logs_a_refused_fire_once_per_due_time_and_fires_the_rest_on_time(
+    client: httpx.AsyncClient,
+    actors: Actors,
+    app: FastAPI,
+    settings: Settings,
+    clock: FakeClock,
+    database: Database,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    healthy = await make_org(client, actors, "Healthy")
+    refused = await org_with_preset(client, actors, "Refused", REFUSED_CATEGORY)
+    await enable(client, healthy)
+    await enable(client, refused)
+    engine = CollectionScheduler(
+        app.state.schedules, app.state.executor, Mailer(settings), settings, clock=clock
+    )
+    async with database_refuses_category(database, REFUSED_CATEGORY):
+        clock.set(DUE + timedelta(milliseconds=300))
+        with caplog.at_level(logging.INFO, logger="app.services.scheduler"):
+            fired = await engine.tick()
+            for _ in range(3):  # the engine wakes again before the next due time
+                assert await engine.tick() == []
+        await engine.drain()
+    assert engine._next_wake is not None
+    assert engine._next_wake - clock.now <= timedelta(seconds=settings.scheduler_poll_seconds)
+    assert {(r.org_id, r.outcome.value) for r in fired} == {
+        (healthy.admin.org_id, "started"),
+        (refused.admin.org_id, "failed"),
+    }
+    (started,) = [r for r in fired if r.outcome.value == "started"]
+    assert started.fired_at - DUE == timedelta(milliseconds=300)  # on time, in the same pass
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "failed (could not start the run: the database refused it" in errors[0]
