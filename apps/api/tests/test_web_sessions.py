@@ -148,7 +148,7 @@ async def test_the_sign_out_form_is_in_every_signed_in_page_header(
 
 
 async def test_an_idle_session_ends_and_an_active_one_lasts_until_its_maximum_age(
-    browser: BrowserFactory, actors: Actors, clock: Clock, settings: Settings
+    browser: BrowserFactory, actors: Actors, clock: Clock, settings: Settings, database: Database
 ) -> None:
     idle = settings.web_session_idle_seconds
     admin = await actors.admin("Acme")
@@ -165,6 +165,8 @@ async def test_an_idle_session_ends_and_an_active_one_lasts_until_its_maximum_ag
 
     fresh = await browser(admin)  # signing in again works, of course
     assert (await fresh.get("/runs")).status_code == 200
+    async with database.read() as session:  # and forgets the sessions that are over
+        assert await session.scalar(sa.select(sa.func.count()).select_from(WebSession)) == 1
     clock.advance(seconds=idle)
     assert _ended(await fresh.get("/runs"))
 

@@ -77,11 +77,10 @@ async def start_session(
     session: AsyncSession, *, user_id: uuid.UUID, now: datetime, policy: SessionPolicy
 ) -> str:
     """Open a session for `user_id`; return the token for the cookie (never stored)."""
-    # The user's sessions that are over are of no use to anyone: forget them here, so the
-    # table stays the size of its live sessions without a sweeper.
+    # Sessions that are over are of no use to anyone: forget them at each sign-in, so the
+    # table stays about the size of the live sessions without a sweeper.
     await session.execute(
         sa.delete(WebSession).where(
-            WebSession.user_id == user_id,
             sa.or_(
                 WebSession.revoked_at.is_not(None),
                 WebSession.expires_at <= now,

@@ -349,8 +349,10 @@ class KeepActingOrg:
             await self.app(scope, receive, send)
             return
 
+        state = scope.setdefault("state", {})  # request.state, shared with the route
+
         async def send_with_cookie(message: Message) -> None:
-            org_id = scope.get("state", {}).get("keep_org")
+            org_id = state.get("keep_org")
             if message["type"] == "http.response.start" and org_id and message["status"] < 400:
                 headers = MutableHeaders(scope=message)
                 if not any(
