@@ -164,8 +164,9 @@ def end_session(response: Response, request: Request) -> Response:
     return response
 
 
-def choose_org(response: Response, request: Request, org_id: uuid.UUID) -> Response:
-    """Remember which organization this browser acts in."""
+def _org_cookie(org_id: uuid.UUID, *, secure: bool) -> str:
+    """The Set-Cookie value that makes this browser act in `org_id`."""
+    response = Response()
     response.set_cookie(
         ORG_COOKIE,
         str(org_id),
@@ -173,8 +174,14 @@ def choose_org(response: Response, request: Request, org_id: uuid.UUID) -> Respo
         path="/",
         httponly=True,
         samesite="strict",
-        secure=is_https(request),
+        secure=secure,
     )
+    return response.headers["set-cookie"]
+
+
+def choose_org(response: Response, request: Request, org_id: uuid.UUID) -> Response:
+    """Remember which organization this browser acts in."""
+    response.headers.append("set-cookie", _org_cookie(org_id, secure=is_https(request)))
     return response
 
 
@@ -358,17 +365,8 @@ class KeepActingOrg:
                 if not any(
                     value.startswith(f"{ORG_COOKIE}=") for value in headers.getlist("set-cookie")
                 ):
-                    cookie = Response()
-                    cookie.set_cookie(
-                        ORG_COOKIE,
-                        str(org_id),
-                        max_age=ORG_COOKIE_SECONDS,
-                        path="/",
-                        httponly=True,
-                        samesite="strict",
-                        secure=scope.get("scheme") == "https",
-                    )
-                    headers.append("set-cookie", cookie.headers["set-cookie"])
+                    secure = scope.get("scheme") == "https"
+                    headers.append("set-cookie", _org_cookie(org_id, secure=secure))
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
