@@ -30,6 +30,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         ["migrate"],
         ["token"],
         ["bootstrap"],
+        ["sign-in-link"],
         ["runs"],
         ["runs", "watch"],
         ["runs", "export"],
@@ -54,6 +55,17 @@ def test_token_is_accepted_by_the_verifier_rules(runner: CliRunner) -> None:
     assert claims["exp"] - claims["iat"] == 120
 
 
+def test_token_for_the_local_operator(runner: CliRunner) -> None:
+    """The address one-time links give the operator is one `token` accepts (the server
+    does: it is a local address)."""
+    result = runner.invoke(main, ["token", "--email", "admin@localhost"])
+    assert result.exit_code == 0, result.output
+    claims = jwt.decode(
+        result.output.strip(), SECRET, algorithms=["HS256"], audience="authenticated"
+    )
+    assert claims["email"] == "admin@localhost"
+
+
 def test_token_with_explicit_sub(runner: CliRunner) -> None:
     sub = uuid.uuid4()
     result = runner.invoke(main, ["token", "--email", "a@example.com", "--sub", str(sub)])
@@ -67,6 +79,8 @@ def test_token_with_explicit_sub(runner: CliRunner) -> None:
     ("args", "message"),
     [
         (["token", "--email", "nope"], "is not an email address"),
+        (["token", "--email", "a b@example.com"], "is not an email address"),
+        (["sign-in-link", "--email", "<a@b>"], "is not an email address"),
         (["token", "--email", "a@example.com", "--sub", "x"], "is not a valid UUID"),
         (["token", "--email", "a@example.com", "--ttl", "0"], "0 is not in the range x>=1"),
         (["bootstrap", "--org", "  ", "--email", "a@example.com"], "must not be empty"),

@@ -9,10 +9,7 @@ import hashlib
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -23,72 +20,16 @@ from app.config import Settings
 from app.web.rendering import STATIC
 from app.web.session import ORG_COOKIE, SESSION_COOKIE
 from tests.conftest import Actor, Actors
+from tests.web_browser import BrowserFactory, browsers, csrf_of, form_context_of
 
 HTML = "text/html; charset=utf-8"
-
-
-class Browser:
-    """A cookie-keeping client that signs in like a person and sends forms with CSRF."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-
-    async def sign_in(self, token: str) -> httpx.Response:
-        form = await self.http.get("/sign-in")
-        nonce = _csrf_of(form.text)
-        return await self.http.post("/sign-in", data={"token": token, "csrf_token": nonce})
-
-    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.http.get(path, **kwargs)
-
-    async def csrf(self, page: str = "/runs") -> str:
-        return _csrf_of((await self.http.get(page)).text)
-
-    async def submit(
-        self, path: str, data: dict[str, str] | None = None, *, page: str = "/runs"
-    ) -> httpx.Response:
-        """Post a form with the CSRF token found on `page`, as the browser would."""
-        return await self.http.post(
-            path, data={**(data or {}), "csrf_token": await self.csrf(page)}
-        )
-
-
-def _csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF field on the page"
-    return match.group(1)
-
-
-BrowserFactory = Callable[..., Awaitable[Browser]]
 
 
 @pytest.fixture
 async def browser(app: FastAPI) -> AsyncIterator[BrowserFactory]:
     """Opens browsers, each with its own cookie jar; `await browser(actor)` signs in."""
-    async with _browsers(app) as open_browser:
+    async with browsers(app) as open_browser:
         yield open_browser
-
-
-@asynccontextmanager
-async def _browsers(app: FastAPI) -> AsyncIterator[BrowserFactory]:
-    clients: list[httpx.AsyncClient] = []
-
-    async def open_browser(
-        actor: Actor | None = None, base_url: str = "http://testserver"
-    ) -> Browser:
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
-        clients.append(http)
-        result = Browser(http)
-        if actor is not None:
-            response = await result.sign_in(actor.token)
-            assert response.status_code == 303, response.text
-        return result
-
-    try:
-        yield open_browser
-    finally:
-        for http in clients:
-            await http.aclose()
 
 
 async def _preset(client: httpx.AsyncClient, actor: Actor, name: str = "Electronics") -> str:
@@ -156,7 +97,7 @@ async def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(
         "/sign-in",
         data={
             "token": f"Bearer {admin.token}\n",
-            "csrf_token": _csrf_of(form.text),
+            "csrf_token": csrf_of(form.text),
             "next": "/presets",
         },
     )
@@ -165,12 +106,14 @@ async def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie(
     session_cookie = next(
         c for c in response.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE)
     )
-    assert f"{SESSION_COOKIE}={admin.token}" in session_cookie
+    # A random session token: the JWT is checked once and kept nowhere in the browser.
+    assert re.match(rf"{SESSION_COOKIE}=[A-Za-z0-9_-]{{43}};", session_cookie), session_cookie
+    assert admin.token not in session_cookie
     assert "HttpOnly" in session_cookie
     assert "SameSite=strict" in session_cookie
     assert "Path=/" in session_cookie
     assert "Secure" not in session_cookie  # plain http (tests); see the https test
-    assert "Max-Age=" in session_cookie  # expires with the token
+    assert "Max-Age=604800" in session_cookie  # WEB_SESSION_MAX_SECONDS (the server decides)
 
     page = await visitor.get("/presets")
     assert page.status_code == 200
@@ -228,7 +171,7 @@ async def test_sign_in_from_another_site_is_refused(
     browser: BrowserFactory, actors: Actors
 ) -> None:
     visitor = await browser()
-    nonce = _csrf_of((await visitor.get("/sign-in")).text)
+    nonce = csrf_of((await visitor.get("/sign-in")).text)
     for site in ("cross-site", "same-site"):  # a sibling subdomain could plant the cookie
         response = await visitor.http.post(
             "/sign-in",
@@ -246,7 +189,7 @@ async def test_sign_in_only_returns_to_local_pages(browser: BrowserFactory, acto
         form = await visitor.get("/sign-in")
         response = await visitor.http.post(
             "/sign-in",
-            data={"token": admin.token, "csrf_token": _csrf_of(form.text), "next": target},
+            data={"token": admin.token, "csrf_token": csrf_of(form.text), "next": target},
         )
         assert response.headers["location"] == "/", target
 
@@ -291,38 +234,6 @@ async def test_the_api_still_wants_a_bearer_token(
     assert (await client.get("/collection/runs", headers=admin.headers)).status_code == 200
 
 
-async def test_one_time_sign_in_link_works_once(app: FastAPI, browser: BrowserFactory) -> None:
-    from app.web import sign_in_link
-
-    link = sign_in_link(app, "0.0.0.0", 8000)  # noqa: S104
-    assert link.startswith("http://127.0.0.1:8000/sign-in/link?code=")
-    path = link.removeprefix("http://127.0.0.1:8000")
-    visitor = await browser()
-    response = await visitor.get(path)
-    assert response.status_code == 303
-    assert SESSION_COOKIE in visitor.http.cookies
-    welcome = await visitor.get("/runs")  # nobody administers anything yet: the local operator
-    assert "admin@localhost" in welcome.text
-    assert "Create organization" in welcome.text
-
-    again = await (await browser()).get(path)
-    assert again.status_code == 400
-    assert "This sign-in link was already used, has expired" in again.text
-    assert (await (await browser()).get("/sign-in/link?code=forged")).status_code == 400
-
-
-async def test_one_time_link_signs_in_the_first_admin(
-    app: FastAPI, browser: BrowserFactory, actors: Actors
-) -> None:
-    from app.web import sign_in_link
-
-    admin = await actors.admin("First")
-    visitor = await browser()
-    link = sign_in_link(app, "127.0.0.1", 8000).removeprefix("http://127.0.0.1:8000")
-    await visitor.get(link)
-    assert admin.email in (await visitor.get("/runs")).text
-
-
 # --- CSRF ----------------------------------------------------------------------------------------
 
 
@@ -355,9 +266,10 @@ async def test_state_changing_forms_need_the_session_csrf_token(
 
     accepted = await signed_in.submit("/presets", form)
     assert accepted.status_code == 303
+    page = await signed_in.get("/presets")
     same_origin = await signed_in.http.post(
         "/presets",
-        data={"name": "Two", "category_ids": "1", "csrf_token": await signed_in.csrf()},
+        data={"name": "Two", "category_ids": "1", **form_context_of(page.text)},
         headers={"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
     )
     assert same_origin.status_code == 303
@@ -1030,49 +942,3 @@ async def test_run_now_and_history_link_to_runs(
     assert "outcome-skipped" in page.text
     assert "outcome-started" in page.text
     await client.post(f"/collection{run_path}/cancel", headers=admin.headers)
-
-
-def test_a_sign_in_link_expires() -> None:
-    from app.web.session import SIGN_IN_LINK_SECONDS, SignInLinks
-
-    now = [1000.0]
-    links = SignInLinks(clock=lambda: now[0])
-    fresh, stale, used = links.issue(), links.issue(), links.issue()
-    assert links.redeem(used)
-    assert not links.redeem(used)  # once only, well within its lifetime
-    now[0] += SIGN_IN_LINK_SECONDS - 1
-    assert links.redeem(fresh)
-    now[0] += 2
-    assert not links.redeem(stale)
-
-
-@pytest.mark.parametrize(
-    ("jwt_secret", "jwks_url"),
-    [(None, None), ("s" * 40, None), (None, "https://idp.example/.well-known/jwks.json")],
-)
-def test_serve_prints_a_sign_in_link_only_in_the_embedded_default(
-    jwt_secret: str | None, jwks_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import uvicorn
-    from click.testing import CliRunner
-
-    from app import cli, migrate
-
-    served: list[FastAPI] = []
-    monkeypatch.setattr(migrate, "upgrade", lambda *_args: None)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **_options: served.append(app))
-    monkeypatch.chdir(tmp_path)  # no .env here
-    env = {"DATA_DIR": str(tmp_path / "data"), "JWT_SECRET": jwt_secret, "JWT_JWKS_URL": jwks_url}
-    every_interface = "0.0.0.0"  # noqa: S104 (not bound: uvicorn.run is replaced)
-    result = CliRunner().invoke(
-        cli.main, ["serve", "--host", every_interface, "--port", "8123"], env=env
-    )
-    assert result.exit_code == 0, result.output
-    assert len(served) == 1
-    link = re.search(r"http://127\.0\.0\.1:8123/sign-in/link\?code=(\S+)", result.output)
-    if jwt_secret or jwks_url:  # users sign in with the identity provider's tokens
-        assert link is None
-    else:
-        assert link, result.output
-        assert "(works once, for 15 minutes)" in result.output
-        assert served[0].state.web_sign_in_links.redeem(link.group(1))

@@ -112,7 +112,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
 async def test_an_admin_signs_in_runs_a_preset_and_schedules_it(
     server: tuple[Server, dict[str, str]], page: Any, tmp_path: Path
 ) -> None:
-    process, _ = server
+    process, env = server
 
     # The one-time link printed by `serve`; nobody administers anything yet.
     await page.goto(_sign_in_link(process))
@@ -176,11 +176,24 @@ async def test_an_admin_signs_in_runs_a_preset_and_schedules_it(
     await page.get_by_role("button", name="Save schedule").click()
     await expect(page.locator(".page-head .badge")).to_have_text("Disabled")
 
-    # Signing out ends the session.
+    # Signing out ends the session on the server: the old cookie, put back, is no good.
+    session_cookie = next(
+        c for c in await page.context.cookies() if c["name"] == "collection_session"
+    )
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("status")).to_contain_text("You are signed out")
+    await page.context.add_cookies([session_cookie])
     await page.goto(f"{process.url}/runs")
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await expect(page.get_by_role("status")).to_contain_text("Your session has ended")
+
+    # The way back in: a new one-time link from a separate command, while `serve` runs.
+    link = await asyncio.to_thread(_cli, env, "sign-in-link", "--url", process.url)
+    assert "to sign in as admin@localhost" in link, link  # (who made the organization)
+    again = re.search(r"http://\S+/sign-in/link\?code=\S+", link)
+    assert again, link
+    await page.goto(again.group(0))
+    await expect(page.locator(".org-name")).to_have_text("Acme Research · admin")
 
 
 async def test_a_member_signs_in_with_a_token_and_is_refused_the_schedule(

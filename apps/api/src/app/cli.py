@@ -17,18 +17,10 @@ from pydantic import ValidationError
 from app import __version__
 from app.config import Settings
 from app.observability import configure_logging
+from app.services.users import local_user_id
 
 if TYPE_CHECKING:
     from app.database import Database
-
-# Users who sign in with `collection-api token --email E` and no --sub get a stable id
-# derived from the email, so the same email is the same user every time.
-LOCAL_USER_NAMESPACE = uuid.UUID("5f0b7c1e-6a38-4d59-9d7e-2b1c0a4e8f11")
-
-
-def local_user_id(email: str) -> uuid.UUID:
-    """The user id `token` and `bootstrap` use for an email when none is given."""
-    return uuid.uuid5(LOCAL_USER_NAMESPACE, email.strip().lower())
 
 
 def _settings() -> Settings:
@@ -44,10 +36,13 @@ def _settings() -> Settings:
         raise click.ClickException(f"invalid configuration: {problems}") from None
 
 
-def _email(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+def _email(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from app.auth import EMAIL_SHAPE  # what the server accepts, `admin@localhost` included
+
+    if value is None:
+        return None
     value = value.strip().lower()
-    local, _, domain = value.partition("@")
-    if not local or "." not in domain:
+    if not EMAIL_SHAPE.fullmatch(value):
         raise click.BadParameter(f"{value!r} is not an email address")
     return value
 
@@ -82,15 +77,66 @@ def serve(host: str, port: int, no_migrate: bool) -> None:
     app = create_app(settings)
     if not settings.jwt_secret and not settings.jwt_jwks_url:
         # The embedded default: whoever started the server may sign in to the web UI.
-        from app.web import sign_in_link
-        from app.web.session import SIGN_IN_LINK_SECONDS
+        from app.web import local_url
 
-        minutes = SIGN_IN_LINK_SECONDS // 60
-        click.echo(
-            f"Web UI: open {sign_in_link(app, host, port)} to sign in "
-            f"(works once, for {minutes} minutes)"
-        )
+        click.echo(f"Web UI: {_sign_in_link(settings, local_url(host, port), None)}")
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+@main.command("sign-in-link")
+@click.option(
+    "--email",
+    callback=_email,
+    help="Whom it signs in (default: the first admin of any organization, or else the "
+    "local operator admin@localhost).",
+)
+@click.option(
+    "--url",
+    envvar="COLLECTION_API_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Address of the server, as the browser reaches it (env COLLECTION_API_URL).",
+)
+def sign_in_link(email: str | None, url: str) -> None:
+    """Print a one-time link that signs in to the web UI (works once, for 15 minutes).
+
+    The way back in after signing out: it is kept in the database the server uses, so it
+    works while `serve` runs in another process (or on another replica).
+    """
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    click.echo(_sign_in_link(settings, url, email))
+
+
+def _sign_in_link(settings: Settings, base_url: str, email: str | None) -> str:
+    """A new one-time link, and whom it signs in, as one line."""
+    from app.services import web_sessions
+    from app.tables import utcnow
+    from app.web import sign_in_url
+
+    async def issue() -> tuple[str, str]:
+        from app.database import Database
+
+        database = Database.from_settings(settings)
+        try:
+            async with database.transaction() as session:
+                who = email or await web_sessions.operator_email(session)
+                code = await web_sessions.issue_sign_in_link(session, email=who, now=utcnow())
+            return code, who
+        except sa.exc.OperationalError as exc:
+            raise click.ClickException(
+                f"cannot store the link in {database.dialect} (run `collection-api migrate` "
+                f"first?): {exc.orig}"
+            ) from None
+        finally:
+            await database.dispose()
+
+    code, who = asyncio.run(issue())
+    minutes = round(web_sessions.SIGN_IN_LINK_LIFETIME.total_seconds() / 60)
+    return (
+        f"open {sign_in_url(base_url, code)} to sign in as {who} "
+        f"(works once, for {minutes} minutes; `collection-api sign-in-link` prints another)"
+    )
 
 
 @main.command("migrate")

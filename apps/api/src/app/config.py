@@ -54,6 +54,17 @@ class Settings(BaseSettings):
         "email, so an unverified address could claim someone else's invitation.",
     )
 
+    web_session_idle_seconds: int = Field(
+        default=8 * 3600,
+        ge=60,
+        description="A web session unused this long ends (measured to the minute).",
+    )
+    web_session_max_seconds: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description="A web session ends this long after sign-in, however active.",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -432,3 +432,35 @@ class ProviderCallCount(Base):
     day: Mapped[date] = mapped_column(primary_key=True, comment="in the provider's time zone")
     calls: Mapped[int]
     updated_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A browser's sign-in to the web UI: the cookie holds a random token, only its hash
+    is kept here, so a copy of the table signs nobody in."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True, comment="SHA-256, hex")
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(
+        default=utcnow, comment="updated at most once a minute"
+    )
+    expires_at: Mapped[datetime] = mapped_column(comment="ends here however active")
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None, comment="signed out")
+
+
+class SignInLink(Base):
+    """A one-time sign-in link (`collection-api sign-in-link`, or printed by `serve`):
+    only the hash of its code is kept; it works once, until it expires."""
+
+    __tablename__ = "web_sign_in_links"
+
+    code_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True, comment="SHA-256")
+    email: Mapped[str] = mapped_column(sa.String(320), comment="whom it signs in")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -11,6 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.database import Database, insert_ignoring_conflicts
 from app.tables import Invitation, Membership, Role, User
 
+# Users who sign in with `collection-api token --email E` (or a sign-in link) and no --sub
+# get a stable id derived from the email, so the same email is the same user every time.
+LOCAL_USER_NAMESPACE = uuid.UUID("5f0b7c1e-6a38-4d59-9d7e-2b1c0a4e8f11")
+
+
+def local_user_id(email: str) -> uuid.UUID:
+    """The user id the command line gives an email when none is given."""
+    return uuid.uuid5(LOCAL_USER_NAMESPACE, email.strip().lower())
+
 
 class EmailTakenError(Exception):
     """The token's email already belongs to a different user id."""
@@ -31,10 +40,10 @@ async def resolve_user(
             await session.execute(sa.select(User.email, invited).where(User.id == user_id))
         ).first()
         if row is not None and row[0] == email and not row[1]:
-            return await _memberships(session, user_id)
+            return await memberships(session, user_id)
     async with database.transaction() as session:
         await provision_user(session, user_id=user_id, email=email)
-        return await _memberships(session, user_id)
+        return await memberships(session, user_id)
 
 
 async def provision_user(session: AsyncSession, *, user_id: uuid.UUID, email: str) -> None:
@@ -62,7 +71,8 @@ async def provision_user(session: AsyncSession, *, user_id: uuid.UUID, email: st
         await session.execute(sa.delete(Invitation).where(Invitation.email == email))
 
 
-async def _memberships(session: AsyncSession, user_id: uuid.UUID) -> dict[uuid.UUID, Role]:
+async def memberships(session: AsyncSession, user_id: uuid.UUID) -> dict[uuid.UUID, Role]:
+    """The user's organizations and their role in each, as they are now."""
     rows = await session.execute(
         sa.select(Membership.org_id, Membership.role).where(Membership.user_id == user_id)
     )

@@ -4,23 +4,27 @@ hiding a link)."""
 
 from __future__ import annotations
 
+import urllib.parse
+
 from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.tables import utcnow
 from app.web import account, members, presets, runs, schedule
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render
-from app.web.session import SignInLinks
+from app.web.session import KeepActingOrg
 
 FETCH_HEADER = "x-requested-with"  # sent by app.js with the parts of pages it refreshes
 
 
 def install(app: FastAPI) -> None:
     """Add the pages, their static files and their error pages to `app`."""
-    app.state.web_sign_in_links = SignInLinks()
+    app.state.web_clock = utcnow
+    app.add_middleware(KeepActingOrg)
 
     app.add_exception_handler(StarletteHTTPException, _routing_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -31,13 +35,17 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NoOrganization, _no_organization)
 
 
-def sign_in_link(app: FastAPI, host: str, port: int) -> str:
-    """A link that signs the operator in once (`serve` prints it in the embedded default)."""
-    links: SignInLinks = app.state.web_sign_in_links
+def local_url(host: str, port: int) -> str:
+    """The address to open a server bound to `host`:`port` on this machine."""
     shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104 (a comparison)
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/sign-in/link?code={links.issue()}"
+    return f"http://{shown}:{port}"
+
+
+def sign_in_url(base_url: str, code: str) -> str:
+    """The one-time sign-in link of `code` on the server at `base_url`."""
+    return f"{base_url.rstrip('/')}/sign-in/link?{urllib.parse.urlencode({'code': code})}"
 
 
 def _is_api(app: FastAPI, request: Request) -> bool:

@@ -1,4 +1,5 @@
-"""Signing in and out, the one-time sign-in link, and choosing or creating an organization."""
+"""Signing in and out (here or everywhere), one-time sign-in links, the account page, and
+choosing or creating an organization."""
 
 from __future__ import annotations
 
@@ -7,40 +8,38 @@ import secrets
 import uuid
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from app.auth import Principal, authenticate, issue_token
-from app.cli import local_user_id  # the user id `collection-api token` gives an email
+from app.auth import Principal, authenticate
 from app.config import Settings
 from app.database import Database
 from app.dependencies import SessionDep
 from app.models import OrgCreate
 from app.services import orgs as org_service
-from app.tables import Membership, Role, User
+from app.services import users as user_service
+from app.services import web_sessions
 from app.web.errors import WebError, detail_text
 from app.web.rendering import flash, render
 from app.web.session import (
     SIGN_IN_COOKIE,
-    SIGN_IN_LINK_TTL_SECONDS,
-    SignInLinks,
+    CurrentSession,
     WebContext,
     WebPrincipal,
+    acting_context,
     check_origin,
     choose_org,
     end_session,
     is_https,
     safe_next,
+    session_policy,
     start_session,
+    web_clock,
     web_context,
 )
 
 router = APIRouter(include_in_schema=False)
-
-# Who the one-time link signs in when no organization has an admin yet.
-LOCAL_OPERATOR_EMAIL = "admin@localhost"
 
 
 def _sign_in_page(
@@ -61,7 +60,6 @@ def _sign_in_page(
         next_path=next_path,
         error=error,
         notice=notice,
-        embedded=not request.app.state.settings.jwt_secret,
     )
     response.set_cookie(
         SIGN_IN_COOKIE,
@@ -84,7 +82,9 @@ async def sign_in_form(
 ) -> Response:
     """The sign-in page."""
     notice = None
-    if signed_out:
+    if signed_out == "everywhere":
+        notice = "You are signed out in every browser."
+    elif signed_out:
         notice = "You are signed out."
     elif reason == "ended":
         notice = "Your session has ended: sign in again to continue."
@@ -98,7 +98,7 @@ async def sign_in(
     csrf_token: Annotated[str, Form()] = "",
     next_field: Annotated[str, Form(alias="next")] = "/",
 ) -> Response:
-    """Check a pasted token exactly as the API does; keep it in the session cookie."""
+    """Check a pasted token exactly as the API does; open a session for its user."""
     check_origin(request)  # a sibling site could plant the form cookie, never this header
     next_path = safe_next(next_field)
     expected = request.cookies.get(SIGN_IN_COOKIE, "")
@@ -128,58 +128,84 @@ async def sign_in(
         )
     response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SIGN_IN_COOKIE, path="/sign-in")
-    start_session(response, request, token)
+    database: Database = request.app.state.database
+    async with database.transaction() as session:
+        await start_session(response, request, session=session, user_id=principal.user_id)
     return flash(response, request, f"Signed in as {principal.email}.")
 
 
 @router.get("/sign-in/link")
 async def sign_in_with_link(request: Request, code: str = "") -> Response:
-    """Redeem the one-time link printed by `collection-api serve` (embedded default)."""
-    links: SignInLinks = request.app.state.web_sign_in_links
-    if not code or not links.redeem(code):
+    """Redeem a one-time link (`collection-api sign-in-link`, or printed by `serve`)."""
+    database: Database = request.app.state.database
+    response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+    try:
+        async with database.transaction() as session:
+            email = await web_sessions.redeem_sign_in_link(
+                session, code=code, now=web_clock(request)
+            )
+            user_id = await web_sessions.user_for_email(session, email)
+            await start_session(response, request, session=session, user_id=user_id)
+    except web_sessions.SignInLinkRefusedError as exc:
         return _sign_in_page(
             request,
-            error="This sign-in link was already used, has expired (links work for 15 "
-            "minutes), or is from an earlier start of the server. Restart `collection-api "
-            "serve` for a new one, or paste a token below.",
+            error=f"{exc} Print a new one with `collection-api sign-in-link` on the "
+            "server's machine, or paste a token below.",
             status_code=status.HTTP_400_BAD_REQUEST,
         )
-    settings: Settings = request.app.state.settings
-    user_id, email = await _operator(request.app.state.database)
-    token = issue_token(
-        settings, user_id=user_id, email=email, ttl_seconds=SIGN_IN_LINK_TTL_SECONDS
-    )
-    response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
-    start_session(response, request, token)
-    return flash(response, request, f"Signed in as {email} with the one-time link.")
-
-
-async def _operator(database: Database) -> tuple[uuid.UUID, str]:
-    """Whom the one-time link signs in: the first admin of any organization, or else the
-    local operator account (who can then create the first organization)."""
-    async with database.read() as session:
-        first_admin = (
-            await session.execute(
-                sa.select(User.id, User.email)
-                .join(Membership, Membership.user_id == User.id)
-                .where(Membership.role == Role.ADMIN)
-                .order_by(Membership.created_at, User.email)
-                .limit(1)
-            )
-        ).first()
-        if first_admin is not None:
-            return first_admin[0], first_admin[1]
-        existing = await session.scalar(
-            sa.select(User.id).where(User.email == LOCAL_OPERATOR_EMAIL)
-        )
-    return existing or local_user_id(LOCAL_OPERATOR_EMAIL), LOCAL_OPERATOR_EMAIL
+    except user_service.EmailTakenError as exc:
+        return _sign_in_page(request, error=f"{exc}.", status_code=status.HTTP_409_CONFLICT)
+    return flash(response, request, f"Signed in as {email} with a one-time link.")
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request, _principal: WebPrincipal) -> Response:
-    """Forget the session (CSRF-checked, like every form)."""
+async def sign_out(request: Request, _principal: WebPrincipal, session: SessionDep) -> Response:
+    """End this browser's session on the server (CSRF-checked, like every form)."""
+    current: CurrentSession = request.state.web_session
+    await web_sessions.revoke_session(
+        session, session_id=current.session_id, now=web_clock(request)
+    )
+    await session.commit()
     response = RedirectResponse("/sign-in?signed_out=1", status_code=status.HTTP_303_SEE_OTHER)
     return end_session(response, request)
+
+
+@router.post("/sign-out/everywhere")
+async def sign_out_everywhere(
+    request: Request, principal: WebPrincipal, session: SessionDep
+) -> Response:
+    """End every web session of this user, in every browser (API tokens are not sessions:
+    they work until they expire)."""
+    await web_sessions.revoke_user_sessions(
+        session, user_id=principal.user_id, now=web_clock(request)
+    )
+    await session.commit()
+    response = RedirectResponse(
+        "/sign-in?signed_out=everywhere", status_code=status.HTTP_303_SEE_OTHER
+    )
+    return end_session(response, request)
+
+
+@router.get("/account")
+async def account_page(request: Request, principal: WebPrincipal, session: SessionDep) -> Response:
+    """Who is signed in, their sessions, and "sign out everywhere"."""
+    await acting_context(request, principal, session)  # the header's organization, if any
+    settings: Settings = request.app.state.settings
+    policy = session_policy(settings)
+    current: CurrentSession = request.state.web_session
+    return render(
+        request,
+        "account.html",
+        nav="account",
+        email=principal.email,
+        csrf_token=current.csrf_token,
+        sessions=await web_sessions.live_sessions(
+            session, user_id=principal.user_id, now=web_clock(request), policy=policy
+        ),
+        current_id=current.session_id,
+        idle_hours=policy.idle_timeout.total_seconds() / 3600,
+        max_days=policy.max_age.total_seconds() / 86_400,
+    )
 
 
 @router.get("/")
@@ -246,6 +272,7 @@ def no_organization_page(
         status_code=status_code,
         email=principal.email,
         csrf_token=request.state.csrf_token,
+        operator=principal.email == web_sessions.LOCAL_OPERATOR_EMAIL,
         error=error,
         name=name,
     )

@@ -1,11 +1,12 @@
-"""Web sessions: the token in an HttpOnly cookie, CSRF tokens bound to it, the acting
-organization, and the one-time sign-in links that `collection-api serve` prints.
+"""Web sessions: a random token in an HttpOnly cookie naming a session kept on the server,
+CSRF tokens bound to it, and the organization each page and form acts in.
 
-The cookie holds the very token the API accepts as a bearer token, and it is verified by
-the same code (`app.auth.authenticate`) on every request, so a page can do nothing the
-token's owner could not do through the API. A state-changing request must also carry the
-CSRF token of its session: an HMAC of the cookie under a key derived from the server's
-secret, so it cannot be computed without the cookie, and it changes with the session.
+The session is looked up on every request (`app.services.web_sessions`): signing out,
+signing out everywhere, idle time and its maximum age end it on the server, whatever the
+browser keeps. Memberships are read on every request too, so a page can do nothing its
+user could not do through the API right now. A state-changing request must carry the CSRF
+token of its session (an HMAC of the cookie under a key derived from the server's secret)
+and the organization its form was rendered for, which it then acts in.
 """
 
 from __future__ import annotations
@@ -13,32 +14,37 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated
 
-import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request, status
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import ROLE_PERMISSIONS, OrgContext, Principal, authenticate
+from app.auth import ROLE_PERMISSIONS, OrgContext, Principal
 from app.config import Settings
 from app.database import DbActor, acting_as
 from app.dependencies import SessionDep
 from app.services import orgs as org_service
+from app.services import web_sessions
+from app.services.web_sessions import SessionPolicy
 from app.tables import Role
-from app.web.errors import NoOrganization, SignInRequired, WebError, detail_text
+from app.web.errors import NoOrganization, SignInRequired, WebError
 
 SESSION_COOKIE = "collection_session"
 ORG_COOKIE = "collection_org"
 SIGN_IN_COOKIE = "collection_sign_in"  # double-submit token of the sign-in form itself
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+ORG_FIELD = "org_id"  # every state-changing form: the organization it was rendered for
+ORG_HEADER = "X-Org-Id"  # the same, on requests app.js makes
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-SIGN_IN_LINK_TTL_SECONDS = 86_400
+ORG_COOKIE_SECONDS = 400 * 86_400
 
 
 def is_https(request: Request) -> bool:
@@ -113,14 +119,33 @@ async def check_csrf(request: Request, expected: str) -> None:
 # --- the session cookie -------------------------------------------------------------------------
 
 
-def start_session(response: Response, request: Request, token: str) -> Response:
-    """Keep `token` in the session cookie until the token itself expires."""
-    expires = jwt.decode(token, options={"verify_signature": False}).get("exp")
-    max_age = int(expires - time.time()) if isinstance(expires, int | float) else None
+def session_policy(settings: Settings) -> SessionPolicy:
+    """How long web sessions last, from the settings."""
+    return SessionPolicy(
+        idle_timeout=timedelta(seconds=settings.web_session_idle_seconds),
+        max_age=timedelta(seconds=settings.web_session_max_seconds),
+    )
+
+
+def web_clock(request: Request) -> datetime:
+    """The time now, as the web pages see it (tests move `app.state.web_clock`)."""
+    clock: Callable[[], datetime] = request.app.state.web_clock
+    return clock()
+
+
+async def start_session(
+    response: Response, request: Request, *, session: AsyncSession, user_id: uuid.UUID
+) -> Response:
+    """Open a server-side session for `user_id` (in the caller's transaction) and give this
+    browser its cookie."""
+    settings: Settings = request.app.state.settings
+    token = await web_sessions.start_session(
+        session, user_id=user_id, now=web_clock(request), policy=session_policy(settings)
+    )
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=max_age,
+        max_age=settings.web_session_max_seconds,
         path="/",
         httponly=True,
         samesite="strict",
@@ -131,7 +156,7 @@ def start_session(response: Response, request: Request, token: str) -> Response:
 
 
 def end_session(response: Response, request: Request) -> Response:
-    """Forget the session: the token cookie and the chosen organization."""
+    """Forget the session in this browser: the token cookie and the chosen organization."""
     for name in (SESSION_COOKIE, ORG_COOKIE):
         response.delete_cookie(
             name, path="/", httponly=True, samesite="strict", secure=is_https(request)
@@ -139,38 +164,62 @@ def end_session(response: Response, request: Request) -> Response:
     return response
 
 
-def choose_org(response: Response, request: Request, org_id: uuid.UUID) -> Response:
-    """Remember which organization this browser acts in."""
+def _org_cookie(org_id: uuid.UUID, *, secure: bool) -> str:
+    """The Set-Cookie value that makes this browser act in `org_id`."""
+    response = Response()
     response.set_cookie(
         ORG_COOKIE,
         str(org_id),
-        max_age=400 * 86_400,
+        max_age=ORG_COOKIE_SECONDS,
         path="/",
         httponly=True,
         samesite="strict",
-        secure=is_https(request),
+        secure=secure,
     )
+    return response.headers["set-cookie"]
+
+
+def choose_org(response: Response, request: Request, org_id: uuid.UUID) -> Response:
+    """Remember which organization this browser acts in."""
+    response.headers.append("set-cookie", _org_cookie(org_id, secure=is_https(request)))
     return response
 
 
-async def web_principal(request: Request) -> AsyncIterator[Principal]:
-    """The user of the session cookie, verified as the API verifies a bearer token.
+@dataclass(frozen=True, slots=True)
+class CurrentSession:
+    """The signed-in session of this request: what the header and the account page show."""
 
-    State-changing requests must carry the session's CSRF token. While the request runs,
-    its database transactions act as this user, as the API's do.
+    session_id: uuid.UUID
+    email: str
+    csrf_token: str
+
+
+async def web_principal(request: Request) -> AsyncIterator[Principal]:
+    """The user of the session cookie, while the session lasts on the server.
+
+    Memberships are read afresh on every request. State-changing requests must carry the
+    session's CSRF token. While the request runs, its database transactions act as this
+    user, as the API's do.
     """
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise SignInRequired()
-    try:
-        principal = await authenticate(request, token)
-    except HTTPException as exc:
-        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
-            raise SignInRequired(f"Your session ended ({detail_text(exc)}).") from None
-        raise WebError(exc.status_code, detail_text(exc)) from None
     settings: Settings = request.app.state.settings
+    try:
+        user = await web_sessions.signed_in(
+            request.app.state.database,
+            token=token,
+            now=web_clock(request),
+            policy=session_policy(settings),
+        )
+    except web_sessions.SessionEndedError as exc:
+        raise SignInRequired(f"Your session ended: {exc}.") from None
+    principal = Principal(user.user_id, user.email, user.memberships)
     request.state.csrf_token = csrf_token_for(settings, token)
     request.state.principal = principal
+    request.state.web_session = CurrentSession(
+        user.session_id, user.email, request.state.csrf_token
+    )
     if request.method not in SAFE_METHODS:
         await check_csrf(request, request.state.csrf_token)
     with acting_as(DbActor(user_id=principal.user_id)):
@@ -207,20 +256,73 @@ class WebContext:
         return key in ROLE_PERMISSIONS[self.org.role]
 
 
-async def web_context(request: Request, principal: WebPrincipal, session: SessionDep) -> WebContext:
-    """The acting organization: the one this browser chose, else the first by name."""
-    if not principal.memberships:
-        raise NoOrganization(principal)
+async def _named_org(request: Request) -> str | None:
+    """The organization a request says it is for: the X-Org-Id header (sent by app.js) or
+    the `org_id` field every state-changing form carries; None when it names none."""
+    header = request.headers.get(ORG_HEADER)
+    if header is not None:
+        return header
+    if request.method in SAFE_METHODS:
+        return None
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return ""
+    value = (await request.form()).get(ORG_FIELD)
+    return value if isinstance(value, str) else ""
+
+
+def _org_of_form(named: str, memberships: list[OrgChoice]) -> OrgChoice:
+    """The organization a form (or a script's request) was rendered for, if the user is
+    still a member of it; else a page saying which organization it was and that nothing
+    was done."""
+    try:
+        org_id = uuid.UUID(named)
+    except ValueError:
+        raise WebError(
+            status.HTTP_400_BAD_REQUEST,
+            "This form does not say which organization it is for (it may be from an older "
+            "page), so nothing was changed. Reload the page and submit it again.",
+            title="Request refused",
+        ) from None
+    for choice in memberships:
+        if choice.org_id == org_id:
+            return choice
+    # Not a member: the organization's name is its data, so only its id is shown.
+    raise WebError(
+        status.HTTP_403_FORBIDDEN,
+        f"This form was for organization {org_id}, which you are not a member of (any "
+        "more), so nothing was changed. Reload the page to see the organizations you are in.",
+        title="Request refused",
+    )
+
+
+async def acting_context(
+    request: Request, principal: Principal, session: AsyncSession
+) -> WebContext | None:
+    """The organization this request acts in, or None for a user without any.
+
+    A state-changing request acts in the organization its form was rendered for (never a
+    guess; refused when the user is not a member of it). A page acts in the organization
+    the browser chose (the org cookie), else the first by name; that choice is then kept in
+    the cookie, so the next page and form show the same one.
+    """
     names = await org_service.org_names(session, list(principal.memberships))
     memberships = sorted(
         (OrgChoice(org_id, names[org_id], role) for org_id, role in principal.memberships.items()),
         key=lambda choice: (choice.name.casefold(), str(choice.org_id)),
     )
-    chosen = memberships[0]
-    wanted = request.cookies.get(ORG_COOKIE)
-    for choice in memberships:
-        if str(choice.org_id) == wanted:
-            chosen = choice
+    named = await _named_org(request)
+    cookie = request.cookies.get(ORG_COOKIE)
+    if named is not None:
+        chosen = _org_of_form(named, memberships)
+        if request.method not in SAFE_METHODS and str(chosen.org_id) != cookie:
+            request.state.keep_org = chosen.org_id
+    elif not memberships:
+        return None
+    else:
+        chosen = next((c for c in memberships if str(c.org_id) == cookie), None) or memberships[0]
+        if str(chosen.org_id) != cookie:
+            request.state.keep_org = chosen.org_id
     context = WebContext(
         email=principal.email,
         org=OrgContext(principal.user_id, principal.email, chosen.org_id, chosen.role),
@@ -230,6 +332,44 @@ async def web_context(request: Request, principal: WebPrincipal, session: Sessio
     )
     request.state.web = context
     return context
+
+
+async def web_context(request: Request, principal: WebPrincipal, session: SessionDep) -> WebContext:
+    """The acting organization of a page or form (see `acting_context`)."""
+    context = await acting_context(request, principal, session)
+    if context is None:
+        raise NoOrganization(principal)
+    return context
+
+
+class KeepActingOrg:
+    """ASGI middleware: a page or form that acted in another organization than the org
+    cookie names (or with no cookie) leaves that organization in the cookie, so that the
+    page after a form's redirect shows the organization the form changed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; add the org cookie to a successful response if needed."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        state = scope.setdefault("state", {})  # request.state, shared with the route
+
+        async def send_with_cookie(message: Message) -> None:
+            org_id = state.get("keep_org")
+            if message["type"] == "http.response.start" and org_id and message["status"] < 400:
+                headers = MutableHeaders(scope=message)
+                if not any(
+                    value.startswith(f"{ORG_COOKIE}=") for value in headers.getlist("set-cookie")
+                ):
+                    secure = scope.get("scheme") == "https"
+                    headers.append("set-cookie", _org_cookie(org_id, secure=secure))
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
 
 
 PERMISSION_NAMES = {
@@ -266,35 +406,3 @@ CanRun = Annotated[WebContext, Depends(require("collection.run"))]
 CanManagePresets = Annotated[WebContext, Depends(require("presets.manage"))]
 CanManageMembers = Annotated[WebContext, Depends(require("members.manage"))]
 CanAutomate = Annotated[WebContext, Depends(require("admin.automation"))]
-
-
-# --- one-time sign-in links ----------------------------------------------------------------
-
-
-SIGN_IN_LINK_SECONDS = 15 * 60
-"""How long a printed sign-in link works (once)."""
-
-
-class SignInLinks:
-    """Codes of the one-time sign-in links printed at start-up (kept only in this process)."""
-
-    def __init__(
-        self,
-        *,
-        ttl_seconds: float = SIGN_IN_LINK_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ttl_seconds = ttl_seconds
-        self._clock = clock
-        self._expiry: dict[bytes, float] = {}  # code digest -> clock time it stops working
-
-    def issue(self) -> str:
-        """A new code, valid once within `ttl_seconds`."""
-        code = secrets.token_urlsafe(32)
-        self._expiry[hashlib.sha256(code.encode()).digest()] = self._clock() + self.ttl_seconds
-        return code
-
-    def redeem(self, code: str) -> bool:
-        """Whether `code` was issued, is not used yet and not expired; it is used up."""
-        expires = self._expiry.pop(hashlib.sha256(code.encode()).digest(), None)
-        return expires is not None and self._clock() < expires

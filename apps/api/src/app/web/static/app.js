@@ -4,7 +4,11 @@
 (function () {
   "use strict";
 
+  // Requests the page makes act in the organization it was rendered for (not whichever
+  // one another tab switched to since).
   var FETCH_HEADERS = { "X-Requested-With": "fetch" };
+  var ORG = document.querySelector('meta[name="collection-org"]');
+  if (ORG) FETCH_HEADERS["X-Org-Id"] = ORG.getAttribute("content");
 
   function signInAgain() {
     var here = window.location.pathname + window.location.search;
