@@ -26,8 +26,7 @@ from fastapi.responses import Response
 
 from app.auth import ROLE_PERMISSIONS, OrgContext, Principal, authenticate
 from app.config import Settings
-from app.database import DbActor, acting_as
-from app.dependencies import SessionDep
+from app.database import Database, DbActor, acting_as
 from app.services import orgs as org_service
 from app.tables import Role
 from app.web.errors import NoOrganization, SignInRequired, WebError, detail_text
@@ -207,11 +206,17 @@ class WebContext:
         return key in ROLE_PERMISSIONS[self.org.role]
 
 
-async def web_context(request: Request, principal: WebPrincipal, session: SessionDep) -> WebContext:
-    """The acting organization: the one this browser chose, else the first by name."""
+async def web_context(request: Request, principal: WebPrincipal) -> AsyncIterator[WebContext]:
+    """The acting organization: the one this browser chose, else the first by name.
+
+    From here on the request's database transactions act in it (row-level security), as
+    the API's do once `get_org_context` has picked the organization.
+    """
     if not principal.memberships:
         raise NoOrganization(principal)
-    names = await org_service.org_names(session, list(principal.memberships))
+    database: Database = request.app.state.database
+    async with database.read() as session:  # before the organization is chosen
+        names = await org_service.org_names(session, list(principal.memberships))
     memberships = sorted(
         (OrgChoice(org_id, names[org_id], role) for org_id, role in principal.memberships.items()),
         key=lambda choice: (choice.name.casefold(), str(choice.org_id)),
@@ -229,7 +234,8 @@ async def web_context(request: Request, principal: WebPrincipal, session: Sessio
         csrf_token=request.state.csrf_token,
     )
     request.state.web = context
-    return context
+    with acting_as(DbActor(user_id=principal.user_id, org_id=chosen.org_id)):
+        yield context
 
 
 PERMISSION_NAMES = {
