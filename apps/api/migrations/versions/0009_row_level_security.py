@@ -94,6 +94,15 @@ FUNCTIONS = [
     $$
     """,
 ]
+# The policies call them as collection_app; nobody else needs to (they run as their owner).
+GRANTS = [
+    statement
+    for function in ("app_acting_role()", "app_may_join(uuid, text)")
+    for statement in (
+        f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC",
+        f"GRANT EXECUTE ON FUNCTION {function} TO collection_app",
+    )
+]
 COMMENTS = [
     """
     COMMENT ON FUNCTION app_acting_role() IS
@@ -200,7 +209,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute("DROP POLICY IF EXISTS collection_schedules_admins ON collection_schedules")
-    for statement in FUNCTIONS + COMMENTS:
+    for statement in FUNCTIONS + GRANTS + COMMENTS:
         op.execute(statement)
     for table in TABLES:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
