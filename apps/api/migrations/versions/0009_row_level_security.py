@@ -20,9 +20,10 @@ the memberships policy can use it without recursing into itself. Results of runs
 (run_categories, run_products, run_listings, run_sellers) are visible with their run: the
 policy looks for the run among the acting organization's runs (through the runs' own
 policy), which PostgreSQL does once per statement by index. Measured on a run of 5,000
-listings among 20,000 runs: under a millisecond more for a page of results, a few
-milliseconds (about 10%) more for all 5,000 listings; looking the run up among all runs
-instead (without `r.org_id = ...`) cost a scan of every run, 6-8 ms, on every query.
+listings among 20,000 runs (bench/row_level_security.py): under a millisecond more for a
+page of results, about 4 ms (10%) more for the seller ranking over all 5,000 listings;
+looking the run up among all runs instead (without `r.org_id = ...`) scanned every run,
+6-8 ms more on every query, growing with the number of runs.
 
 Work without an actor (migrations, the run executor, the cleanup worker) keeps the
 connecting role, which owns the tables and is not subject to these policies.
