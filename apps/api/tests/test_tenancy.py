@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.database import SYSTEM, Database, DbActor, acting_as
+from app.services import presets as preset_service
 from app.tables import (
     CategoryPreset,
     CollectionRun,
@@ -37,6 +39,7 @@ from app.tables import (
     ScheduleFire,
     utcnow,
 )
+from app.web.session import SESSION_COOKIE
 from tests.conftest import Actor, Actors
 
 
@@ -550,3 +553,33 @@ async def test_a_user_in_no_org_yet_sees_only_their_own_memberships(
             async with database.read() as session:
                 users = set(await session.scalars(sa.select(Membership.user_id)))
         assert users == {walled.world.admin.user_id}
+
+
+@pytest.mark.parametrize("path", ["/collection/presets", "/presets"], ids=["api", "web"])
+async def test_a_request_that_forgets_its_filter_sees_only_its_org(
+    client: httpx.AsyncClient,
+    world: World,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """The API and the pages act in their organization before the first query: a listing
+    whose service forgot the organization filter still shows that organization's rows only
+    (all of them, so acting in no organization, which shows none, would fail too)."""
+    _require_postgresql(database)
+
+    async def unfiltered(
+        session: AsyncSession, *, org_id: uuid.UUID, page: Any
+    ) -> tuple[list[CategoryPreset], None]:
+        return list(await session.scalars(sa.select(CategoryPreset))), None  # the bug
+
+    monkeypatch.setattr(preset_service, "list_presets", unfiltered)
+    cookie = {"Cookie": f"{SESSION_COOKIE}={world.viewer.token}"}
+    response = await client.get(path, headers={**world.viewer.headers, **cookie})
+    assert response.status_code == 200, response.text
+
+    def shown(name: str) -> str:
+        return str(escape(name)) if path == "/presets" else name  # the page escapes "'"
+
+    assert shown("A's preset") in response.text
+    assert shown("B's preset") not in response.text
