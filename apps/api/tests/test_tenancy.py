@@ -381,9 +381,7 @@ def _orgs_of(
     model: type[Any], rows: Sequence[Any], runs: dict[uuid.UUID, uuid.UUID]
 ) -> set[uuid.UUID]:
     """The organizations the given rows (`_owner_column` values) belong to."""
-    if model is Organization:
-        return set(rows)
-    if "run_id" in model.__table__.c and "org_id" not in model.__table__.c:
+    if _owner_column(model) is getattr(model, "run_id", None):
         return {runs[run_id] for run_id in rows}
     return set(rows)
 
