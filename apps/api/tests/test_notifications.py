@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.database import Database
+from app.database import Database, DbActor, acting_as
 from app.services.notifications import Mailer, notify_run_ended
 from app.services.scheduler import CollectionScheduler
 from app.services.schedules import ScheduleService
@@ -132,6 +132,30 @@ async def test_scheduled_run_end_sends_a_summary(
     body = message.get_content()
     assert f"({run_id})" in body
     assert "Top sellers" in body
+    assert message["X-Rcpt-To"] == org.admin.email
+
+
+async def test_a_members_cancel_still_mails_the_admins(
+    client: httpx.AsyncClient,
+    actors: Actors,
+    app: FastAPI,
+    settings: Settings,
+    database: Database,
+    smtp: tuple[Inbox, str],
+) -> None:
+    """The summary after a cancel runs in the cancelling request, whose role may not see
+    the schedule (row-level security shows schedules to admins only): it is system work."""
+    inbox, url = smtp
+    org = await make_org(client, actors)
+    member = await actors.member(org.admin, "member")
+    await enable(client, org, notify_email=True)
+    fired = await client.post("/collection/schedule/trigger", headers=org.admin.headers)
+    run_id = uuid.UUID(fired.json()["run_id"])
+
+    with acting_as(DbActor(user_id=member.user_id, org_id=member.org_id)):  # as cancel_run is
+        await notify_run_ended(database, _mailer(settings, url), run_id)
+    (message,) = inbox.messages
+    assert message["Subject"].startswith("Scheduled collection run")
     assert message["X-Rcpt-To"] == org.admin.email
 
 

@@ -26,7 +26,7 @@ from app.services.notifications import Mailer
 from app.services.scheduler import CollectionScheduler
 from app.services.schedules import FireResult, ScheduleService, purge_expired_fires
 from app.tables import CollectionSchedule, ScheduleFire
-from tests.conftest import Actors, make_settings
+from tests.conftest import Actor, Actors, make_settings
 from tests.scheduling import (
     EPOCH,
     FakeClock,
@@ -720,12 +720,16 @@ async def test_row_level_security_hides_other_orgs_schedules(
                 # deliberately no org filter: the policy must do the filtering
                 return set(await session.scalars(sa.select(CollectionSchedule.org_id)))
 
-    assert await visible(DbActor(user_id=first.admin.user_id)) == {first.admin.org_id}
-    assert await visible(DbActor(user_id=second.admin.user_id)) == {second.admin.org_id}
-    assert await visible(DbActor(user_id=member.user_id)) == set()  # not an admin
-    assert await visible(DbActor(user_id=uuid.uuid4())) == set()
+    def in_org(actor: Actor) -> DbActor:
+        return DbActor(user_id=actor.user_id, org_id=actor.org_id)
+
+    assert await visible(in_org(first.admin)) == {first.admin.org_id}
+    assert await visible(in_org(second.admin)) == {second.admin.org_id}
+    assert await visible(in_org(member)) == set()  # not an admin
+    assert await visible(DbActor(user_id=first.admin.user_id)) == set()  # in no organization
+    assert await visible(DbActor(user_id=uuid.uuid4(), org_id=first.admin.org_id)) == set()
     assert await visible(SYSTEM) == {first.admin.org_id, second.admin.org_id}
-    with acting_as(DbActor(user_id=second.admin.user_id)):
+    with acting_as(in_org(second.admin)):
         async with database.transaction() as session:
             result = await session.execute(
                 sa.update(CollectionSchedule).values(enabled=False)  # no filter either

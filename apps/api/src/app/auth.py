@@ -282,7 +282,7 @@ async def get_principal(
     """Authenticate the request and provision its user on first sight.
 
     While the request runs, its database transactions act as this user (PostgreSQL
-    row-level security sees who asks).
+    row-level security sees who asks), in no organization until `get_org_context` picks one.
     """
     if credentials is None:
         raise HTTPException(
@@ -313,9 +313,10 @@ async def authenticate(request: Request, token: str) -> Principal:
         ) from None
     database: Database = request.app.state.database
     try:
-        memberships = await user_service.resolve_user(
-            database, user_id=claims.user_id, email=claims.email
-        )
+        with acting_as(DbActor(user_id=claims.user_id)):
+            memberships = await user_service.resolve_user(
+                database, user_id=claims.user_id, email=claims.email
+            )
     except user_service.EmailTakenError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     return Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
@@ -330,8 +331,18 @@ async def get_org_context(
         str | None,
         Header(description="Organization to act in; needed only with several memberships."),
     ] = None,
-) -> OrgContext:
-    """The organization the request acts in: the only membership, or the one in X-Org-Id."""
+) -> AsyncIterator[OrgContext]:
+    """The organization the request acts in: the only membership, or the one in X-Org-Id.
+
+    From here on the request's database transactions act in this organization: row-level
+    security shows them its rows and no other organization's.
+    """
+    ctx = _org_context(principal, x_org_id)
+    with acting_as(DbActor(user_id=ctx.user_id, org_id=ctx.org_id)):
+        yield ctx
+
+
+def _org_context(principal: Principal, x_org_id: str | None) -> OrgContext:
     if x_org_id is not None:
         try:
             org_id = uuid.UUID(x_org_id)

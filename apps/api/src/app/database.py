@@ -26,15 +26,22 @@ from sqlalchemy.sql.dml import Insert
 from app.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# The PostgreSQL role whose row-level security policies guard tenant tables (migration 0003).
+# The PostgreSQL role whose row-level security policies guard tenant tables (migrations
+# 0003 and 0009).
 RLS_ROLE = "collection_app"
 
 
 @dataclass(frozen=True, slots=True)
 class DbActor:
-    """Who the current work acts for, as row-level security sees it: a user, or the system."""
+    """Who the current work acts for, as row-level security sees it: the system, or a user,
+    acting in one organization (`org_id`) once the request has chosen it.
+
+    A user without an organization sees only their own memberships, the organizations they
+    belong to and invitations to their email; acting in an organization, only its rows.
+    """
 
     user_id: uuid.UUID | None = None
+    org_id: uuid.UUID | None = None
     system: bool = False
 
 
@@ -44,7 +51,11 @@ db_actor: contextvars.ContextVar[DbActor | None] = contextvars.ContextVar("db_ac
 
 @contextmanager
 def acting_as(actor: DbActor | None) -> Iterator[None]:
-    """Run the block's database transactions as `actor` (PostgreSQL row-level security)."""
+    """Run the block's database transactions as `actor` (PostgreSQL row-level security).
+
+    The actor is read when a transaction begins: a session already in a transaction keeps
+    the actor it began with, so change actors before the session's first query.
+    """
     token = db_actor.set(actor)
     try:
         yield
@@ -94,11 +105,12 @@ def _configure_postgresql(engine: AsyncEngine) -> None:
         connection.execute(
             sa.text(
                 "SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true),"
-                " set_config('app.system', :system, true)"
+                " set_config('app.org_id', :org_id, true), set_config('app.system', :system, true)"
             ),
             {
                 "role": RLS_ROLE,
                 "user_id": str(actor.user_id) if actor.user_id else "",
+                "org_id": str(actor.org_id) if actor.org_id else "",
                 "system": "on" if actor.system else "off",
             },
         )

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import sqlalchemy as sa
 
 from app.config import Settings
-from app.database import Database
+from app.database import SYSTEM, Database, acting_as
 from app.tables import (
     CollectionRun,
     CollectionSchedule,
@@ -109,7 +109,15 @@ async def admin_emails(database: Database, org_id: uuid.UUID) -> list[str]:
 
 
 async def notify_run_ended(database: Database, mailer: Mailer, run_id: uuid.UUID) -> None:
-    """Mail the admins a summary of a scheduled run that ended, if its schedule asks for it."""
+    """Mail the admins a summary of a scheduled run that ended, if its schedule asks for it.
+
+    System work, whoever ended the run: a member who cancels it may not see its schedule.
+    """
+    with acting_as(SYSTEM):
+        await _notify_run_ended(database, mailer, run_id)
+
+
+async def _notify_run_ended(database: Database, mailer: Mailer, run_id: uuid.UUID) -> None:
     from app.services.results import rank_sellers  # results imports nothing of ours back
 
     async with database.read() as session:

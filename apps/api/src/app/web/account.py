@@ -189,7 +189,7 @@ async def sign_out_everywhere(
 @router.get("/account")
 async def account_page(request: Request, principal: WebPrincipal, session: SessionDep) -> Response:
     """Who is signed in, their sessions, and "sign out everywhere"."""
-    await acting_context(request, principal, session)  # the header's organization, if any
+    await acting_context(request, principal)  # the header's organization, if any
     settings: Settings = request.app.state.settings
     policy = session_policy(settings)
     current: CurrentSession = request.state.web_session

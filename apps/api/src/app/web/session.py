@@ -28,8 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import ROLE_PERMISSIONS, OrgContext, Principal
 from app.config import Settings
-from app.database import DbActor, acting_as
-from app.dependencies import SessionDep
+from app.database import Database, DbActor, acting_as
 from app.services import orgs as org_service
 from app.services import web_sessions
 from app.services.web_sessions import SessionPolicy
@@ -296,9 +295,7 @@ def _org_of_form(named: str, memberships: list[OrgChoice]) -> OrgChoice:
     )
 
 
-async def acting_context(
-    request: Request, principal: Principal, session: AsyncSession
-) -> WebContext | None:
+async def acting_context(request: Request, principal: Principal) -> WebContext | None:
     """The organization this request acts in, or None for a user without any.
 
     A state-changing request acts in the organization its form was rendered for (never a
@@ -306,7 +303,11 @@ async def acting_context(
     the browser chose (the org cookie), else the first by name; that choice is then kept in
     the cookie, so the next page and form show the same one.
     """
-    names = await org_service.org_names(session, list(principal.memberships))
+    database: Database = request.app.state.database
+    # A short session of its own: the request's session must not begin its transaction
+    # before the organization is chosen (row-level security would show it nothing).
+    async with database.read() as session:
+        names = await org_service.org_names(session, list(principal.memberships))
     memberships = sorted(
         (OrgChoice(org_id, names[org_id], role) for org_id, role in principal.memberships.items()),
         key=lambda choice: (choice.name.casefold(), str(choice.org_id)),
@@ -334,12 +335,17 @@ async def acting_context(
     return context
 
 
-async def web_context(request: Request, principal: WebPrincipal, session: SessionDep) -> WebContext:
-    """The acting organization of a page or form (see `acting_context`)."""
-    context = await acting_context(request, principal, session)
+async def web_context(request: Request, principal: WebPrincipal) -> AsyncIterator[WebContext]:
+    """The acting organization of a page or form (see `acting_context`).
+
+    From here on the request's database transactions act in it (row-level security), as
+    the API's do once `get_org_context` has picked the organization.
+    """
+    context = await acting_context(request, principal)
     if context is None:
         raise NoOrganization(principal)
-    return context
+    with acting_as(DbActor(user_id=principal.user_id, org_id=context.org.org_id)):
+        yield context
 
 
 class KeepActingOrg:
