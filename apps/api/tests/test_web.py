@@ -103,11 +103,17 @@ async def _preset(client: httpx.AsyncClient, actor: Actor, name: str = "Electron
 
 
 async def _completed_run(
-    client: httpx.AsyncClient, actor: Actor, categories: list[str], products: int = 5
+    client: httpx.AsyncClient,
+    actor: Actor,
+    categories: list[str] | None = None,
+    products: int = 5,
+    *,
+    preset_id: str | None = None,
 ) -> str:
+    source = {"preset_id": preset_id} if preset_id else {"category_ids": categories}
     created = await client.post(
         "/collection/runs",
-        json={"category_ids": categories, "products_per_category": products},
+        json={**source, "products_per_category": products},
         headers=actor.headers,
     )
     assert created.status_code == 201, created.text
@@ -825,7 +831,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
     shown = re.findall(r'<td class="seller">([^<]+)</td>', page.text)
     assert shown == [s["username"] for s in api_sellers]  # the API's ranking, page one
     assert f'href="/runs/{run_id}/export.csv?kind=sellers"' in page.text
-    assert "first completed run, so no seller is marked new" in page.text
+    assert "No earlier completed run of this preset to compare with" in page.text
 
     export = await signed_in.get(f"/runs/{run_id}/export.csv?kind=sellers")
     assert export.status_code == 200
@@ -847,8 +853,18 @@ async def test_sellers_sort_paginate_and_mark_new_sellers(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
     admin = await actors.admin()
-    await _completed_run(client, admin, ["11"])
-    run_id = await _completed_run(client, admin, ["11", "12", "13"])
+    # Two runs of one preset, which gained categories in between: new sellers to mark.
+    preset = await client.post(
+        "/collection/presets", json={"name": "Grows", "category_ids": ["11"]}, headers=admin.headers
+    )
+    preset_id = preset.json()["id"]
+    await _completed_run(client, admin, preset_id=preset_id)
+    await client.patch(
+        f"/collection/presets/{preset_id}",
+        json={"category_ids": ["11", "12", "13"]},
+        headers=admin.headers,
+    )
+    run_id = await _completed_run(client, admin, preset_id=preset_id)
     signed_in = await browser(admin)
 
     def sellers_of(html: str) -> list[str]:
