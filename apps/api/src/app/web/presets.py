@@ -142,7 +142,11 @@ async def _get(context: WebContext, session: SessionDep, preset_id: str) -> Pres
     try:
         return await api.get_preset(_preset_id(preset_id), context.org, session)
     except HTTPException as exc:
-        raise web_error(exc) from None
+        raise web_error(
+            exc,
+            missing=f"This preset is not in {context.org_name}: it was deleted, or it belongs "
+            "to another of your organizations (switch organization above).",
+        ) from None
 
 
 @router.get("/presets/{preset_id}")

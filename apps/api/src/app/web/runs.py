@@ -193,21 +193,38 @@ async def create_run(
     try:
         run = await api.create_run(body, context.org, session, service)
     except HTTPException as exc:
-        field = "preset_id" if exc.status_code == status.HTTP_404_NOT_FOUND else FORM
         await session.rollback()
-        return await again({field: detail_text(exc)}, exc.status_code)
+        if exc.status_code == status.HTTP_404_NOT_FOUND:
+            message = "This preset no longer exists (it was deleted): choose another."
+            return await again({"preset_id": message}, exc.status_code)
+        active = await service.active_run(session, org_id=context.org.org_id)
+        if exc.status_code == status.HTTP_409_CONFLICT and active is not None:
+            message = (
+                f"Not created: the run {active.name} is still {active.status.value}, and "
+                f"{context.org_name} runs one collection at a time. Wait for it to finish, "
+                "or cancel it, then create this one."
+            )
+            return await again({FORM: message}, exc.status_code)
+        return await again({FORM: detail_text(exc)}, exc.status_code)
     message = "Run created: start it when you are ready."
     if start:
         try:
             run = await api.start_run(run.id, context.org, session, service, executor)
             message = "Run started: progress updates below."
         except HTTPException as exc:
-            message = f"Run created but not started: {detail_text(exc)}"
+            message = f"Run created but not started: {detail_text(exc)}. Use Start below."
     response = RedirectResponse(f"/runs/{run.id}", status_code=status.HTTP_303_SEE_OTHER)
     return flash(response, request, message)
 
 
 # --- one run ---------------------------------------------------------------------------------
+
+
+def _missing_run(context: WebContext) -> str:
+    return (
+        f"This run is not in {context.org_name}: it was deleted, or it belongs to another "
+        "of your organizations (switch organization above), or the link is mistyped."
+    )
 
 
 async def _run_row(
@@ -216,11 +233,7 @@ async def _run_row(
     try:
         return await service.get_run(session, org_id=context.org.org_id, run_id=run_id)
     except RunNotFoundError as exc:
-        raise WebError(
-            status.HTTP_404_NOT_FOUND,
-            f"This run is not in {context.org_name}: it was deleted, or it belongs to another "
-            "of your organizations (switch organization above), or the link is mistyped.",
-        ) from exc
+        raise WebError(status.HTTP_404_NOT_FOUND, _missing_run(context)) from exc
 
 
 async def _sellers(
@@ -335,7 +348,7 @@ async def run_live(
     try:
         run = await api.get_run(_uuid(run_id, "run"), context.org, session, service)
     except HTTPException as exc:
-        raise web_error(exc) from None
+        raise web_error(exc, missing=_missing_run(context)) from None
     return render(
         request,
         "runs/_live.html",
@@ -373,7 +386,7 @@ async def run_action(
             )
     except HTTPException as exc:
         if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc) from None
+            raise web_error(exc, missing=_missing_run(context)) from None
         await session.rollback()
         return await _run_page(
             request,
@@ -409,4 +422,10 @@ async def export_run(
             "listings" if kind == "listings" else "sellers",
         )
     except HTTPException as exc:
-        raise web_error(exc) from None
+        if exc.status_code == status.HTTP_410_GONE:
+            raise WebError(
+                exc.status_code,
+                "The results of this run were deleted by the retention policy, so there is "
+                "nothing to download. Start a new run to collect fresh data.",
+            ) from None
+        raise web_error(exc, missing=_missing_run(context)) from None
