@@ -16,25 +16,23 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # The first `make run` is mostly this set-up. `python3 -m venv` would spend seconds of CPU
-# installing and byte-compiling a pip of its own; the venv is made without one and
-# .venv/bin/pip runs the pip of $(PYTHON) on it (`pip --python`, pip 22.3 or newer), or,
-# when $(PYTHON) has no such pip, the venv gets its own after all. Packages are installed
-# without byte-compiling them (--no-compile): Python compiles what it imports, once.
+# installing (and byte-compiling) the pip bundled with Python, only to replace it with the
+# current one; instead the venv is made without pip and the pip of $(PYTHON) installs the
+# current pip into it (`pip --python`, pip 22.3 or newer). A $(PYTHON) without such a pip
+# falls back to the bundled one.
 $(BIN)/python:
 	$(PYTHON) -m venv --without-pip $(VENV)
-	@if $(PYTHON) -m pip --python $(BIN)/python --version >/dev/null 2>&1; then \
-	  printf '#!/bin/sh\nexec "%s" -m pip --python "%s" "$$@"\n' \
-	    "$$($(PYTHON) -c 'import sys; print(sys.executable)')" "$(abspath $(BIN))/python" \
-	    > $(BIN)/pip && chmod +x $(BIN)/pip; \
-	else $(BIN)/python -m ensurepip --default-pip >/dev/null; fi
+	@$(PYTHON) -m pip --python $(BIN)/python install --quiet --upgrade pip 2>/dev/null \
+	  || { $(BIN)/python -m ensurepip --default-pip >/dev/null \
+	       && $(BIN)/python -m pip install --quiet --upgrade pip; }
 
 $(STAMP): $(BIN)/python $(API)/pyproject.toml
-	$(BIN)/pip install --quiet --no-compile -e '$(API)[dev]'
+	$(BIN)/python -m pip install --quiet -e '$(API)[dev]'
 	@touch $@ $(RUN_STAMP)
 
 # `make run` needs the service alone, not the test and lint tools.
 $(RUN_STAMP): $(BIN)/python $(API)/pyproject.toml
-	$(BIN)/pip install --quiet --no-compile -e '$(API)'
+	$(BIN)/python -m pip install --quiet -e '$(API)'
 	@touch $@
 
 install: $(STAMP)  ## create .venv and install the API with its dev tools
