@@ -704,16 +704,6 @@ async def test_sellers_in_another_order_keep_their_rank(
     assert fields == {("query", "sort"), ("query", "order")}
 
 
-async def test_new_since_last_run(client: httpx.AsyncClient, admin: Actor) -> None:
-    first = await _complete(client, admin, ["172282"])
-    second = await _complete(client, admin, ["172282", "541966"])
-    before = {s["username"] for s in await _all_sellers(client, admin, first["id"], 200)}
-    sellers = await _all_sellers(client, admin, second["id"], 200)
-    assert {s["new_since_last_run"] for s in sellers} == {True, False}
-    for seller in sellers:
-        assert seller["new_since_last_run"] is (seller["username"] not in before)
-
-
 async def test_sellers_csv_matches_the_api(client: httpx.AsyncClient, admin: Actor) -> None:
     run = await _complete(client, admin, ["172282", "541966"])
     response = await client.get(

@@ -44,11 +44,17 @@ async def _preset(client: httpx.AsyncClient, actor: Actor, name: str = "Electron
 
 
 async def _completed_run(
-    client: httpx.AsyncClient, actor: Actor, categories: list[str], products: int = 5
+    client: httpx.AsyncClient,
+    actor: Actor,
+    categories: list[str] | None = None,
+    products: int = 5,
+    *,
+    preset_id: str | None = None,
 ) -> str:
+    source = {"preset_id": preset_id} if preset_id else {"category_ids": categories}
     created = await client.post(
         "/collection/runs",
-        json={"category_ids": categories, "products_per_category": products},
+        json={**source, "products_per_category": products},
         headers=actor.headers,
     )
     assert created.status_code == 201, created.text
@@ -416,7 +422,8 @@ async def test_admins_change_roles_remove_members_and_withdraw_invitations(
         f"/members/{member.user_id}/role", {"role": "owner"}, page="/members"
     )
     assert bad_role.status_code == 303
-    assert "Role not changed: Input should be" in (await as_admin.get("/members")).text
+    refusal = "Role not changed: choose one of &#39;admin&#39;, &#39;member&#39; or &#39;viewer"
+    assert refusal in (await as_admin.get("/members")).text
 
     withdrawn = await as_admin.submit(
         "/members/invitations/revoke", {"email": "later@example.com"}, page="/members"
@@ -711,7 +718,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
         "/runs", {"preset_id": preset_id, "products_per_category": "500"}, page="/runs/new"
     )
     assert too_big.status_code == 400
-    assert "Input should be less than or equal to 100" in too_big.text
+    assert "use a number no larger than 100" in too_big.text
 
     created = await signed_in.submit(
         "/runs",
@@ -737,7 +744,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
     shown = re.findall(r'<td class="seller">([^<]+)</td>', page.text)
     assert shown == [s["username"] for s in api_sellers]  # the API's ranking, page one
     assert f'href="/runs/{run_id}/export.csv?kind=sellers"' in page.text
-    assert "first completed run, so no seller is marked new" in page.text
+    assert "No earlier completed run of this preset to compare with" in page.text
 
     export = await signed_in.get(f"/runs/{run_id}/export.csv?kind=sellers")
     assert export.status_code == 200
@@ -751,7 +758,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
     second = duplicate.headers["location"]
     busy = await signed_in.submit("/runs", {"preset_id": preset_id})
     if busy.status_code == 409:  # the second is still active
-        assert "the organization already has an active run" in busy.text
+        assert "runs one collection at a time" in busy.text
     await _wait_until(client, admin, second.removeprefix("/runs/"), "completed")
 
 
@@ -759,8 +766,18 @@ async def test_sellers_sort_paginate_and_mark_new_sellers(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
     admin = await actors.admin()
-    await _completed_run(client, admin, ["11"])
-    run_id = await _completed_run(client, admin, ["11", "12", "13"])
+    # Two runs of one preset, which gained categories in between: new sellers to mark.
+    preset = await client.post(
+        "/collection/presets", json={"name": "Grows", "category_ids": ["11"]}, headers=admin.headers
+    )
+    preset_id = preset.json()["id"]
+    await _completed_run(client, admin, preset_id=preset_id)
+    await client.patch(
+        f"/collection/presets/{preset_id}",
+        json={"category_ids": ["11", "12", "13"]},
+        headers=admin.headers,
+    )
+    run_id = await _completed_run(client, admin, preset_id=preset_id)
     signed_in = await browser(admin)
 
     def sellers_of(html: str) -> list[str]:
@@ -872,7 +889,7 @@ async def test_schedule_form_shows_api_errors_at_the_field_and_saves(
     assert bad_zone.status_code == 400
     assert re.search(r'id="timezone-error" >[^<]*Mars/Olympus', bad_zone.text)
     no_preset = await signed_in.submit("/schedule", {**form, "preset_id": ""}, page="/schedule")
-    assert "an enabled schedule needs a preset" in no_preset.text
+    assert "Choose a preset: an enabled schedule needs one." in no_preset.text
     schedule = await client.get("/collection/schedule", headers=admin.headers)
     assert schedule.json()["id"] is None  # nothing was saved
 
@@ -936,7 +953,7 @@ async def test_run_now_and_history_link_to_runs(
     skipped = await signed_in.submit("/schedule/run-now", page="/schedule")
     assert skipped.headers["location"] == "/schedule"
     page = await signed_in.get("/schedule")
-    assert "Not started: skipped:" in page.text
+    assert "Not started: another run is active" in page.text
     assert f'href="{run_path}">View run</a>' in page.text
     assert f'href="{run_path}">Active run</a>' in page.text
     assert "outcome-skipped" in page.text

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from app.categories import parse_category_id
+from app.pagination import Page
 from app.tables import FireOutcome, Role, RunPhase, RunStatus, RunTrigger
 
 MAX_CATEGORIES_PER_PRESET = 100
@@ -202,6 +203,10 @@ class RunResponse(ResponseModel):
     phase: RunPhase | None
     trigger: RunTrigger
     schedule_id: uuid.UUID | None
+    preset_id: uuid.UUID | None = Field(
+        description="The preset the run was made from (kept after the preset is deleted); "
+        "null for a run of a category list."
+    )
     category_ids: list[str]
     products_per_category: int
     listings_per_product: int
@@ -237,7 +242,17 @@ class SellerResponse(ResponseModel):
     feedback_score: int | None
     feedback_percentage: Decimal | None
     new_since_last_run: bool | None = Field(
-        description="Not a seller in the organization's previous completed run; "
+        description="Not a seller in the run it is compared with (`compared_with_run_id`: "
+        "the previous completed run of the same preset); null when there is none."
+    )
+
+
+class SellerPage(Page[SellerResponse]):
+    """One page of a run's ranked sellers, and the run they are compared with."""
+
+    compared_with_run_id: uuid.UUID | None = Field(
+        description="The latest completed run of the same preset created before this one "
+        "(for a run of a category list: of the same list), whose sellers are not `new`; "
         "null when there is none."
     )
 

@@ -85,6 +85,12 @@ def configure_logging(level: str, fmt: str) -> None:
     # httpx logs every request's full URL at INFO, and Keepa takes its API key as a query
     # parameter: keep those lines out of the logs (warnings and errors still show).
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    # The schedule engine re-arms one APScheduler job at every wake-up (every
+    # SCHEDULER_POLL_SECONDS), and APScheduler logs each add, run and removal at INFO:
+    # keep its lines for LOG_LEVEL=DEBUG; our engine logs one line per fire itself.
+    logging.getLogger("apscheduler").setLevel(
+        logging.DEBUG if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+    )
 
 
 class HttpMetrics:

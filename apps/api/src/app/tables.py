@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 
 def utcnow() -> datetime:
@@ -198,18 +198,27 @@ class CategoryPreset(OrgOwned, Base):
 
     __tablename__ = "amazon_category_presets"
     __table_args__ = (
-        sa.UniqueConstraint("org_id", "name"),
+        sa.UniqueConstraint("org_id", "name_key"),
         sa.Index("ix_amazon_category_presets_org_created", "org_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(sa.String(100))
+    name_key: Mapped[str] = mapped_column(
+        sa.String(300), comment="the name case-folded: unique per organization"
+    )
     category_ids: Mapped[list[str]]
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         sa.ForeignKey("users.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @validates("name")
+    def _set_name_key(self, _key: str, name: str) -> str:
+        # Python's casefold, not SQL's lower (ASCII-only on SQLite): "Straße" = "STRASSE".
+        self.name_key = name.casefold()
+        return name
 
 
 class CollectionRun(OrgOwned, Base):
@@ -228,6 +237,7 @@ class CollectionRun(OrgOwned, Base):
             postgresql_where=ACTIVE_RUN_PREDICATE,
         ),
         sa.Index("ix_collection_runs_status_lease", "status", "lease_expires_at"),
+        sa.Index("ix_collection_runs_org_preset_created", "org_id", "preset_id", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -241,6 +251,10 @@ class CollectionRun(OrgOwned, Base):
     )
     schedule_id: Mapped[uuid.UUID | None] = mapped_column(
         sa.ForeignKey("collection_schedules.id", ondelete="SET NULL"), default=None
+    )
+    preset_id: Mapped[uuid.UUID | None] = mapped_column(
+        default=None,
+        comment="the preset the run was made from (kept after the preset is deleted)",
     )
     category_ids: Mapped[list[str]]
     products_per_category: Mapped[int]

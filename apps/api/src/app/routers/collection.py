@@ -31,6 +31,7 @@ from app.models import (
     RunResponse,
     ScheduleResponse,
     ScheduleUpdate,
+    SellerPage,
     SellerResponse,
 )
 from app.pagination import Page, PageParams, decode_offset, encode_offset, page_params
@@ -350,7 +351,7 @@ GONE: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/runs/{run_id}/sellers",
-    response_model=Page[SellerResponse],
+    response_model=SellerPage,
     responses={**AUTH_ERRORS, **RUN_NOT_FOUND, **GONE},
 )
 async def list_sellers(
@@ -368,26 +369,29 @@ async def list_sellers(
         ),
     ] = "rank",
     order: Annotated[Literal["asc", "desc"], Query(description="Direction of `sort`.")] = "asc",
-) -> Page[SellerResponse]:
+) -> SellerPage:
     """eBay sellers ranked by how many distinct collected products they list (then by
     listings, then name), with price range, feedback, and whether each is new since the
-    organization's previous completed run."""
+    previous completed run of the same preset (`compared_with_run_id`)."""
     run = await _get_run(service, session, ctx, run_id)
     offset = decode_offset(page.cursor)
+    previous = await results.previous_completed_run(session, run)
     try:
         sellers, more = await results.rank_sellers(
             session,
             run,
             offset=offset,
             limit=page.limit,
+            compared_with=previous,
             sort=sort,
             descending=order == "desc",
         )
     except results.ResultsPurgedError as exc:
         raise HTTPException(status.HTTP_410_GONE, detail=str(exc)) from None
-    return Page(
+    return SellerPage(
         items=[SellerResponse.model_validate(s) for s in sellers],
         next_cursor=encode_offset(offset + len(sellers)) if more else None,
+        compared_with_run_id=previous.id if previous else None,
     )
 
 

@@ -120,6 +120,7 @@ class RunSpec:
     created_by: uuid.UUID | None
     trigger: RunTrigger = RunTrigger.MANUAL
     schedule_id: uuid.UUID | None = None
+    preset_id: uuid.UUID | None = None
     products_per_category: int | None = None
     listings_per_product: int | None = None
     start: bool = False
@@ -194,6 +195,7 @@ class CollectionService:
             name=name or f"Run {now:%Y-%m-%d %H:%M} UTC",
             category_ids=list(category_ids),
             created_by=created_by,
+            preset_id=preset_id,
             products_per_category=products_per_category,
             listings_per_product=listings_per_product,
         )
@@ -227,6 +229,7 @@ class CollectionService:
                 "phase": RunPhase.AMAZON if spec.start else None,
                 "trigger": spec.trigger,
                 "schedule_id": spec.schedule_id,
+                "preset_id": spec.preset_id,
                 "category_ids": list(spec.category_ids),
                 "categories_total": len(spec.category_ids),
                 "products_per_category": spec.products_per_category

@@ -131,7 +131,7 @@ async def _notify_run_ended(database: Database, mailer: Mailer, run_id: uuid.UUI
         if row is None or not row[1]:
             return
         run = row[0]
-        top, _ = await rank_sellers(session, run, offset=0, limit=10)
+        top, _ = await rank_sellers(session, run, offset=0, limit=10, compared_with=None)
     lines = [
         f"Run: {run.name} ({run.id})",
         f"Status: {run.status.value}" + (f" - {run.error}" if run.error else ""),

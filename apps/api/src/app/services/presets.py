@@ -8,8 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.database import SYSTEM, Database, acting_as
 from app.pagination import PageParams, paginate
-from app.tables import CategoryPreset
+from app.tables import CategoryPreset, CollectionSchedule
 from app.tenancy import org_rows
 
 
@@ -59,7 +60,7 @@ async def create_preset(
         org_id=org_id, name=name, category_ids=category_ids, created_by=created_by
     )
     session.add(preset)
-    await _flush_unique_name(session, name)
+    await _flush_unique_name(session, preset)
     return preset
 
 
@@ -77,7 +78,7 @@ async def update_preset(
         preset.name = name
     if category_ids is not None:
         preset.category_ids = category_ids
-    await _flush_unique_name(session, preset.name)
+    await _flush_unique_name(session, preset)
     return preset
 
 
@@ -92,11 +93,49 @@ async def delete_preset(session: AsyncSession, *, org_id: uuid.UUID, preset_id: 
         raise PresetNotFoundError(f"preset {preset_id} not found")
 
 
-async def _flush_unique_name(session: AsyncSession, name: str) -> None:
+async def scheduled_preset_ids(database: Database, *, org_id: uuid.UUID) -> set[uuid.UUID]:
+    """The organization's presets that a schedule collects.
+
+    Read as the system: members may delete presets but not read schedules (row-level
+    security on PostgreSQL), and they too must hear that a delete stops a schedule.
+    """
+    with acting_as(SYSTEM):
+        async with database.read() as session:
+            return set(
+                await session.scalars(
+                    sa.select(CollectionSchedule.preset_id).where(
+                        CollectionSchedule.org_id == org_id,
+                        CollectionSchedule.preset_id.is_not(None),
+                    )
+                )
+            )
+
+
+async def _flush_unique_name(session: AsyncSession, preset: CategoryPreset) -> None:
+    """Write the preset; its name must differ from the organization's other presets' by
+    more than case (the unique index on `name_key` settles races)."""
+    name = preset.name
+    with session.no_autoflush:
+        taken = await session.scalar(
+            sa.select(CategoryPreset.name).where(
+                CategoryPreset.org_id == preset.org_id,
+                CategoryPreset.name_key == preset.name_key,
+                CategoryPreset.id != preset.id,
+            )
+        )
+    if taken is not None:
+        raise PresetNameTakenError(_name_taken(name, taken))
     try:
         async with session.begin_nested():
             await session.flush()
     except IntegrityError:
-        raise PresetNameTakenError(
-            f"a preset named {name!r} already exists; choose another name"
-        ) from None
+        raise PresetNameTakenError(_name_taken(name, name)) from None
+
+
+def _name_taken(name: str, taken: str) -> str:
+    if taken == name:
+        return f"a preset named {name!r} already exists; choose another name"
+    return (
+        f"a preset named {taken!r} already exists, and names that differ only in upper and "
+        "lower case count as the same; choose another name"
+    )

@@ -44,12 +44,23 @@ class RankedSeller:
     new_since_last_run: bool | None
 
 
-async def previous_completed_run(session: AsyncSession, run: CollectionRun) -> uuid.UUID | None:
-    """The organization's latest completed run created before `run` with results kept."""
+async def previous_completed_run(session: AsyncSession, run: CollectionRun) -> CollectionRun | None:
+    """The run whose sellers `run`'s are compared with ("new since"): the latest completed
+    run of the same preset created before it, with results kept. A run of a category list
+    rather than a preset (or made before runs recorded their preset) is compared with the
+    latest such run of the same list."""
+    same_source = (
+        CollectionRun.preset_id == run.preset_id
+        if run.preset_id is not None
+        else sa.and_(
+            CollectionRun.preset_id.is_(None), CollectionRun.category_ids == run.category_ids
+        )
+    )
     return await session.scalar(
-        sa.select(CollectionRun.id)
+        sa.select(CollectionRun)
         .where(
             CollectionRun.org_id == run.org_id,
+            same_source,
             CollectionRun.status == RunStatus.COMPLETED,
             CollectionRun.created_at < run.created_at,
             CollectionRun.results_purged_at.is_(None),
@@ -163,13 +174,15 @@ async def rank_sellers(
     *,
     offset: int,
     limit: int,
+    compared_with: CollectionRun | None,
     sort: SellerSort = "rank",
     descending: bool = False,
 ) -> tuple[list[RankedSeller], bool]:
-    """One page of the run's seller ranking, ordered by `sort`, and whether more follow."""
+    """One page of the run's seller ranking, ordered by `sort`, and whether more follow;
+    sellers not in `compared_with` (its `previous_completed_run`) are marked new."""
     _check_kept(run)
-    previous = await previous_completed_run(session, run)
-    statement = _sorted_ranking(run.id, previous, sort, descending)
+    previous_id = compared_with.id if compared_with else None
+    statement = _sorted_ranking(run.id, previous_id, sort, descending)
     rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
     return _ranked(rows[:limit]), len(rows) > limit
 
@@ -241,7 +254,9 @@ async def export_csv(database: Database, run: CollectionRun, kind: str) -> Async
         statement: AnySelect
         if kind == "sellers":
             previous = await previous_completed_run(session, run)
-            statement = _sorted_ranking(run.id, previous, "rank", descending=False)
+            statement = _sorted_ranking(
+                run.id, previous.id if previous else None, "rank", descending=False
+            )
         else:
             statement = (
                 sa.select(

@@ -396,6 +396,7 @@ class ScheduleService:
                     created_by=None,
                     trigger=RunTrigger.SCHEDULE,
                     schedule_id=plan.schedule.id,
+                    preset_id=plan.schedule.preset_id,
                     start=True,
                 )
                 for plan in to_start

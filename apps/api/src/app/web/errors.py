@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException, status
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from app.auth import Principal
 
@@ -53,9 +54,43 @@ def detail_text(exc: HTTPException) -> str:
     return str(exc.detail)
 
 
-def web_error(exc: HTTPException) -> WebError:
-    """An API error as an error page with the API's message."""
+def web_error(exc: HTTPException, *, missing: str | None = None) -> WebError:
+    """An API error as an error page: the API's message, or for a 404 the page's own words
+    (`missing`) rather than the API's, which names the resource by its id."""
+    if missing is not None and exc.status_code == status.HTTP_404_NOT_FOUND:
+        return WebError(exc.status_code, missing)
     return WebError(exc.status_code, detail_text(exc))
+
+
+def _plain(error: ErrorDetails) -> str:
+    """A validation error in the words of a form, not pydantic's ("Input should be ...")."""
+    context = error.get("ctx", {})
+    kind = error["type"]
+    if kind == "missing" or (kind == "string_too_short" and context.get("min_length") == 1):
+        return "fill in this field"
+    wording = {
+        "string_too_short": "use at least {min_length} characters",
+        "string_too_long": "use at most {max_length} characters",
+        "too_short": "give at least {min_length}",
+        "too_long": "give at most {max_length}",
+        "less_than_equal": "use a number no larger than {le}",
+        "less_than": "use a number smaller than {lt}",
+        "greater_than_equal": "use a number of at least {ge}",
+        "greater_than": "use a number larger than {gt}",
+        "int_parsing": "enter a whole number, such as 20",
+        "int_type": "enter a whole number, such as 20",
+        "int_from_float": "enter a whole number, such as 20",
+        "uuid_parsing": "choose one from the list",
+        "enum": "choose one of {expected}",
+        "literal_error": "choose one of {expected}",
+        "extra_forbidden": "this field is not part of the form; reload the page",
+    }.get(kind)
+    if wording is None:
+        return str(error["msg"]).removeprefix("Value error, ")
+    try:
+        return wording.format(**context)
+    except KeyError:
+        return str(error["msg"])
 
 
 def field_errors(exc: ValidationError) -> dict[str, str]:
@@ -64,8 +99,7 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
     for error in exc.errors():
         location = error["loc"]
         name = str(location[0]) if location else FORM
-        message = str(error["msg"]).removeprefix("Value error, ")
-        errors.setdefault(name, message)
+        errors.setdefault(name, _plain(error))
     return errors
 
 

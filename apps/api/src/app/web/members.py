@@ -122,6 +122,13 @@ def _user_id(value: str) -> uuid.UUID:
         ) from None
 
 
+def _missing_member(context: WebContext) -> str:
+    return (
+        f"This person is not a member of {context.org_name} (any more): reload the members "
+        "page to see who is."
+    )
+
+
 def _back(request: Request, message: str, *, error: bool = False) -> Response:
     response = RedirectResponse("/members", status_code=status.HTTP_303_SEE_OTHER)
     return flash(response, request, message, error=error)
@@ -141,10 +148,10 @@ async def change_role(
         body = MemberUpdate.model_validate({"role": role})
         member = await api.change_member_role(member_id, body, context.org, session)
     except ValidationError as exc:
-        return _back(request, f"Role not changed: {field_errors(exc).get('role')}", error=True)
+        return _back(request, f"Role not changed: {field_errors(exc).get('role')}.", error=True)
     except HTTPException as exc:
         if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc) from None
+            raise web_error(exc, missing=_missing_member(context)) from None
         return _back(request, f"Role not changed: {detail_text(exc)}.", error=True)
     return _back(request, f"{member.email} is now {member.role.value}.")
 
@@ -159,7 +166,7 @@ async def remove_member(
         await api.remove_member(member_id, context.org, session)
     except HTTPException as exc:
         if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc) from None
+            raise web_error(exc, missing=_missing_member(context)) from None
         return _back(request, f"Not removed: {detail_text(exc)}.", error=True)
     if member_id == context.org.user_id:
         response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
@@ -178,5 +185,9 @@ async def revoke_invitation(
     try:
         await api.revoke_invitation(email, context.org, session)
     except HTTPException as exc:
-        raise web_error(exc) from None
+        raise web_error(
+            exc,
+            missing=f"No invitation of {email.strip().lower()} is waiting in "
+            f"{context.org_name}: it was withdrawn, or they signed in and joined.",
+        ) from None
     return _back(request, f"The invitation of {email.strip().lower()} is withdrawn.")

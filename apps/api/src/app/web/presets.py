@@ -14,7 +14,8 @@ from app.dependencies import SessionDep
 from app.models import PresetCreate, PresetResponse, PresetUpdate
 from app.pagination import PageParams
 from app.routers import collection as api
-from app.web.errors import WebError, detail_text, field_errors, web_error
+from app.services import presets as preset_service
+from app.web.errors import FORM, WebError, detail_text, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanManagePresets, CanView, WebContext
 
@@ -48,18 +49,21 @@ async def presets_page(
         )
     except HTTPException as exc:
         raise web_error(exc) from None
+    database = request.app.state.database
     return render(
         request,
         "presets/list.html",
         nav="presets",
         presets=page.items,
+        scheduled=await preset_service.scheduled_preset_ids(database, org_id=context.org.org_id),
         next_cursor=page.next_cursor,
         cursor=cursor,
     )
 
 
-def _form(
+async def _form(
     request: Request,
+    context: WebContext,
     *,
     preset: PresetResponse | None,
     name: str,
@@ -67,12 +71,16 @@ def _form(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
+    scheduled = preset is not None and preset.id in await preset_service.scheduled_preset_ids(
+        request.app.state.database, org_id=context.org.org_id
+    )
     return render(
         request,
         "presets/form.html",
         status_code=status_code,
         nav="presets",
         preset=preset,
+        scheduled=scheduled,
         name=name,
         category_ids=category_ids,
         errors=errors or {},
@@ -80,9 +88,9 @@ def _form(
 
 
 @router.get("/presets/new")
-async def new_preset_page(request: Request, _context: CanManagePresets) -> Response:
+async def new_preset_page(request: Request, context: CanManagePresets) -> Response:
     """The form for a new preset."""
-    return _form(request, preset=None, name="", category_ids="")
+    return await _form(request, context, preset=None, name="", category_ids="")
 
 
 @router.post("/presets")
@@ -100,8 +108,9 @@ async def create_preset(
         )
         preset = await api.create_preset(body, context.org, session)
     except ValidationError as exc:
-        return _form(
+        return await _form(
             request,
+            context,
             preset=None,
             name=name,
             category_ids=category_ids,
@@ -111,8 +120,9 @@ async def create_preset(
     except HTTPException as exc:
         if exc.status_code != status.HTTP_409_CONFLICT:
             raise web_error(exc) from None
-        return _form(
+        return await _form(
             request,
+            context,
             preset=None,
             name=name,
             category_ids=category_ids,
@@ -132,7 +142,11 @@ async def _get(context: WebContext, session: SessionDep, preset_id: str) -> Pres
     try:
         return await api.get_preset(_preset_id(preset_id), context.org, session)
     except HTTPException as exc:
-        raise web_error(exc) from None
+        raise web_error(
+            exc,
+            missing=f"This preset is not in {context.org_name}: it was deleted, or it belongs "
+            "to another of your organizations (switch organization above).",
+        ) from None
 
 
 @router.get("/presets/{preset_id}")
@@ -141,8 +155,12 @@ async def edit_preset_page(
 ) -> Response:
     """The form that changes a preset."""
     preset = await _get(context, session, preset_id)
-    return _form(
-        request, preset=preset, name=preset.name, category_ids="\n".join(preset.category_ids)
+    return await _form(
+        request,
+        context,
+        preset=preset,
+        name=preset.name,
+        category_ids="\n".join(preset.category_ids),
     )
 
 
@@ -172,8 +190,9 @@ async def update_preset(
         response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
         return flash(response, request, f"Preset {preset.name} saved.")
     await session.rollback()
-    return _form(
+    return await _form(
         request,
+        context,
         preset=preset,
         name=name,
         category_ids=category_ids,
@@ -184,13 +203,38 @@ async def update_preset(
 
 @router.post("/presets/{preset_id}/delete")
 async def delete_preset(
-    request: Request, preset_id: str, context: CanManagePresets, session: SessionDep
+    request: Request,
+    preset_id: str,
+    context: CanManagePresets,
+    session: SessionDep,
+    schedule_stops: Annotated[str, Form()] = "",
 ) -> Response:
-    """Delete a preset (DELETE /collection/presets/{id}); runs made from it are kept."""
+    """Delete a preset (DELETE /collection/presets/{id}); runs made from it are kept. A
+    preset that a schedule collects is deleted only once the form said the schedule stops."""
     preset = await _get(context, session, preset_id)
+    scheduled = await preset_service.scheduled_preset_ids(
+        request.app.state.database, org_id=context.org.org_id
+    )
+    if preset.id in scheduled and not schedule_stops:
+        return await _form(
+            request,
+            context,
+            preset=preset,
+            name=preset.name,
+            category_ids="\n".join(preset.category_ids),
+            errors={
+                FORM: f"Not deleted: the schedule collects {preset.name}. Deleting the preset "
+                "stops the scheduled runs until an admin chooses another preset on the "
+                "schedule page. To delete it anyway, use Delete preset below."
+            },
+            status_code=status.HTTP_409_CONFLICT,
+        )
     try:
         await api.delete_preset(preset.id, context.org, session)
     except HTTPException as exc:
         raise web_error(exc) from None
     response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
-    return flash(response, request, f"Preset {preset.name} deleted.")
+    message = f"Preset {preset.name} deleted."
+    if preset.id in scheduled:
+        message += " The schedule has no preset now: nothing runs until an admin chooses one."
+    return flash(response, request, message)

@@ -8,7 +8,7 @@ rules, the one-active-run rule and the tenant scoping are the API's own.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -22,7 +22,7 @@ from app.routers import collection as api
 from app.services import presets as preset_service
 from app.services import results
 from app.services.collection import ALLOWED_FROM, CollectionService, RunNotFoundError
-from app.tables import ACTIVE_RUN_STATUSES, RunStatus
+from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
 from app.web.errors import FORM, WebError, detail_text, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
@@ -193,21 +193,87 @@ async def create_run(
     try:
         run = await api.create_run(body, context.org, session, service)
     except HTTPException as exc:
-        field = "preset_id" if exc.status_code == status.HTTP_404_NOT_FOUND else FORM
         await session.rollback()
-        return await again({field: detail_text(exc)}, exc.status_code)
+        if exc.status_code == status.HTTP_404_NOT_FOUND:
+            message = "This preset no longer exists (it was deleted): choose another."
+            return await again({"preset_id": message}, exc.status_code)
+        active = await service.active_run(session, org_id=context.org.org_id)
+        if exc.status_code == status.HTTP_409_CONFLICT and active is not None:
+            message = (
+                f"Not created: the run {active.name} is still {active.status.value}, and "
+                f"{context.org_name} runs one collection at a time. Wait for it to finish, "
+                "or cancel it, then create this one."
+            )
+            return await again({FORM: message}, exc.status_code)
+        return await again({FORM: detail_text(exc)}, exc.status_code)
     message = "Run created: start it when you are ready."
     if start:
         try:
             run = await api.start_run(run.id, context.org, session, service, executor)
             message = "Run started: progress updates below."
         except HTTPException as exc:
-            message = f"Run created but not started: {detail_text(exc)}"
+            message = f"Run created but not started: {detail_text(exc)}. Use Start below."
     response = RedirectResponse(f"/runs/{run.id}", status_code=status.HTTP_303_SEE_OTHER)
     return flash(response, request, message)
 
 
 # --- one run ---------------------------------------------------------------------------------
+
+
+def _missing_run(context: WebContext) -> str:
+    return (
+        f"This run is not in {context.org_name}: it was deleted, or it belongs to another "
+        "of your organizations (switch organization above), or the link is mistyped."
+    )
+
+
+async def _run_row(
+    context: WebContext, session: AsyncSession, service: CollectionService, run_id: uuid.UUID
+) -> CollectionRun:
+    try:
+        return await service.get_run(session, org_id=context.org.org_id, run_id=run_id)
+    except RunNotFoundError as exc:
+        raise WebError(status.HTTP_404_NOT_FOUND, _missing_run(context)) from exc
+
+
+async def _sellers(
+    session: AsyncSession, row: CollectionRun, *, sort: str, order: str, page: str
+) -> dict[str, Any]:
+    """What the sellers section shows: one page of the ranking, in the order asked for."""
+    chosen: results.SellerSort = next((key for key in results.SELLER_SORTS if key == sort), "rank")
+    # The natural direction of each column: best first (rank 1, most products, ...).
+    natural_descending = chosen in ("products", "listings", "feedback")
+    descending = natural_descending if order not in ("asc", "desc") else order == "desc"
+    page_number = max(1, int(page)) if page.isdigit() else 1
+    sellers: list[results.RankedSeller] = []
+    total = 0
+    compared_with = None
+    if row.results_purged_at is None:
+        total = await results.count_sellers(session, row)
+        compared_with = await results.previous_completed_run(session, row)
+        sellers, _ = await results.rank_sellers(
+            session,
+            row,
+            compared_with=compared_with,
+            sort=chosen,
+            descending=descending,
+            offset=(page_number - 1) * SELLERS_PER_PAGE,
+            limit=SELLERS_PER_PAGE,
+        )
+    pages = max(1, -(-total // SELLERS_PER_PAGE))
+    return {
+        "sellers": sellers,
+        "total_sellers": total,
+        "sort": chosen,
+        "order": order if order in ("asc", "desc") else "",
+        "descending": descending,
+        "natural_descending": natural_descending,
+        "page": page_number,
+        "pages": pages,
+        "past_end": page_number > pages,
+        "per_page": SELLERS_PER_PAGE,
+        "compared_with": compared_with,
+    }
 
 
 async def _run_page(
@@ -223,52 +289,19 @@ async def _run_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    try:
-        row = await service.get_run(session, org_id=context.org.org_id, run_id=run_id)
-    except RunNotFoundError as exc:
-        raise WebError(
-            status.HTTP_404_NOT_FOUND,
-            f"There is no run {run_id} in {context.org_name}. It may belong to another of "
-            "your organizations: switch organization above, or go back to the runs.",
-        ) from exc
+    row = await _run_row(context, session, service, run_id)
     run = RunResponse.model_validate(row)
-    chosen: results.SellerSort = next((key for key in results.SELLER_SORTS if key == sort), "rank")
-    # The natural direction of each column: best first (rank 1, most products, ...).
-    natural_descending = chosen in ("products", "listings", "feedback")
-    descending = natural_descending if order not in ("asc", "desc") else order == "desc"
-    page_number = max(1, int(page)) if page.isdigit() else 1
-    sellers: list[results.RankedSeller] = []
-    total = 0
-    if row.results_purged_at is None:
-        total = await results.count_sellers(session, row)
-        sellers, _ = await results.rank_sellers(
-            session,
-            row,
-            sort=chosen,
-            descending=descending,
-            offset=(page_number - 1) * SELLERS_PER_PAGE,
-            limit=SELLERS_PER_PAGE,
-        )
-    pages = max(1, -(-total // SELLERS_PER_PAGE))
+    sellers = await _sellers(session, row, sort=sort, order=order, page=page)
     return render(
         request,
         "runs/detail.html",
-        status_code=status_code,
+        status_code=status.HTTP_404_NOT_FOUND if sellers["past_end"] else status_code,
         nav="runs",
         run=run,
         actions=allowed_actions(run, context),
         live=is_active(run),
         error=error,
-        sellers=sellers,
-        total_sellers=total,
-        sort=chosen,
-        descending=descending,
-        natural_descending=natural_descending,
-        page=min(page_number, pages),
-        pages=pages,
-        per_page=SELLERS_PER_PAGE,
-        compared=any(s.new_since_last_run is not None for s in sellers),
-        new_count=sum(1 for s in sellers if s.new_since_last_run),
+        **sellers,
     )
 
 
@@ -289,6 +322,24 @@ async def run_page(
     )
 
 
+@router.get("/runs/{run_id}/sellers")
+async def run_sellers(
+    request: Request,
+    run_id: str,
+    context: CanView,
+    session: SessionDep,
+    service: api.Service,
+    sort: str = "rank",
+    order: str = "",
+    page: str = "1",
+) -> Response:
+    """The sellers section of a run's page, polled while the run is active."""
+    row = await _run_row(context, session, service, _uuid(run_id, "run"))
+    run = RunResponse.model_validate(row)
+    sellers = await _sellers(session, row, sort=sort, order=order, page=page)
+    return render(request, "runs/_sellers.html", run=run, live=is_active(run), **sellers)
+
+
 @router.get("/runs/{run_id}/live")
 async def run_live(
     request: Request, run_id: str, context: CanView, session: SessionDep, service: api.Service
@@ -297,7 +348,7 @@ async def run_live(
     try:
         run = await api.get_run(_uuid(run_id, "run"), context.org, session, service)
     except HTTPException as exc:
-        raise web_error(exc) from None
+        raise web_error(exc, missing=_missing_run(context)) from None
     return render(
         request,
         "runs/_live.html",
@@ -335,7 +386,7 @@ async def run_action(
             )
     except HTTPException as exc:
         if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc) from None
+            raise web_error(exc, missing=_missing_run(context)) from None
         await session.rollback()
         return await _run_page(
             request,
@@ -371,4 +422,10 @@ async def export_run(
             "listings" if kind == "listings" else "sellers",
         )
     except HTTPException as exc:
-        raise web_error(exc) from None
+        if exc.status_code == status.HTTP_410_GONE:
+            raise WebError(
+                exc.status_code,
+                "The results of this run were deleted by the retention policy, so there is "
+                "nothing to download. Start a new run to collect fresh data.",
+            ) from None
+        raise web_error(exc, missing=_missing_run(context)) from None

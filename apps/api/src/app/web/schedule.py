@@ -155,6 +155,12 @@ async def save_schedule(
         if exc.status_code != status.HTTP_400_BAD_REQUEST:
             raise web_error(exc) from None
         field, message = split_field(detail_text(exc), FIELDS)
+        if field == "preset_id":  # the API's words name its field; the form has a picker
+            message = (
+                "Choose a preset: an enabled schedule needs one."
+                if not preset_id
+                else "This preset no longer exists (it was deleted): choose another."
+            )
         errors = {field: message}
     else:
         if saved.enabled and saved.next_run_at:
@@ -195,6 +201,16 @@ async def run_now(
     except HTTPException as exc:
         if exc.status_code == status.HTTP_404_NOT_FOUND:
             message = "Save the schedule (with a preset) first, then use Run now."
+        elif exc.status_code == status.HTTP_400_BAD_REQUEST:
+            message = (
+                "Not started: the schedule has no preset (it was deleted). Choose a preset "
+                "above and save, then use Run now."
+            )
+        elif exc.status_code == status.HTTP_409_CONFLICT:
+            message = (
+                "Not started: another run is active, and one collection runs at a time. "
+                "The history below shows the skipped attempt with a link to the active run."
+            )
         else:
             message = f"Not started: {detail_text(exc)}."
         return flash(response, request, message, error=True)
