@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         "email, so an unverified address could claim someone else's invitation.",
     )
 
+    max_request_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted (bytes); a larger one is answered 413 "
+        "before it is read in full.",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -48,8 +48,11 @@ def _is_api(app: FastAPI, request: Request) -> bool:
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:
-    """An unknown page or a wrong method as an HTML page for browsers; the API's stay JSON."""
+    """An unknown page or a wrong method as an HTML page for browsers; the API's stay JSON.
+    A request body over the limit is refused in plain words, as a page for the web forms."""
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
+        return _too_large(request)
     wants_page = "text/html" in request.headers.get("accept", "")
     if not wants_page or exc.status_code not in (404, 405) or _is_api(request.app, request):
         return await http_exception_handler(request, exc)  # FastAPI's own, as before
@@ -65,6 +68,25 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
         code=exc.status_code,
         title="Not found",
         message=message,
+    )
+
+
+def _too_large(request: Request) -> Response:
+    limit = request.app.state.settings.max_request_body_bytes
+    if _is_api(request.app, request):
+        detail = (
+            f"the request body is larger than the {limit:,} bytes this service accepts "
+            "(MAX_REQUEST_BODY_BYTES): send less"
+        )
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+    return render(
+        request,
+        "error.html",
+        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        code=status.HTTP_413_CONTENT_TOO_LARGE,
+        title="Too much at once",
+        message=f"The form sent more than {limit:,} bytes. Shorten what you typed and send it "
+        "again.",
     )
 
 

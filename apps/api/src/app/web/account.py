@@ -21,7 +21,7 @@ from app.models import OrgCreate
 from app.services import orgs as org_service
 from app.tables import Membership, Role, User
 from app.web.errors import WebError, detail_text
-from app.web.rendering import flash, render
+from app.web.rendering import display_email, flash, render
 from app.web.session import (
     SIGN_IN_COOKIE,
     SIGN_IN_LINK_TTL_SECONDS,
@@ -129,7 +129,7 @@ async def sign_in(
     response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SIGN_IN_COOKIE, path="/sign-in")
     start_session(response, request, token)
-    return flash(response, request, f"Signed in as {principal.email}.")
+    return flash(response, request, f"Signed in as {display_email(principal.email)}.")
 
 
 @router.get("/sign-in/link")

@@ -236,11 +236,14 @@ async def _run_page(
     # The natural direction of each column: best first (rank 1, most products, ...).
     natural_descending = chosen in ("products", "listings", "feedback")
     descending = natural_descending if order not in ("asc", "desc") else order == "desc"
-    page_number = max(1, int(page)) if page.isdigit() else 1
     sellers: list[results.RankedSeller] = []
     total = 0
-    if row.results_purged_at is None:
+    if row.results_purged_at is not None:
+        page_number = pages = 1
+    else:
         total = await results.count_sellers(session, row)
+        pages = max(1, -(-total // SELLERS_PER_PAGE))
+        page_number = page_in_range(page, pages)
         sellers, _ = await results.rank_sellers(
             session,
             row,
@@ -249,7 +252,6 @@ async def _run_page(
             offset=(page_number - 1) * SELLERS_PER_PAGE,
             limit=SELLERS_PER_PAGE,
         )
-    pages = max(1, -(-total // SELLERS_PER_PAGE))
     return render(
         request,
         "runs/detail.html",
@@ -264,12 +266,23 @@ async def _run_page(
         sort=chosen,
         descending=descending,
         natural_descending=natural_descending,
-        page=min(page_number, pages),
+        page=page_number,
         pages=pages,
         per_page=SELLERS_PER_PAGE,
         compared=any(s.new_since_last_run is not None for s in sellers),
         new_count=sum(1 for s in sellers if s.new_since_last_run),
     )
+
+
+def page_in_range(text: str, pages: int) -> int:
+    """The page asked for in `?page=`, within 1..`pages`: the first for anything but ASCII
+    digits (`²` is a digit to Python), the last for a number past the end, however long."""
+    if not (text.isascii() and text.isdigit()):
+        return 1
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(pages)):
+        return pages
+    return min(max(1, int(digits)), pages)
 
 
 @router.get("/runs/{run_id}")
