@@ -23,6 +23,7 @@ from app.background import (
     scheduler_shutdown,
     scheduler_startup,
 )
+from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.database import Database
 from app.migrate import head_revision
@@ -107,11 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_request_body_bytes,
     )
     app.state.metrics_registry = registry
     # FastAPI's documented way to extend the schema is to replace this method.
     app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
     app.include_router(health.router)
     app.include_router(orgs.router)

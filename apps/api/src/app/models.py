@@ -23,7 +23,6 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from app.services.cron import time_zone_names
 from app.tables import FireOutcome, Role, RunPhase, RunStatus, RunTrigger
 from app.text import REFUSED_CLASS, refused_character
 
@@ -83,7 +82,9 @@ def email_address(value: object) -> str:
     if len(address) > MAX_EMAIL_LENGTH:
         raise ValueError(f"must be an email address of at most {MAX_EMAIL_LENGTH} characters")
     if not EMAIL_SHAPE.fullmatch(address):
-        raise ValueError(f"must be one email address such as ana@example.com, got {address!r}")
+        raise ValueError(
+            f"is not a valid email address (one address such as ana@example.com): {address!r}"
+        )
     return address
 
 
@@ -207,6 +208,8 @@ def _category_id(value: object) -> object:
     """Accept a browse-node ID as a JSON integer or a string of digits; keep it as a string."""
     if isinstance(value, bool):
         raise ValueError("must be a numeric category ID, got a boolean")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON does not tell 172282.0 from 172282, nor does its schema
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"must be a positive numeric category ID, got {value}")
@@ -379,14 +382,16 @@ class SellerResponse(ResponseModel):
 # --- schedule ---------------------------------------------------------------------------
 
 
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
 CronText = Annotated[str, StringConstraints(max_length=200), PLAIN_TEXT]
 TimeZoneName = Annotated[
     str,
     StringConstraints(max_length=64),
     PLAIN_TEXT,
-    WithJsonSchema({"type": "string", "enum": time_zone_names()}),
+    WithJsonSchema({"type": "string", "maxLength": 64, "pattern": TIME_ZONE_PATTERN}),
 ]
-"""An IANA name; the server says which names it knows (and suggests one) when it refuses."""
+"""An IANA name such as `Europe/Berlin`; the server refuses one it does not know with 400,
+naming the field (and the name meant, when only the case differs)."""
 
 
 class ScheduleUpdate(PartialUpdate):

@@ -25,12 +25,16 @@ REFUSED_CHARACTERS: dict[tuple[int, int], str] = {
     (0xFEFF, 0xFEFF): "an invisible byte-order mark",
     (0xFFFE, 0xFFFF): "a non-character",
 }
+_SURROGATES = (0xD800, 0xDFFF)
 REFUSED_CLASS = "".join(
     rf"\u{low:04x}" if low == high else rf"\u{low:04x}-\u{high:04x}"
     for low, high in REFUSED_CHARACTERS
+    if (low, high) != _SURROGATES
 )
-"""The refused characters as the inside of a regular-expression class (Python and ECMA)."""
-_REFUSED = re.compile(f"[{REFUSED_CLASS}]")
+"""The refused characters as the inside of a regular-expression class, for the OpenAPI
+patterns: all but the lone surrogates, which no UTF-8 text can carry and which regular
+expression engines over Unicode scalar values (the Rust one) refuse to name."""
+_REFUSED = re.compile(f"[{REFUSED_CLASS}\\ud800-\\udfff]")
 
 
 def refused_character(value: str) -> str | None:

@@ -9,7 +9,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from app.body_limit import BodyTooLargeError
 from app.web import account, members, presets, runs, schedule
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render
@@ -52,7 +54,9 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     A request body over the limit is refused in plain words, as a page for the web forms."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
-        return _too_large(request)
+        return _too_large(request, exc)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     wants_page = "text/html" in request.headers.get("accept", "")
     if not wants_page or exc.status_code not in (404, 405) or _is_api(request.app, request):
         return await http_exception_handler(request, exc)  # FastAPI's own, as before
@@ -71,22 +75,33 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def _too_large(request: Request) -> Response:
-    limit = request.app.state.settings.max_request_body_bytes
-    if _is_api(request.app, request):
-        detail = (
-            f"the request body is larger than the {limit:,} bytes this service accepts "
-            "(MAX_REQUEST_BODY_BYTES): send less"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's,
+    and FastAPI makes one route per method)."""
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
         )
-        return JSONResponse({"detail": detail}, status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+    )
+
+
+def _too_large(request: Request, exc: StarletteHTTPException) -> Response:
+    if _is_api(request.app, request) or not isinstance(exc, BodyTooLargeError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
     return render(
         request,
         "error.html",
-        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-        code=status.HTTP_413_CONTENT_TOO_LARGE,
+        status_code=exc.status_code,
+        code=exc.status_code,
         title="Too much at once",
-        message=f"The form sent more than {limit:,} bytes. Shorten what you typed and send it "
-        "again.",
+        message=f"The form sent more than {exc.limit:,} bytes. Shorten what you typed and "
+        "send it again.",
     )
 
 
