@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from app import __version__
 from app.config import Settings
 from app.observability import configure_logging
+from app.text import refused_character
 
 if TYPE_CHECKING:
     from app.database import Database
@@ -45,6 +46,8 @@ def _settings() -> Settings:
 
 
 def _email(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if reason := refused_character(value):
+        raise click.BadParameter(reason)
     value = value.strip().lower()
     local, _, domain = value.partition("@")
     if not local or "." not in domain:
@@ -146,6 +149,8 @@ def bootstrap(org_name: str, email: str, ttl: int) -> None:
     org_name = org_name.strip()
     if not org_name:
         raise click.BadParameter("must not be empty", param_hint="--org")
+    if reason := refused_character(org_name):
+        raise click.BadParameter(reason, param_hint="--org")
     org_id, user_id = asyncio.run(_bootstrap(settings, org_name, email))
     result = {
         "org_id": str(org_id),
