@@ -172,6 +172,19 @@ async def test_web_forms_refuse_control_and_invisible_characters_at_the_field(
     assert presets == []
 
 
+async def test_the_schedule_form_refuses_a_nul_at_the_field(
+    client: httpx.AsyncClient, admin: Actor, web_admin: Browser
+) -> None:
+    preset_id = await _preset(client, admin)
+    response = await web_admin.submit(
+        "/schedule",
+        {"preset_id": preset_id, "cron_expression": "0 0 1 * *\x00", "timezone": "UTC"},
+        page="/schedule",
+    )
+    assert response.status_code == 400, response.text
+    assert "must not contain a control character" in response.text
+
+
 async def test_withdrawing_an_invitation_with_a_nul_in_the_form_says_why(
     web_admin: Browser,
 ) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,11 @@ SECRET = "schemathesis-" + "s" * 40
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real `collection-api serve` on an empty database, and its admin's headers."""
+def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """A real `collection-api serve` on an empty database, its admin's headers, its log."""
     base = os.environ.get("TEST_DATABASE_URL")
-    with temp_database(base, "fuzz") if base else _sqlite(tmp_path) as url:
+    sqlite = f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
+    with temp_database(base, "fuzz") if base else nullcontext(sqlite) as url:
         env = clean_env(
             DATA_DIR=str(tmp_path / "data"),
             DATABASE_URL=url,
@@ -56,29 +58,16 @@ def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             )
             # POST /orgs makes the admin a member of several organizations: name one.
             headers = {"Authorization": f"Bearer {boot['token']}", "X-Org-Id": boot["org_id"]}
-            yield url_base, headers
+            yield url_base, headers, log
         finally:
             server.terminate()
             server.wait(timeout=15)
-            if server.returncode not in (0, -15):
-                print(log.read_text())
-
-
-class _sqlite:
-    def __init__(self, tmp_path: Path) -> None:
-        self.url = f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
-
-    def __enter__(self) -> str:
-        return self.url
-
-    def __exit__(self, *_: object) -> None:
-        return None
 
 
 def test_the_api_answers_what_its_openapi_document_says(
-    service: tuple[str, dict[str, str]], tmp_path: Path
+    service: tuple[str, dict[str, str], Path], tmp_path: Path
 ) -> None:
-    url, headers = service
+    url, headers, log = service
     command = [
         str(VENV_BIN / "schemathesis"),
         "--config-file",
@@ -95,12 +84,14 @@ def test_the_api_answers_what_its_openapi_document_says(
         "--workers",
         "1",
         "--no-color",
-        "--report-dir",
-        str(tmp_path / "report"),
     ]
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False
     )
-    assert result.returncode == 0, result.stdout[-20_000:] + result.stderr[-5_000:]
+    # On a failure: schemathesis's report (each case with a curl line) and the server's log,
+    # where a 5xx left its traceback.
+    assert result.returncode == 0, "\n".join(
+        [result.stdout[-20_000:], result.stderr[-5_000:], log.read_text()[-10_000:]]
+    )

@@ -24,7 +24,7 @@ def install(app: FastAPI) -> None:
     """Add the pages, their static files and their error pages to `app`."""
     app.state.web_sign_in_links = SignInLinks()
 
-    app.add_exception_handler(StarletteHTTPException, _routing_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (account, runs, presets, members, schedule):
         app.include_router(module.router)
@@ -49,7 +49,7 @@ def _is_api(app: FastAPI, request: Request) -> bool:
     return request.url.path.split("/")[1] in sections
 
 
-async def _routing_error(request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     """An unknown page or a wrong method as an HTML page for browsers; the API's stay JSON.
     A request body over the limit is refused in plain words, as a page for the web forms."""
     assert isinstance(exc, StarletteHTTPException)
