@@ -78,12 +78,14 @@ def test_token_with_explicit_sub(runner: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["token", "--email", "nope"], "is not an email address"),
-        (["token", "--email", "a b@example.com"], "is not an email address"),
-        (["sign-in-link", "--email", "<a@b>"], "is not an email address"),
+        (["token", "--email", "nope"], "is not a valid email address"),
+        (["token", "--email", "a b@example.com"], "is not a valid email address"),
+        (["sign-in-link", "--email", "<a@b>"], "is not a valid email address"),
         (["token", "--email", "a@example.com", "--sub", "x"], "is not a valid UUID"),
         (["token", "--email", "a@example.com", "--ttl", "0"], "0 is not in the range x>=1"),
         (["bootstrap", "--org", "  ", "--email", "a@example.com"], "must not be empty"),
+        (["bootstrap", "--org", "Acme\x00", "--email", "a@example.com"], "control character"),
+        (["token", "--email", "\u202eana@example.com"], "must not contain a text-direction"),
     ],
 )
 def test_bad_arguments_exit_2_with_message(

@@ -9,7 +9,8 @@ MAX_CATEGORY_ID_DIGITS = 20
 
 
 def parse_category_id(value: object) -> str:
-    """A browse-node ID given as a JSON integer or a string of digits, as a string.
+    """A browse-node ID given as a JSON integer (or integral number) or a string of digits,
+    as a string.
 
     Both forms meet the same rule (1 to MAX_CATEGORY_ID_DIGITS digits, not zero): an integer
     is checked as the digits it is written with, so a 30-digit number is refused like a
@@ -18,6 +19,8 @@ def parse_category_id(value: object) -> str:
     """
     if isinstance(value, bool):
         raise ValueError("must be a numeric category ID, got a boolean")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON does not tell 172282.0 from 172282, nor does its schema
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"must be a positive numeric category ID, got {value}")

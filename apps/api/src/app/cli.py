@@ -16,8 +16,10 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.config import Settings
+from app.models import email_address
 from app.observability import configure_logging
 from app.services.users import local_user_id
+from app.text import refused_character
 
 if TYPE_CHECKING:
     from app.database import Database
@@ -37,14 +39,13 @@ def _settings() -> Settings:
 
 
 def _email(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    from app.auth import EMAIL_SHAPE  # what the server accepts, `admin@localhost` included
-
+    """An address the server accepts (`admin@localhost`, the local operator's, included)."""
     if value is None:
         return None
-    value = value.strip().lower()
-    if not EMAIL_SHAPE.fullmatch(value):
-        raise click.BadParameter(f"{value!r} is not an email address")
-    return value
+    try:
+        return email_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -192,6 +193,8 @@ def bootstrap(org_name: str, email: str, ttl: int) -> None:
     org_name = org_name.strip()
     if not org_name:
         raise click.BadParameter("must not be empty", param_hint="--org")
+    if reason := refused_character(org_name):
+        raise click.BadParameter(reason, param_hint="--org")
     org_id, user_id = asyncio.run(_bootstrap(settings, org_name, email))
     result = {
         "org_id": str(org_id),

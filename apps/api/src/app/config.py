@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="A web session ends this long after sign-in, however active.",
     )
 
+    max_request_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted (bytes); a larger one is answered 413 "
+        "before it is read in full.",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 

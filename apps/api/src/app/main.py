@@ -23,10 +23,12 @@ from app.background import (
     scheduler_shutdown,
     scheduler_startup,
 )
+from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.database import Database
 from app.migrate import head_revision
 from app.observability import HttpMetrics, RequestContextMiddleware
+from app.openapi import openapi_schema
 from app.providers import build_providers
 from app.routers import collection, health, orgs
 from app.services.collection import CollectionService
@@ -108,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics_registry = registry
+    # FastAPI's documented way to extend the schema is to replace this method.
+    app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
     app.include_router(health.router)
     app.include_router(orgs.router)
@@ -117,10 +122,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+MAX_ECHOED_CHARACTERS = 200
+"""A 422 shows this much of the input it refuses, never the whole of a large body."""
+
+
+def _excerpt(value: object) -> object:
+    """`value` when short, else the start of its JSON text, marked as cut."""
+    text = value if isinstance(value, str) else json.dumps(jsonable_encoder(value))
+    if len(text) <= MAX_ECHOED_CHARACTERS:
+        return value
+    return f"{text[:MAX_ECHOED_CHARACTERS]}… ({len(text):,} characters)"
+
+
 async def _validation_error(_request: Request, exc: Exception) -> Response:
-    """FastAPI's 422 answer, with the JSON escaped to ASCII: it echoes the input back, and
-    input that is not valid Unicode (a lone surrogate sent as `\\ud800`) must not turn
-    the client's mistake into a 500."""
+    """FastAPI's 422 answer, with the input it echoes cut to a short excerpt and the JSON
+    escaped to ASCII (input that is not valid Unicode, a lone surrogate sent as `\\ud800`,
+    must not turn the client's mistake into a 500)."""
     assert isinstance(exc, RequestValidationError)
-    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    errors = jsonable_encoder(exc.errors())
+    for error in errors:
+        error["msg"] = _excerpt(error["msg"])
+        if "input" in error:
+            error["input"] = _excerpt(error["input"])
+    body = json.dumps({"detail": errors}, ensure_ascii=True)
     return Response(body, status_code=422, media_type="application/json")

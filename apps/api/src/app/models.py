@@ -2,33 +2,138 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
-from app.categories import parse_category_id
+from app.categories import MAX_CATEGORY_ID_DIGITS, parse_category_id
 from app.pagination import Page
 from app.tables import FireOutcome, Role, RunPhase, RunStatus, RunTrigger
+from app.text import REFUSED_CLASS, refused_character
 
 MAX_CATEGORIES_PER_PRESET = 100
+
+
+# --- text ----------------------------------------------------------------------------------
+# What str.strip() removes that the rule does not refuse anyway: names are stripped, so a
+# name must have something else in it.
+_SPACES = r" \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+TEXT_PATTERN = f"^[^{REFUSED_CLASS}]*[^{REFUSED_CLASS}{_SPACES}][^{REFUSED_CLASS}]*$"
+"""The rule as a JSON-schema pattern, so the OpenAPI refuses what the server refuses."""
+
+
+class PlainText:
+    """The text rule as a Pydantic annotation: `Annotated[str, StringConstraints(...),
+    PLAIN_TEXT]` refuses what the rule refuses (before stripping) and says so in the
+    schema."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": TEXT_PATTERN}
+
+    @staticmethod
+    def _check(value: object) -> object:
+        if isinstance(value, str) and (reason := refused_character(value)):
+            raise ValueError(reason)
+        return value
+
+
+PLAIN_TEXT = PlainText()
+
+
+# One email address: no spaces, quotes, angle brackets or separators that could smuggle
+# markup or more recipients into a page or a mail header. Not RFC 5322 in full: identity
+# providers validate addresses, and `admin@localhost`, the local operator's, must pass.
+_EMAIL_EXCLUDED = rf"{REFUSED_CLASS}{_SPACES}@<>\"'(),;:\\\[\]\s"
+EMAIL_SHAPE = re.compile(f"[^{_EMAIL_EXCLUDED}]{{1,64}}@[^{_EMAIL_EXCLUDED}]{{1,255}}")
+EMAIL_PATTERN = f"^{EMAIL_SHAPE.pattern}$"
+MAX_EMAIL_LENGTH = 320
+
+
+def email_address(value: object) -> str:
+    """`value` as an email address under the text rule, stripped and lower-cased."""
+    if not isinstance(value, str):
+        raise ValueError("must be an email address such as ana@example.com")
+    if reason := refused_character(value):
+        raise ValueError(reason)
+    address = value.strip().lower()
+    if len(address) > MAX_EMAIL_LENGTH:
+        raise ValueError(f"must be an email address of at most {MAX_EMAIL_LENGTH} characters")
+    if not EMAIL_SHAPE.fullmatch(address):
+        raise ValueError(
+            f"is not a valid email address (one address such as ana@example.com): {address!r}"
+        )
+    return address
+
+
+Email = Annotated[
+    str,
+    BeforeValidator(email_address),
+    WithJsonSchema({"type": "string", "pattern": EMAIL_PATTERN, "maxLength": MAX_EMAIL_LENGTH}),
+]
 
 
 class RequestModel(BaseModel):
     """Base of request bodies: an unknown or misspelt field is an error, never ignored."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PartialUpdate(RequestModel):
+    """A partial update: fields left out keep their value, and null is not a value (but in
+    the fields named in NULLABLE, where null clears). The schema says so too."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(k for k, v in data.items() if v is None and k not in cls.NULLABLE)
+            if nulls:
+                raise ValueError(
+                    f"{', '.join(nulls)} may not be null; leave a field out to keep it"
+                )
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler.resolve_ref_schema(handler(schema))
+        for name, field in json_schema.get("properties", {}).items():
+            if name in cls.NULLABLE or "anyOf" not in field:
+                continue
+            options = [option for option in field.pop("anyOf") if option != {"type": "null"}]
+            field.pop("default", None)
+            if len(options) == 1:
+                field.update(options[0])
+            else:
+                field["anyOf"] = options
+        return json_schema
 
 
 class ResponseModel(BaseModel):
@@ -52,7 +157,9 @@ class ReadinessResponse(ResponseModel):
 
 # --- organizations and members -------------------------------------------------------
 
-OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+OrgName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), PLAIN_TEXT
+]
 
 
 class OrgCreate(RequestModel):
@@ -78,12 +185,8 @@ class MeResponse(ResponseModel):
     memberships: list[MembershipInfo]
 
 
-def _lower(value: str) -> str:
-    return value.lower()
-
-
 class MemberCreate(RequestModel):
-    email: Annotated[EmailStr, AfterValidator(_lower)] = Field(examples=["ana@example.com"])
+    email: Email = Field(examples=["ana@example.com"])
     role: Role = Field(default=Role.MEMBER, examples=["member"])
 
 
@@ -102,7 +205,22 @@ class MemberResponse(ResponseModel):
 # --- presets ---------------------------------------------------------------------------
 
 
-CategoryId = Annotated[str, BeforeValidator(parse_category_id)]
+CategoryId = Annotated[
+    str,
+    BeforeValidator(parse_category_id),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": rf"^\s*[0-9]{{1,{MAX_CATEGORY_ID_DIGITS}}}\s*$",
+                    "allOf": [{"pattern": "[1-9]"}],  # not zero
+                },
+                {"type": "integer", "minimum": 1, "maximum": 10**MAX_CATEGORY_ID_DIGITS - 1},
+            ]
+        }
+    ),
+]
 
 
 def _dedupe(values: list[str]) -> list[str]:
@@ -123,9 +241,12 @@ CategoryIds = Annotated[
     Field(
         description="Amazon category (browse node) IDs; duplicates are removed, order is kept.",
         examples=[["172282", "541966"]],
+        json_schema_extra={"minItems": 1},
     ),
 ]
-PresetName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+PresetName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), PLAIN_TEXT
+]
 
 
 class PresetCreate(RequestModel):
@@ -133,22 +254,11 @@ class PresetCreate(RequestModel):
     category_ids: CategoryIds
 
 
-class PresetUpdate(RequestModel):
+class PresetUpdate(PartialUpdate):
     """A partial update: fields left out keep their value; null is not a value."""
 
     name: PresetName | None = Field(default=None, examples=["Electronics"])
     category_ids: CategoryIds | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            nulls = sorted(key for key, value in data.items() if value is None)
-            if nulls:
-                raise ValueError(
-                    f"{', '.join(nulls)} may not be null; leave a field out to keep it"
-                )
-        return data
 
 
 class PresetResponse(ResponseModel):
@@ -162,11 +272,22 @@ class PresetResponse(ResponseModel):
 
 # --- runs ------------------------------------------------------------------------------
 
-RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+RunName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), PLAIN_TEXT
+]
 
 
 class RunCreate(RequestModel):
     """Either a preset or an explicit list of category IDs, not both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["preset_id"], "properties": {"preset_id": {"type": "string"}}},
+                {"required": ["category_ids"], "properties": {"category_ids": {"type": "array"}}},
+            ]
+        }
+    )
 
     preset_id: uuid.UUID | None = Field(default=None, description="Run this preset's categories.")
     category_ids: CategoryIds | None = Field(
@@ -260,38 +381,40 @@ class SellerPage(Page[SellerResponse]):
 # --- schedule ---------------------------------------------------------------------------
 
 
-class ScheduleUpdate(RequestModel):
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
+CronText = Annotated[str, StringConstraints(max_length=200), PLAIN_TEXT]
+TimeZoneName = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    PLAIN_TEXT,
+    WithJsonSchema({"type": "string", "maxLength": 64, "pattern": TIME_ZONE_PATTERN}),
+]
+"""An IANA name such as `Europe/Berlin`; the server refuses one it does not know with 400,
+naming the field (and the name meant, when only the case differs)."""
+
+
+class ScheduleUpdate(PartialUpdate):
     """Fields to change; those left out keep their value (a new schedule starts from the
     defaults: `0 0 1 * *`, UTC, disabled)."""
+
+    NULLABLE = frozenset({"preset_id"})
 
     preset_id: uuid.UUID | None = Field(
         default=None, description="Preset to collect; null detaches it (only while disabled)."
     )
-    cron_expression: str | None = Field(
+    cron_expression: CronText | None = Field(
         default=None,
-        max_length=200,
         description="Five fields (minute hour day-of-month month day-of-week) or a macro "
         "such as @monthly; Debian cron semantics.",
         examples=["0 0 1 * *"],
     )
-    timezone: str | None = Field(
-        default=None, max_length=64, description="IANA time zone.", examples=["Europe/Berlin"]
+    timezone: TimeZoneName | None = Field(
+        default=None, description="IANA time zone.", examples=["Europe/Berlin"]
     )
     enabled: bool | None = None
     notify_email: bool | None = Field(
         default=None, description="Mail the admins about skipped/missed/failed fires and runs."
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            nulls = sorted(k for k, v in data.items() if v is None and k != "preset_id")
-            if nulls:
-                raise ValueError(
-                    f"{', '.join(nulls)} may not be null; leave a field out to keep it"
-                )
-        return data
 
 
 class ScheduleResponse(ResponseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import copy
 import json
 import logging
 import re
@@ -13,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.text import escape_refused
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -52,17 +55,32 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Readable lines for a terminal, extra fields appended as key=value."""
+    """Readable lines for a terminal, extra fields appended as key=value.
+
+    Every value a record carries is escaped (a newline in a requested path is written
+    `\\x0a`), so no input can start a line that looks like another record; a traceback's
+    lines are indented under the record they belong to.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        fields = copy.copy(record)
+        fields.msg, fields.args = escape_refused(record.getMessage()), None
+        fields.exc_info = fields.exc_text = fields.stack_info = None
+        line = super().format(fields)
         extras = [
-            f"{key}={value}"
+            f"{key}={escape_refused(str(value))}"
             for key, value in record.__dict__.items()
             if key not in _STANDARD_RECORD_FIELDS and value is not None
         ]
         if extras:
             line = f"{line} [{' '.join(extras)}]"
+        details = []
+        if record.exc_info:
+            details.append(self.formatException(record.exc_info))
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for detail in details:
+            line += "".join(f"\n    {escape_refused(text)}" for text in detail.splitlines())
         return line
 
 
@@ -155,7 +173,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_tracking)
         except Exception:
             # A bug: log it with its traceback and answer 500 without leaking internals.
-            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            logger.exception("unhandled error in %s %s", scope["method"], _target(scope))
             if not response_started:
                 await send_tracking(
                     {
@@ -177,12 +195,19 @@ class RequestContextMiddleware:
             access_logger.info(
                 "%s %s %s %.1fms",
                 method,
-                scope["path"],
+                _target(scope),
                 status_code,
                 elapsed * 1000,
                 extra={"status": status_code, "duration_ms": round(elapsed * 1000, 1)},
             )
             request_id_var.reset(token)
+
+
+def _target(scope: Scope) -> str:
+    """The path as the client sent it (still percent-encoded, so `%0A` stays three
+    characters), falling back to the decoded path for servers that give no raw one."""
+    raw = scope.get("raw_path")
+    return bytes(raw).decode("latin-1") if raw else str(scope["path"])
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

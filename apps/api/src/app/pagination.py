@@ -17,6 +17,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_CURSOR_LENGTH = 200
+"""Cursors made here are under 100 characters; a longer one was not made here."""
 
 
 ItemT = TypeVar("ItemT")
@@ -41,7 +43,11 @@ class PageParams(BaseModel):
 
 def page_params(
     cursor: Annotated[
-        str | None, Query(description="`next_cursor` of the previous page; omit for the first.")
+        str | None,
+        Query(
+            description="`next_cursor` of the previous page; omit for the first.",
+            json_schema_extra={"pattern": f"^[A-Za-z0-9_=-]{{1,{MAX_CURSOR_LENGTH}}}$"},
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
 ) -> PageParams:
@@ -54,8 +60,6 @@ def _encode(created_at: datetime, row_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-MAX_CURSOR_LENGTH = 200
-"""Cursors made here are under 100 characters; a longer one was not made here."""
 MAX_OFFSET = 2**31 - 1
 INVALID_CURSOR = "cursor is not valid: pass the next_cursor of a previous page unchanged"
 # What a tampered cursor can raise while it is decoded (RecursionError: deeply nested JSON;

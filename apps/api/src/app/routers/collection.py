@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from app.auth import OrgContext, require_permission_key
 from app.dependencies import SessionDep
 from app.models import (
+    CronText,
     FireResponse,
     PresetCreate,
     PresetResponse,
@@ -33,6 +34,7 @@ from app.models import (
     ScheduleUpdate,
     SellerPage,
     SellerResponse,
+    TimeZoneName,
 )
 from app.pagination import Page, PageParams, decode_offset, encode_offset, page_params
 from app.routers.orgs import AUTH_ERRORS
@@ -582,8 +584,8 @@ async def trigger_schedule(
 )
 async def preview_schedule(
     ctx: CanView,
-    cron_expression: Annotated[str, Query(max_length=200, examples=["0 9 * * 1-5"])],
-    timezone: Annotated[str, Query(max_length=64)] = "UTC",
+    cron_expression: Annotated[CronText, Query(examples=["0 9 * * 1-5"])],
+    timezone: Annotated[TimeZoneName, Query()] = "UTC",
     after: Annotated[
         datetime | None,
         Query(

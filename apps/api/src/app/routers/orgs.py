@@ -18,6 +18,7 @@ from app.auth import (
 )
 from app.dependencies import SessionDep
 from app.models import (
+    Email,
     MemberCreate,
     MemberResponse,
     MembershipInfo,
@@ -166,12 +167,12 @@ async def remove_member(user_id: uuid.UUID, ctx: CanManageMembers, session: Sess
     responses={**AUTH_ERRORS, **MEMBER_NOT_FOUND},
 )
 async def revoke_invitation(
-    email: Annotated[str, Path(examples=["ana@example.com"])],
+    email: Annotated[Email, Path(examples=["ana@example.com"])],
     ctx: CanManageMembers,
     session: SessionDep,
 ) -> Response:
     """Withdraw an invitation that is still pending (admins)."""
     with _member_errors():
-        await org_service.revoke_invitation(session, org_id=ctx.org_id, email=email.strip().lower())
+        await org_service.revoke_invitation(session, org_id=ctx.org_id, email=email)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

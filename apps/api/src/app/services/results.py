@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -226,15 +227,30 @@ LISTING_COLUMNS = [
 ]
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = frozenset("=+-@\u2212")  # (U+2212 MINUS SIGN: a number to some spreadsheets)
+
+
+def _starts_formula(text: str) -> bool:
+    """Whether a spreadsheet may read `text` as a formula. Spreadsheets skip leading
+    spaces and control characters before looking at the first character, and fold the
+    fullwidth and small forms (U+FF1D, U+FE62) to `=` and `+`; so the check does the same. A cell
+    that starts with a tab, carriage return or line feed counts as one, whatever follows."""
+    if text[:1] in ("\t", "\r", "\n"):
+        return True
+    for character in text:
+        if character.isspace() or unicodedata.category(character) in ("Cc", "Cf"):
+            continue
+        return unicodedata.normalize("NFKC", character)[:1] in FORMULA_STARTS
+    return False
 
 
 def _cell(value: Any) -> Any:
     """A CSV cell. Text from the marketplaces that a spreadsheet would run as a formula
-    (`=HYPERLINK(...)` in a listing title) gets a leading `'`, as OWASP advises."""
+    (`=HYPERLINK(...)` in a listing title, also after spaces or fullwidth) gets a leading `'`,
+    as OWASP advises; the writer quotes separators and quotes, so no text starts a new cell."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    if isinstance(value, str) and _starts_formula(value):
         return "'" + value
     return value
 

@@ -8,10 +8,12 @@ import urllib.parse
 
 from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from app.body_limit import BodyTooLargeError
 from app.tables import utcnow
 from app.web import account, members, presets, runs, schedule
 from app.web.errors import NoOrganization, SignInRequired, WebError
@@ -26,7 +28,7 @@ def install(app: FastAPI) -> None:
     app.state.web_clock = utcnow
     app.add_middleware(KeepActingOrg)
 
-    app.add_exception_handler(StarletteHTTPException, _routing_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (account, runs, presets, members, schedule):
         app.include_router(module.router)
@@ -55,9 +57,14 @@ def _is_api(app: FastAPI, request: Request) -> bool:
     return request.url.path.split("/")[1] in sections
 
 
-async def _routing_error(request: Request, exc: Exception) -> Response:
-    """An unknown page or a wrong method as an HTML page for browsers; the API's stay JSON."""
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """An unknown page or a wrong method as an HTML page for browsers; the API's stay JSON.
+    A request body over the limit is refused in plain words, as a page for the web forms."""
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
+        return _too_large(request, exc)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     wants_page = "text/html" in request.headers.get("accept", "")
     if not wants_page or exc.status_code not in (404, 405) or _is_api(request.app, request):
         return await http_exception_handler(request, exc)  # FastAPI's own, as before
@@ -73,6 +80,36 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
         code=exc.status_code,
         title="Not found",
         message=message,
+    )
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's,
+    and FastAPI makes one route per method)."""
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    )
+
+
+def _too_large(request: Request, exc: StarletteHTTPException) -> Response:
+    if _is_api(request.app, request) or not isinstance(exc, BodyTooLargeError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return render(
+        request,
+        "error.html",
+        status_code=exc.status_code,
+        code=exc.status_code,
+        title="Too much at once",
+        message=f"The form sent more than {exc.limit:,} bytes. Shorten what you typed and "
+        "send it again.",
     )
 
 

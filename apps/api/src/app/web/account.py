@@ -21,7 +21,7 @@ from app.services import orgs as org_service
 from app.services import users as user_service
 from app.services import web_sessions
 from app.web.errors import WebError, detail_text
-from app.web.rendering import flash, render
+from app.web.rendering import display_email, flash, render
 from app.web.session import (
     SIGN_IN_COOKIE,
     CurrentSession,
@@ -131,7 +131,7 @@ async def sign_in(
     database: Database = request.app.state.database
     async with database.transaction() as session:
         await start_session(response, request, session=session, user_id=principal.user_id)
-    return flash(response, request, f"Signed in as {principal.email}.")
+    return flash(response, request, f"Signed in as {display_email(principal.email)}.")
 
 
 @router.get("/sign-in/link")

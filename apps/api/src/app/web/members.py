@@ -11,12 +11,12 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from app.dependencies import SessionDep
-from app.models import MemberCreate, MemberUpdate
+from app.models import MemberCreate, MemberUpdate, email_address
 from app.pagination import PageParams
 from app.routers import orgs as api
 from app.tables import Role
 from app.web.errors import WebError, detail_text, field_errors, web_error
-from app.web.rendering import flash, render
+from app.web.rendering import display_email, flash, render
 from app.web.session import CanManageMembers, CanView, WebContext
 
 router = APIRouter(include_in_schema=False)
@@ -102,13 +102,14 @@ async def add_member(
         return await _page(
             request, context, session, email=email, role=role, errors=errors, status_code=code
         )
+    shown = display_email(member.email)
     if member.status == "invited":
         message = (
-            f"{member.email} is invited as {member.role.value}: they join {context.org_name} "
+            f"{shown} is invited as {member.role.value}: they join {context.org_name} "
             "when they first sign in with that address."
         )
     else:
-        message = f"{member.email} added to {context.org_name} as {member.role.value}."
+        message = f"{shown} added to {context.org_name} as {member.role.value}."
     response = RedirectResponse("/members", status_code=status.HTTP_303_SEE_OTHER)
     return flash(response, request, message)
 
@@ -183,11 +184,15 @@ async def revoke_invitation(
 ) -> Response:
     """Withdraw a pending invitation (DELETE /orgs/current/invitations/{email})."""
     try:
-        await api.revoke_invitation(email, context.org, session)
+        address = email_address(email)
+    except ValueError as exc:
+        return _back(request, f"Not withdrawn: the email {exc}.", error=True)
+    try:
+        await api.revoke_invitation(address, context.org, session)
     except HTTPException as exc:
         raise web_error(
             exc,
-            missing=f"No invitation of {email.strip().lower()} is waiting in "
+            missing=f"No invitation of {address} is waiting in "
             f"{context.org_name}: it was withdrawn, or they signed in and joined.",
         ) from None
-    return _back(request, f"The invitation of {email.strip().lower()} is withdrawn.")
+    return _back(request, f"The invitation of {address} is withdrawn.")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import idna
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -82,6 +83,20 @@ def percent(part: int, whole: int) -> int:
     return 0 if whole <= 0 else min(100, round(100 * part / whole))
 
 
+def display_email(address: str) -> str:
+    """An address as a person can check it: an internationalised domain is followed by the
+    ASCII form mail actually goes to, so a look-alike domain (a Cyrillic letter among
+    Latin ones) shows as what it is: `ana@bücher.de (xn--bcher-kva.de)`."""
+    _, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return f"{address} (not a valid domain name)"
+    return f"{address} ({ascii_domain})"
+
+
 def query(base: str, **params: Any) -> str:
     """`base` with the non-empty `params` as its query string."""
     kept = {k: v for k, v in params.items() if v not in (None, "", False)}
@@ -103,7 +118,7 @@ environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-environment.filters.update(when=when, number=number, money=money)
+environment.filters.update(when=when, number=number, money=money, email=display_email)
 environment.globals.update(
     duration=duration,
     percent=percent,

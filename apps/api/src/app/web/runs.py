@@ -244,12 +244,14 @@ async def _sellers(
     # The natural direction of each column: best first (rank 1, most products, ...).
     natural_descending = chosen in ("products", "listings", "feedback")
     descending = natural_descending if order not in ("asc", "desc") else order == "desc"
-    page_number = max(1, int(page)) if page.isdigit() else 1
+    page_number = requested_page(page)
     sellers: list[results.RankedSeller] = []
     total = 0
     compared_with = None
     if row.results_purged_at is None:
         total = await results.count_sellers(session, row)
+    pages = max(1, -(-total // SELLERS_PER_PAGE))
+    if row.results_purged_at is None and page_number <= pages:
         compared_with = await results.previous_completed_run(session, row)
         sellers, _ = await results.rank_sellers(
             session,
@@ -260,7 +262,6 @@ async def _sellers(
             offset=(page_number - 1) * SELLERS_PER_PAGE,
             limit=SELLERS_PER_PAGE,
         )
-    pages = max(1, -(-total // SELLERS_PER_PAGE))
     return {
         "sellers": sellers,
         "total_sellers": total,
@@ -303,6 +304,23 @@ async def _run_page(
         error=error,
         **sellers,
     )
+
+
+MAX_PAGE = 10**9
+"""Page numbers asked for beyond this are read as this (past the end of any run)."""
+
+
+def requested_page(text: str) -> int:
+    """The page asked for in `?page=`: 1 for anything but ASCII digits (`²` is a digit to
+    Python) or for 0, at most MAX_PAGE however many digits, so it never overflows a query."""
+    if not (text.isascii() and text.isdigit()):
+        return 1
+    digits = text.lstrip("0")
+    if not digits:
+        return 1
+    if len(digits) > len(str(MAX_PAGE)):
+        return MAX_PAGE
+    return min(int(digits), MAX_PAGE)
 
 
 @router.get("/runs/{run_id}")
