@@ -109,5 +109,5 @@ async def runs_of(client: httpx.AsyncClient, actor: Actor) -> list[dict[str, Any
 
 async def cancel_all(client: httpx.AsyncClient, actor: Actor) -> None:
     for run in await runs_of(client, actor):
-        if run["status"] in ("pending", "running", "paused"):
+        if run["status"] in ("pending", "running", "pausing", "paused"):
             await client.post(f"/collection/runs/{run['id']}/cancel", headers=actor.headers)

@@ -947,9 +947,11 @@ async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
         assert resumes_at == next_midnight(utcnow())
         assert waiting["progress"]["products_searched"] == 1
 
-        paused = await client.post(f"/collection/runs/{run['id']}/pause", headers=admin.headers)
-        assert paused.status_code == 200
-        assert (paused.json()["status"], paused.json()["resumes_at"]) == ("paused", None)
+        pausing = await client.post(f"/collection/runs/{run['id']}/pause", headers=admin.headers)
+        assert pausing.status_code == 200
+        assert pausing.json()["status"] == "pausing"  # nothing in flight: paused promptly
+        paused = await wait_for(client, admin, run["id"], lambda r: r["status"] == "paused")
+        assert (paused["resumes_at"], paused["waiting_for"]) == (None, None)
         for _ in range(100):
             if run_id not in executor.running:
                 break
@@ -961,8 +963,12 @@ async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
         again = await wait_for(client, admin, run["id"], lambda r: r["resumes_at"] is not None)
         assert again["progress"]["products_searched"] == 1
 
-        cancelled = await client.post(f"/collection/runs/{run['id']}/cancel", headers=admin.headers)
-        assert (cancelled.json()["status"], cancelled.json()["resumes_at"]) == ("cancelled", None)
+        cancelling = await client.post(
+            f"/collection/runs/{run['id']}/cancel", headers=admin.headers
+        )
+        assert cancelling.json()["status"] == "cancelling"
+        cancelled = await wait_for(client, admin, run["id"], finished)
+        assert (cancelled["status"], cancelled["resumes_at"]) == ("cancelled", None)
         for _ in range(100):
             if run_id not in executor.running:
                 break

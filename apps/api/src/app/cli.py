@@ -438,7 +438,8 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
         f"{progress['listings_found']} listings, {progress['sellers_found']} sellers"
     )
     if run.get("resumes_at"):
-        summary += f"; waiting for provider quota until {run['resumes_at']}"
+        limit = run.get("waiting_for") or "provider quota"
+        summary += f"; waiting for {limit} until {run['resumes_at']}"
     return fraction, summary
 
 
