@@ -123,3 +123,27 @@ def test_replicas_starting_at_once_share_one_database(
             server.stop()
     for server in servers:
         assert "Traceback" not in server.logs(), server.logs()
+
+
+def test_serve_waits_a_bounded_time_for_a_database_that_is_down(tmp_path: Path) -> None:
+    port = free_port()  # nobody listens there: connections are refused
+    env = clean_env(
+        DATA_DIR=str(tmp_path / "data"),
+        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/collection",
+        DATABASE_CONNECT_TIMEOUT_SECONDS="2",
+    )
+    result = subprocess.run(
+        [CLI, "serve", "--port", str(free_port())], env=env, capture_output=True, timeout=60
+    )
+    output = (result.stdout + result.stderr).decode()
+    lines = output.splitlines()
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    waiting = f"waiting for the database at 127.0.0.1:{port} (connection refused), retrying in"
+    assert [line for line in lines if waiting not in line] == [lines[-1]], output
+    assert 1 <= len(lines) - 1 <= 3  # one line per attempt, then the verdict
+    assert lines[-1] == (
+        f"Error: the database at 127.0.0.1:{port} is not reachable (connection refused); "
+        "gave up after 2 s (DATABASE_CONNECT_TIMEOUT_SECONDS); check DATABASE_URL and that "
+        "the database is running"
+    )

@@ -77,6 +77,10 @@ def serve(host: str, port: int, no_migrate: bool) -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        migrate.wait_for_database(settings)
+    except migrate.DatabaseUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
     if not no_migrate:
         migrate.upgrade(settings)
     app = create_app(settings)
