@@ -1,4 +1,9 @@
-"""Rate limits, timeouts and retries around every provider call, with clear final errors."""
+"""Rate limits, timeouts and retries around every provider call, with clear final errors.
+
+A provider still throttling (HTTP 429) after every retry has not failed: its short-term
+rate limit outlasted the back-off, so the call ends in `QuotaExhaustedError` and the run
+waits THROTTLE_WAIT, shown as such, then tries again.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import httpx
@@ -27,6 +33,14 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+WallClock = Callable[[], datetime]
+
+THROTTLE_WAIT = timedelta(minutes=5)
+"""How long a run waits when a provider still answers 429 after every retry."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class RateLimiter:
@@ -146,12 +160,14 @@ class _Resilient:
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep,
+        now: WallClock,
     ) -> None:
         self.name = name
         self.limiter = limiter
         self.policy = policy
         self.timeout = timeout
         self._sleep = sleep
+        self._now = now
         self.calls = 0
         self.retries = 0
         self.failures = 0
@@ -180,6 +196,9 @@ class _Resilient:
                 raise  # not a failure: the run waits for the quota, retrying sooner is useless
             except (ProviderError, TimeoutError, httpx.TransportError) as exc:
                 error = self._as_provider_error(exc)
+            spent = attempt >= self.policy.max_attempts
+            if spent and error.retryable and error.status_code == 429:
+                raise self._still_throttled(operation, attempt, error) from error
             if not error.retryable or attempt >= self.policy.max_attempts:
                 self.failures += 1
                 if attempt == 1:
@@ -203,6 +222,19 @@ class _Resilient:
             )
             await self._sleep(delay)
 
+    def _still_throttled(
+        self, operation: str, attempts: int, error: ProviderError
+    ) -> QuotaExhaustedError:
+        resume_at = self._now() + THROTTLE_WAIT
+        return QuotaExhaustedError(
+            f"{operation}: still throttled after {attempts} attempts ({_reason(error)}); "
+            f"trying again at {resume_at:%H:%M} UTC",
+            provider=self.name,
+            resume_at=resume_at,
+            status_code=429,
+            limit=f"a short-term rate limit: {_reason(error)}",
+        )
+
 
 class ResilientAmazonProvider(_Resilient):
     """An `AmazonProvider` whose calls are rate limited, time-bounded and retried."""
@@ -215,8 +247,11 @@ class ResilientAmazonProvider(_Resilient):
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep = asyncio.sleep,
+        now: WallClock = _utcnow,
     ) -> None:
-        super().__init__(inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep)
+        super().__init__(
+            inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep, now=now
+        )
         self.inner = inner
 
     async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
@@ -241,8 +276,11 @@ class ResilientEbayProvider(_Resilient):
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep = asyncio.sleep,
+        now: WallClock = _utcnow,
     ) -> None:
-        super().__init__(inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep)
+        super().__init__(
+            inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep, now=now
+        )
         self.inner = inner
 
     async def search(self, product: Product, limit: int) -> list[Listing]:
