@@ -438,7 +438,7 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
         what = f"Amazon {done}/{total} categories"
     fraction = done / total if total else 0.0
     summary = (
-        f"{run['status']:<9} {what}, {progress['products_found']} products, "
+        f"{run['status']:<10} {what}, {progress['products_found']} products, "
         f"{progress['listings_found']} listings, {progress['sellers_found']} sellers"
     )
     if run.get("resumes_at"):

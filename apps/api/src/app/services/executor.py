@@ -131,7 +131,8 @@ class RunExecutor:
             self._errors.pop(lease.run_id, None)  # paused or cancelled: a resume starts afresh
             release = False
             # nothing is in flight any more: giving up the lease settles the pause or cancel
-            settled = await asyncio.shield(self.service.release(lease))
+            # (if this fails, the lease expires and the sweep settles it)
+            settled = await asyncio.shield(self._release(lease))
             logger.info(
                 "run %s stopped: %s", lease.run_id, (settled or exc.status).value, extra=log
             )
@@ -156,9 +157,16 @@ class RunExecutor:
             self._leases.pop(lease.run_id, None)
             self._stops.pop(lease.run_id, None)
             if release:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.service.release(lease))
+                await asyncio.shield(self._release(lease))
             self.poke()
+
+    async def _release(self, lease: Lease) -> RunStatus | None:
+        """Give the lease up (settling a pause or cancel); None if that failed."""
+        try:
+            return await self.service.release(lease)
+        except Exception:
+            logger.warning("run %s: could not release its lease", lease.run_id, exc_info=True)
+            return None
 
     async def _unexpected(self, lease: Lease, exc: Exception, log: dict[str, str]) -> None:
         run_id = lease.run_id
