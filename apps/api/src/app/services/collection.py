@@ -659,9 +659,9 @@ class CollectionService:
         No work is in flight while waiting (the fan-out stopped at its checkpoints). The run
         is checked every `quota_check_seconds`, and at once when `stop` is set, so a pause
         or cancel made on any instance ends the wait promptly (RunInterruptedError), as does
-        a takeover (LeaseLostError);
-        the executor's heartbeat keeps the lease meanwhile. If this instance stops, the
-        run keeps `resumes_at` and whoever takes it over waits out the rest.
+        a takeover (LeaseLostError); the executor's heartbeat keeps the lease meanwhile. If
+        this instance stops, the run keeps `resumes_at` and whoever takes it over waits out
+        the rest.
         """
         log = {"run_id": str(lease.run_id), "resumes_at": resume_at.isoformat()}
         limit = _text(limit, WAITING_FOR_LENGTH)
@@ -881,7 +881,7 @@ class CollectionService:
         ExceptionGroup.
 
         A pause or cancel (`stop` set, or a checkpoint that finds the run no longer
-        running) is not a failure either: no new calls start, the calls in flight finish
+        running) is not a failure: no new calls start, the calls in flight finish
         and are checkpointed (they are paid for), then RunInterruptedError is raised, or
         _PauseWithdrawnError when the run is running again by then.
 
