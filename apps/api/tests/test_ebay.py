@@ -852,6 +852,9 @@ def test_runs_watch_shows_a_quota_wait() -> None:
     assert "waiting" not in describe_progress({**run, "resumes_at": None})[1]
     _, line = describe_progress({**run, "resumes_at": "2027-07-02T07:00:00Z"})
     assert line.endswith("; waiting for provider quota until 2027-07-02T07:00:00Z")
+    limit = "eBay's daily call limit (eBay reports 0 of 5000 calls left)"
+    _, line = describe_progress({**run, "resumes_at": "2027-07-02T07:00:00Z", "waiting_for": limit})
+    assert line.endswith(f"; waiting for {limit} until 2027-07-02T07:00:00Z")
 
 
 RUN_COUNTERS = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -76,6 +76,20 @@ def gated(app: FastAPI) -> AsyncIterator[GatedEbay]:
     service.ebay = original
 
 
+@pytest.fixture
+def ended(app: FastAPI) -> Iterator[list[uuid.UUID]]:
+    """The runs the executor announces as ended (what mails a scheduled run's summary)."""
+    executor: RunExecutor = app.state.executor
+    runs: list[uuid.UUID] = []
+
+    async def record(run_id: uuid.UUID) -> None:
+        runs.append(run_id)
+
+    executor.on_finished.append(record)
+    yield runs
+    executor.on_finished.remove(record)
+
+
 async def snapshot(database: Database, run_id: str) -> dict[str, Any]:
     """Every column of the run and every result row it has, to compare later."""
     key = uuid.UUID(run_id)
@@ -122,6 +136,7 @@ async def test_in_flight_calls_are_kept_and_nothing_changes_after_the_final_stat
     gated: GatedEbay,
     database: Database,
     app: FastAPI,
+    ended: list[uuid.UUID],
     action: str,
     stopping: str,
     final: str,
@@ -152,6 +167,7 @@ async def test_in_flight_calls_are_kept_and_nothing_changes_after_the_final_stat
     # the calls in flight were paid for: their results are kept
     assert settled["progress"]["products_searched"] == 3 + flying
     assert frozen["run"]["lease_owner"] is None
+    assert ended == ([uuid.UUID(run["id"])] if final == "cancelled" else [])
 
 
 async def test_pause_then_resume_finishes_with_exactly_the_uninterrupted_rows(
@@ -253,6 +269,7 @@ async def test_the_sweep_settles_a_stopping_run_whose_executor_died(
     admin: Actor,
     database: Database,
     app: FastAPI,
+    ended: list[uuid.UUID],
     stopping: str,
     final: str,
 ) -> None:
@@ -270,6 +287,7 @@ async def test_the_sweep_settles_a_stopping_run_whose_executor_died(
     assert (settled["resumes_at"], settled["waiting_for"]) == (None, None)
     assert (settled["finished_at"] is not None) == (final == "cancelled")
     assert uuid.UUID(alive["id"]) not in executor.running
+    assert ended == ([uuid.UUID(alive["id"])] if final == "cancelled" else [])
 
 
 @pytest.mark.parametrize(("action", "final"), [("pause", "paused"), ("cancel", "cancelled")])
