@@ -279,11 +279,30 @@ async def test_a_throttle_that_outlasts_the_retries_is_a_short_wait(
     )
     with pytest.raises(QuotaExhaustedError) as caught:
         await provider.search(product(), 5)
-    assert caught.value.resume_at == clock.now + timedelta(minutes=5)
+    first_wait = caught.value.resume_at
+    assert first_wait == clock.now + timedelta(minutes=5)
     assert caught.value.limit is not None
     assert caught.value.limit.startswith("a short-term rate limit: eBay is throttling searches")
     assert "eBay reports 5000 of 5000 Browse calls left today" in caught.value.limit
     assert provider.failures == 0  # not a failure of the run
+
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled, throttled)
+    with pytest.raises(QuotaExhaustedError) as caught:  # a call that was in flight meanwhile
+        await provider.search(product(), 5)
+    assert caught.value.resume_at == first_wait  # the same throttle, the same wait
+
+    clock.now = first_wait
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled, throttled)
+    with pytest.raises(QuotaExhaustedError) as caught:  # it outlasted the wait too
+        await provider.search(product(), 5)
+    assert caught.value.resume_at == clock.now + timedelta(minutes=10)
+
+    clock.now = caught.value.resume_at
+    await provider.search(product(), 5)  # over: the next throttle starts from 5 minutes again
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled, throttled)
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await provider.search(product(), 5)
+    assert caught.value.resume_at == clock.now + timedelta(minutes=5)
 
 
 @pytest.mark.parametrize(

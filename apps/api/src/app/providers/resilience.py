@@ -2,7 +2,9 @@
 
 A provider still throttling (HTTP 429) after every retry has not failed: its short-term
 rate limit outlasted the back-off, so the call ends in `QuotaExhaustedError` and the run
-waits THROTTLE_WAIT, shown as such, then tries again.
+waits THROTTLE_WAIT, shown as such, then tries again; each time in a row that the throttle
+outlasts the retries again, the wait doubles (up to MAX_THROTTLE_WAIT), until a call
+succeeds.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ WallClock = Callable[[], datetime]
 
 THROTTLE_WAIT = timedelta(minutes=5)
 """How long a run waits when a provider still answers 429 after every retry."""
+MAX_THROTTLE_WAIT = timedelta(hours=1)
 
 
 def _utcnow() -> datetime:
@@ -171,6 +174,8 @@ class _Resilient:
         self.calls = 0
         self.retries = 0
         self.failures = 0
+        self._throttled_in_a_row = 0
+        self._throttled_until: datetime | None = None
 
     def _as_provider_error(self, exc: Exception) -> ProviderError:
         if isinstance(exc, ProviderError):
@@ -191,7 +196,9 @@ class _Resilient:
             await self.limiter.acquire()
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await attempt_once()
+                    result = await attempt_once()
+                self._throttled_in_a_row = 0
+                return result
             except QuotaExhaustedError:
                 raise  # not a failure: the run waits for the quota, retrying sooner is useless
             except (ProviderError, TimeoutError, httpx.TransportError) as exc:
@@ -225,7 +232,12 @@ class _Resilient:
     def _still_throttled(
         self, operation: str, attempts: int, error: ProviderError
     ) -> QuotaExhaustedError:
-        resume_at = self._now() + THROTTLE_WAIT
+        now = self._now()
+        resume_at = self._throttled_until
+        if resume_at is None or resume_at <= now:  # else a call in flight just found it
+            self._throttled_in_a_row += 1
+            wait = THROTTLE_WAIT * 2 ** min(self._throttled_in_a_row - 1, 8)
+            resume_at = self._throttled_until = now + min(MAX_THROTTLE_WAIT, wait)
         return QuotaExhaustedError(
             f"{operation}: still throttled after {attempts} attempts ({_reason(error)}); "
             f"trying again at {resume_at:%H:%M} UTC",
