@@ -239,7 +239,7 @@ class RunResponse(ResponseModel):
     waiting_for: str | None = Field(
         description="While the run waits for a provider's quota: which limit, e.g. \"eBay's "
         'daily call limit (eBay reports 0 of 5000 calls left)" or "eBay\'s rate limit '
-        '(HTTP 429 with Retry-After: 120)". null otherwise.'
+        '(HTTP 429 with Retry-After: 120 s)". null otherwise.'
     )
     created_by: uuid.UUID | None
     created_at: datetime
