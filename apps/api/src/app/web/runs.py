@@ -32,12 +32,16 @@ router = APIRouter(include_in_schema=False)
 RUNS_PER_PAGE = 25
 SELLERS_PER_PAGE = 25
 ACTIONS = ("start", "pause", "resume", "cancel")
+# What an action did, by the status it left the run in.
 ACTION_DONE = {
-    RunStatus.RUNNING: "Run started.",
-    RunStatus.PAUSING: "Pausing: no new searches start; paused once those under way are saved.",
-    RunStatus.PAUSED: "Run paused.",
-    RunStatus.CANCELLING: "Cancelling: no new searches start; those under way are saved first.",
-    RunStatus.CANCELLED: "Run cancelled. Results collected so far are kept.",
+    ("start", RunStatus.RUNNING): "Run started.",
+    ("pause", RunStatus.PAUSING): "Pausing: no new searches start; paused once those under "
+    "way are saved.",
+    ("pause", RunStatus.PAUSED): "Run paused.",
+    ("resume", RunStatus.RUNNING): "Run resumed from its last checkpoint.",
+    ("cancel", RunStatus.CANCELLING): "Cancelling: no new searches start; those under way "
+    "are saved first.",
+    ("cancel", RunStatus.CANCELLED): "Run cancelled. Results collected so far are kept.",
 }
 
 
@@ -349,8 +353,8 @@ async def run_action(
         )
     response = RedirectResponse(f"/runs/{run_uuid}", status_code=status.HTTP_303_SEE_OTHER)
     response.background = background
-    done = "Run resumed from its last checkpoint." if action == "resume" else None
-    return flash(response, request, done or ACTION_DONE[run.status])
+    done = ACTION_DONE.get((action, run.status), f"The run is {run.status.value}.")
+    return flash(response, request, done)
 
 
 @router.get("/runs/{run_id}/export.csv")
