@@ -100,6 +100,13 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     db: Database = request.getfixturevalue("database")
     yield
+    # A run still executing (a cancel saving its calls in flight) would write into the
+    # tables being emptied: give it a moment to end first.
+    executor = request.getfixturevalue("app").state.executor
+    for _ in range(500):
+        if not executor.running:
+            break
+        await asyncio.sleep(0.01)
     async with db.transaction() as session:
         for table in reversed(Base.metadata.sorted_tables):
             await session.execute(sa.delete(table))

@@ -395,6 +395,7 @@ class FakeEbay(_Fake):
             self.page_cap = 200
             self.daily_limit = 5000
             self.searches = 0
+            self.quota_reset: datetime | None = None  # what `rate_limit` reports as `reset`
 
     def list_by_gtin(self, gtin: str, items: list[dict[str, Any]]) -> None:
         """Items a `gtin=` search finds."""
@@ -502,8 +503,10 @@ class FakeEbay(_Fake):
         if not self._authorized(request):
             return ebay_errors(401, 1001, "Invalid access token")
         with self.lock:
-            used, limit = self.searches, self.daily_limit
-        reset = (datetime.now(UTC) + timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+            used, limit, reset = self.searches, self.daily_limit, self.quota_reset
+        reset = reset or (datetime.now(UTC) + timedelta(hours=5)).replace(
+            minute=0, second=0, microsecond=0
+        )
         rate = {
             "count": used,
             "limit": limit,

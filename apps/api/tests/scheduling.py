@@ -4,6 +4,7 @@ small API helpers. Loaded as a pytest plugin by conftest, so its fixtures are ev
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,6 +109,13 @@ async def runs_of(client: httpx.AsyncClient, actor: Actor) -> list[dict[str, Any
 
 
 async def cancel_all(client: httpx.AsyncClient, actor: Actor) -> None:
+    """Cancel the actor's active runs and wait until they are cancelled (a run being
+    executed is `cancelling` until its provider calls in flight are saved)."""
     for run in await runs_of(client, actor):
-        if run["status"] in ("pending", "running", "paused"):
+        if run["status"] in ("pending", "running", "pausing", "paused"):
             await client.post(f"/collection/runs/{run['id']}/cancel", headers=actor.headers)
+    for _ in range(1000):
+        if all(run["status"] != "cancelling" for run in await runs_of(client, actor)):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a cancelled run never settled")

@@ -7,10 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -76,3 +77,44 @@ def wait_healthy(base_url: str, process: subprocess.Popen[bytes], timeout: float
             pass
         time.sleep(0.05)
     raise AssertionError(f"server at {base_url} not healthy within {timeout}s")
+
+
+@contextmanager
+def tcp_forwarder(port: int, host: str, target_port: int) -> Iterator[None]:
+    """Listen on 127.0.0.1:`port` and pass every connection on to `host`:`target_port`
+    (a database that "comes up" when the block starts)."""
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.settimeout(0.1)
+    stopping = threading.Event()
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection((host, target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield
+    finally:
+        stopping.set()
+        acceptor.join()
+        listener.close()

@@ -205,18 +205,104 @@ async def test_a_gtin_ebay_refuses_is_searched_by_title_instead(
         await client_for(ebay, http, keyword_fallback=False).search(product(), 20)
 
 
-async def test_ebays_daily_limit_is_a_wait_until_its_next_day(
+async def test_ebays_daily_limit_is_a_wait_until_its_reset(
     ebay: FakeEbay, http: httpx.AsyncClient
 ) -> None:
-    ebay.script(
-        FakeEbay.SEARCH_PATH,
-        ebay_errors(429, 2001, "Too many requests. The request limit has been reached."),
-    )
+    ebay.daily_limit = 0  # eBay answers 429 and its Analytics API reports 0 calls left
     clock = Clock()
     with pytest.raises(QuotaExhaustedError) as caught:
         await client_for(ebay, http, clock=clock).search(product(), 5)
     assert caught.value.resume_at == datetime(2027, 7, 2, 7, 0, tzinfo=UTC)  # Pacific midnight
     assert "daily call limit" in str(caught.value)
+    assert caught.value.limit == "eBay's daily call limit (eBay reports 0 of 0 calls left)"
+
+    ebay.quota_reset = clock.now + timedelta(hours=3)  # eBay's own reset time wins
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await client_for(ebay, http, clock=clock).search(product(), 5)
+    assert caught.value.resume_at == clock.now + timedelta(hours=3)
+
+
+async def test_a_429_with_calls_left_today_is_a_short_throttle(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    ebay.list_by_gtin(UPC, [ebay_item("Earbuds", "alpha")])
+    throttled = ebay_errors(429, 2001, "Too many requests. The request limit has been reached.")
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled)
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    provider = ResilientEbayProvider(
+        client_for(ebay, http, clock=Clock()),
+        limiter=RateLimiter(None),
+        policy=RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=30),
+        timeout=5,
+        sleep=sleep,
+    )
+    assert len(await provider.search(product(), 5)) == 1  # backed off, not parked for the day
+    assert len(sleeps) == 2
+    assert all(delay <= 1 for delay in sleeps)
+    assert len(ebay.calls(FakeEbay.RATE_LIMIT_PATH)) == 1  # one look at eBay's count, reused
+
+
+async def test_a_429_is_a_throttle_when_ebay_does_not_say_what_is_left(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    ebay.script(FakeEbay.SEARCH_PATH, ebay_errors(429, 2001, "Too many requests."))
+    ebay.script(FakeEbay.RATE_LIMIT_PATH, ebay_errors(500, 10001, "Internal error"))
+    with pytest.raises(ProviderError) as caught:
+        await client_for(ebay, http, budget=daily_budget(900)).search(product(), 5)
+    assert not isinstance(caught.value, QuotaExhaustedError)
+    assert caught.value.retryable
+    assert caught.value.status_code == 429
+    assert "this service made 1 of at most 900 today" in str(caught.value)
+
+
+async def test_a_throttle_that_outlasts_the_retries_is_a_short_wait(
+    ebay: FakeEbay, http: httpx.AsyncClient
+) -> None:
+    throttled = ebay_errors(429, 2001, "Too many requests.")
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled, throttled)
+    clock = Clock()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += timedelta(seconds=seconds)
+
+    provider = ResilientEbayProvider(
+        client_for(ebay, http, clock=clock),
+        limiter=RateLimiter(None),
+        policy=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=30),
+        timeout=5,
+        sleep=sleep,
+        now=clock,
+    )
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await provider.search(product(), 5)
+    first_wait = caught.value.resume_at
+    assert first_wait == clock.now + timedelta(minutes=5)
+    assert caught.value.limit is not None
+    assert caught.value.limit.startswith("a short-term rate limit: eBay is throttling searches")
+    assert "eBay reports 5000 of 5000 Browse calls left today" in caught.value.limit
+    assert provider.failures == 0  # not a failure of the run
+
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled, throttled)
+    with pytest.raises(QuotaExhaustedError) as caught:  # a call that was in flight meanwhile
+        await provider.search(product(), 5)
+    assert caught.value.resume_at == first_wait  # the same throttle, the same wait
+
+    clock.now = first_wait
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled, throttled)
+    with pytest.raises(QuotaExhaustedError) as caught:  # it outlasted the wait too
+        await provider.search(product(), 5)
+    assert caught.value.resume_at == clock.now + timedelta(minutes=10)
+
+    clock.now = caught.value.resume_at
+    await provider.search(product(), 5)  # over: the next throttle starts from 5 minutes again
+    ebay.script(FakeEbay.SEARCH_PATH, throttled, throttled, throttled)
+    with pytest.raises(QuotaExhaustedError) as caught:
+        await provider.search(product(), 5)
+    assert caught.value.resume_at == clock.now + timedelta(minutes=5)
 
 
 @pytest.mark.parametrize(
@@ -785,6 +871,9 @@ def test_runs_watch_shows_a_quota_wait() -> None:
     assert "waiting" not in describe_progress({**run, "resumes_at": None})[1]
     _, line = describe_progress({**run, "resumes_at": "2027-07-02T07:00:00Z"})
     assert line.endswith("; waiting for provider quota until 2027-07-02T07:00:00Z")
+    limit = "eBay's daily call limit (eBay reports 0 of 5000 calls left)"
+    _, line = describe_progress({**run, "resumes_at": "2027-07-02T07:00:00Z", "waiting_for": limit})
+    assert line.endswith(f"; waiting for {limit} until 2027-07-02T07:00:00Z")
 
 
 RUN_COUNTERS = (
@@ -917,12 +1006,38 @@ async def test_a_run_waits_for_the_ebay_budget_then_resumes(
         waiting = await wait_for(client, admin, run["id"], lambda r: r["resumes_at"] is not None)
         assert waiting["status"] == "running"
         assert waiting["progress"]["products_searched"] < 6
+        assert waiting["waiting_for"] == (
+            "this service's daily eBay call budget (EBAY_DAILY_CALL_LIMIT=2)"
+        )
         done = await wait_for(client, admin, run["id"], finished)
     assert done["status"] == "completed", done
     assert done["resumes_at"] is None
     assert done["progress"]["products_searched"] == 6
     assert done["progress"]["sellers_found"] == 1
     assert len(ebay.calls(FakeEbay.SEARCH_PATH)) == 6  # never more than the budget allowed
+
+
+async def test_a_run_says_it_waits_for_ebays_daily_limit_until_ebays_reset(
+    client: httpx.AsyncClient,
+    admin: Actor,
+    app: FastAPI,
+    keepa: FakeKeepa,
+    ebay: FakeEbay,
+    http: httpx.AsyncClient,
+) -> None:
+    stock_keepa(keepa)
+    ebay.daily_limit = 2  # eBay's count, spent by another user of the keyset as well
+    ebay.quota_reset = utcnow().replace(microsecond=0) + timedelta(hours=3)
+    keepa_client = KeepaAmazonProvider(api_key=FakeKeepa.KEY, http=http, base_url=keepa.url)
+    ebay_client = client_for(ebay, http, budget=daily_budget(5000))
+    with providers_of(app, amazon=resilient_amazon(keepa_client), ebay=resilient_ebay(ebay_client)):
+        run = await create_run(client, admin, ["2001", "2002"])
+        await start(client, admin, run["id"])
+        waiting = await wait_for(client, admin, run["id"], lambda r: r["resumes_at"] is not None)
+        await client.post(f"/collection/runs/{run['id']}/cancel", headers=admin.headers)
+        await wait_for(client, admin, run["id"], finished)
+    assert waiting["waiting_for"] == "eBay's daily call limit (eBay reports 0 of 2 calls left)"
+    assert datetime.fromisoformat(waiting["resumes_at"]) == ebay.quota_reset
 
 
 async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
@@ -947,9 +1062,11 @@ async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
         assert resumes_at == next_midnight(utcnow())
         assert waiting["progress"]["products_searched"] == 1
 
-        paused = await client.post(f"/collection/runs/{run['id']}/pause", headers=admin.headers)
-        assert paused.status_code == 200
-        assert (paused.json()["status"], paused.json()["resumes_at"]) == ("paused", None)
+        pausing = await client.post(f"/collection/runs/{run['id']}/pause", headers=admin.headers)
+        assert pausing.status_code == 200
+        assert pausing.json()["status"] == "pausing"  # nothing in flight: paused promptly
+        paused = await wait_for(client, admin, run["id"], lambda r: r["status"] == "paused")
+        assert (paused["resumes_at"], paused["waiting_for"]) == (None, None)
         for _ in range(100):
             if run_id not in executor.running:
                 break
@@ -961,8 +1078,12 @@ async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
         again = await wait_for(client, admin, run["id"], lambda r: r["resumes_at"] is not None)
         assert again["progress"]["products_searched"] == 1
 
-        cancelled = await client.post(f"/collection/runs/{run['id']}/cancel", headers=admin.headers)
-        assert (cancelled.json()["status"], cancelled.json()["resumes_at"]) == ("cancelled", None)
+        cancelling = await client.post(
+            f"/collection/runs/{run['id']}/cancel", headers=admin.headers
+        )
+        assert cancelling.json()["status"] == "cancelling"
+        cancelled = await wait_for(client, admin, run["id"], finished)
+        assert (cancelled["status"], cancelled["resumes_at"]) == ("cancelled", None)
         for _ in range(100):
             if run_id not in executor.running:
                 break

@@ -6,13 +6,22 @@ import json
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
-from tests.support import CLI, clean_env, free_port, temp_database, wait_healthy
+from tests.support import (
+    CLI,
+    clean_env,
+    free_port,
+    tcp_forwarder,
+    temp_database,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +132,58 @@ def test_replicas_starting_at_once_share_one_database(
             server.stop()
     for server in servers:
         assert "Traceback" not in server.logs(), server.logs()
+
+
+def test_serve_waits_a_bounded_time_for_a_database_that_is_down(tmp_path: Path) -> None:
+    port = free_port()  # nobody listens there: connections are refused
+    env = clean_env(
+        DATA_DIR=str(tmp_path / "data"),
+        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/collection",
+        DATABASE_CONNECT_TIMEOUT_SECONDS="2",
+    )
+    result = subprocess.run(
+        [CLI, "serve", "--port", str(free_port())], env=env, capture_output=True, timeout=60
+    )
+    output = (result.stdout + result.stderr).decode()
+    lines = output.splitlines()
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    waiting = f"waiting for the database at 127.0.0.1:{port} (connection refused), retrying in"
+    assert [line for line in lines if waiting not in line] == [lines[-1]], output
+    assert 1 <= len(lines) - 1 <= 3  # one line per attempt, then the verdict
+    assert lines[-1] == (
+        f"Error: the database at 127.0.0.1:{port} is not reachable (connection refused); "
+        "gave up after 2 s (DATABASE_CONNECT_TIMEOUT_SECONDS); check DATABASE_URL and that "
+        "the database is running"
+    )
+
+
+def test_serve_starts_once_the_database_comes_up(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    if "DATABASE_URL" not in service_env:
+        pytest.skip("needs PostgreSQL (TEST_DATABASE_URL); SQLite is never down")
+    database = make_url(service_env["DATABASE_URL"])
+    port = free_port()  # the database's address while it is "down"
+    env = {
+        **service_env,
+        "DATABASE_URL": database.set(host="127.0.0.1", port=port).render_as_string(
+            hide_password=False
+        ),
+        "DATABASE_CONNECT_TIMEOUT_SECONDS": "120",
+    }
+    server = Server(env, tmp_path)
+    try:
+        waiting = f"waiting for the database at 127.0.0.1:{port} (connection refused)"
+        for _ in range(600):
+            if waiting in server.logs() or server.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert waiting in server.logs(), server.logs()
+        with tcp_forwarder(port, database.host or "127.0.0.1", database.port or 5432):
+            wait_healthy(server.url, server.process, timeout=60)
+            assert httpx.get(f"{server.url}/ready").json()["status"] == "ready"
+            server.stop()
+    finally:
+        server.stop()
+    assert "Traceback" not in server.logs(), server.logs()

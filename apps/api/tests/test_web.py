@@ -10,13 +10,16 @@ import io
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.auth import issue_token
 from app.config import Settings
+from app.tables import CollectionRun, RunStatus, utcnow
 from app.web.rendering import STATIC
 from app.web.session import ORG_COOKIE, SESSION_COOKIE
 from tests.conftest import Actor, Actors
@@ -848,6 +851,46 @@ async def test_run_buttons_follow_the_allowed_transitions(
     assert f'action="/runs/{run_id}/' not in page.text  # nothing left to press
     api = await client.get(f"/collection/runs/{run_id}", headers=admin.headers)
     assert api.json()["status"] == "cancelled"
+
+
+async def test_a_stopping_or_waiting_run_says_so(
+    browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    admin = await actors.admin()
+    run = await client.post("/collection/runs", json={"category_ids": ["5"]}, headers=admin.headers)
+    run_id = run.json()["id"]
+    signed_in = await browser(admin)
+    resumes_at = datetime(2027, 7, 2, 7, 0, tzinfo=UTC)
+    async with app.state.database.transaction() as session:
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run_id))
+            .values(
+                status=RunStatus.PAUSING,
+                lease_owner="elsewhere:1",
+                lease_expires_at=utcnow() + timedelta(minutes=5),
+                resumes_at=resumes_at,
+                waiting_for="eBay's daily call limit (eBay reports 0 of 5000 calls left)",
+            )
+        )
+    page = await signed_in.get(f"/runs/{run_id}")
+    assert "Pausing: no new searches start" in page.text
+    assert 'class="badge status-pausing"' in page.text
+    assert (
+        "Waiting for eBay&#39;s daily call limit (eBay reports 0 of 5000 calls left): "
+        "continues at" in page.text
+    )
+    assert "2027-07-02T07:00:00+00:00" in page.text
+    assert f'action="/runs/{run_id}/resume"' in page.text
+    assert f'action="/runs/{run_id}/cancel"' in page.text
+    assert f'action="/runs/{run_id}/pause"' not in page.text
+    assert f'data-live-url="/runs/{run_id}/live"' in page.text  # still changing
+
+    cancelling = await signed_in.submit(f"/runs/{run_id}/cancel")
+    assert cancelling.status_code == 303
+    page = await signed_in.get(f"/runs/{run_id}")
+    assert "Cancelling: no new searches start" in page.text
+    assert f'action="/runs/{run_id}/' not in page.text  # nothing left to press
 
 
 # --- schedule -------------------------------------------------------------------------------

@@ -73,6 +73,10 @@ def serve(host: str, port: int, no_migrate: bool) -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        migrate.wait_for_database(settings)
+    except migrate.DatabaseUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
     if not no_migrate:
         migrate.upgrade(settings)
     app = create_app(settings)
@@ -483,11 +487,12 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
         what = f"Amazon {done}/{total} categories"
     fraction = done / total if total else 0.0
     summary = (
-        f"{run['status']:<9} {what}, {progress['products_found']} products, "
+        f"{run['status']:<10} {what}, {progress['products_found']} products, "
         f"{progress['listings_found']} listings, {progress['sellers_found']} sellers"
     )
     if run.get("resumes_at"):
-        summary += f"; waiting for provider quota until {run['resumes_at']}"
+        limit = run.get("waiting_for") or "provider quota"
+        summary += f"; waiting for {limit} until {run['resumes_at']}"
     return fraction, summary
 
 

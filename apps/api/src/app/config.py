@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_echo: bool = False
+    database_connect_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long `serve` waits at start for the database to accept connections "
+        "(retrying with back-off) before it gives up.",
+    )
 
     jwt_secret: str | None = Field(
         default=None,

@@ -320,7 +320,14 @@ class RunProgress(ResponseModel):
 class RunResponse(ResponseModel):
     id: uuid.UUID
     name: str
-    status: RunStatus
+    status: RunStatus = Field(
+        description="pending → running → completed | failed; pause: running → pausing → "
+        "paused, resume: paused (or pausing) → running; cancel: → cancelling → cancelled. "
+        "`pausing` and `cancelling` last while the provider calls in flight finish and are "
+        "saved (no new one starts); once `paused` or `cancelled`, nothing about the run "
+        "changes. pending, running, pausing, paused and cancelling count as active (one "
+        "per organization)."
+    )
     phase: RunPhase | None
     trigger: RunTrigger
     schedule_id: uuid.UUID | None
@@ -336,6 +343,11 @@ class RunResponse(ResponseModel):
     resumes_at: datetime | None = Field(
         description="While the run waits for a provider's quota (Keepa tokens, the eBay daily "
         "call budget): when it continues. null otherwise."
+    )
+    waiting_for: str | None = Field(
+        description="While the run waits for a provider's quota: which limit, e.g. \"eBay's "
+        'daily call limit (eBay reports 0 of 5000 calls left)" or "eBay\'s rate limit '
+        '(HTTP 429 with Retry-After: 120 s)". null otherwise.'
     )
     created_by: uuid.UUID | None
     created_at: datetime

@@ -59,20 +59,34 @@ class Role(enum.StrEnum):
 
 
 class RunStatus(enum.StrEnum):
-    """Lifecycle status of a collection run."""
+    """Lifecycle status of a collection run.
+
+    `pausing` and `cancelling` are on the way to `paused` and `cancelled`: no new provider
+    calls start, the calls in flight finish and are checkpointed, then the run settles.
+    """
 
     PENDING = "pending"
     RUNNING = "running"
+    PAUSING = "pausing"
     PAUSED = "paused"
+    CANCELLING = "cancelling"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
+ACTIVE_RUN_STATUSES = (
+    RunStatus.PENDING,
+    RunStatus.RUNNING,
+    RunStatus.PAUSING,
+    RunStatus.PAUSED,
+    RunStatus.CANCELLING,
+)
 # The predicate of the partial unique index "one active run per organization"; inserts name
 # it as their conflict target, so skip-if-active is one atomic statement.
-ACTIVE_RUN_PREDICATE = sa.text("status IN ('pending', 'running', 'paused')")
+ACTIVE_RUN_PREDICATE = sa.text(
+    "status IN ('pending', 'running', 'pausing', 'paused', 'cancelling')"
+)
 
 
 class FireOutcome(enum.StrEnum):
@@ -227,7 +241,7 @@ class CollectionRun(OrgOwned, Base):
     __tablename__ = "collection_runs"
     __table_args__ = (
         sa.Index("ix_collection_runs_org_created", "org_id", "created_at", "id"),
-        # At most one pending/running/paused run per organization, enforced by the database:
+        # At most one active (pending to paused) run per organization, enforced by the database:
         # this is what makes "skip if a run is active" atomic with creating a run.
         sa.Index(
             "uq_collection_runs_one_active_per_org",
@@ -275,6 +289,9 @@ class CollectionRun(OrgOwned, Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     resumes_at: Mapped[datetime | None] = mapped_column(
         default=None, comment="while waiting for provider quota: when the run continues"
+    )
+    waiting_for: Mapped[str | None] = mapped_column(
+        sa.String(300), default=None, comment="while waiting for provider quota: which limit"
     )
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

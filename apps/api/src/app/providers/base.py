@@ -89,8 +89,8 @@ class QuotaExhaustedError(ProviderError):
     """The provider's quota is used up until `resume_at` (Keepa tokens, eBay's daily calls).
 
     Not a failure and not worth retrying sooner: the run waits until `resume_at` (showing
-    it in its detail) and then continues from its checkpoint. Clients raise it with a
-    `resume_at` in the future, so that a run never spins.
+    it, and `limit`, which limit it waits for, in its detail) and then continues from its
+    checkpoint. Clients raise it with a `resume_at` in the future, so that a run never spins.
     """
 
     def __init__(
@@ -100,9 +100,11 @@ class QuotaExhaustedError(ProviderError):
         provider: str,
         resume_at: datetime,
         status_code: int | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider, retryable=False, status_code=status_code)
         self.resume_at = resume_at
+        self.limit = limit
 
 
 class AmazonProvider(Protocol):

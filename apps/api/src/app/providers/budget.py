@@ -75,6 +75,7 @@ class _Budget:
             f"continuing at {resets_at:%Y-%m-%d %H:%M} UTC",
             provider=self.provider,
             resume_at=resets_at,
+            limit=f"this service's daily {self.label} call budget ({self.setting}={self._limit})",
         )
 
 

@@ -6,6 +6,14 @@ Every Browse API call is first counted against the daily budget (`EBAY_DAILY_CAL
 shared by all instances through the database, see `app.providers.budget`); when it is
 spent the client raises `QuotaExhaustedError` with the start of the next day, so runs wait
 instead of failing.
+
+eBay answers HTTP 429 (errorId 2001) both to a burst over a short-term rate limit and once
+the application's daily call limit is used up, so a 429 alone says little. The client
+weighs the evidence (`_throttled`): a `Retry-After` says how long; else eBay's Analytics
+API (`getRateLimits`, asked at most every QUOTA_EVIDENCE_TTL) says whether Browse calls
+are left today; with calls left, or no answer from it, the 429 is a short throttle that the
+retry policy backs off from (and, if it persists through the retries, a short wait, see
+`app.providers.resilience`). Only eBay's own "0 calls left" parks a run until eBay's reset.
 """
 
 from __future__ import annotations
@@ -51,9 +59,9 @@ TOKEN_REFRESH_MARGIN: Final = timedelta(minutes=5)
 LONG_RETRY_AFTER: Final = timedelta(minutes=1)
 """A 429 asking to wait longer than this is a spent quota: the run waits, not retries."""
 BUDGET_SETTING: Final = "EBAY_DAILY_CALL_LIMIT"
-DAILY_LIMIT_ERROR: Final = 2001
-"""errorId of eBay's 429 when the application's daily call limit is reached."""
 MAX_RETRY_AFTER: Final = timedelta(days=1)
+QUOTA_EVIDENCE_TTL: Final = timedelta(seconds=30)
+"""How long one Analytics answer explains the 429s that follow (one call, not one per 429)."""
 
 
 def _utcnow() -> datetime:
@@ -142,6 +150,8 @@ class EbayBrowseProvider:
         self._timeout = httpx.Timeout(request_timeout)  # per request, as for Keepa
         self._token: AccessToken | None = None
         self._token_lock = asyncio.Lock()
+        self._quota_seen: tuple[datetime, BrowseQuota | None] | None = None
+        self._quota_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(
@@ -316,30 +326,87 @@ class EbayBrowseProvider:
                 if self._token is token:
                     self._token = None
                 continue
+            if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
+                raise await self._throttled(response)
             return self._search_answer(response)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _throttled(self, response: httpx.Response) -> ProviderError:
+        """What a 429 from the Browse API means, by the evidence: a wait as long as eBay's
+        `Retry-After`; until eBay's reset when its Analytics API reports no calls left
+        today; otherwise a short throttle to back off from (a retryable error)."""
+        detail = _errors_detail(response)
+        now = self._clock()
+        retry_after = _retry_after(response, now)
+        if retry_after is not None and retry_after > LONG_RETRY_AFTER:
+            resume_at = now + retry_after
+            return QuotaExhaustedError(
+                f"eBay asks to wait until {resume_at:%Y-%m-%d %H:%M} UTC (HTTP 429{detail})",
+                provider=PROVIDER,
+                resume_at=resume_at,
+                status_code=429,
+                limit=f"eBay's rate limit (HTTP 429 with Retry-After: {_seconds(retry_after)})",
+            )
+        if retry_after is not None:
+            return ProviderError(
+                f"eBay is throttling searches (HTTP 429{detail}; Retry-After: "
+                f"{_seconds(retry_after)})",
+                provider=PROVIDER,
+                retryable=True,
+                status_code=429,
+                retry_after=retry_after.total_seconds(),
+            )
+        quota = await self._quota_evidence()
+        if quota is not None and quota.remaining <= 0:
+            # The application's calls for today are used up (by this service or another
+            # user of the keyset): wait for eBay's reset rather than retry into it.
+            reset = quota.resets_at
+            until = reset if reset is not None and reset > now else next_midnight(now, PACIFIC)
+            return QuotaExhaustedError(
+                f"eBay's daily call limit for this application is reached (HTTP 429{detail}; "
+                f"eBay reports 0 of {quota.limit} Browse calls left); continuing at "
+                f"{until:%Y-%m-%d %H:%M} UTC",
+                provider=PROVIDER,
+                resume_at=until,
+                status_code=429,
+                limit=f"eBay's daily call limit (eBay reports 0 of {quota.limit} calls left)",
+            )
+        if quota is not None:
+            evidence = f"eBay reports {quota.remaining} of {quota.limit} Browse calls left today"
+        else:
+            used = await self.budget.used()
+            evidence = (
+                f"eBay's Analytics API did not say how many calls are left; this service "
+                f"made {used} of at most {self.budget.limit} today"
+            )
+        return ProviderError(
+            f"eBay is throttling searches (HTTP 429{detail}; {evidence})",
+            provider=PROVIDER,
+            retryable=True,
+            status_code=429,
+        )
+
+    async def _quota_evidence(self) -> BrowseQuota | None:
+        """eBay's word on the Browse calls left today, at most QUOTA_EVIDENCE_TTL old; None
+        when the Analytics API does not answer (or has no Browse quota for this keyset)."""
+        async with self._quota_lock:  # concurrent 429s share one Analytics call
+            seen = self._quota_seen
+            if seen is not None and self._clock() - seen[0] < QUOTA_EVIDENCE_TTL:
+                return seen[1]
+            try:
+                quota = await self.browse_quota()
+            except (ProviderError, httpx.HTTPError) as exc:
+                logger.info("eBay's Analytics API did not answer (%s)", exc)
+                quota = None
+            self._quota_seen = (self._clock(), quota)
+            return quota
 
     def _search_answer(self, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code
         if status == httpx.codes.OK:
             return _body(response, "the search answer")
         detail = _errors_detail(response)
-        if (
-            status == httpx.codes.TOO_MANY_REQUESTS
-            and "Retry-After" not in response.headers
-            and DAILY_LIMIT_ERROR in _error_ids(response)
-        ):
-            # The application's calls for today are used up (by this service or another
-            # user of the keyset): wait for eBay's next day rather than retry into it.
-            resume_at = next_midnight(self._clock(), PACIFIC)
-            raise QuotaExhaustedError(
-                f"eBay's daily call limit for this application is reached (HTTP 429{detail}); "
-                f"continuing at {resume_at:%Y-%m-%d %H:%M} UTC",
-                provider=PROVIDER,
-                resume_at=resume_at,
-                status_code=status,
-            )
-        if status == httpx.codes.TOO_MANY_REQUESTS or status >= 500:
+        if status >= 500:
             retry_after = _retry_after(response, self._clock())
             if retry_after is not None and retry_after > LONG_RETRY_AFTER:
                 resume_at = self._clock() + retry_after
@@ -349,6 +416,7 @@ class EbayBrowseProvider:
                     provider=PROVIDER,
                     resume_at=resume_at,
                     status_code=status,
+                    limit=f"eBay (HTTP {status} with Retry-After: {_seconds(retry_after)})",
                 )
             raise ProviderError(
                 f"eBay search answered HTTP {status}{detail}",
@@ -517,16 +585,8 @@ def _token_error(response: httpx.Response) -> ProviderError:
     )
 
 
-def _error_ids(response: httpx.Response) -> set[object]:
-    """The errorIds of eBay's `errors` array (empty when the body has none)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return set()
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if not isinstance(errors, list):
-        return set()
-    return {error.get("errorId") for error in errors if isinstance(error, dict)}
+def _seconds(duration: timedelta) -> str:
+    return f"{duration.total_seconds():.0f} s"
 
 
 def _retry_after(response: httpx.Response, now: datetime) -> timedelta | None:

@@ -35,6 +35,8 @@ def _utcnow() -> datetime:
 
 
 PROVIDER: Final = "keepa"
+KEEPA_TOKENS: Final = "Keepa API tokens, which refill every minute"
+"""Which limit a run out of Keepa tokens waits for (shown on its page)."""
 MAX_ASINS_PER_REQUEST: Final = 100
 """Keepa's limit of ASINs in one `/product` request."""
 BESTSELLERS_TOKEN_COST: Final = 50
@@ -142,6 +144,7 @@ class _TokenBudget:
                     f"tokens per minute); continuing at {resume_at:%H:%M:%S} UTC",
                     provider=PROVIDER,
                     resume_at=resume_at,
+                    limit=KEEPA_TOKENS,
                 )
         self._spent_since += cost
 
@@ -174,6 +177,7 @@ class _TokenBudget:
             provider=PROVIDER,
             resume_at=resume_at,
             status_code=status_code,
+            limit=KEEPA_TOKENS,
         )
 
 

@@ -1,4 +1,11 @@
-"""Rate limits, timeouts and retries around every provider call, with clear final errors."""
+"""Rate limits, timeouts and retries around every provider call, with clear final errors.
+
+A provider still throttling (HTTP 429) after every retry has not failed: its short-term
+rate limit outlasted the back-off, so the call ends in `QuotaExhaustedError` and the run
+waits THROTTLE_WAIT, shown as such, then tries again; each time in a row that the throttle
+outlasts the retries again, the wait doubles (up to MAX_THROTTLE_WAIT), until a call
+succeeds.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import httpx
@@ -27,6 +35,15 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+WallClock = Callable[[], datetime]
+
+THROTTLE_WAIT = timedelta(minutes=5)
+"""How long a run waits when a provider still answers 429 after every retry."""
+MAX_THROTTLE_WAIT = timedelta(hours=1)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class RateLimiter:
@@ -146,15 +163,19 @@ class _Resilient:
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep,
+        now: WallClock,
     ) -> None:
         self.name = name
         self.limiter = limiter
         self.policy = policy
         self.timeout = timeout
         self._sleep = sleep
+        self._now = now
         self.calls = 0
         self.retries = 0
         self.failures = 0
+        self._throttled_in_a_row = 0
+        self._throttled_until: datetime | None = None
 
     def _as_provider_error(self, exc: Exception) -> ProviderError:
         if isinstance(exc, ProviderError):
@@ -175,11 +196,16 @@ class _Resilient:
             await self.limiter.acquire()
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await attempt_once()
+                    result = await attempt_once()
+                self._throttled_in_a_row = 0
+                return result
             except QuotaExhaustedError:
                 raise  # not a failure: the run waits for the quota, retrying sooner is useless
             except (ProviderError, TimeoutError, httpx.TransportError) as exc:
                 error = self._as_provider_error(exc)
+            spent = attempt >= self.policy.max_attempts
+            if spent and error.retryable and error.status_code == 429:
+                raise self._still_throttled(operation, attempt, error) from error
             if not error.retryable or attempt >= self.policy.max_attempts:
                 self.failures += 1
                 if attempt == 1:
@@ -203,6 +229,24 @@ class _Resilient:
             )
             await self._sleep(delay)
 
+    def _still_throttled(
+        self, operation: str, attempts: int, error: ProviderError
+    ) -> QuotaExhaustedError:
+        now = self._now()
+        resume_at = self._throttled_until
+        if resume_at is None or resume_at <= now:  # else a call in flight just found it
+            self._throttled_in_a_row += 1
+            wait = THROTTLE_WAIT * 2 ** min(self._throttled_in_a_row - 1, 8)
+            resume_at = self._throttled_until = now + min(MAX_THROTTLE_WAIT, wait)
+        return QuotaExhaustedError(
+            f"{operation}: still throttled after {attempts} attempts ({_reason(error)}); "
+            f"trying again at {resume_at:%H:%M} UTC",
+            provider=self.name,
+            resume_at=resume_at,
+            status_code=429,
+            limit=f"a short-term rate limit: {_reason(error)}",
+        )
+
 
 class ResilientAmazonProvider(_Resilient):
     """An `AmazonProvider` whose calls are rate limited, time-bounded and retried."""
@@ -215,8 +259,11 @@ class ResilientAmazonProvider(_Resilient):
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep = asyncio.sleep,
+        now: WallClock = _utcnow,
     ) -> None:
-        super().__init__(inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep)
+        super().__init__(
+            inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep, now=now
+        )
         self.inner = inner
 
     async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
@@ -241,8 +288,11 @@ class ResilientEbayProvider(_Resilient):
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep = asyncio.sleep,
+        now: WallClock = _utcnow,
     ) -> None:
-        super().__init__(inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep)
+        super().__init__(
+            inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep, now=now
+        )
         self.inner = inner
 
     async def search(self, product: Product, limit: int) -> list[Listing]:

@@ -310,17 +310,23 @@ async def start_run(
 
 @router.post("/runs/{run_id}/pause", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
 async def pause_run(
-    run_id: uuid.UUID, ctx: CanRun, session: SessionDep, service: Service
+    run_id: uuid.UUID, ctx: CanRun, session: SessionDep, service: Service, executor: Executor
 ) -> RunResponse:
-    """running → paused: the work stops at its next checkpoint."""
-    return RunResponse.model_validate(await _transition("pause", run_id, ctx, session, service))
+    """running → pausing → paused: no new provider call starts; the calls in flight finish
+    and are checkpointed (they are paid for) while the run reads `pausing`; then it reads
+    `paused` and nothing about it changes until it is resumed. A run that no instance is
+    executing is `paused` at once."""
+    run = await _transition("pause", run_id, ctx, session, service)
+    executor.interrupt(run.id)
+    return RunResponse.model_validate(run)
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
 async def resume_run(
     run_id: uuid.UUID, ctx: CanRun, session: SessionDep, service: Service, executor: Executor
 ) -> RunResponse:
-    """paused → running: the work continues from its last checkpoint."""
+    """paused → running: the work continues from its last checkpoint. pausing → running
+    withdraws the pause: the run goes on without stopping."""
     run = await _transition("resume", run_id, ctx, session, service)
     await executor.submit(run.id)
     return RunResponse.model_validate(run)
@@ -336,10 +342,13 @@ async def cancel_run(
     request: Request,
     background: BackgroundTasks,
 ) -> RunResponse:
-    """pending, running or paused → cancelled: the work stops now; results so far stay."""
+    """pending, running, pausing or paused → cancelled; results so far stay. A run an
+    instance is executing reads `cancelling` until the provider calls in flight are
+    checkpointed (no new one starts), then `cancelled`."""
     run = await _transition("cancel", run_id, ctx, session, service)
     executor.interrupt(run.id)
-    if run.trigger is RunTrigger.SCHEDULE:
+    # a cancelling run is announced by the instance that settles it
+    if run.trigger is RunTrigger.SCHEDULE and run.status is RunStatus.CANCELLED:
         background.add_task(
             notify_run_ended, request.app.state.database, request.app.state.mailer, run.id
         )

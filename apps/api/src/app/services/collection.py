@@ -5,6 +5,16 @@ requests racing on one run cannot both win. The pipeline writes each unit of wor
 category, then one product) in one short transaction that is also fenced by the run's
 lease: a process that lost its lease cannot write, so a resumed run never duplicates or
 loses rows.
+
+Pausing or cancelling a run that an instance executes (it holds a live lease) is two steps:
+the request sets `pausing` / `cancelling`; the executing instance starts no new provider
+call, lets the calls in flight finish and checkpoint (they are paid for), then settles the
+run to `paused` / `cancelled` as it gives up the lease (`release`). A run nobody executes
+goes straight to the final status, and one whose executor died while it was on its way is
+settled by the sweep once its lease expired (`settle_abandoned`). `paused` and `cancelled`
+runs hold no lease, and every checkpoint is fenced by the lease, so nothing of such a run
+changes any more. Resuming a `pausing` run withdraws the pause: it reads `running` again
+and its executor goes on (or, if it already stopped, the sweep picks it up).
 """
 
 from __future__ import annotations
@@ -55,9 +65,13 @@ ResultT = TypeVar("ResultT")
 ALLOWED_FROM: dict[str, tuple[RunStatus, ...]] = {
     "start": (RunStatus.PENDING,),
     "pause": (RunStatus.RUNNING,),
-    "resume": (RunStatus.PAUSED,),
-    "cancel": (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED),
+    "resume": (RunStatus.PAUSING, RunStatus.PAUSED),
+    "cancel": (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.PAUSED),
 }
+# Statuses in which the executing instance still checkpoints the calls it has in flight.
+CHECKPOINTING = (RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
+# On the way to a final status, and that status.
+SETTLES_TO = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}
 PRODUCT_BATCH = 200
 
 
@@ -74,7 +88,8 @@ class PresetUnusableError(Exception):
 
 
 class ActiveRunExistsError(Exception):
-    """The organization already has a pending, running or paused run."""
+    """The organization already has an active run (pending, running, pausing, paused or
+    cancelling)."""
 
     def __init__(self, active_run_id: uuid.UUID | None, status: RunStatus | None) -> None:
         self.active_run_id = active_run_id
@@ -98,12 +113,16 @@ class TransitionNotAllowedError(Exception):
         )
 
 
+class _PauseWithdrawnError(Exception):
+    """A run asked to stop is running again (resumed while pausing): go on from here."""
+
+
 class LeaseLostError(Exception):
     """This instance no longer holds the run's lease (another instance took it over)."""
 
 
 class RunInterruptedError(Exception):
-    """The run was paused or cancelled; work stops at this checkpoint."""
+    """The run is pausing, paused, cancelling or cancelled: its execution stops here."""
 
     def __init__(self, status: RunStatus) -> None:
         super().__init__(f"run is {status.value}")
@@ -265,7 +284,7 @@ class CollectionService:
         return [run_id if run_id in created else None for run_id in run_ids]
 
     async def active_run(self, session: AsyncSession, *, org_id: uuid.UUID) -> CollectionRun | None:
-        """The organization's pending, running or paused run, if any."""
+        """The organization's active run (pending to paused), if any."""
         result: CollectionRun | None = await session.scalar(
             org_rows(CollectionRun, org_id).where(CollectionRun.status.in_(ACTIVE_RUN_STATUSES))
         )
@@ -348,19 +367,20 @@ class CollectionService:
     async def pause_run(
         self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
     ) -> CollectionRun:
-        """running → paused; the work stops at its next checkpoint."""
+        """running → pausing while an instance executes it (paused once its calls in flight
+        are checkpointed), else running → paused at once."""
         return await self._transition(
             session,
             org_id=org_id,
             run_id=run_id,
             action="pause",
-            values={"status": RunStatus.PAUSED, "resumes_at": None},
+            values=self._stop_values(RunStatus.PAUSING),
         )
 
     async def resume_run(
         self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
     ) -> CollectionRun:
-        """paused → running, from the last checkpoint."""
+        """paused → running, from the last checkpoint; pausing → running withdraws the pause."""
         return await self._transition(
             session,
             org_id=org_id,
@@ -372,20 +392,40 @@ class CollectionService:
     async def cancel_run(
         self, session: AsyncSession, *, org_id: uuid.UUID, run_id: uuid.UUID
     ) -> CollectionRun:
-        """pending/running/paused → cancelled; the work stops promptly, results so far stay."""
+        """running/pausing → cancelling while an instance executes it (cancelled once its
+        calls in flight are checkpointed), else → cancelled at once; results so far stay."""
         return await self._transition(
             session,
             org_id=org_id,
             run_id=run_id,
             action="cancel",
-            values={
-                "status": RunStatus.CANCELLED,
-                "finished_at": self.clock(),
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "resumes_at": None,
-            },
+            values=self._stop_values(RunStatus.CANCELLING),
         )
+
+    def _stop_values(self, stopping: RunStatus) -> dict[str, Any]:
+        """The columns of a pause or cancel: `stopping` (pausing or cancelling) while an
+        instance holds a live lease, which it gives up when its calls in flight are
+        checkpointed; otherwise the final status at once, and no lease."""
+        now = self.clock()
+        executing = sa.and_(
+            CollectionRun.lease_owner.is_not(None),
+            CollectionRun.lease_expires_at >= now,
+            CollectionRun.status.in_(CHECKPOINTING),
+        )
+        final = SETTLES_TO[stopping]
+        values: dict[str, Any] = {
+            "status": sa.case((executing, _status(stopping)), else_=_status(final)),
+            "lease_owner": sa.case((executing, CollectionRun.lease_owner), else_=sa.null()),
+            "lease_expires_at": sa.case(
+                (executing, CollectionRun.lease_expires_at), else_=sa.null()
+            ),
+            # a quota wait shows until the run settles (a withdrawn pause keeps waiting)
+            "resumes_at": sa.case((executing, CollectionRun.resumes_at), else_=sa.null()),
+            "waiting_for": sa.case((executing, CollectionRun.waiting_for), else_=sa.null()),
+        }
+        if final is RunStatus.CANCELLED:
+            values["finished_at"] = sa.case((executing, sa.null()), else_=_timestamp(now))
+        return values
 
     # --- leases ---------------------------------------------------------------------------
 
@@ -426,14 +466,69 @@ class CollectionService:
             )
             return dict(rows.all())
 
-    async def release(self, lease: Lease) -> None:
-        """Give up a lease (on shutdown or pause) so any instance may continue the run."""
+    async def release(self, lease: Lease) -> RunStatus | None:
+        """Give up a lease (on shutdown, or once the calls in flight are checkpointed) so any
+        instance may continue the run; a `pausing` or `cancelling` run settles to `paused` or
+        `cancelled` in the same write. Its status then, or None if the lease was not ours."""
         async with self.database.transaction() as session:
-            await session.execute(
+            status = await session.scalar(
                 sa.update(CollectionRun)
                 .where(CollectionRun.id == lease.run_id, CollectionRun.lease_owner == lease.owner)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(**self._settle_values())
+                .returning(CollectionRun.status)
+                .execution_options(synchronize_session=False)
             )
+        return RunStatus(status) if status is not None else None
+
+    async def settle_abandoned(self) -> list[tuple[uuid.UUID, RunStatus]]:
+        """Settle `pausing` / `cancelling` runs that nobody executes any more (no lease, or
+        an expired one: their instance died), so nothing of theirs is in flight. The runs
+        settled, with their final status."""
+        now = self.clock()
+        statement = (
+            sa.update(CollectionRun)
+            .where(
+                CollectionRun.status.in_(tuple(SETTLES_TO)),
+                sa.or_(
+                    CollectionRun.lease_owner.is_(None),
+                    CollectionRun.lease_expires_at < now,
+                ),
+            )
+            .values(**self._settle_values())
+            .returning(CollectionRun.id, CollectionRun.status)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.database.transaction() as session:
+            rows = (await session.execute(statement)).all()
+        settled = [(run_id, RunStatus(status)) for run_id, status in rows]
+        for run_id, status in settled:
+            logger.info(
+                "run %s: %s (its executor is gone)",
+                run_id,
+                status.value,
+                extra={"run_id": str(run_id)},
+            )
+        return settled
+
+    def _settle_values(self) -> dict[str, Any]:
+        """No lease; `pausing` and `cancelling` become `paused` and `cancelled`."""
+        now = self.clock()
+        stopping = CollectionRun.status.in_(tuple(SETTLES_TO))
+        return {
+            "status": sa.case(
+                *((CollectionRun.status == _status(s), _status(f)) for s, f in SETTLES_TO.items()),
+                else_=CollectionRun.status,
+            ),
+            "finished_at": sa.case(
+                (CollectionRun.status == _status(RunStatus.CANCELLING), _timestamp(now)),
+                else_=CollectionRun.finished_at,
+            ),
+            "resumes_at": sa.case((stopping, sa.null()), else_=CollectionRun.resumes_at),
+            "waiting_for": sa.case((stopping, sa.null()), else_=CollectionRun.waiting_for),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": sa.case((stopping, _timestamp(now)), else_=CollectionRun.updated_at),
+        }
 
     async def orphaned_runs(
         self, *, owner: str, limit: int, exclude: Sequence[uuid.UUID] = ()
@@ -477,7 +572,7 @@ class CollectionService:
             .where(
                 CollectionRun.id == lease.run_id,
                 CollectionRun.lease_owner == lease.owner,
-                CollectionRun.status.in_((RunStatus.RUNNING, RunStatus.PAUSED)),
+                CollectionRun.status.in_(CHECKPOINTING),
             )
             .values(**values, updated_at=self.clock())
             .returning(CollectionRun.status)
@@ -489,32 +584,40 @@ class CollectionService:
 
     # --- pipeline -------------------------------------------------------------------------
 
-    async def execute(self, lease: Lease) -> RunStatus:
+    async def execute(self, lease: Lease, stop: asyncio.Event | None = None) -> RunStatus:
         """Run (or resume) the pipeline from its checkpoints; return the final status.
 
-        Raises RunInterruptedError when paused or cancelled, LeaseLostError when another
-        instance took over. A provider failing for good fails the run with its message; a
-        provider out of quota makes it wait (see `_wait_for_quota`) and go on from its
-        checkpoint.
+        Raises RunInterruptedError when the run is pausing or cancelling (once the provider
+        calls in flight are checkpointed) or was paused or cancelled, LeaseLostError when
+        another instance took over. `stop`, set by the executor when it sees a pause or
+        cancel request, makes it start no new provider calls; checkpoints notice one too.
+        A provider failing for good fails the run with its message; a provider out of quota
+        makes it wait (see `_wait_for_quota`) and go on from its checkpoint.
         """
+        stop = stop if stop is not None else asyncio.Event()
         async with self.database.read() as session:
             run = await session.get_one(CollectionRun, lease.run_id)
         log = {"run_id": str(run.id)}
         phase = run.phase
         try:
             if run.resumes_at is not None:  # taken over while it waited for quota
-                await self._wait_for_quota(lease, run.resumes_at, "waiting for provider quota")
+                await self._wait_for_quota(
+                    lease, run.resumes_at, run.waiting_for or "provider quota", stop
+                )
             while True:
                 try:
                     if phase in (None, RunPhase.AMAZON):
                         logger.info("run %s: Amazon phase", run.id, extra=log)
-                        await self.run_amazon_collection(lease, run)
+                        await self.run_amazon_collection(lease, run, stop)
                         phase = RunPhase.EBAY
                     logger.info("run %s: eBay phase", run.id, extra=log)
-                    await self.run_ebay_seller_search(lease, run)
+                    await self.run_ebay_seller_search(lease, run, stop)
                     break
                 except QuotaExhaustedError as exc:
-                    await self._wait_for_quota(lease, exc.resume_at, str(exc))
+                    await self._wait_for_quota(lease, exc.resume_at, exc.limit or str(exc), stop)
+                except _PauseWithdrawnError:
+                    stop.clear()
+                    logger.info("run %s: resumed while pausing; going on", run.id, extra=log)
         except ProviderFailedError as exc:
             logger.warning("run %s failed: %s", run.id, exc, extra=log)
             return await self._finish(lease, RunStatus.FAILED, error=str(exc))
@@ -560,25 +663,45 @@ class CollectionService:
                 raise RunInterruptedError(RunStatus(current or RunStatus.CANCELLED))
         return status
 
-    async def _wait_for_quota(self, lease: Lease, resume_at: datetime, reason: str) -> None:
-        """Wait until `resume_at` for a provider's quota, shown meanwhile as `resumes_at`.
+    async def _wait_for_quota(
+        self, lease: Lease, resume_at: datetime, limit: str, stop: asyncio.Event
+    ) -> None:
+        """Wait until `resume_at` for a provider's quota, shown meanwhile as `resumes_at`
+        and `waiting_for` (`limit`: which limit it waits for).
 
         No work is in flight while waiting (the fan-out stopped at its checkpoints). The run
-        is checked every `quota_check_seconds`, so a pause or cancel made on any instance
-        ends the wait promptly (RunInterruptedError), as does a takeover (LeaseLostError);
-        the executor's heartbeat keeps the lease meanwhile. If this instance stops, the
-        run keeps `resumes_at` and whoever takes it over waits out the rest.
+        is checked every `quota_check_seconds`, and at once when `stop` is set, so a pause
+        or cancel made on any instance ends the wait promptly (RunInterruptedError), as does
+        a takeover (LeaseLostError); the executor's heartbeat keeps the lease meanwhile. If
+        this instance stops, the run keeps `resumes_at` and whoever takes it over waits out
+        the rest.
         """
         log = {"run_id": str(lease.run_id), "resumes_at": resume_at.isoformat()}
-        logger.info("run %s waits: %s", lease.run_id, reason, extra=log)
-        await self._set_resumes_at(lease, resume_at)
+        limit = _text(limit, WAITING_FOR_LENGTH)
+        logger.info("run %s waits until %s for %s", lease.run_id, resume_at, limit, extra=log)
+        await self._set_resumes_at(lease, resume_at, limit)
         while (remaining := (resume_at - self.clock()).total_seconds()) > 0:
-            await self.sleep(min(remaining, self.quota_check_seconds))
+            await self._sleep_unless(stop, min(remaining, self.quota_check_seconds))
             await self._check_still_ours(lease)
-        await self._set_resumes_at(lease, None)
+            stop.clear()  # still running: a pause was withdrawn
+        await self._set_resumes_at(lease, None, None)
         logger.info("run %s: quota wait over, continuing", lease.run_id, extra=log)
 
-    async def _set_resumes_at(self, lease: Lease, resumes_at: datetime | None) -> None:
+    async def _sleep_unless(self, stop: asyncio.Event, seconds: float) -> None:
+        """Sleep `seconds`, or less if `stop` is set meanwhile."""
+        if stop.is_set():
+            return
+        sleeping = asyncio.ensure_future(self.sleep(seconds))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((sleeping, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            stopped.cancel()
+
+    async def _set_resumes_at(
+        self, lease: Lease, resumes_at: datetime | None, waiting_for: str | None
+    ) -> None:
         async with self.database.transaction() as session:
             result = await session.execute(
                 sa.update(CollectionRun)
@@ -587,7 +710,7 @@ class CollectionService:
                     CollectionRun.lease_owner == lease.owner,
                     CollectionRun.status == RunStatus.RUNNING,
                 )
-                .values(resumes_at=resumes_at, updated_at=self.clock())
+                .values(resumes_at=resumes_at, waiting_for=waiting_for, updated_at=self.clock())
                 .execution_options(synchronize_session=False)
             )
         if result.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
@@ -595,8 +718,8 @@ class CollectionService:
             raise LeaseLostError(f"lease of run {lease.run_id} lost")
 
     async def _check_still_ours(self, lease: Lease) -> None:
-        """Raise RunInterruptedError if the run was paused or cancelled, LeaseLostError if
-        another instance holds it now."""
+        """Raise RunInterruptedError if the run is no longer running (a pause or cancel),
+        LeaseLostError if another instance holds it now."""
         async with self.database.read() as session:
             row = (
                 await session.execute(
@@ -613,7 +736,9 @@ class CollectionService:
         if owner != lease.owner:
             raise LeaseLostError(f"lease of run {lease.run_id} lost")
 
-    async def run_amazon_collection(self, lease: Lease, run: CollectionRun) -> None:
+    async def run_amazon_collection(
+        self, lease: Lease, run: CollectionRun, stop: asyncio.Event | None = None
+    ) -> None:
         """Phase 1: each category's best sellers, one checkpoint per category."""
         async with self.database.read() as session:
             pending = list(
@@ -627,7 +752,9 @@ class CollectionService:
         async def collect(category: RunCategory) -> list[Product]:
             return await self.amazon.best_sellers(category.category_id, run.products_per_category)
 
-        await self._fan_out(pending, collect, partial(self._checkpoint_category, lease))
+        await self._fan_out(
+            lease, pending, collect, partial(self._checkpoint_category, lease), stop
+        )
         async with self.database.transaction() as session:
             await session.execute(
                 sa.update(CollectionRun)
@@ -638,7 +765,7 @@ class CollectionService:
 
     async def _checkpoint_category(
         self, lease: Lease, category: RunCategory, products: list[Product]
-    ) -> None:
+    ) -> RunStatus | None:
         async with self.database.transaction() as session:
             marked = await session.execute(
                 sa.update(RunCategory)
@@ -651,7 +778,7 @@ class CollectionService:
                 .execution_options(synchronize_session=False)
             )
             if marked.rowcount == 0:  # type: ignore[attr-defined]
-                return  # already checkpointed (by an earlier owner of the lease)
+                return None  # already checkpointed (by an earlier owner of the lease)
             inserted = 0
             if products:
                 result = await session.execute(
@@ -663,18 +790,22 @@ class CollectionService:
                     [_product_row(category, p) for p in sorted(products, key=_asin)],
                 )
                 inserted = len(result.all())
-            status = await self._fence(session, lease, categories_done=1, products_found=inserted)
-        if status is not RunStatus.RUNNING:
-            raise RunInterruptedError(status)
+            return await self._fence(session, lease, categories_done=1, products_found=inserted)
 
-    async def run_ebay_seller_search(self, lease: Lease, run: CollectionRun) -> None:
+    async def run_ebay_seller_search(
+        self, lease: Lease, run: CollectionRun, stop: asyncio.Event | None = None
+    ) -> None:
         """Phase 2: eBay listings of every collected product, one checkpoint per product."""
 
         async def search(product: RunProduct) -> list[Listing]:
             return await self.ebay.search(_as_product(product), run.listings_per_product)
 
         await self._fan_out(
-            self._unsearched_products(run.id), search, partial(self._checkpoint_product, lease)
+            lease,
+            self._unsearched_products(run.id),
+            search,
+            partial(self._checkpoint_product, lease),
+            stop,
         )
 
     async def _unsearched_products(self, run_id: uuid.UUID) -> AsyncIterator[RunProduct]:
@@ -705,7 +836,7 @@ class CollectionService:
 
     async def _checkpoint_product(
         self, lease: Lease, product: RunProduct, listings: list[Listing]
-    ) -> None:
+    ) -> RunStatus | None:
         unique = list({listing.item_id: listing for listing in listings}.values())
         async with self.database.transaction() as session:
             marked = await session.execute(
@@ -719,7 +850,7 @@ class CollectionService:
                 .execution_options(synchronize_session=False)
             )
             if marked.rowcount == 0:  # type: ignore[attr-defined]
-                return
+                return None
             new_listings = new_sellers = 0
             if unique:
                 result = await session.execute(
@@ -737,30 +868,35 @@ class CollectionService:
                     [{"run_id": product.run_id, "username": name} for name in sellers],
                 )
                 new_sellers = len(result.all())
-            status = await self._fence(
+            return await self._fence(
                 session,
                 lease,
                 products_searched=1,
                 listings_found=new_listings,
                 sellers_found=new_sellers,
             )
-        if status is not RunStatus.RUNNING:
-            raise RunInterruptedError(status)
 
     async def _fan_out(
         self,
+        lease: Lease,
         items: Sequence[ItemT] | AsyncIterator[ItemT],
         call: Callable[[ItemT], Awaitable[ResultT]],
-        checkpoint: Callable[[ItemT, ResultT], Awaitable[None]],
+        checkpoint: Callable[[ItemT, ResultT], Awaitable[RunStatus | None]],
+        stop: asyncio.Event | None = None,
     ) -> None:
         """For every item, `call` the provider, then `checkpoint` the result.
 
         At most `run_provider_concurrency` calls are in flight. The checkpoint's database
         write happens outside that limit, so a slow commit does not hold a provider slot;
         at most twice as many items are in progress at once, so memory stays bounded.
-        The first failure cancels the rest, so a paused, cancelled or failed run stops
-        promptly (finished items are already checkpointed), and is re-raised as itself,
-        not wrapped in an ExceptionGroup.
+        The first failure cancels the rest, so a failed run stops promptly (finished items
+        are already checkpointed), and is re-raised as itself, not wrapped in an
+        ExceptionGroup.
+
+        A pause or cancel (`stop` set, or a checkpoint that finds the run no longer
+        running) is not a failure: no new calls start, the calls in flight finish
+        and are checkpointed (they are paid for), then RunInterruptedError is raised, or
+        _PauseWithdrawnError when the run is running again by then.
 
         A provider out of quota is not a failure: no new calls start, the calls in flight
         finish (and are checkpointed), then the QuotaExhaustedError with the latest
@@ -770,18 +906,24 @@ class CollectionService:
         calls = asyncio.Semaphore(concurrency)
         in_progress = asyncio.Semaphore(2 * concurrency)
         exhausted: list[QuotaExhaustedError] = []
+        stop = stop if stop is not None else asyncio.Event()
+
+        def stopping() -> bool:
+            return bool(exhausted) or stop.is_set()
 
         async def handle(item: ItemT) -> None:
             try:
                 async with calls:
-                    if exhausted:  # left for after the wait
+                    if stopping():  # left for after the wait, or for the resume
                         return
                     try:
                         result = await call(item)
                     except QuotaExhaustedError as exc:
                         exhausted.append(exc)
                         return
-                await checkpoint(item, result)
+                status = await checkpoint(item, result)
+                if status is not None and status is not RunStatus.RUNNING:
+                    stop.set()
             finally:
                 in_progress.release()
 
@@ -790,17 +932,20 @@ class CollectionService:
                 if isinstance(items, Sequence):
                     for item in items:
                         await in_progress.acquire()
-                        if exhausted:
+                        if stopping():
                             break
                         group.create_task(handle(item))
                 else:
                     async for item in items:
                         await in_progress.acquire()
-                        if exhausted:
+                        if stopping():
                             break
                         group.create_task(handle(item))
         except BaseExceptionGroup as group_error:
             raise _most_telling(group_error) from None
+        if stop.is_set():
+            await self._check_still_ours(lease)  # raises unless the pause was withdrawn
+            raise _PauseWithdrawnError(f"run {lease.run_id} is running again")
         if exhausted:
             raise max(exhausted, key=lambda error: error.resume_at)
 
@@ -824,6 +969,8 @@ def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
                 return error
     return leaves[0]
 
+
+WAITING_FOR_LENGTH = 300  # collection_runs.waiting_for
 
 # What the columns hold. Marketplace data is not trusted to fit: free text is shortened and
 # a number out of range is stored as unknown, instead of the database refusing the row.
@@ -899,3 +1046,11 @@ def _listing_row(product: RunProduct, listing: Listing) -> dict[str, Any]:
         "seller_feedback_percentage": _percentage(listing.seller_feedback_percentage),
         "url": listing.url,
     }
+
+
+def _status(status: RunStatus) -> sa.BindParameter[RunStatus]:
+    return sa.literal(status, CollectionRun.status.type)
+
+
+def _timestamp(moment: datetime) -> sa.BindParameter[datetime]:
+    return sa.literal(moment, CollectionRun.updated_at.type)

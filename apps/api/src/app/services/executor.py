@@ -2,7 +2,12 @@
 
 Each run this instance executes is an asyncio task holding the run's lease, renewed by a
 heartbeat. A periodic sweep (and start-up recovery) takes over running runs whose lease
-expired, because the process executing them died, and resumes them from their checkpoint.
+expired, because the process executing them died, and resumes them from their checkpoint,
+and settles pausing or cancelling runs whose executor died to paused or cancelled.
+
+A pause or cancel of a local run sets its stop event (at once when the request came to
+this instance, else at the next heartbeat): the run starts no new provider call, the calls
+in flight finish and are checkpointed, and giving up its lease settles it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class RunExecutor:
         self.sweep_interval = settings.run_sweep_seconds
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._leases: dict[uuid.UUID, Lease] = {}
+        self._stops: dict[uuid.UUID, asyncio.Event] = {}
         self._claiming: set[uuid.UUID] = set()
         # Runs that raised an unexpected error here: how many times, and the loop time
         # before which the sweep leaves them alone.
@@ -50,7 +56,8 @@ class RunExecutor:
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it
-        # Called with the run id when a run this instance executed completed or failed.
+        # Called with the run id when a run this instance executed or settled ended
+        # (completed, failed or cancelled).
         self.on_finished: list[Callable[[uuid.UUID], Awaitable[None]]] = []
 
     @property
@@ -93,16 +100,18 @@ class RunExecutor:
             if lease is None:
                 return False
             self._leases[run_id] = lease
+            self._stops[run_id] = asyncio.Event()
             self._tasks[run_id] = asyncio.create_task(self._execute(lease), name=f"run-{run_id}")
             return True
         finally:
             self._claiming.discard(run_id)
 
     def interrupt(self, run_id: uuid.UUID) -> None:
-        """Stop a local run now (it was cancelled); its results so far are kept."""
-        task = self._tasks.get(run_id)
-        if task is not None:
-            task.cancel()
+        """Stop a local run that is pausing or cancelling: it starts no new provider call,
+        and settles once the calls in flight are checkpointed."""
+        stop = self._stops.get(run_id)
+        if stop is not None:
+            stop.set()
 
     def poke(self) -> None:
         """Sweep soon (a run was resumed or capacity freed up)."""
@@ -115,13 +124,21 @@ class RunExecutor:
         log = {"run_id": str(lease.run_id)}
         release = True
         try:
-            status = await self.service.execute(lease)
+            status = await self.service.execute(lease, self._stops[lease.run_id])
             release = False  # a finished run's lease is cleared with its final status
             logger.info("run %s finished: %s", lease.run_id, status.value, extra=log)
             await self._finished(lease.run_id)
         except RunInterruptedError as exc:
             self._errors.pop(lease.run_id, None)  # paused or cancelled: a resume starts afresh
-            logger.info("run %s stopped: %s", lease.run_id, exc.status.value, extra=log)
+            release = False
+            # nothing is in flight any more: giving up the lease settles the pause or cancel
+            # (if this fails, the lease expires and the sweep settles it)
+            settled = await asyncio.shield(self._release(lease))
+            logger.info(
+                "run %s stopped: %s", lease.run_id, (settled or exc.status).value, extra=log
+            )
+            if settled is RunStatus.CANCELLED:
+                await self._finished(lease.run_id)
         except LeaseLostError:
             self._errors.pop(lease.run_id, None)
             release = False
@@ -139,10 +156,18 @@ class RunExecutor:
         finally:
             self._tasks.pop(lease.run_id, None)
             self._leases.pop(lease.run_id, None)
+            self._stops.pop(lease.run_id, None)
             if release:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.service.release(lease))
+                await asyncio.shield(self._release(lease))
             self.poke()
+
+    async def _release(self, lease: Lease) -> RunStatus | None:
+        """Give the lease up (settling a pause or cancel); None if that failed."""
+        try:
+            return await self.service.release(lease)
+        except Exception:
+            logger.warning("run %s: could not release its lease", lease.run_id, exc_info=True)
+            return None
 
     async def _unexpected(self, lease: Lease, exc: Exception, log: dict[str, str]) -> None:
         run_id = lease.run_id
@@ -173,7 +198,7 @@ class RunExecutor:
         await self._finished(run_id)
 
     async def _finished(self, run_id: uuid.UUID) -> None:
-        """A run this instance executed completed or failed."""
+        """A run this instance executed or settled completed, failed or was cancelled."""
         self._errors.pop(run_id, None)
         self._retry_at.pop(run_id, None)
         for hook in self.on_finished:
@@ -185,7 +210,7 @@ class RunExecutor:
                 )
 
     async def heartbeat(self) -> None:
-        """Renew leases; stop local runs that were cancelled, paused or taken over."""
+        """Renew leases; stop local runs that are pausing or cancelling, or were taken over."""
         leases = list(self._leases)
         held = await self.service.renew(leases, owner=self.owner)
         for run_id in leases:  # not runs submitted while renew() ran: they hold fresh leases
@@ -196,21 +221,25 @@ class RunExecutor:
             if status is None:
                 logger.warning("run %s: lease lost; stopping here", run_id)
                 task.cancel()
-            elif status in (RunStatus.CANCELLED, RunStatus.PAUSED):
-                # Usually the run noticed at a checkpoint already; this catches one stuck
-                # in a long provider wait. Work not yet checkpointed is redone on resume.
-                task.cancel()
+            elif status in (RunStatus.PAUSING, RunStatus.CANCELLING):
+                # The request came to another instance: start no new calls, let the ones
+                # in flight finish (a checkpoint may have noticed already).
+                self.interrupt(run_id)
 
     async def sweep(self) -> None:
-        """Take over running runs that nobody executes (start-up recovery uses this too)."""
-        free = self.max_concurrent - len(self._tasks) - len(self._claiming)
-        if free <= 0:
-            return
+        """Settle pausing or cancelling runs and take over running runs that nobody executes
+        (start-up recovery uses this too)."""
         now = asyncio.get_running_loop().time()
         for run_id, retry_at in list(self._retry_at.items()):
             if retry_at <= now:
                 del self._retry_at[run_id]
         busy = [*self._tasks, *self._claiming, *self._retry_at]
+        for run_id, status in await self.service.settle_abandoned():
+            if status is RunStatus.CANCELLED:
+                await self._finished(run_id)
+        free = self.max_concurrent - len(self._tasks) - len(self._claiming)
+        if free <= 0:
+            return
         for run_id in await self.service.orphaned_runs(owner=self.owner, limit=free, exclude=busy):
             if await self.submit(run_id):
                 logger.info("run %s: taken over by %s", run_id, self.owner)

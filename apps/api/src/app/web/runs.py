@@ -32,11 +32,16 @@ router = APIRouter(include_in_schema=False)
 RUNS_PER_PAGE = 25
 SELLERS_PER_PAGE = 25
 ACTIONS = ("start", "pause", "resume", "cancel")
+# What an action did, by the status it left the run in.
 ACTION_DONE = {
-    "start": "Run started.",
-    "pause": "Pausing: the run stops at its next checkpoint.",
-    "resume": "Run resumed from its last checkpoint.",
-    "cancel": "Run cancelled. Results collected so far are kept.",
+    ("start", RunStatus.RUNNING): "Run started.",
+    ("pause", RunStatus.PAUSING): "Pausing: no new searches start; paused once those under "
+    "way are saved.",
+    ("pause", RunStatus.PAUSED): "Run paused.",
+    ("resume", RunStatus.RUNNING): "Run resumed from its last checkpoint.",
+    ("cancel", RunStatus.CANCELLING): "Cancelling: no new searches start; those under way "
+    "are saved first.",
+    ("cancel", RunStatus.CANCELLED): "Run cancelled. Results collected so far are kept.",
 }
 
 
@@ -57,7 +62,7 @@ def allowed_actions(run: RunResponse, context: WebContext) -> list[str]:
 
 
 def is_active(run: RunResponse) -> bool:
-    """Whether the run may still change (pending, running or paused)."""
+    """Whether the run may still change (pending, running, pausing, paused or cancelling)."""
     return run.status in ACTIVE_RUN_STATUSES
 
 
@@ -393,13 +398,13 @@ async def run_action(
     background = BackgroundTasks()
     try:
         if action == "start":
-            await api.start_run(run_uuid, context.org, session, service, executor)
+            run = await api.start_run(run_uuid, context.org, session, service, executor)
         elif action == "pause":
-            await api.pause_run(run_uuid, context.org, session, service)
+            run = await api.pause_run(run_uuid, context.org, session, service, executor)
         elif action == "resume":
-            await api.resume_run(run_uuid, context.org, session, service, executor)
+            run = await api.resume_run(run_uuid, context.org, session, service, executor)
         else:
-            await api.cancel_run(
+            run = await api.cancel_run(
                 run_uuid, context.org, session, service, executor, request, background
             )
     except HTTPException as exc:
@@ -417,7 +422,8 @@ async def run_action(
         )
     response = RedirectResponse(f"/runs/{run_uuid}", status_code=status.HTTP_303_SEE_OTHER)
     response.background = background
-    return flash(response, request, ACTION_DONE[action])
+    done = ACTION_DONE.get((action, run.status), f"The run is {run.status.value}.")
+    return flash(response, request, done)
 
 
 @router.get("/runs/{run_id}/export.csv")
