@@ -27,7 +27,7 @@ from tests.fake_marketplaces import (
     resilient_amazon,
     running_keepa,
 )
-from tests.test_runs import create_run, finished, start, wait_for
+from tests.test_runs import create_run, executed_here, finished, start, wait_for
 
 CATEGORY = "172282"
 
@@ -433,4 +433,5 @@ async def test_a_malformed_answer_fails_the_run_with_a_clear_error(
         "the /product answer (HTTP 200) is not a JSON object"
     )
     executor: RunExecutor = app.state.executor
+    await executed_here(executor, run["id"])
     assert uuid.UUID(run["id"]) not in executor.running

@@ -254,7 +254,11 @@ async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
             headers=second.headers,
         ),
     )
-    assert sorted(r.status_code for r in results) == [200, 409]
+    # One wins. The other is refused: 409 when both checked before either wrote, or 403
+    # when the winner committed before the loser's permissions were read (it is no longer
+    # an admin). Never both.
+    codes = sorted(r.status_code for r in results)
+    assert codes in ([200, 403], [200, 409]), codes
     members = (await client.get("/orgs/current/members", headers=first.headers)).json()["items"]
     roles = [m["role"] for m in members]
     assert roles.count("admin") == 1
