@@ -1,5 +1,7 @@
-"""Web sessions kept on the server (sign-out and idle time end them) and one-time sign-in
-links kept in the database (a separate `collection-api sign-in-link` can issue them).
+"""Web sessions kept on the server, and one-time sign-in links kept in the database.
+
+Sign-out and idle time end a session; a separate `collection-api sign-in-link` can issue a
+link that `serve` redeems.
 
 Revision ID: 0007
 Revises: 0006
