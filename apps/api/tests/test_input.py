@@ -318,6 +318,22 @@ async def test_a_422_echoes_only_an_excerpt_of_the_input(
     assert response.json()["detail"][0]["input"].endswith("… (500,000 characters)")
 
 
+@pytest.mark.parametrize("body", [b'\xff\xfe{"name": "x"}', b'{"name": "caf\xe9"}'])
+async def test_a_body_that_is_not_utf_8_is_400_in_plain_words(
+    client: httpx.AsyncClient, admin: Actor, body: bytes
+) -> None:
+    response = await client.post(
+        "/collection/presets",
+        content=body,
+        headers={**admin.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "the request body could not be read: send JSON encoded as UTF-8, with "
+        "'Content-Type: application/json'"
+    }
+
+
 # --- logs --------------------------------------------------------------------------------------
 
 

@@ -63,6 +63,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
         return _too_large(request, exc)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.detail == FASTAPI_UNREADABLE_BODY:
+        exc = StarletteHTTPException(status.HTTP_400_BAD_REQUEST, UNREADABLE_BODY)
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     wants_page = "text/html" in request.headers.get("accept", "")
@@ -82,6 +84,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message=message,
     )
 
+
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+"""FastAPI's words for a body it could not decode at all (bytes that are not UTF-8); JSON
+syntax errors are a 422 of their own."""
+UNREADABLE_BODY = (
+    "the request body could not be read: send JSON encoded as UTF-8, with "
+    "'Content-Type: application/json'"
+)
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
