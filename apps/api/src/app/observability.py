@@ -84,6 +84,13 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def exception_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, at most 200 characters: how a failure that repeats
+    is logged after its first time (which is logged with its traceback)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:200] if first else type(exc).__name__
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Route every log record (ours, uvicorn's, alembic's) through one formatted handler."""
     handler = logging.StreamHandler(sys.stderr)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from app.config import Settings
 from app.database import db_actor
+from app.observability import exception_line
 from app.services.collection import (
     CollectionService,
     Lease,
@@ -279,11 +280,10 @@ class RunExecutor:
                     logger.exception("run executor loop failed; retrying in %.0f s", delay)
                 else:
                     logger.error(
-                        "run executor loop failed again (%d rounds in a row: %s: %s); "
+                        "run executor loop failed again (%d rounds in a row: %s); "
                         "retrying in %.0f s",
                         failures,
-                        type(exc).__name__,
-                        str(exc).splitlines()[0][:200] if str(exc) else "",
+                        exception_line(exc),
                         delay,
                     )
                 next_sweep = loop.time() + delay

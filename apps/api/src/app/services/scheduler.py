@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from app.config import Settings
 from app.database import SYSTEM, acting_as
+from app.observability import exception_line
 from app.services.executor import RunExecutor
 from app.services.notifications import Mailer, admin_emails
 from app.services.schedules import FireResult, ScheduleService
@@ -213,11 +214,9 @@ class CollectionScheduler:
             logger.exception("firing due schedules failed; retrying in %.0f s", delay)
         else:
             logger.error(
-                "firing due schedules failed again (%d passes in a row: %s: %s); "
-                "retrying in %.0f s",
+                "firing due schedules failed again (%d passes in a row: %s); retrying in %.0f s",
                 self._failures,
-                type(exc).__name__,
-                str(exc).splitlines()[0][:200] if str(exc) else "",
+                exception_line(exc),
                 delay,
             )
 
