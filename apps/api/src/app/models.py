@@ -216,7 +216,7 @@ CategoryId = Annotated[
                     "pattern": rf"^\s*[0-9]{{1,{MAX_CATEGORY_ID_DIGITS}}}\s*$",
                     "allOf": [{"pattern": "[1-9]"}],  # not zero
                 },
-                {"type": "integer", "minimum": 1, "maximum": 10**MAX_CATEGORY_ID_DIGITS - 1},
+                {"type": "integer", "minimum": 1, "exclusiveMaximum": 10**MAX_CATEGORY_ID_DIGITS},
             ]
         }
     ),
