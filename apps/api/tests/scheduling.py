@@ -58,13 +58,17 @@ class Org:
     preset_id: str
 
 
-async def make_org(client: httpx.AsyncClient, actors: Actors, name: str = "Acme") -> Org:
+async def make_org(
+    client: httpx.AsyncClient, actors: Actors, name: str = "Acme", category_id: str = "172282"
+) -> Org:
+    """An organization, its admin and one preset ("Electronics") of `category_id`."""
     admin = await actors.admin(name)
     preset = await client.post(
         "/collection/presets",
-        json={"name": "Electronics", "category_ids": ["172282"]},
+        json={"name": "Electronics", "category_ids": [category_id]},
         headers=admin.headers,
     )
+    assert preset.status_code == 201, preset.text
     return Org(admin, preset.json()["id"])
 
 

@@ -61,19 +61,6 @@ async def database_refuses_category(database: Database, category_id: str) -> Asy
                 await session.execute(sa.text(statement))
 
 
-async def org_with_preset(
-    client: httpx.AsyncClient, actors: Actors, name: str, category_id: str
-) -> Org:
-    admin = await actors.admin(name)
-    response = await client.post(
-        "/collection/presets",
-        json={"name": f"{name} preset", "category_ids": [category_id]},
-        headers=admin.headers,
-    )
-    assert response.status_code == 201, response.text
-    return Org(admin, response.json()["id"])
-
-
 async def schedule_of(client: httpx.AsyncClient, org: Org) -> dict[str, Any]:
     response = await client.get("/collection/schedule", headers=org.admin.headers)
     assert response.status_code == 200, response.text
@@ -89,7 +76,7 @@ async def test_a_fire_the_database_refuses_fails_alone_and_its_schedule_moves_on
     database: Database,
 ) -> None:
     healthy = await make_org(client, actors, "Healthy")
-    refused = await org_with_preset(client, actors, "Refused", REFUSED_CATEGORY)
+    refused = await make_org(client, actors, "Refused", REFUSED_CATEGORY)
     await enable(client, healthy)
     await enable(client, refused)  # both due on the 1st at midnight, in one pass
 
@@ -272,7 +259,7 @@ async def test_the_engine_logs_a_refused_fire_once_per_due_time_and_fires_the_re
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     healthy = await make_org(client, actors, "Healthy")
-    refused = await org_with_preset(client, actors, "Refused", REFUSED_CATEGORY)
+    refused = await make_org(client, actors, "Refused", REFUSED_CATEGORY)
     await enable(client, healthy)
     await enable(client, refused)
     engine = CollectionScheduler(
