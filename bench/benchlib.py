@@ -22,7 +22,7 @@ BENCH_SECRET = "bench-" + "x" * 40  # the JWT secret of every benchmarked servic
 
 def bench_settings(database_url: str, data_dir: Path, **overrides: Any) -> Any:
     """The service's settings for a benchmark: these values only, no environment file."""
-    from app.config import Settings  # imported when used: the benchmarks import benchlib first
+    from app.core.config import Settings  # imported when used: the benchmarks import benchlib first
 
     return Settings(
         _env_file=None,  # type: ignore[call-arg]

@@ -94,7 +94,7 @@ async def measure(
 ) -> list[tuple[str, int, list[float], float]]:
     """(pace, workers, durations, wall seconds) of each measurement, for the shared budget
     on `settings`' database, or for the in-process budget when `settings` is None."""
-    from app.database import Database
+    from app.core.database import Database
     from app.providers.ebay import daily_budget
 
     database = Database.from_settings(settings) if settings is not None else None

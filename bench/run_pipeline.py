@@ -4,7 +4,7 @@ What it measures
 ----------------
 A run of N categories x P products with the offline sample providers, whose every call
 sleeps `--latency-ms`. The run is driven through the service layer exactly as the app
-does it (`Database.from_settings`, `build_providers`, `CollectionService`, `RunExecutor`;
+does it (`Database.from_settings`, `build_providers`, `RunLifecycle`, `Pipeline`, `RunExecutor`;
 `create_run`, `start_run` + commit, `executor.submit`), and the run row is polled every
 50 ms until the run finishes. For each (database, size) it reports:
 
@@ -71,7 +71,7 @@ from benchlib import (
 from sqlalchemy.engine import URL, make_url
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from app.core.config import Settings
 
 DEFAULT_SIZES = "5x50,20x50,40x50"
 POLL_SECONDS = 0.05
@@ -168,14 +168,16 @@ def cpu_seconds() -> float:
 async def measure_run(settings: Settings, size: Size) -> Measurement:
     """Create an organization, then drive one run through the service layer to its end."""
     # The app is imported by the child processes only (and by `parse_args`, for a default).
-    from app.database import Database
+    from app.core.database import Database
+    from app.orgs import create_org
     from app.providers import build_providers
     from app.providers.resilience import ResilientAmazonProvider, ResilientEbayProvider
-    from app.services.collection import CollectionService
-    from app.services.executor import RunExecutor
-    from app.services.orgs import create_org
-    from app.services.users import provision_user
+    from app.runs.executor import RunExecutor
+    from app.runs.leases import Leases
+    from app.runs.lifecycle import RunLifecycle
+    from app.runs.pipeline import Pipeline
     from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunStatus
+    from app.users import provision_user
 
     database = Database.from_settings(settings)
     amazon, ebay = build_providers(settings)
@@ -183,15 +185,18 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
         ebay, ResilientEbayProvider
     ):
         raise TypeError("build_providers no longer returns the resilient wrappers this counts")
-    service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
-    executor = RunExecutor(service, settings)
+    runs = RunLifecycle(settings)
+    leases = Leases(database, settings)
+    executor = RunExecutor(
+        leases, Pipeline(database, settings, leases, amazon=amazon, ebay=ebay), settings
+    )
     try:
         await executor.start()  # as the app's lifespan does: sweep, then heartbeat
         async with database.transaction() as session:
             user_id = uuid.uuid4()
             await provision_user(session, user_id=user_id, email="bench@example.com")
             org = await create_org(session, name="Bench", admin_id=user_id)
-            run = await service.create_run(
+            run = await runs.create_run(
                 session,
                 org_id=org.id,
                 created_by=user_id,
@@ -204,7 +209,7 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
         cpu_before = cpu_seconds()
         started = time.perf_counter()
         async with database.sessions() as session:
-            await service.start_run(session, org_id=org_id, run_id=run_id)
+            await runs.start_run(session, org_id=org_id, run_id=run_id)
             await session.commit()
         if not await executor.submit(run_id):
             raise RuntimeError(f"the executor did not take run {run_id}")
@@ -419,7 +424,7 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; `--child` and its options are for the script's own use."""
-    from app.config import Settings
+    from app.core.config import Settings
 
     default_concurrency = Settings.model_fields["run_provider_concurrency"].default
     parser = argparse.ArgumentParser(

@@ -87,7 +87,7 @@ def migrate(database_url: str, data_dir: Path) -> None:
 
 async def seed(database_url: str, data_dir: Path, count: int, next_run_at: datetime) -> None:
     """`count` organizations, each with a one-category preset and an enabled schedule."""
-    from app.database import Database
+    from app.core.database import Database
     from app.tables import CategoryPreset, CollectionSchedule, Organization
 
     database = Database.from_settings(bench_settings(database_url, data_dir))
@@ -138,7 +138,7 @@ async def set_due(
     spacing: timedelta = timedelta(0),
 ) -> None:
     """Make every schedule due at `first`, or one after the other `spacing` apart."""
-    from app.database import Database
+    from app.core.database import Database
     from app.tables import CollectionSchedule
 
     database = Database.from_settings(bench_settings(database_url, data_dir))
@@ -158,7 +158,7 @@ async def set_due(
 
 async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
     """What the fire log and the runs table say after a scenario."""
-    from app.database import Database
+    from app.core.database import Database
     from app.tables import CollectionRun, CollectionSchedule, RunTrigger, ScheduleFire
 
     database = Database.from_settings(bench_settings(database_url, data_dir))
@@ -209,7 +209,7 @@ async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
 
 
 async def count_fires_and_runs(database_url: str, data_dir: Path) -> tuple[int, int]:
-    from app.database import Database
+    from app.core.database import Database
     from app.tables import CollectionRun, RunTrigger, ScheduleFire
 
     database = Database.from_settings(bench_settings(database_url, data_dir))
@@ -362,15 +362,13 @@ async def peer_burst(args: argparse.Namespace) -> dict[str, Any]:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
 
-    from app.database import Database
-    from app.providers import build_providers
-    from app.services.collection import CollectionService, RunSpec
+    from app.core.database import Database
+    from app.runs.lifecycle import RunLifecycle, RunSpec
     from app.tables import CategoryPreset, RunTrigger
 
     settings = bench_settings(args.database_url, Path(args.data_dir))
     database = Database.from_settings(settings)
-    amazon, ebay = build_providers(settings)  # unused: the runs are created, not executed
-    collection = CollectionService(database, settings, amazon=amazon, ebay=ebay)
+    collection = RunLifecycle(settings)
     async with database.read() as session:
         presets = (await session.execute(sa.select(CategoryPreset.org_id, CategoryPreset.id))).all()
     finished: list[float] = []

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.pool import NullPool
 
-from app.config import Settings
-from app.database import create_engine
+from app.core.config import Settings
+from app.core.database import create_engine
 from app.tables import Base
 
 # Any constant works; it only has to be the same in every process of this service.

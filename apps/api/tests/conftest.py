@@ -18,8 +18,8 @@ from fastapi import FastAPI
 
 from app import migrate
 from app.auth import issue_token
-from app.config import Settings
-from app.database import Database
+from app.core.config import Settings
+from app.core.database import Database
 from app.main import create_app
 from app.tables import Base
 from tests.support import temp_database
@@ -88,7 +88,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 @pytest.fixture(scope="session")
 def database(app: FastAPI) -> Database:
     """The app's database handle."""
-    db: Database = app.state.database
+    db: Database = app.state.instance.database
     return db
 
 
@@ -102,7 +102,7 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     # A run still executing (a cancel saving its calls in flight) would write into the
     # tables being emptied: give it a moment to end first.
-    executor = request.getfixturevalue("app").state.executor
+    executor = request.getfixturevalue("app").state.instance.executor
     for _ in range(500):
         if not executor.running:
             break

@@ -38,7 +38,7 @@ from app.providers.resilience import (
     ResilientEbayProvider,
     RetryPolicy,
 )
-from app.services.collection import CollectionService
+from app.runs.pipeline import Pipeline
 from tests.support import free_port
 
 
@@ -569,9 +569,9 @@ def resilient_ebay(provider: EbayProvider) -> ResilientEbayProvider:
 @contextmanager
 def providers_of(
     app: FastAPI, *, amazon: AmazonProvider | None = None, ebay: EbayProvider | None = None
-) -> Iterator[CollectionService]:
+) -> Iterator[Pipeline]:
     """Let the app's runs use these providers (and check for pause/cancel often) meanwhile."""
-    service: CollectionService = app.state.collection
+    service: Pipeline = app.state.instance.pipeline
     saved = service.amazon, service.ebay, service.quota_check_seconds
     service.amazon = amazon or service.amazon
     service.ebay = ebay or service.ebay

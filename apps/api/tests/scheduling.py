@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.services.collection import CollectionService
-from app.services.schedules import ScheduleService
+from app.runs.lifecycle import RunLifecycle
+from app.scheduling.schedules import ScheduleService
 from tests.conftest import Actor, Actors
 
 EPOCH = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
@@ -38,8 +38,8 @@ class FakeClock:
 def clock(app: FastAPI) -> Iterator[FakeClock]:
     """Both the schedule and the run services read this clock during the test."""
     fake = FakeClock(EPOCH)
-    schedules: ScheduleService = app.state.schedules
-    collection: CollectionService = app.state.collection
+    schedules: ScheduleService = app.state.instance.schedules
+    collection: RunLifecycle = app.state.instance.runs
     saved = schedules.clock, collection.clock
     schedules.clock = collection.clock = fake
     yield fake
@@ -48,7 +48,7 @@ def clock(app: FastAPI) -> Iterator[FakeClock]:
 
 @pytest.fixture
 def schedules(app: FastAPI) -> ScheduleService:
-    service: ScheduleService = app.state.schedules
+    service: ScheduleService = app.state.instance.schedules
     return service
 
 

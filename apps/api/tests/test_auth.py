@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 
 from app.auth import InvalidTokenError, JwksCache, KeysUnavailableError, TokenVerifier
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import TEST_SECRET, Actors, make_settings
 

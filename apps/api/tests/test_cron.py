@@ -11,7 +11,7 @@ from cronsim import CronSim
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.services.cron import (
+from app.scheduling.cron import (
     MACROS,
     CronError,
     CronFields,

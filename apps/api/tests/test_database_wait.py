@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app import migrate
-from app.config import Settings
+from app.core.config import Settings
 from tests.conftest import make_settings
 from tests.support import free_port
 

@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
 from app.cli import main
-from app.database import Database
+from app.core.clock import utcnow
+from app.core.database import Database
 from app.providers import build_providers
 from app.providers.base import (
     Listing,
@@ -39,8 +40,8 @@ from app.providers.resilience import (
     RetryPolicy,
 )
 from app.providers.sample import SampleEbayProvider
-from app.services.executor import RunExecutor
-from app.tables import CollectionRun, ProviderCallCount, RunStatus, utcnow
+from app.runs.executor import RunExecutor
+from app.tables import CollectionRun, ProviderCallCount, RunStatus
 from tests.conftest import Actor, Actors, make_settings
 from tests.fake_marketplaces import (
     FakeEbay,
@@ -944,7 +945,9 @@ async def test_a_full_run_with_keepa_and_ebay_ranks_the_sellers(
         ]
     )
     settings = make_settings(**real_settings(keepa, ebay))
-    amazon, ebay_provider = build_providers(settings, http=app.state.http, database=database)
+    amazon, ebay_provider = build_providers(
+        settings, http=app.state.instance.http, database=database
+    )
     assert isinstance(ebay_provider.inner.budget, SharedDailyCallBudget)  # type: ignore[attr-defined]
     with providers_of(app, amazon=amazon, ebay=ebay_provider):
         run = await create_run(client, admin, ["2001", "2002"])
@@ -1052,7 +1055,7 @@ async def test_pause_and_cancel_work_while_a_run_waits_for_quota(
     ebay.list_by_gtin(upc_of("M", 0), [ebay_item("Gadget", "alpha_deals")])
     keepa_client = KeepaAmazonProvider(api_key=FakeKeepa.KEY, http=http, base_url=keepa.url)
     ebay_client = client_for(ebay, http, budget=daily_budget(1))
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     with providers_of(app, amazon=resilient_amazon(keepa_client), ebay=resilient_ebay(ebay_client)):
         run = await create_run(client, admin, ["2001", "2002"])
         run_id = uuid.UUID(run["id"])
@@ -1124,7 +1127,7 @@ async def test_a_run_taken_over_while_waiting_waits_out_the_rest(
             )
         )
     recording = RecordingEbay()
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     with providers_of(app, ebay=recording):
         await executor.sweep()
         done = await wait_for(client, admin, run["id"], finished)

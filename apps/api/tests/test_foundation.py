@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app.config import load_or_create_secret
-from app.database import Database
-from app.observability import JsonFormatter, request_id_var
+from app.core.config import load_or_create_secret
+from app.core.database import Database
+from app.core.observability import JsonFormatter, request_id_var
 from app.tables import Organization
 from tests.conftest import TEST_SECRET, make_settings
 
@@ -211,6 +211,6 @@ def test_openapi_documents_every_route_with_auth(app: FastAPI) -> None:
 
 
 def test_utc_now_is_aware() -> None:
-    from app.tables import utcnow
+    from app.core.clock import utcnow
 
     assert utcnow().tzinfo is UTC

@@ -20,9 +20,9 @@ import pytest
 from fastapi import FastAPI
 
 from app.auth import issue_token
-from app.config import Settings
-from app.observability import JsonFormatter, TextFormatter
-from app.services.cron import time_zone_names
+from app.core.config import Settings
+from app.core.observability import JsonFormatter, TextFormatter
+from app.scheduling.cron import time_zone_names
 from tests.conftest import Actor, Actors
 from tests.web_browser import Browser
 
@@ -422,7 +422,7 @@ def test_json_logs_are_one_valid_object_per_line() -> None:
     ],
 )
 def test_csv_cells_that_a_spreadsheet_would_run_get_a_leading_quote(title: str) -> None:
-    from app.services.results import _csv_chunk
+    from app.runs.results import _csv_chunk
 
     chunk = _csv_chunk([[title, "Gadget - Black", " plain", "x=1"]]).decode()
     cells = next(csv.reader(io.StringIO(chunk, newline="")))

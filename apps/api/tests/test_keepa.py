@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from app.providers.base import ProviderError, QuotaExhaustedError
 from app.providers.keepa import KeepaAmazonProvider, KeepaTokens
 from app.providers.resilience import ProviderFailedError
-from app.services.executor import RunExecutor
+from app.runs.executor import RunExecutor
 from tests.conftest import Actor, Actors
 from tests.fake_marketplaces import (
     FakeKeepa,
@@ -432,6 +432,6 @@ async def test_a_malformed_answer_fails_the_run_with_a_clear_error(
         f"Amazon best sellers of category {CATEGORY} failed: Keepa sent a malformed response: "
         "the /product answer (HTTP 200) is not a JSON object"
     )
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     await executed_here(executor, run["id"])
     assert uuid.UUID(run["id"]) not in executor.running

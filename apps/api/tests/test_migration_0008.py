@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from app import migrate
-from app.config import Settings
-from app.database import create_engine
+from app.core.config import Settings
+from app.core.database import create_engine
 from tests.conftest import make_settings
 from tests.support import temp_database
 

@@ -15,8 +15,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from app import migrate
-from app.config import Settings
-from app.database import create_engine
+from app.core.config import Settings
+from app.core.database import create_engine
 from app.tables import Base
 from tests.conftest import make_settings
 from tests.support import CLI, clean_env, temp_database

@@ -15,11 +15,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
-from app.config import Settings
-from app.database import Database, DbActor, acting_as
-from app.services.notifications import Mailer, notify_run_ended
-from app.services.scheduler import CollectionScheduler
-from app.services.schedules import ScheduleService
+from app.core.config import Settings
+from app.core.database import Database, DbActor, acting_as
+from app.runs.notifications import Mailer, notify_run_ended
+from app.scheduling.engine import CollectionScheduler
+from app.scheduling.schedules import ScheduleService
 from tests.conftest import Actors, make_settings
 from tests.scheduling import FakeClock, enable, make_org
 from tests.support import free_port
@@ -68,9 +68,9 @@ async def test_skipped_fire_mails_the_admins(
     await actors.member(org.admin, "member")  # members are not mailed
     await enable(client, org, notify_email=True)
     await client.post("/collection/runs", json={"category_ids": ["1"]}, headers=org.admin.headers)
-    schedules: ScheduleService = app.state.schedules
+    schedules: ScheduleService = app.state.instance.schedules
     engine = CollectionScheduler(
-        schedules, app.state.executor, _mailer(settings, url), settings, clock=clock
+        schedules, app.state.instance.executor, _mailer(settings, url), settings, clock=clock
     )
     clock.set(datetime(2027, 2, 1, 0, 0, 1, tzinfo=UTC))
     results = await schedules.fire_due()
@@ -94,9 +94,9 @@ async def test_no_mail_without_notify_email(
     org = await make_org(client, actors)
     await enable(client, org, notify_email=False)
     await client.post("/collection/runs", json={"category_ids": ["1"]}, headers=org.admin.headers)
-    schedules: ScheduleService = app.state.schedules
+    schedules: ScheduleService = app.state.instance.schedules
     engine = CollectionScheduler(
-        schedules, app.state.executor, _mailer(settings, url), settings, clock=clock
+        schedules, app.state.instance.executor, _mailer(settings, url), settings, clock=clock
     )
     clock.set(datetime(2027, 2, 1, 0, 0, 1, tzinfo=UTC))
     engine.handle_fired(await schedules.fire_due())
@@ -124,7 +124,9 @@ async def test_scheduled_run_end_sends_a_summary(
             break
         await asyncio.sleep(0.02)
     assert run["status"] == "completed"
-    assert notify_run_ended in [getattr(h, "func", None) for h in app.state.executor.on_finished]
+    assert notify_run_ended in [
+        getattr(h, "func", None) for h in app.state.instance.executor.on_finished
+    ]
 
     await notify_run_ended(database, _mailer(settings, url), uuid.UUID(run_id))
     (message,) = inbox.messages

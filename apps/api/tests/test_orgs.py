@@ -82,7 +82,7 @@ async def test_invitation_for_a_known_user_is_claimed_on_next_request(
     user = actors.user()
     await client.get("/me", headers=user.headers)
     # Insert the invitation the way a racing add would have left it.
-    database = client._transport.app.state.database  # type: ignore[attr-defined]
+    database = client._transport.app.state.instance.database  # type: ignore[attr-defined]
     from app.tables import Invitation, Role
 
     async with database.transaction() as session:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.services.schedules import ScheduleService
+from app.scheduling.schedules import ScheduleService
 from tests.conftest import Actor, Actors
 from tests.scheduling import FakeClock, enable, make_org
 from tests.web_browser import BrowserFactory, browsers
@@ -126,7 +126,7 @@ async def test_a_scheduled_run_records_its_preset(
     org = await make_org(client, actors)
     await enable(client, org)
     clock.set(datetime(2027, 2, 1, 0, 0, 1, tzinfo=UTC))
-    schedules: ScheduleService = app.state.schedules
+    schedules: ScheduleService = app.state.instance.schedules
     (fire,) = await schedules.fire_due()
     assert fire.run_id is not None
     run = (await client.get(f"/collection/runs/{fire.run_id}", headers=org.admin.headers)).json()

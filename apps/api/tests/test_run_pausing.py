@@ -15,20 +15,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from app.database import Database
+from app.core.clock import utcnow
+from app.core.database import Database
 from app.providers.base import Listing, Product
 from app.providers.sample import SampleEbayProvider
-from app.services.collection import CollectionService
-from app.services.executor import RunExecutor
-from app.tables import (
-    CollectionRun,
-    RunCategory,
-    RunListing,
-    RunProduct,
-    RunSeller,
-    RunStatus,
-    utcnow,
-)
+from app.runs.executor import RunExecutor
+from app.runs.pipeline import Pipeline
+from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunSeller, RunStatus
 from tests.conftest import Actor, Actors
 from tests.test_runs import (
     create_run,
@@ -67,7 +60,7 @@ async def admin(actors: Actors) -> Actor:
 
 @pytest.fixture
 def gated(app: FastAPI) -> AsyncIterator[GatedEbay]:
-    service: CollectionService = app.state.collection
+    service: Pipeline = app.state.instance.pipeline
     original = service.ebay
     provider = GatedEbay()
     service.ebay = provider
@@ -79,7 +72,7 @@ def gated(app: FastAPI) -> AsyncIterator[GatedEbay]:
 @pytest.fixture
 def ended(app: FastAPI) -> Iterator[list[uuid.UUID]]:
     """The runs the executor announces as ended (what mails a scheduled run's summary)."""
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     runs: list[uuid.UUID] = []
 
     async def record(run_id: uuid.UUID) -> None:
@@ -155,7 +148,7 @@ async def test_in_flight_calls_are_kept_and_nothing_changes_after_the_final_stat
     settled = await wait_for(client, admin, run["id"], lambda r: r["status"] != stopping)
     assert settled["status"] == final
     frozen = frozen or await snapshot(database, run["id"])
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     await executing_stopped(executor, run["id"], client, admin)
     await executor.heartbeat()
     await executor.sweep()
@@ -180,7 +173,7 @@ async def test_pause_then_resume_finishes_with_exactly_the_uninterrupted_rows(
     assert paused.json()["status"] == "pausing"
     gated.allow(10_000)
     await wait_for(client, admin, run["id"], lambda r: r["status"] == "paused")
-    await executing_stopped(app.state.executor, run["id"], client, admin)
+    await executing_stopped(app.state.instance.executor, run["id"], client, admin)
 
     resumed = await client.post(f"/collection/runs/{run['id']}/resume", headers=admin.headers)
     assert resumed.json()["status"] == "running"
@@ -275,7 +268,7 @@ async def test_the_sweep_settles_a_stopping_run_whose_executor_died(
 ) -> None:
     alive = await create_run(client, admin, ["172282"])
     await _leased(database, alive["id"], RunStatus(stopping), expired=False)
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     await executor.sweep()
     current = (await client.get(f"/collection/runs/{alive['id']}", headers=admin.headers)).json()
     assert current["status"] == stopping  # its executor lives: it settles it itself
@@ -300,7 +293,7 @@ async def test_a_run_nobody_executes_stops_at_once(
     final: str,
 ) -> None:
     run = await create_run(client, admin, ["172282"])
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     capacity = executor.max_concurrent
     executor.max_concurrent = 0  # nobody takes the orphan over meanwhile
     try:

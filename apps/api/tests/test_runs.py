@@ -17,20 +17,15 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from app.database import Database
+from app.core.clock import utcnow
+from app.core.database import Database
 from app.providers.base import Listing, Product, ProviderError
 from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
-from app.services.collection import CollectionService, Lease, LeaseLostError
-from app.services.executor import MAX_UNEXPECTED_ERRORS, RunExecutor
-from app.services.results import purge_expired_results
-from app.tables import (
-    CollectionRun,
-    RunCategory,
-    RunListing,
-    RunProduct,
-    RunStatus,
-    utcnow,
-)
+from app.runs.executor import MAX_UNEXPECTED_ERRORS, RunExecutor
+from app.runs.leases import Lease, LeaseLostError, Leases
+from app.runs.pipeline import Pipeline
+from app.runs.results import purge_expired_results
+from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunStatus
 from tests.conftest import Actor, Actors
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -338,7 +333,7 @@ async def test_provider_failure_fails_the_run_with_its_message(
 ) -> None:
     from app.providers.resilience import RateLimiter, ResilientEbayProvider, RetryPolicy
 
-    service: CollectionService = app.state.collection
+    service: Pipeline = app.state.instance.pipeline
     original = service.ebay
     broken = BrokenEbay(code)
 
@@ -381,8 +376,8 @@ class BuggyEbay:
 async def test_unexpected_errors_are_retried_with_backoff_then_fail_the_run(
     client: httpx.AsyncClient, admin: Actor, app: FastAPI
 ) -> None:
-    service: CollectionService = app.state.collection
-    executor: RunExecutor = app.state.executor
+    service: Pipeline = app.state.instance.pipeline
+    executor: RunExecutor = app.state.instance.executor
     original, lease_seconds = service.ebay, executor.lease_seconds
     buggy = service.ebay = BuggyEbay()  # type: ignore[assignment]
     executor.lease_seconds = 0.1  # the backoff between attempts: 0.1 s, then 0.2 s
@@ -462,7 +457,7 @@ class OutlandishEbay:
 async def test_marketplace_data_that_does_not_fit_is_stored_as_far_as_it_fits(
     client: httpx.AsyncClient, admin: Actor, app: FastAPI, database: Database
 ) -> None:
-    service: CollectionService = app.state.collection
+    service: Pipeline = app.state.instance.pipeline
     original = service.amazon, service.ebay
     service.amazon, service.ebay = OutlandishAmazon(), OutlandishEbay()  # type: ignore[assignment]
     try:
@@ -491,10 +486,10 @@ async def test_the_sweep_skips_what_it_was_told_to_leave_alone(
     second = await create_run(client, other, ["172282"])
     for run in (first, second):  # leases of "me" before a restart: this app leaves them be
         await _orphan(database, run["id"], owner="me", expired=False)
-    service: CollectionService = app.state.collection
-    both = await service.orphaned_runs(owner="me", limit=5)
+    leases: Leases = app.state.instance.leases
+    both = await leases.orphaned_runs(owner="me", limit=5)
     assert {str(run_id) for run_id in both} == {first["id"], second["id"]}
-    left = await service.orphaned_runs(owner="me", limit=1, exclude=[both[0]])
+    left = await leases.orphaned_runs(owner="me", limit=1, exclude=[both[0]])
     assert left == [both[1]]  # the first run, busy here, does not hide the other one
 
 
@@ -653,14 +648,14 @@ async def test_listings_csv_has_every_listing_with_rfc4180_quoting(
 
 
 async def test_csv_quotes_commas_quotes_and_newlines(database: Database) -> None:
-    from app.services.results import _csv_chunk
+    from app.runs.results import _csv_chunk
 
     chunk = _csv_chunk([["a,b", 'say "hi"', "two\nlines", None, Decimal("1.50")]]).decode()
     assert chunk == '"a,b","say ""hi""","two\nlines",,1.50\r\n'
 
 
 async def test_csv_cells_never_run_as_spreadsheet_formulas(database: Database) -> None:
-    from app.services.results import _csv_chunk
+    from app.runs.results import _csv_chunk
 
     titles = ['=HYPERLINK("http://x.example","click")', "+1+cmd|' /C calc'!A0", "@SUM(1)", "-2"]
     chunk = _csv_chunk([[*titles, Decimal("-1.50"), -3, "Gadget - Black"]]).decode()
@@ -736,7 +731,7 @@ async def test_second_instance_takes_over_run_whose_owner_died(
 ) -> None:
     run = await create_run(client, admin, ["172282", "541966"])
     await _orphan(database, run["id"], owner="dead-host:1", expired=True)
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     await executor.sweep()
     done = await wait_for(client, admin, run["id"], finished)
     assert done["status"] == "completed"
@@ -750,7 +745,7 @@ async def test_live_lease_of_another_instance_is_respected(
 ) -> None:
     run = await create_run(client, admin, ["172282"])
     await _orphan(database, run["id"], owner="alive-host:1", expired=False)
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     await executor.sweep()
     assert uuid.UUID(run["id"]) not in executor.running
     assert not await executor.submit(uuid.UUID(run["id"]))
@@ -763,7 +758,7 @@ async def test_checkpoint_without_the_lease_writes_nothing(
 ) -> None:
     run = await create_run(client, admin, ["172282"])
     await _orphan(database, run["id"], owner="other-host:1", expired=False)
-    service: CollectionService = app.state.collection
+    service: Pipeline = app.state.instance.pipeline
     zombie = Lease(uuid.UUID(run["id"]), "zombie-host:9")
     async with database.read() as session:
         row = await session.get_one(CollectionRun, uuid.UUID(run["id"]))
@@ -791,7 +786,7 @@ async def test_executor_runs_at_most_its_capacity(
     run = await create_run(client, admin, ["172282"])
     await _orphan(database, run["id"], owner="dead-host:1", expired=True)  # free to take
     run_id = uuid.UUID(run["id"])
-    executor: RunExecutor = app.state.executor
+    executor: RunExecutor = app.state.instance.executor
     capacity = executor.max_concurrent
     executor.max_concurrent = 0  # its periodic sweep cannot take the run either
     try:

@@ -18,12 +18,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from app.config import Settings
-from app.database import Database
-from app.services.executor import RunExecutor
-from app.services.notifications import Mailer
-from app.services.scheduler import FAILURE_BACKOFF_MAX, CollectionScheduler
-from app.services.schedules import FireResult, ScheduleService
+from app.core.config import Settings
+from app.core.database import Database
+from app.runs.executor import RunExecutor
+from app.runs.notifications import Mailer
+from app.scheduling.engine import FAILURE_BACKOFF_MAX, CollectionScheduler
+from app.scheduling.schedules import FireResult, ScheduleService
 from app.tables import CategoryPreset
 from tests.conftest import Actors
 from tests.scheduling import FakeClock, Org, cancel_all, enable, history, make_org, runs_of
@@ -172,7 +172,7 @@ async def test_a_failing_scheduler_pass_backs_off_instead_of_spinning(
 ) -> None:
     await enable(client, org)
     clock.set(DUE + timedelta(seconds=5))  # due, and still due after a failed pass
-    schedules: ScheduleService = app.state.schedules
+    schedules: ScheduleService = app.state.instance.schedules
     real_fire_due = schedules.fire_due
 
     async def broken(**_options: Any) -> list[FireResult]:
@@ -180,11 +180,11 @@ async def test_a_failing_scheduler_pass_backs_off_instead_of_spinning(
 
     monkeypatch.setattr(schedules, "fire_due", broken)
     engine = CollectionScheduler(
-        schedules, app.state.executor, Mailer(settings), settings, clock=clock
+        schedules, app.state.instance.executor, Mailer(settings), settings, clock=clock
     )
     poll = timedelta(seconds=settings.scheduler_poll_seconds)
     waits = []
-    with caplog.at_level(logging.INFO, logger="app.services.scheduler"):
+    with caplog.at_level(logging.INFO, logger="app.scheduling.engine"):
         for _ in range(9):
             await engine.tick()
             assert engine._next_wake is not None
@@ -210,7 +210,7 @@ async def test_a_failing_scheduler_pass_backs_off_instead_of_spinning(
 async def test_a_failing_executor_loop_backs_off_instead_of_spinning(
     app: FastAPI, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    executor = RunExecutor(app.state.collection, settings)
+    executor = RunExecutor(app.state.instance.leases, app.state.instance.pipeline, settings)
     rounds = 0
 
     async def broken_heartbeat() -> None:
@@ -231,7 +231,7 @@ async def test_a_failing_executor_loop_backs_off_instead_of_spinning(
     executor.heartbeat = broken_heartbeat  # type: ignore[method-assign]
     executor._sleep = record_wait
     executor.poke()
-    with caplog.at_level(logging.INFO, logger="app.services.executor"):
+    with caplog.at_level(logging.INFO, logger="app.runs.executor"):
         loop = asyncio.create_task(executor._loop())
         try:
             await asyncio.wait_for(seven_waits.wait(), timeout=10)
@@ -263,11 +263,15 @@ async def test_the_engine_logs_a_refused_fire_once_per_due_time_and_fires_the_re
     await enable(client, healthy)
     await enable(client, refused)
     engine = CollectionScheduler(
-        app.state.schedules, app.state.executor, Mailer(settings), settings, clock=clock
+        app.state.instance.schedules,
+        app.state.instance.executor,
+        Mailer(settings),
+        settings,
+        clock=clock,
     )
     async with database_refuses_category(database, REFUSED_CATEGORY):
         clock.set(DUE + timedelta(milliseconds=300))
-        with caplog.at_level(logging.INFO, logger="app.services.scheduler"):
+        with caplog.at_level(logging.INFO, logger="app.scheduling.engine"):
             fired = await engine.tick()
             for _ in range(3):  # the engine wakes again before the next due time
                 assert await engine.tick() == []

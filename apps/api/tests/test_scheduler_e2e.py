@@ -17,7 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.database import Database
+from app.core.database import Database
 from app.tables import (
     CategoryPreset,
     CollectionRun,

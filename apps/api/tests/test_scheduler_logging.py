@@ -13,10 +13,10 @@ import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
 from fastapi import FastAPI
 
-from app.config import Settings
-from app.observability import configure_logging
-from app.services.scheduler import CollectionScheduler
-from app.services.schedules import FireResult
+from app.core.config import Settings
+from app.core.observability import configure_logging
+from app.scheduling.engine import CollectionScheduler
+from app.scheduling.schedules import FireResult
 from app.tables import FireOutcome
 from tests.scheduling import FakeClock
 from tests.test_schedules import _engine
@@ -78,7 +78,7 @@ async def test_idle_wake_ups_write_nothing_at_info_and_each_fire_one_line(
 
     lines = capsys.readouterr().err.splitlines()
     assert [line for line in lines if "apscheduler" in line] == []
-    (fired,) = [line for line in lines if "app.services.scheduler" in line and "schedule " in line]
+    (fired,) = [line for line in lines if "app.scheduling.engine" in line and "schedule " in line]
     assert "skipped (run 1 was still running)" in fired
 
 

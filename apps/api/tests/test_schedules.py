@@ -18,13 +18,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from app.config import Settings
-from app.database import SYSTEM, Database, DbActor, acting_as
-from app.services.collection import CollectionService
-from app.services.executor import RunExecutor
-from app.services.notifications import Mailer
-from app.services.scheduler import CollectionScheduler
-from app.services.schedules import FireResult, ScheduleService, purge_expired_fires
+from app.core.config import Settings
+from app.core.database import SYSTEM, Database, DbActor, acting_as
+from app.runs.executor import RunExecutor
+from app.runs.lifecycle import RunLifecycle
+from app.runs.notifications import Mailer
+from app.scheduling.engine import CollectionScheduler
+from app.scheduling.schedules import FireResult, ScheduleService, purge_expired_fires
 from app.tables import CollectionSchedule, ScheduleFire
 from tests.conftest import Actor, Actors, make_settings
 from tests.scheduling import (
@@ -242,7 +242,7 @@ async def test_two_replicas_fire_each_due_time_exactly_once(
     orgs = [await make_org(client, actors, f"Org {i}") for i in range(12)]
     for item in orgs:
         await enable(client, item, "*/5 * * * *")
-    collection: CollectionService = app.state.collection
+    collection: RunLifecycle = app.state.instance.runs
     replicas = [
         ScheduleService(
             database,
@@ -361,9 +361,9 @@ async def test_a_tick_a_moment_late_is_no_misfire_even_without_grace(
     settings: Settings, app: FastAPI, client: httpx.AsyncClient, org: Org, clock: FakeClock
 ) -> None:
     service = ScheduleService(
-        app.state.database,
+        app.state.instance.database,
         make_settings(**{**settings.model_dump(), "schedule_misfire_grace_seconds": 0}),
-        app.state.collection,
+        app.state.instance.runs,
     )
     service.clock = clock
     await enable(client, org)
@@ -489,7 +489,7 @@ async def test_a_run_by_hand_is_counted_apart_and_mails_nobody(
 
 
 def app_scheduler(client: httpx.AsyncClient) -> CollectionScheduler:
-    scheduler: CollectionScheduler = client._transport.app.state.scheduler  # type: ignore[attr-defined]
+    scheduler: CollectionScheduler = client._transport.app.state.instance.scheduler  # type: ignore[attr-defined]
     return scheduler
 
 
@@ -588,8 +588,8 @@ async def test_preview_ends_with_the_calendar(client: httpx.AsyncClient, org: Or
 
 
 def _engine(app: FastAPI, settings: Settings, clock: FakeClock) -> CollectionScheduler:
-    schedules: ScheduleService = app.state.schedules
-    executor: RunExecutor = app.state.executor
+    schedules: ScheduleService = app.state.instance.schedules
+    executor: RunExecutor = app.state.instance.executor
     return CollectionScheduler(schedules, executor, Mailer(settings), settings, clock=clock)
 
 
@@ -614,8 +614,8 @@ async def test_engine_fires_a_lone_schedule_within_a_second(
 ) -> None:
     due = datetime(2027, 2, 1, tzinfo=UTC)
     live = RealTimeClock(due - timedelta(seconds=0.4))
-    schedules: ScheduleService = app.state.schedules
-    collection: CollectionService = app.state.collection
+    schedules: ScheduleService = app.state.instance.schedules
+    collection: RunLifecycle = app.state.instance.runs
     saved = schedules.clock, collection.clock
     schedules.clock = collection.clock = live
     engine = _engine(app, settings, live)
@@ -646,7 +646,7 @@ async def test_shutdown_lets_a_tick_in_flight_finish(
 ) -> None:
     """APScheduler cancels the jobs still running when it shuts down (and logs each as a
     failure); stopping the engine waits for its tick instead."""
-    schedules: ScheduleService = app.state.schedules
+    schedules: ScheduleService = app.state.instance.schedules
     entered, release = asyncio.Event(), asyncio.Event()
     finished: list[bool] = []
 
@@ -675,12 +675,13 @@ async def test_engine_picks_up_a_change_without_restart(
     client: httpx.AsyncClient, org: Org, app: FastAPI, settings: Settings
 ) -> None:
     live = RealTimeClock(datetime(2027, 2, 1, 11, 59, 59, 500_000, tzinfo=UTC))
-    schedules: ScheduleService = app.state.schedules
-    collection: CollectionService = app.state.collection
+    schedules: ScheduleService = app.state.instance.schedules
+    collection: RunLifecycle = app.state.instance.runs
     saved = schedules.clock, collection.clock
     schedules.clock = collection.clock = live
     engine = _engine(app, settings, live)
-    app.state.scheduler, original = engine, app.state.scheduler
+    commands = app.state.instance.schedule_commands
+    commands.engine, original = engine, commands.engine
     try:
         engine.start()
         await asyncio.sleep(0.05)
@@ -695,7 +696,7 @@ async def test_engine_picks_up_a_change_without_restart(
     finally:
         await engine.shutdown()
         await engine.drain()
-        app.state.scheduler = original
+        commands.engine = original
         schedules.clock, collection.clock = saved
     assert [f["scheduled_for"] for f in fires] == ["2027-02-01T12:00:00Z"]
 

@@ -21,8 +21,9 @@ from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.database import SYSTEM, Database, DbActor, acting_as
-from app.services import presets as preset_service
+from app import presets as preset_service
+from app.core.clock import utcnow
+from app.core.database import SYSTEM, Database, DbActor, acting_as
 from app.tables import (
     CategoryPreset,
     CollectionRun,
@@ -38,7 +39,6 @@ from app.tables import (
     RunSeller,
     RunStatus,
     ScheduleFire,
-    utcnow,
 )
 from tests.conftest import Actor, Actors
 from tests.web_browser import browsers

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.auth import issue_token
-from app.config import Settings
-from app.tables import CollectionRun, RunStatus, utcnow
+from app.core.clock import utcnow
+from app.core.config import Settings
+from app.tables import CollectionRun, RunStatus
 from app.web.rendering import STATIC
 from app.web.session import ORG_COOKIE, SESSION_COOKIE
 from tests.conftest import Actor, Actors
@@ -861,7 +862,7 @@ async def test_a_stopping_or_waiting_run_says_so(
     run_id = run.json()["id"]
     signed_in = await browser(admin)
     resumes_at = datetime(2027, 7, 2, 7, 0, tzinfo=UTC)
-    async with app.state.database.transaction() as session:
+    async with app.state.instance.database.transaction() as session:
         await session.execute(
             sa.update(CollectionRun)
             .where(CollectionRun.id == uuid.UUID(run_id))

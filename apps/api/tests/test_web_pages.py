@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.database import Database
+from app.core.database import Database
 from app.tables import RunListing
 from tests.conftest import Actor, Actors
 from tests.test_web import _completed_run, _preset

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from fastapi import FastAPI
 
-from app.config import Settings
-from app.database import Database
-from app.services import web_sessions
+from app import web_sessions
+from app.core.config import Settings
+from app.core.database import Database
 from app.tables import WebSession
 from app.web.session import ORG_COOKIE, SESSION_COOKIE
 from tests.conftest import Actor, Actors, make_settings

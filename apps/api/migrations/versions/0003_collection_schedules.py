@@ -2,7 +2,7 @@
 
 On PostgreSQL, row-level security on collection_schedules admits only admins of the row's
 organization (or the scheduler itself, as "system"). It binds the role the application
-switches to for each transaction (see app.database), so a query that forgets its
+switches to for each transaction (see app.core.database), so a query that forgets its
 organization filter still sees nothing of other organizations.
 
 Revision ID: 0003
@@ -21,7 +21,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TIMESTAMP = sa.DateTime(timezone=True)
-# The role is named in app.database.RLS_ROLE too. Roles belong to the whole cluster, so
+# The role is named in app.core.database.RLS_ROLE too. Roles belong to the whole cluster, so
 # another database's migration may have created it already (or be creating it right now).
 RLS_UP = [
     """

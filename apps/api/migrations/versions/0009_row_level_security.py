@@ -3,7 +3,7 @@
 Migration 0003 guarded collection_schedules only; this guards organizations, memberships,
 invitations, presets, runs and their results, schedules and the fire log. Requests act as
 a user (`app.user_id`) and, once the request has picked it, in an organization
-(`app.org_id`), both set per transaction by app.database. A row is visible to:
+(`app.org_id`), both set per transaction by app.core.database. A row is visible to:
 
 - the system (`app.system`, the scheduler): every row;
 - a user acting in an organization they belong to: that organization's rows, and no
@@ -42,7 +42,7 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The actor, as app.database sets it per transaction. In policies each is an uncorrelated
+# The actor, as app.core.database sets it per transaction. In policies each is an uncorrelated
 # sub-select: evaluated once per statement (an InitPlan), not once per row, and usable as
 # an index condition (org_id = $1).
 USER_SETTING = "NULLIF(current_setting('app.user_id', true), '')::uuid"

@@ -15,10 +15,12 @@ import jwt
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.config import Settings
-from app.database import Database, DbActor, acting_as
+from app import users as user_service
+from app.core.config import Settings
+from app.core.database import DbActor, acting_as
+from app.errors import ForbiddenError, InvalidError, UnauthenticatedError, UnavailableError
+from app.instance import instance_of
 from app.models import email_address
-from app.services import users as user_service
 from app.tables import Role
 
 logger = logging.getLogger(__name__)
@@ -262,14 +264,6 @@ class OrgContext:
 _bearer = HTTPBearer(auto_error=False, description="JWT signed with JWT_SECRET or a JWKS key")
 
 
-def _unauthorized(message: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        detail=message,
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-    )
-
-
 async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -293,27 +287,23 @@ async def get_principal(
 async def authenticate(request: Request, token: str) -> Principal:
     """Verify `token` and provision its user: the API's check, shared with the web pages.
 
-    Raises HTTPException: 401 for a token that cannot be trusted, 409 when its email
-    belongs to another user, 503 when the identity provider's keys are unavailable.
+    Raises UnauthenticatedError for a token that cannot be trusted, EmailTakenError (a
+    conflict) when its email belongs to another user, UnavailableError when the identity
+    provider's keys are unavailable.
     """
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
         claims = await verifier.verify(token)
     except InvalidTokenError as exc:
-        raise _unauthorized(f"invalid token: {exc}") from None
+        raise UnauthenticatedError(f"invalid token: {exc}") from None
     except KeysUnavailableError as exc:
         logger.error("%s", exc)
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail="identity provider keys are unavailable"
-        ) from None
-    database: Database = request.app.state.database
-    try:
-        with acting_as(DbActor(user_id=claims.user_id)):
-            memberships = await user_service.resolve_user(
-                database, user_id=claims.user_id, email=claims.email
-            )
-    except user_service.EmailTakenError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+        raise UnavailableError("identity provider keys are unavailable") from None
+    database = instance_of(request).database
+    with acting_as(DbActor(user_id=claims.user_id)):
+        memberships = await user_service.resolve_user(
+            database, user_id=claims.user_id, email=claims.email
+        )
     return Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
 
 
@@ -345,26 +335,21 @@ def _org_context(principal: Principal, x_org_id: str | None) -> OrgContext:
         try:
             org_id = uuid.UUID(x_org_id)
         except ValueError:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST,
-                detail=f"X-Org-Id must be an organization UUID, got {x_org_id!r}",
+            raise InvalidError(
+                f"X-Org-Id must be an organization UUID, got {x_org_id!r}",
             ) from None
         role = principal.memberships.get(org_id)
         if role is None:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, detail=f"you are not a member of organization {org_id}"
-            )
+            raise ForbiddenError(f"you are not a member of organization {org_id}")
         return OrgContext(principal.user_id, principal.email, org_id, role)
     if not principal.memberships:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail="you are not a member of any organization: create one with POST /orgs "
+        raise ForbiddenError(
+            "you are not a member of any organization: create one with POST /orgs "
             "or ask an admin to add you",
         )
     if len(principal.memberships) > 1:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail=f"you belong to {len(principal.memberships)} organizations: "
+        raise InvalidError(
+            f"you belong to {len(principal.memberships)} organizations: "
             "name one with the X-Org-Id header (see GET /me)",
         )
     ((org_id, role),) = principal.memberships.items()
@@ -381,9 +366,8 @@ def require_permission_key(key: str) -> Callable[[OrgContext], Awaitable[OrgCont
 
     async def _require(ctx: CurrentOrg) -> OrgContext:
         if key not in ctx.permissions:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                detail=f"permission {key!r} is required; your role {ctx.role.value!r} lacks it",
+            raise ForbiddenError(
+                f"permission {key!r} is required; your role {ctx.role.value!r} lacks it",
             )
         return ctx
 

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from app import __version__
-from app.config import Settings
+from app.core.config import Settings
+from app.core.observability import configure_logging
+from app.core.text import refused_character
 from app.models import email_address
-from app.observability import configure_logging
-from app.services.users import local_user_id
-from app.text import refused_character
+from app.users import local_user_id
 
 if TYPE_CHECKING:
-    from app.database import Database
+    from app.core.database import Database
 
 
 def _settings() -> Settings:
@@ -115,12 +115,12 @@ def sign_in_link(email: str | None, url: str) -> None:
 
 def _sign_in_link(settings: Settings, base_url: str, email: str | None) -> str:
     """A new one-time link, and whom it signs in, as one line."""
-    from app.services import web_sessions
-    from app.tables import utcnow
+    from app import web_sessions
+    from app.core.clock import utcnow
     from app.web import sign_in_url
 
     async def issue() -> tuple[str, str]:
-        from app.database import Database
+        from app.core.database import Database
 
         database = Database.from_settings(settings)
         try:
@@ -209,32 +209,13 @@ def bootstrap(org_name: str, email: str, ttl: int) -> None:
 
 
 async def _bootstrap(settings: Settings, org_name: str, email: str) -> tuple[uuid.UUID, uuid.UUID]:
-    from app.database import Database
-    from app.services import orgs as org_service
-    from app.services import users as user_service
-    from app.tables import Membership, Organization, Role, User
+    from app.core.database import Database
+    from app.users import bootstrap_admin
 
     database = Database.from_settings(settings)
     try:
         async with database.transaction() as session:
-            user_id = await session.scalar(sa.select(User.id).where(User.email == email))
-            if user_id is None:
-                user_id = local_user_id(email)
-                await user_service.provision_user(session, user_id=user_id, email=email)
-            org_id = await session.scalar(
-                sa.select(Organization.id)
-                .join(Membership, Membership.org_id == Organization.id)
-                .where(
-                    Organization.name == org_name,
-                    Membership.user_id == user_id,
-                    Membership.role == Role.ADMIN,
-                )
-                .limit(1)
-            )
-            if org_id is None:
-                org = await org_service.create_org(session, name=org_name, admin_id=user_id)
-                org_id = org.id
-        return org_id, user_id
+            return await bootstrap_admin(session, org_name=org_name, email=email)
     finally:
         await database.dispose()
 
@@ -270,7 +251,7 @@ def preview(expression: str, timezone: str, after: str | None, count: int) -> No
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
-    from app.services.cron import CronError, parse
+    from app.scheduling.cron import CronError, parse
 
     try:
         cron = parse(expression, timezone)
@@ -338,7 +319,7 @@ async def _check_providers(
     settings: Settings, http: httpx.AsyncClient
 ) -> list[tuple[str, str, bool, str]]:
     """(marketplace, provider, ok, detail) for the Amazon and the eBay provider."""
-    from app.database import Database
+    from app.core.database import Database
     from app.providers.base import ProviderError
     from app.providers.keepa import KeepaAmazonProvider
 

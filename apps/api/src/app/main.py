@@ -16,26 +16,22 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 
 from app import __version__, web
+from app.api import errors as api_errors
+from app.api.body_limit import BodyLimitMiddleware
+from app.api.openapi import openapi_schema
+from app.api.routes import health, orgs, presets, runs, schedules
 from app.auth import TokenVerifier
-from app.background import (
+from app.core.config import Settings
+from app.core.database import Database
+from app.core.observability import HttpMetrics, RequestContextMiddleware
+from app.instance import Instance
+from app.migrate import head_revision
+from app.scheduling.background import (
     cleanup_worker,
     collection_startup_recovery,
     scheduler_shutdown,
     scheduler_startup,
 )
-from app.body_limit import BodyLimitMiddleware
-from app.config import Settings
-from app.database import Database
-from app.migrate import head_revision
-from app.observability import HttpMetrics, RequestContextMiddleware
-from app.openapi import openapi_schema
-from app.providers import build_providers
-from app.routers import collection, health, orgs
-from app.services.collection import CollectionService
-from app.services.executor import RunExecutor
-from app.services.notifications import Mailer, notify_run_ended
-from app.services.scheduler import CollectionScheduler, ScheduleMetrics
-from app.services.schedules import ScheduleService
 
 logger = logging.getLogger(__name__)
 
@@ -63,42 +59,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.from_settings(settings)
         http = httpx.AsyncClient()
-        app.state.settings = settings
-        app.state.database = database
-        app.state.http = http
-        app.state.token_verifier = TokenVerifier(settings, http=http)
         app.state.schema_head = head_revision(settings)
-        amazon, ebay = build_providers(settings, http=http, database=database)
-        service = CollectionService(database, settings, amazon=amazon, ebay=ebay)
-        executor = RunExecutor(service, settings)
-        mailer = Mailer(settings)
-        executor.on_finished.append(partial(notify_run_ended, database, mailer))
-        schedules = ScheduleService(database, settings, service)
-        scheduler = CollectionScheduler(
-            schedules, executor, mailer, settings, metrics=ScheduleMetrics(registry)
-        )
-        app.state.collection = service
-        app.state.executor = executor
-        app.state.mailer = mailer
-        app.state.schedules = schedules
-        app.state.scheduler = scheduler
-        await collection_startup_recovery(executor)
+        app.state.token_verifier = TokenVerifier(settings, http=http)
+        instance = Instance.build(settings, database, http=http, registry=registry)
+        app.state.instance = instance
+        await collection_startup_recovery(instance.executor)
         cleanup = asyncio.create_task(cleanup_worker(database, settings), name="cleanup")
-        scheduler_startup(scheduler, settings)
+        scheduler_startup(instance.scheduler, settings)
         logger.info(
             "instance %s ready on %s database (providers: amazon=%s, ebay=%s)",
             settings.instance_id,
             database.dialect,
-            amazon.name,
-            ebay.name,
+            instance.amazon.name,
+            instance.ebay.name,
         )
         try:
             yield
         finally:
-            await scheduler_shutdown(scheduler)
+            await scheduler_shutdown(instance.scheduler)
             cleanup.cancel()
-            await executor.stop()
-            await mailer.drain()
+            await instance.executor.stop()
+            await instance.mailer.drain()
             await http.aclose()
             await database.dispose()
             logger.info("instance %s stopped", settings.instance_id)
@@ -114,9 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
-    app.include_router(health.router)
-    app.include_router(orgs.router)
-    app.include_router(collection.router)
+    for route in (health, orgs, presets, runs, schedules):
+        app.include_router(route.router)
+    api_errors.install(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     web.install(app)  # the pages at /, after the API so its routes come first
     return app

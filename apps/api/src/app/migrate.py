@@ -16,8 +16,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from app.config import Settings
-from app.database import create_engine
+from app.core.config import Settings
+from app.core.database import create_engine
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from app.categories import MAX_CATEGORY_ID_DIGITS, parse_category_id
-from app.pagination import Page
+from app.core.pagination import Page
+from app.core.text import REFUSED_CLASS, refused_character
 from app.tables import FireOutcome, Role, RunPhase, RunStatus, RunTrigger
-from app.text import REFUSED_CLASS, refused_character
 
 MAX_CATEGORIES_PER_PRESET = 100
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from app.config import Settings
-from app.database import Database
+from app.core.config import Settings
+from app.core.database import Database
 from app.providers.base import AmazonProvider, EbayProvider
 from app.providers.ebay import EbayBrowseProvider
 from app.providers.keepa import KeepaAmazonProvider

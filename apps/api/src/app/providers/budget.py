@@ -22,18 +22,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from app.database import Database, dialect_insert
+from app.core.clock import Clock, utcnow
+from app.core.database import Database, dialect_insert
 from app.providers.base import QuotaExhaustedError
 from app.tables import ProviderCallCount
 
-Clock = Callable[[], datetime]
-
 PACIFIC: Final = ZoneInfo("America/Los_Angeles")
 CALL_COUNTS: Final = cast(sa.Table, ProviderCallCount.__table__)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def next_midnight(now: datetime, zone: ZoneInfo = PACIFIC) -> datetime:
@@ -89,7 +84,7 @@ class DailyCallBudget(_Budget):
         provider: str,
         setting: str,
         label: str,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         next_reset: Callable[[datetime], datetime] = next_midnight,
     ) -> None:
         super().__init__(limit, provider=provider, setting=setting, label=label)
@@ -128,7 +123,7 @@ class SharedDailyCallBudget(_Budget):
         setting: str,
         label: str,
         zone: ZoneInfo = PACIFIC,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         super().__init__(limit, provider=provider, setting=setting, label=label)
         self._database = database

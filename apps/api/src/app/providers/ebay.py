@@ -22,7 +22,7 @@ import asyncio
 import email.utils
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -30,8 +30,9 @@ from typing import Any, Final
 
 import httpx
 
-from app.config import Settings
-from app.database import Database
+from app.core.clock import Clock, utcnow
+from app.core.config import Settings
+from app.core.database import Database
 from app.providers.base import Listing, Product, ProviderError, QuotaExhaustedError
 from app.providers.budget import (
     PACIFIC,
@@ -44,7 +45,6 @@ from app.providers.matching import search_keywords, title_matches
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 
 PROVIDER: Final = "ebay"
 OAUTH_SCOPE: Final = "https://api.ebay.com/oauth/api_scope"
@@ -64,12 +64,8 @@ QUOTA_EVIDENCE_TTL: Final = timedelta(seconds=30)
 """How long one Analytics answer explains the 429s that follow (one call, not one per 429)."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def daily_budget(
-    limit: int, *, database: Database | None = None, clock: Clock = _utcnow
+    limit: int, *, database: Database | None = None, clock: Clock = utcnow
 ) -> CallBudget:
     """The daily Browse API budget: shared by every instance through `database` when given,
     else counted in this process. eBay's call limits roll over at midnight Pacific time."""
@@ -130,7 +126,7 @@ class EbayBrowseProvider:
         title_match_threshold: float = 0.6,
         keyword_fallback: bool = True,
         page_size: int = MAX_PAGE_SIZE,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         request_timeout: float = 30.0,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -568,7 +564,7 @@ def _token_error(response: httpx.Response) -> ProviderError:
         if body.get("error_description"):
             detail += f": {body['error_description']}"
     if status == httpx.codes.TOO_MANY_REQUESTS or status >= 500:
-        retry_after = _retry_after(response, _utcnow())
+        retry_after = _retry_after(response, utcnow())
         return ProviderError(
             f"eBay token endpoint answered HTTP {status}{detail}",
             provider=PROVIDER,

@@ -14,24 +14,19 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeGuard
 
 import httpx
 
-from app.config import Settings
+from app.core.clock import Clock, utcnow
+from app.core.config import Settings
 from app.providers.base import Product, ProviderError, QuotaExhaustedError
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 PROVIDER: Final = "keepa"
@@ -199,7 +194,7 @@ class KeepaAmazonProvider:
         base_url: str = "https://api.keepa.com",
         domain: int = 1,
         bestsellers_range: int = 0,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         refill_interval: timedelta = REFILL_INTERVAL,
         list_ttl: timedelta = BEST_SELLER_LIST_TTL,
         request_timeout: float = 30.0,

@@ -15,12 +15,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import httpx
 
-from app.config import Settings
+from app.core.clock import Clock, utcnow
+from app.core.config import Settings
 from app.providers.base import (
     AmazonProvider,
     EbayProvider,
@@ -34,16 +35,11 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
-WallClock = Callable[[], datetime]
+MonotonicClock = Callable[[], float]
 
 THROTTLE_WAIT = timedelta(minutes=5)
 """How long a run waits when a provider still answers 429 after every retry."""
 MAX_THROTTLE_WAIT = timedelta(hours=1)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class RateLimiter:
@@ -60,7 +56,7 @@ class RateLimiter:
         rate: float | None,
         burst: float | None = None,
         *,
-        clock: Clock = time.monotonic,
+        clock: MonotonicClock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if rate is not None and rate <= 0:
@@ -163,7 +159,7 @@ class _Resilient:
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep,
-        now: WallClock,
+        now: Clock,
     ) -> None:
         self.name = name
         self.limiter = limiter
@@ -259,7 +255,7 @@ class ResilientAmazonProvider(_Resilient):
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep = asyncio.sleep,
-        now: WallClock = _utcnow,
+        now: Clock = utcnow,
     ) -> None:
         super().__init__(
             inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep, now=now
@@ -288,7 +284,7 @@ class ResilientEbayProvider(_Resilient):
         policy: RetryPolicy,
         timeout: float,
         sleep: Sleep = asyncio.sleep,
-        now: WallClock = _utcnow,
+        now: Clock = utcnow,
     ) -> None:
         super().__init__(
             inner.name, limiter=limiter, policy=policy, timeout=timeout, sleep=sleep, now=now

@@ -13,8 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.body_limit import BodyTooLargeError
-from app.tables import utcnow
+from app.api.body_limit import BodyTooLargeError
+from app.core.clock import utcnow
 from app.web import account, members, presets, runs, schedule
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render

@@ -8,19 +8,20 @@ import secrets
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from app import orgs as org_service
+from app import users as user_service
+from app import web_sessions
+from app.api.deps import SessionDep
+from app.api.errors import status_of
 from app.auth import Principal, authenticate
-from app.config import Settings
-from app.database import Database
-from app.dependencies import SessionDep
+from app.errors import AppError
+from app.instance import instance_of
 from app.models import OrgCreate
-from app.services import orgs as org_service
-from app.services import users as user_service
-from app.services import web_sessions
-from app.web.errors import WebError, detail_text
+from app.web.errors import WebError
 from app.web.rendering import display_email, flash, render
 from app.web.session import (
     SIGN_IN_COOKIE,
@@ -119,16 +120,16 @@ async def sign_in(
         )
     try:
         principal = await authenticate(request, token)
-    except HTTPException as exc:
+    except AppError as exc:
         return _sign_in_page(
             request,
             next_path=next_path,
-            error=f"This token was not accepted: {detail_text(exc)}.",
-            status_code=exc.status_code,
+            error=f"This token was not accepted: {exc.message}.",
+            status_code=status_of(exc),
         )
     response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SIGN_IN_COOKIE, path="/sign-in")
-    database: Database = request.app.state.database
+    database = instance_of(request).database
     async with database.transaction() as session:
         await start_session(response, request, session=session, user_id=principal.user_id)
     return flash(response, request, f"Signed in as {display_email(principal.email)}.")
@@ -137,7 +138,7 @@ async def sign_in(
 @router.get("/sign-in/link")
 async def sign_in_with_link(request: Request, code: str = "") -> Response:
     """Redeem a one-time link (`collection-api sign-in-link`, or printed by `serve`)."""
-    database: Database = request.app.state.database
+    database = instance_of(request).database
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
     try:
         async with database.transaction() as session:
@@ -190,7 +191,7 @@ async def sign_out_everywhere(
 async def account_page(request: Request, principal: WebPrincipal, session: SessionDep) -> Response:
     """Who is signed in, their sessions, and "sign out everywhere"."""
     await acting_context(request, principal)  # the header's organization, if any
-    settings: Settings = request.app.state.settings
+    settings = instance_of(request).settings
     policy = session_policy(settings)
     current: CurrentSession = request.state.web_session
     return render(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, status
+from fastapi import status
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from app.api.errors import status_of
 from app.auth import Principal
+from app.errors import AppError, NotFoundError
 
 FORM = "__form__"  # errors that belong to the whole form, not one field
 
@@ -45,21 +47,12 @@ class NoOrganization(Exception):
         self.principal = principal
 
 
-def detail_text(exc: HTTPException) -> str:
-    """The message of an API error, as a sentence for a page (never a JSON body)."""
-    if isinstance(exc.detail, str):
-        return exc.detail
-    if isinstance(exc.detail, list):
-        return "; ".join(str(item.get("msg", item)) for item in exc.detail)
-    return str(exc.detail)
-
-
-def web_error(exc: HTTPException, *, missing: str | None = None) -> WebError:
-    """An API error as an error page: the API's message, or for a 404 the page's own words
-    (`missing`) rather than the API's, which names the resource by its id."""
-    if missing is not None and exc.status_code == status.HTTP_404_NOT_FOUND:
-        return WebError(exc.status_code, missing)
-    return WebError(exc.status_code, detail_text(exc))
+def web_error(exc: AppError, *, missing: str | None = None) -> WebError:
+    """A domain error as an error page with the API's status and message, or for a missing
+    resource the page's own words (`missing`) rather than the API's, which name it by id."""
+    if missing is not None and isinstance(exc, NotFoundError):
+        return WebError(status_of(exc), missing)
+    return WebError(status_of(exc), exc.message)
 
 
 def _plain(error: ErrorDetails) -> str:

@@ -6,16 +6,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from app.dependencies import SessionDep
-from app.models import MemberCreate, MemberUpdate, email_address
-from app.pagination import PageParams
-from app.routers import orgs as api
+from app import orgs as org_service
+from app.api.deps import SessionDep
+from app.core.pagination import PageParams
+from app.errors import AppError, ConflictError
+from app.models import MemberCreate, MemberResponse, MemberUpdate, email_address
 from app.tables import Role
-from app.web.errors import WebError, detail_text, field_errors, web_error
+from app.web.errors import WebError, field_errors, web_error
 from app.web.rendering import display_email, flash, render
 from app.web.session import CanManageMembers, CanView, WebContext
 
@@ -42,29 +43,26 @@ async def _page(
     errors: dict[str, str] | None = None,
     status_code: int = status.HTTP_200_OK,
 ) -> Response:
-    try:
-        members = await api.list_members(
-            context.org, session, PageParams(cursor=cursor, limit=MEMBERS_PER_PAGE)
+    org_id = context.org.org_id
+    members, next_cursor = await org_service.list_members(
+        session, org_id=org_id, page=PageParams(cursor=cursor, limit=MEMBERS_PER_PAGE)
+    )
+    invitations: list[org_service.Member] = []
+    more_invitations: str | None = None
+    if context.can("members.manage"):
+        invitations, more_invitations = await org_service.list_invitations(
+            session, org_id=org_id, page=PageParams(cursor=None, limit=INVITATIONS_SHOWN)
         )
-        invitations = (
-            await api.list_invitations(
-                context.org, session, PageParams(cursor=None, limit=INVITATIONS_SHOWN)
-            )
-            if context.can("members.manage")
-            else None
-        )
-    except HTTPException as exc:
-        raise web_error(exc) from None
     return render(
         request,
         "members.html",
         status_code=status_code,
         nav="members",
-        members=members.items,
-        next_cursor=members.next_cursor,
+        members=[MemberResponse.model_validate(m) for m in members],
+        next_cursor=next_cursor,
         cursor=cursor,
-        invitations=invitations.items if invitations else [],
-        more_invitations=bool(invitations and invitations.next_cursor),
+        invitations=[MemberResponse.model_validate(m) for m in invitations],
+        more_invitations=bool(more_invitations),
         roles=ROLE_HINTS,
         email=email,
         role=role,
@@ -91,17 +89,23 @@ async def add_member(
     """Add a member, or invite someone who never signed in (POST /orgs/current/members)."""
     try:
         body = MemberCreate.model_validate({"email": email.strip(), "role": role})
-        member = await api.add_member(body, context.org, session)
-    except (ValidationError, HTTPException) as exc:
+        row = await org_service.add_member(
+            session,
+            org_id=context.org.org_id,
+            email=body.email,
+            role=body.role,
+            invited_by=context.org.user_id,
+        )
+        await session.commit()
+    except (ValidationError, ConflictError) as exc:
         if isinstance(exc, ValidationError):
             errors, code = field_errors(exc), status.HTTP_400_BAD_REQUEST
-        elif exc.status_code == status.HTTP_409_CONFLICT:
-            errors, code = {"email": detail_text(exc)}, exc.status_code
         else:
-            raise web_error(exc) from None
+            errors, code = {"email": exc.message}, status.HTTP_409_CONFLICT
         return await _page(
             request, context, session, email=email, role=role, errors=errors, status_code=code
         )
+    member = MemberResponse.model_validate(row)
     shown = display_email(member.email)
     if member.status == "invited":
         message = (
@@ -147,13 +151,16 @@ async def change_role(
     member_id = _user_id(user_id)
     try:
         body = MemberUpdate.model_validate({"role": role})
-        member = await api.change_member_role(member_id, body, context.org, session)
+        member = await org_service.change_role(
+            session, org_id=context.org.org_id, user_id=member_id, role=body.role
+        )
+        await session.commit()
     except ValidationError as exc:
         return _back(request, f"Role not changed: {field_errors(exc).get('role')}.", error=True)
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc, missing=_missing_member(context)) from None
-        return _back(request, f"Role not changed: {detail_text(exc)}.", error=True)
+    except ConflictError as exc:
+        return _back(request, f"Role not changed: {exc.message}.", error=True)
+    except AppError as exc:
+        raise web_error(exc, missing=_missing_member(context)) from None
     return _back(request, f"{member.email} is now {member.role.value}.")
 
 
@@ -164,11 +171,12 @@ async def remove_member(
     """Take someone out of the organization (DELETE /orgs/current/members/{user_id})."""
     member_id = _user_id(user_id)
     try:
-        await api.remove_member(member_id, context.org, session)
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc, missing=_missing_member(context)) from None
-        return _back(request, f"Not removed: {detail_text(exc)}.", error=True)
+        await org_service.remove_member(session, org_id=context.org.org_id, user_id=member_id)
+        await session.commit()
+    except ConflictError as exc:
+        return _back(request, f"Not removed: {exc.message}.", error=True)
+    except AppError as exc:
+        raise web_error(exc, missing=_missing_member(context)) from None
     if member_id == context.org.user_id:
         response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
         return flash(response, request, f"You left {context.org_name}.")
@@ -188,8 +196,9 @@ async def revoke_invitation(
     except ValueError as exc:
         return _back(request, f"Not withdrawn: the email {exc}.", error=True)
     try:
-        await api.revoke_invitation(address, context.org, session)
-    except HTTPException as exc:
+        await org_service.revoke_invitation(session, org_id=context.org.org_id, email=address)
+        await session.commit()
+    except AppError as exc:
         raise web_error(
             exc,
             missing=f"No invitation of {address} is waiting in "

@@ -6,16 +6,17 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from app.dependencies import SessionDep
+from app import presets as preset_service
+from app.api.deps import SessionDep
+from app.core.pagination import PageParams
+from app.errors import ConflictError, NotFoundError
+from app.instance import instance_of
 from app.models import PresetCreate, PresetResponse, PresetUpdate
-from app.pagination import PageParams
-from app.routers import collection as api
-from app.services import presets as preset_service
-from app.web.errors import FORM, WebError, detail_text, field_errors, web_error
+from app.web.errors import FORM, WebError, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanManagePresets, CanView, WebContext
 
@@ -43,20 +44,17 @@ async def presets_page(
     request: Request, context: CanView, session: SessionDep, cursor: str | None = None
 ) -> Response:
     """The organization's presets, newest first."""
-    try:
-        page = await api.list_presets(
-            context.org, session, PageParams(cursor=cursor, limit=PRESETS_PER_PAGE)
-        )
-    except HTTPException as exc:
-        raise web_error(exc) from None
-    database = request.app.state.database
+    rows, next_cursor = await preset_service.list_presets(
+        session, org_id=context.org.org_id, page=PageParams(cursor=cursor, limit=PRESETS_PER_PAGE)
+    )
+    database = instance_of(request).database
     return render(
         request,
         "presets/list.html",
         nav="presets",
-        presets=page.items,
+        presets=[PresetResponse.model_validate(row) for row in rows],
         scheduled=await preset_service.scheduled_preset_ids(database, org_id=context.org.org_id),
-        next_cursor=page.next_cursor,
+        next_cursor=next_cursor,
         cursor=cursor,
     )
 
@@ -72,7 +70,7 @@ async def _form(
     status_code: int = 200,
 ) -> Response:
     scheduled = preset is not None and preset.id in await preset_service.scheduled_preset_ids(
-        request.app.state.database, org_id=context.org.org_id
+        instance_of(request).database, org_id=context.org.org_id
     )
     return render(
         request,
@@ -106,7 +104,14 @@ async def create_preset(
         body = PresetCreate.model_validate(
             {"name": name, "category_ids": category_ids_of(category_ids)}
         )
-        preset = await api.create_preset(body, context.org, session)
+        preset = await preset_service.create_preset(
+            session,
+            org_id=context.org.org_id,
+            name=body.name,
+            category_ids=body.category_ids,
+            created_by=context.org.user_id,
+        )
+        await session.commit()
     except ValidationError as exc:
         return await _form(
             request,
@@ -117,17 +122,15 @@ async def create_preset(
             errors=field_errors(exc),
             status_code=status.HTTP_400_BAD_REQUEST,
         )
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc) from None
+    except ConflictError as exc:
         return await _form(
             request,
             context,
             preset=None,
             name=name,
             category_ids=category_ids,
-            errors={"name": detail_text(exc)},
-            status_code=exc.status_code,
+            errors={"name": exc.message},
+            status_code=status.HTTP_409_CONFLICT,
         )
     response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
     count = len(preset.category_ids)
@@ -140,13 +143,16 @@ async def create_preset(
 
 async def _get(context: WebContext, session: SessionDep, preset_id: str) -> PresetResponse:
     try:
-        return await api.get_preset(_preset_id(preset_id), context.org, session)
-    except HTTPException as exc:
+        row = await preset_service.get_preset(
+            session, org_id=context.org.org_id, preset_id=_preset_id(preset_id)
+        )
+    except NotFoundError as exc:
         raise web_error(
             exc,
             missing=f"This preset is not in {context.org_name}: it was deleted, or it belongs "
             "to another of your organizations (switch organization above).",
         ) from None
+    return PresetResponse.model_validate(row)
 
 
 @router.get("/presets/{preset_id}")
@@ -179,14 +185,22 @@ async def update_preset(
         body = PresetUpdate.model_validate(
             {"name": name, "category_ids": category_ids_of(category_ids)}
         )
-        preset = await api.update_preset(preset.id, body, context.org, session)
+        row = await preset_service.update_preset(
+            session,
+            org_id=context.org.org_id,
+            preset_id=preset.id,
+            name=body.name,
+            category_ids=body.category_ids,
+        )
+        await session.commit()
     except ValidationError as exc:
         errors, status_code = field_errors(exc), status.HTTP_400_BAD_REQUEST
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc) from None
-        errors, status_code = {"name": detail_text(exc)}, exc.status_code
+    except ConflictError as exc:
+        errors, status_code = {"name": exc.message}, status.HTTP_409_CONFLICT
+    except NotFoundError as exc:
+        raise web_error(exc) from None
     else:
+        preset = PresetResponse.model_validate(row)
         response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
         return flash(response, request, f"Preset {preset.name} saved.")
     await session.rollback()
@@ -213,7 +227,7 @@ async def delete_preset(
     preset that a schedule collects is deleted only once the form said the schedule stops."""
     preset = await _get(context, session, preset_id)
     scheduled = await preset_service.scheduled_preset_ids(
-        request.app.state.database, org_id=context.org.org_id
+        instance_of(request).database, org_id=context.org.org_id
     )
     if preset.id in scheduled and not schedule_stops:
         return await _form(
@@ -230,9 +244,10 @@ async def delete_preset(
             status_code=status.HTTP_409_CONFLICT,
         )
     try:
-        await api.delete_preset(preset.id, context.org, session)
-    except HTTPException as exc:
+        await preset_service.delete_preset(session, org_id=context.org.org_id, preset_id=preset.id)
+    except NotFoundError as exc:
         raise web_error(exc) from None
+    await session.commit()
     response = RedirectResponse("/presets", status_code=status.HTTP_303_SEE_OTHER)
     message = f"Preset {preset.name} deleted."
     if preset.id in scheduled:

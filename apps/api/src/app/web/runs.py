@@ -1,8 +1,8 @@
 """Run pages: the list, a new run from a preset, one run with live progress, lifecycle
 buttons, its ranked sellers (sortable, paginated) and CSV downloads.
 
-Every action goes through the same endpoint functions as the JSON API, so the lifecycle
-rules, the one-active-run rule and the tenant scoping are the API's own.
+Every action goes through the same commands as the JSON API (`app.runs.commands`), so the
+lifecycle rules, the one-active-run rule and the tenant scoping are the API's own.
 """
 
 from __future__ import annotations
@@ -10,20 +10,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Form, Query, Request, status
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.dependencies import SessionDep
+from app import presets as preset_service
+from app.api.deps import DatabaseDep, RunCommandsDep, Runs, SessionDep
+from app.api.errors import status_of
+from app.core.pagination import PageParams
+from app.errors import AppError, ConflictError, NotFoundError
+from app.instance import instance_of
 from app.models import RunCreate, RunResponse
-from app.pagination import PageParams
-from app.routers import collection as api
-from app.services import presets as preset_service
-from app.services import results
-from app.services.collection import ALLOWED_FROM, CollectionService, RunNotFoundError
+from app.runs import results
+from app.runs.lifecycle import ALLOWED_FROM, RunLifecycle
 from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
-from app.web.errors import FORM, WebError, detail_text, field_errors, web_error
+from app.web.errors import FORM, WebError, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
 
@@ -74,24 +76,21 @@ async def runs_page(
     request: Request,
     context: CanView,
     session: SessionDep,
-    service: api.Service,
+    runs: Runs,
     status_filter: Annotated[str, Query(alias="status")] = "",
     cursor: str | None = None,
     fragment: str = "",
 ) -> Response:
     """The organization's runs, newest first, refreshing while any of them is active."""
-    statuses = [RunStatus(status_filter)] if status_filter in set(RunStatus) else None
-    try:
-        page = await api.list_runs(
-            context.org,
-            session,
-            service,
-            PageParams(cursor=cursor, limit=RUNS_PER_PAGE),
-            statuses,
-        )
-    except HTTPException as exc:
-        raise web_error(exc) from None
-    has_presets = bool(page.items) or bool(
+    statuses = [RunStatus(status_filter)] if status_filter in set(RunStatus) else []
+    rows, next_cursor = await runs.list_runs(
+        session,
+        org_id=context.org.org_id,
+        page=PageParams(cursor=cursor, limit=RUNS_PER_PAGE),
+        statuses=statuses,
+    )
+    items = [RunResponse.model_validate(row) for row in rows]
+    has_presets = bool(items) or bool(
         (
             await preset_service.list_presets(
                 session, org_id=context.org.org_id, page=PageParams(limit=1)
@@ -102,13 +101,13 @@ async def runs_page(
         request,
         "runs/_table.html" if fragment else "runs/list.html",
         nav="runs",
-        runs=page.items,
-        next_cursor=page.next_cursor,
+        runs=items,
+        next_cursor=next_cursor,
         cursor=cursor,
         status_filter=status_filter if statuses else "",
         statuses=list(RunStatus),
         has_presets=has_presets,
-        live=any(is_active(run) for run in page.items),
+        live=any(is_active(run) for run in items),
     )
 
 
@@ -119,7 +118,7 @@ async def _new_run_page(
     request: Request,
     context: WebContext,
     session: AsyncSession,
-    service: CollectionService,
+    runs: RunLifecycle,
     *,
     values: dict[str, str],
     errors: dict[str, str] | None = None,
@@ -128,7 +127,7 @@ async def _new_run_page(
     presets, _ = await preset_service.list_presets(
         session, org_id=context.org.org_id, page=PageParams(limit=200)
     )
-    active = await service.active_run(session, org_id=context.org.org_id)
+    active = await runs.active_run(session, org_id=context.org.org_id)
     return render(
         request,
         "runs/new.html",
@@ -138,7 +137,7 @@ async def _new_run_page(
         active=active,
         values=values,
         errors=errors or {},
-        defaults=request.app.state.settings,
+        defaults=instance_of(request).settings,
     )
 
 
@@ -147,12 +146,12 @@ async def new_run_page(
     request: Request,
     context: CanRun,
     session: SessionDep,
-    service: api.Service,
+    runs: Runs,
     preset_id: str = "",
 ) -> Response:
     """The form that starts a run of a preset."""
     values = {"preset_id": preset_id, "start": "on"}
-    return await _new_run_page(request, context, session, service, values=values)
+    return await _new_run_page(request, context, session, runs, values=values)
 
 
 @router.post("/runs")
@@ -160,8 +159,8 @@ async def create_run(
     request: Request,
     context: CanRun,
     session: SessionDep,
-    service: api.Service,
-    executor: api.Executor,
+    runs: Runs,
+    commands: RunCommandsDep,
     preset_id: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "",
     products_per_category: Annotated[str, Form()] = "",
@@ -182,7 +181,7 @@ async def create_run(
             request,
             context,
             session,
-            service,
+            runs,
             values=values,
             errors=errors,
             status_code=status_code,
@@ -196,28 +195,36 @@ async def create_run(
     except ValidationError as exc:
         return await again(field_errors(exc), 400)
     try:
-        run = await api.create_run(body, context.org, session, service)
-    except HTTPException as exc:
+        run = await commands.create(
+            session,
+            org_id=context.org.org_id,
+            created_by=context.org.user_id,
+            preset_id=body.preset_id,
+            name=body.name,
+            products_per_category=body.products_per_category,
+            listings_per_product=body.listings_per_product,
+        )
+    except AppError as exc:
         await session.rollback()
-        if exc.status_code == status.HTTP_404_NOT_FOUND:
+        if isinstance(exc, NotFoundError):
             message = "This preset no longer exists (it was deleted): choose another."
-            return await again({"preset_id": message}, exc.status_code)
-        active = await service.active_run(session, org_id=context.org.org_id)
-        if exc.status_code == status.HTTP_409_CONFLICT and active is not None:
+            return await again({"preset_id": message}, status.HTTP_404_NOT_FOUND)
+        active = await runs.active_run(session, org_id=context.org.org_id)
+        if isinstance(exc, ConflictError) and active is not None:
             message = (
                 f"Not created: the run {active.name} is still {active.status.value}, and "
                 f"{context.org_name} runs one collection at a time. Wait for it to finish, "
                 "or cancel it, then create this one."
             )
-            return await again({FORM: message}, exc.status_code)
-        return await again({FORM: detail_text(exc)}, exc.status_code)
+            return await again({FORM: message}, status.HTTP_409_CONFLICT)
+        return await again({FORM: exc.message}, status_of(exc))
     message = "Run created: start it when you are ready."
     if start:
         try:
-            run = await api.start_run(run.id, context.org, session, service, executor)
+            run = await commands.start(session, org_id=context.org.org_id, run_id=run.id)
             message = "Run started: progress updates below."
-        except HTTPException as exc:
-            message = f"Run created but not started: {detail_text(exc)}. Use Start below."
+        except AppError as exc:
+            message = f"Run created but not started: {exc.message}. Use Start below."
     response = RedirectResponse(f"/runs/{run.id}", status_code=status.HTTP_303_SEE_OTHER)
     return flash(response, request, message)
 
@@ -233,11 +240,11 @@ def _missing_run(context: WebContext) -> str:
 
 
 async def _run_row(
-    context: WebContext, session: AsyncSession, service: CollectionService, run_id: uuid.UUID
+    context: WebContext, session: AsyncSession, runs: RunLifecycle, run_id: uuid.UUID
 ) -> CollectionRun:
     try:
-        return await service.get_run(session, org_id=context.org.org_id, run_id=run_id)
-    except RunNotFoundError as exc:
+        return await runs.get_run(session, org_id=context.org.org_id, run_id=run_id)
+    except NotFoundError as exc:
         raise WebError(status.HTTP_404_NOT_FOUND, _missing_run(context)) from exc
 
 
@@ -286,7 +293,7 @@ async def _run_page(
     request: Request,
     context: WebContext,
     session: AsyncSession,
-    service: CollectionService,
+    runs: RunLifecycle,
     run_id: uuid.UUID,
     *,
     sort: str = "rank",
@@ -295,7 +302,7 @@ async def _run_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    row = await _run_row(context, session, service, run_id)
+    row = await _run_row(context, session, runs, run_id)
     run = RunResponse.model_validate(row)
     sellers = await _sellers(session, row, sort=sort, order=order, page=page)
     return render(
@@ -334,14 +341,14 @@ async def run_page(
     run_id: str,
     context: CanView,
     session: SessionDep,
-    service: api.Service,
+    runs: Runs,
     sort: str = "rank",
     order: str = "",
     page: str = "1",
 ) -> Response:
     """One run: live progress, lifecycle buttons, ranked sellers and downloads."""
     return await _run_page(
-        request, context, session, service, _uuid(run_id, "run"), sort=sort, order=order, page=page
+        request, context, session, runs, _uuid(run_id, "run"), sort=sort, order=order, page=page
     )
 
 
@@ -351,13 +358,13 @@ async def run_sellers(
     run_id: str,
     context: CanView,
     session: SessionDep,
-    service: api.Service,
+    runs: Runs,
     sort: str = "rank",
     order: str = "",
     page: str = "1",
 ) -> Response:
     """The sellers section of a run's page, polled while the run is active."""
-    row = await _run_row(context, session, service, _uuid(run_id, "run"))
+    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
     run = RunResponse.model_validate(row)
     sellers = await _sellers(session, row, sort=sort, order=order, page=page)
     return render(request, "runs/_sellers.html", run=run, live=is_active(run), **sellers)
@@ -365,13 +372,10 @@ async def run_sellers(
 
 @router.get("/runs/{run_id}/live")
 async def run_live(
-    request: Request, run_id: str, context: CanView, session: SessionDep, service: api.Service
+    request: Request, run_id: str, context: CanView, session: SessionDep, runs: Runs
 ) -> Response:
     """The live part of a run's page (status, progress, buttons), polled while it runs."""
-    try:
-        run = await api.get_run(_uuid(run_id, "run"), context.org, session, service)
-    except HTTPException as exc:
-        raise web_error(exc, missing=_missing_run(context)) from None
+    run = RunResponse.model_validate(await _run_row(context, session, runs, _uuid(run_id, "run")))
     return render(
         request,
         "runs/_live.html",
@@ -388,40 +392,35 @@ async def run_action(
     action: str,
     context: CanRun,
     session: SessionDep,
-    service: api.Service,
-    executor: api.Executor,
+    runs: Runs,
+    commands: RunCommandsDep,
 ) -> Response:
     """Start, pause, resume or cancel a run (the API's transitions; 409 when not allowed)."""
     if action not in ACTIONS:
         raise WebError(status.HTTP_404_NOT_FOUND, f"Runs cannot be asked to {action!r}.")
     run_uuid = _uuid(run_id, "run")
-    background = BackgroundTasks()
+    command = {
+        "start": commands.start,
+        "pause": commands.pause,
+        "resume": commands.resume,
+        "cancel": commands.cancel,
+    }[action]
     try:
-        if action == "start":
-            run = await api.start_run(run_uuid, context.org, session, service, executor)
-        elif action == "pause":
-            run = await api.pause_run(run_uuid, context.org, session, service, executor)
-        elif action == "resume":
-            run = await api.resume_run(run_uuid, context.org, session, service, executor)
-        else:
-            run = await api.cancel_run(
-                run_uuid, context.org, session, service, executor, request, background
-            )
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:
-            raise web_error(exc, missing=_missing_run(context)) from None
+        run = await command(session, org_id=context.org.org_id, run_id=run_uuid)
+    except ConflictError as exc:
         await session.rollback()
         return await _run_page(
             request,
             context,
             session,
-            service,
+            runs,
             run_uuid,
-            error=f"Could not {action} the run: {detail_text(exc)}.",
-            status_code=exc.status_code,
+            error=f"Could not {action} the run: {exc.message}.",
+            status_code=status.HTTP_409_CONFLICT,
         )
+    except AppError as exc:
+        raise web_error(exc, missing=_missing_run(context)) from None
     response = RedirectResponse(f"/runs/{run_uuid}", status_code=status.HTTP_303_SEE_OTHER)
-    response.background = background
     done = ACTION_DONE.get((action, run.status), f"The run is {run.status.value}.")
     return flash(response, request, done)
 
@@ -432,24 +431,23 @@ async def export_run(
     run_id: str,
     context: CanView,
     session: SessionDep,
-    service: api.Service,
+    runs: Runs,
+    database: DatabaseDep,
     kind: str = "sellers",
 ) -> StreamingResponse:
     """The run's sellers or listings as CSV (the API's export, with the session cookie)."""
+    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
     try:
-        return await api.export_run(
-            _uuid(run_id, "run"),
-            context.org,
-            session,
-            service,
-            request,
-            "listings" if kind == "listings" else "sellers",
-        )
-    except HTTPException as exc:
-        if exc.status_code == status.HTTP_410_GONE:
-            raise WebError(
-                exc.status_code,
-                "The results of this run were deleted by the retention policy, so there is "
-                "nothing to download. Start a new run to collect fresh data.",
-            ) from None
-        raise web_error(exc, missing=_missing_run(context)) from None
+        results.check_kept(row)
+    except results.ResultsPurgedError:
+        raise WebError(
+            status.HTTP_410_GONE,
+            "The results of this run were deleted by the retention policy, so there is "
+            "nothing to download. Start a new run to collect fresh data.",
+        ) from None
+    chosen = "listings" if kind == "listings" else "sellers"
+    return StreamingResponse(
+        results.export_csv(database, row, chosen),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="run-{row.id}-{chosen}.csv"'},
+    )

@@ -7,17 +7,20 @@ import functools
 import zoneinfo
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from app.dependencies import SessionDep
-from app.models import PreviewResponse, ScheduleUpdate
-from app.pagination import PageParams
-from app.routers import collection as api
-from app.services import presets as preset_service
-from app.services.cron import time_zone_names
-from app.web.errors import FORM, detail_text, field_errors, split_field, web_error
+from app import presets as preset_service
+from app.api.deps import ScheduleCommandsDep, Schedules, SessionDep
+from app.core.pagination import PageParams
+from app.errors import AppError, InvalidError
+from app.models import FireResponse, PreviewResponse, ScheduleUpdate
+from app.scheduling import commands as schedule_commands
+from app.scheduling.commands import FireSkippedError, NoPresetError
+from app.scheduling.cron import time_zone_names
+from app.scheduling.schedules import NoScheduleError
+from app.web.errors import FORM, field_errors, split_field, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanAutomate, WebContext
 
@@ -52,11 +55,11 @@ async def preview(
     if len(timezone) > MAX_TIMEZONE:
         return None, "timezone", f"use at most {MAX_TIMEZONE} characters"
     try:
-        result = await api.preview_schedule(
-            context.org, cron_expression.strip(), timezone.strip() or "UTC", None, PREVIEW_COUNT
+        result = schedule_commands.preview(
+            cron_expression.strip(), timezone.strip() or "UTC", after=None, count=PREVIEW_COUNT
         )
-    except HTTPException as exc:
-        field, message = split_field(detail_text(exc), ("cron_expression", "timezone"))
+    except InvalidError as exc:
+        field, message = split_field(exc.message, ("cron_expression", "timezone"))
         return None, field if field != FORM else "cron_expression", message
     return result, None, None
 
@@ -65,14 +68,16 @@ async def _page(
     request: Request,
     context: WebContext,
     session: SessionDep,
-    schedules: api.Schedules,
+    schedules: Schedules,
     *,
     values: dict[str, str | bool | None] | None = None,
     errors: dict[str, str] | None = None,
     cursor: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    schedule = await api.get_schedule(context.org, session, schedules)
+    schedule = schedule_commands.schedule_response(
+        *await schedules.get(session, org_id=context.org.org_id)
+    )
     if values is None:
         values = {
             "preset_id": str(schedule.preset_id) if schedule.preset_id else "",
@@ -84,12 +89,9 @@ async def _page(
     presets, _ = await preset_service.list_presets(
         session, org_id=context.org.org_id, page=PageParams(limit=200)
     )
-    try:
-        history = await api.schedule_history(
-            context.org, session, schedules, PageParams(cursor=cursor, limit=HISTORY_PER_PAGE)
-        )
-    except HTTPException as exc:
-        raise web_error(exc) from None
+    fires, next_cursor = await schedules.history(
+        session, org_id=context.org.org_id, page=PageParams(cursor=cursor, limit=HISTORY_PER_PAGE)
+    )
     fire_times, preview_field, preview_error = await preview(
         context, str(values["cron_expression"] or ""), str(values["timezone"] or "")
     )
@@ -102,8 +104,8 @@ async def _page(
         values=values,
         errors=errors or {},
         presets=presets,
-        history=history.items,
-        next_cursor=history.next_cursor,
+        history=[FireResponse.model_validate(fire) for fire in fires],
+        next_cursor=next_cursor,
         cursor=cursor,
         preview=fire_times,
         preview_field=preview_field,
@@ -118,7 +120,7 @@ async def schedule_page(
     request: Request,
     context: CanAutomate,
     session: SessionDep,
-    schedules: api.Schedules,
+    schedules: Schedules,
     cursor: str | None = None,
 ) -> Response:
     """The organization's schedule and its history."""
@@ -130,8 +132,8 @@ async def save_schedule(
     request: Request,
     context: CanAutomate,
     session: SessionDep,
-    schedules: api.Schedules,
-    scheduler: api.Scheduler,
+    schedules: Schedules,
+    commands: ScheduleCommandsDep,
     preset_id: Annotated[str, Form()] = "",
     cron_expression: Annotated[str, Form()] = "",
     timezone: Annotated[str, Form()] = "",
@@ -148,13 +150,15 @@ async def save_schedule(
     }
     try:
         body = ScheduleUpdate.model_validate(values)
-        saved = await api.update_schedule(body, context.org, session, schedules, scheduler)
+        saved = await commands.update(
+            session, org_id=context.org.org_id, changes=body.model_dump(exclude_unset=True)
+        )
     except ValidationError as exc:
         errors = field_errors(exc)
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_400_BAD_REQUEST:
+    except AppError as exc:
+        if not isinstance(exc, InvalidError):
             raise web_error(exc) from None
-        field, message = split_field(detail_text(exc), FIELDS)
+        field, message = split_field(exc.message, FIELDS)
         if field == "preset_id":  # the API's words name its field; the form has a picker
             message = (
                 "Choose a preset: an enabled schedule needs one."
@@ -191,28 +195,27 @@ async def run_now(
     request: Request,
     context: CanAutomate,
     session: SessionDep,
-    schedules: api.Schedules,
-    scheduler: api.Scheduler,
+    commands: ScheduleCommandsDep,
 ) -> Response:
     """Run the scheduled preset now (POST /collection/schedule/trigger); logged either way."""
     response = RedirectResponse("/schedule", status_code=status.HTTP_303_SEE_OTHER)
     try:
-        fire = await api.trigger_schedule(context.org, session, schedules, scheduler)
-    except HTTPException as exc:
-        if exc.status_code == status.HTTP_404_NOT_FOUND:
+        fire = await commands.trigger(session, org_id=context.org.org_id)
+    except AppError as exc:
+        if isinstance(exc, NoScheduleError):
             message = "Save the schedule (with a preset) first, then use Run now."
-        elif exc.status_code == status.HTTP_400_BAD_REQUEST:
+        elif isinstance(exc, NoPresetError):
             message = (
                 "Not started: the schedule has no preset (it was deleted). Choose a preset "
                 "above and save, then use Run now."
             )
-        elif exc.status_code == status.HTTP_409_CONFLICT:
+        elif isinstance(exc, FireSkippedError):
             message = (
                 "Not started: another run is active, and one collection runs at a time. "
                 "The history below shows the skipped attempt with a link to the active run."
             )
         else:
-            message = f"Not started: {detail_text(exc)}."
+            message = f"Not started: {exc.message}."
         return flash(response, request, message, error=True)
     if fire.run_id is not None:
         response = RedirectResponse(f"/runs/{fire.run_id}", status_code=status.HTTP_303_SEE_OTHER)

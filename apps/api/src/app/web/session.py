@@ -1,7 +1,7 @@
 """Web sessions: a random token in an HttpOnly cookie naming a session kept on the server,
 CSRF tokens bound to it, and the organization each page and form acts in.
 
-The session is looked up on every request (`app.services.web_sessions`): signing out,
+The session is looked up on every request (`app.web_sessions`): signing out,
 signing out everywhere, idle time and its maximum age end it on the server, whatever the
 browser keeps. Memberships are read on every request too, so a page can do nothing its
 user could not do through the API right now. A state-changing request must carry the CSRF
@@ -26,14 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import orgs as org_service
+from app import web_sessions
 from app.auth import ROLE_PERMISSIONS, OrgContext, Principal
-from app.config import Settings
-from app.database import Database, DbActor, acting_as
-from app.services import orgs as org_service
-from app.services import web_sessions
-from app.services.web_sessions import SessionPolicy
+from app.core.config import Settings
+from app.core.database import DbActor, acting_as
+from app.instance import instance_of
 from app.tables import Role
 from app.web.errors import NoOrganization, SignInRequired, WebError
+from app.web_sessions import SessionPolicy
 
 SESSION_COOKIE = "collection_session"
 ORG_COOKIE = "collection_org"
@@ -137,7 +138,7 @@ async def start_session(
 ) -> Response:
     """Open a server-side session for `user_id` (in the caller's transaction) and give this
     browser its cookie."""
-    settings: Settings = request.app.state.settings
+    settings = instance_of(request).settings
     token = await web_sessions.start_session(
         session, user_id=user_id, now=web_clock(request), policy=session_policy(settings)
     )
@@ -203,10 +204,10 @@ async def web_principal(request: Request) -> AsyncIterator[Principal]:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise SignInRequired()
-    settings: Settings = request.app.state.settings
+    settings = instance_of(request).settings
     try:
         user = await web_sessions.signed_in(
-            request.app.state.database,
+            instance_of(request).database,
             token=token,
             now=web_clock(request),
             policy=session_policy(settings),
@@ -303,7 +304,7 @@ async def acting_context(request: Request, principal: Principal) -> WebContext |
     the browser chose (the org cookie), else the first by name; that choice is then kept in
     the cookie, so the next page and form show the same one.
     """
-    database: Database = request.app.state.database
+    database = instance_of(request).database
     # A short session of its own: the request's session must not begin its transaction
     # before the organization is chosen (row-level security would show it nothing).
     async with database.read() as session:

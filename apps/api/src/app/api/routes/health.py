@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
-from app.database import Database
+from app.instance import instance_of
 from app.models import HealthResponse, ReadinessResponse
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,8 @@ async def health() -> HealthResponse:
 async def ready(request: Request, response: Response) -> ReadinessResponse:
     """Readiness: the database answers, its schema is at the newest migration, and the
     scheduler runs (unless SCHEDULER_ENABLED=false on this instance)."""
-    database: Database = request.app.state.database
+    instance = instance_of(request)
+    database = instance.database
     expected: str | None = request.app.state.schema_head
     checks: dict[str, str] = {}
     try:
@@ -43,9 +44,8 @@ async def ready(request: Request, response: Response) -> ReadinessResponse:
     except Exception as exc:  # any failure means not ready; the reason goes to the log
         logger.warning("readiness check failed: %s", exc)
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    settings = request.app.state.settings
-    if settings.scheduler_enabled:
-        checks["scheduler"] = "ok" if request.app.state.scheduler.running else "not running"
+    if instance.settings.scheduler_enabled:
+        checks["scheduler"] = "ok" if instance.scheduler.running else "not running"
     is_ready = all(value == "ok" for value in checks.values())
     if not is_ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

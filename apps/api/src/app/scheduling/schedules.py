@@ -21,11 +21,14 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.categories import invalid_category_id
-from app.config import Settings
-from app.database import SYSTEM, Database, acting_as, insert_ignoring_conflicts
-from app.pagination import PageParams, paginate
-from app.services.collection import CollectionService, RunSpec
-from app.services.cron import CronError, CronSchedule, parse
+from app.core.clock import Clock, utcnow
+from app.core.config import Settings
+from app.core.database import SYSTEM, Database, acting_as, insert_ignoring_conflicts
+from app.core.pagination import PageParams, paginate
+from app.core.tenancy import org_rows
+from app.errors import ConflictError, InvalidError, NotFoundError
+from app.runs.lifecycle import RunLifecycle, RunSpec
+from app.scheduling.cron import CronError, CronSchedule, parse
 from app.tables import (
     ACTIVE_RUN_STATUSES,
     DEFAULT_CRON_EXPRESSION,
@@ -35,17 +38,14 @@ from app.tables import (
     FireOutcome,
     RunTrigger,
     ScheduleFire,
-    utcnow,
 )
-from app.tenancy import org_rows
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 MAX_MISSED_COUNTED = 1000
 
 
-class ScheduleError(ValueError):
+class ScheduleError(InvalidError):
     """A schedule change that cannot be accepted; `field` names the offending input."""
 
     def __init__(self, field_name: str, message: str) -> None:
@@ -53,12 +53,20 @@ class ScheduleError(ValueError):
         self.field = field_name
 
 
-class NoScheduleError(Exception):
+class NoScheduleError(NotFoundError):
     """The organization has no schedule yet."""
 
+    def __init__(self, org_id: uuid.UUID) -> None:
+        super().__init__("this organization has no schedule yet: PATCH one first")
+        self.org_id = org_id
 
-class TriggeredAlreadyError(Exception):
-    """Another request triggered the schedule at the very same instant."""
+
+class TriggeredAlreadyError(ConflictError):
+    """The schedule was triggered at this very moment by another request."""
+
+    def __init__(self, schedule_id: uuid.UUID) -> None:
+        super().__init__("the schedule was triggered at this very moment by another request")
+        self.schedule_id = schedule_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +108,13 @@ class ScheduleService:
         self,
         database: Database,
         settings: Settings,
-        collection: CollectionService,
+        runs: RunLifecycle,
         *,
         clock: Clock = utcnow,
     ) -> None:
         self.database = database
         self.settings = settings
-        self.collection = collection
+        self.runs = runs
         self.clock = clock
         self.grace = timedelta(seconds=settings.schedule_misfire_grace_seconds)
         # A tick runs a little after its due time (and a replica may learn of a changed
@@ -386,7 +394,7 @@ class ScheduleService:
         )
         won = [plan for plan in plans if plan.fire_id in claimed]
         to_start = [plan for plan in won if plan.outcome is FireOutcome.STARTED]
-        run_ids = await self.collection.create_runs(
+        run_ids = await self.runs.create_runs(
             session,
             [
                 RunSpec(
@@ -483,7 +491,7 @@ class ScheduleService:
         """Run the scheduled preset now, under the same skip rule; logged like a fire."""
         schedule, preset_name = await self.get(session, org_id=org_id)
         if schedule is None:
-            raise NoScheduleError("this organization has no schedule yet: PATCH one first")
+            raise NoScheduleError(org_id)
         now = self.clock()
         category_ids = None
         if schedule.preset_id is not None:
@@ -501,9 +509,7 @@ class ScheduleService:
             plan.detail = problem
         written = await self._write_isolated(session, [plan], now, manual=True)
         if not written:  # the fire log already holds this instant: a simultaneous trigger
-            raise TriggeredAlreadyError(
-                "the schedule was triggered at this very moment by another request"
-            )
+            raise TriggeredAlreadyError(schedule.id)
         (result,) = written
         schedule.last_run_at = now
         schedule.last_outcome = result.outcome

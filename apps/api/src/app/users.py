@@ -8,8 +8,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.database import Database, insert_ignoring_conflicts
-from app.tables import Invitation, Membership, Role, User
+from app.core.database import Database, insert_ignoring_conflicts
+from app.errors import ConflictError
+from app.orgs import create_org
+from app.tables import Invitation, Membership, Organization, Role, User
 
 # Users who sign in with `collection-api token --email E` (or a sign-in link) and no --sub
 # get a stable id derived from the email, so the same email is the same user every time.
@@ -21,7 +23,7 @@ def local_user_id(email: str) -> uuid.UUID:
     return uuid.uuid5(LOCAL_USER_NAMESPACE, email.strip().lower())
 
 
-class EmailTakenError(Exception):
+class EmailTakenError(ConflictError):
     """The token's email already belongs to a different user id."""
 
 
@@ -77,3 +79,28 @@ async def memberships(session: AsyncSession, user_id: uuid.UUID) -> dict[uuid.UU
         sa.select(Membership.org_id, Membership.role).where(Membership.user_id == user_id)
     )
     return dict(rows.all())
+
+
+async def bootstrap_admin(
+    session: AsyncSession, *, org_name: str, email: str
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """An organization named `org_name` administered by the user of `email`, created (with
+    the user, as a local user) unless that user already administers one of that name.
+    The ids of the organization and the user."""
+    user_id = await session.scalar(sa.select(User.id).where(User.email == email))
+    if user_id is None:
+        user_id = local_user_id(email)
+        await provision_user(session, user_id=user_id, email=email)
+    org_id = await session.scalar(
+        sa.select(Organization.id)
+        .join(Membership, Membership.org_id == Organization.id)
+        .where(
+            Organization.name == org_name,
+            Membership.user_id == user_id,
+            Membership.role == Role.ADMIN,
+        )
+        .limit(1)
+    )
+    if org_id is None:
+        org_id = (await create_org(session, name=org_name, admin_id=user_id)).id
+    return org_id, user_id

@@ -18,15 +18,11 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
-from app.config import Settings
-from app.database import db_actor
-from app.observability import exception_line
-from app.services.collection import (
-    CollectionService,
-    Lease,
-    LeaseLostError,
-    RunInterruptedError,
-)
+from app.core.config import Settings
+from app.core.database import db_actor
+from app.core.observability import exception_line
+from app.runs.leases import Lease, LeaseLostError, Leases
+from app.runs.pipeline import Pipeline, RunInterruptedError
 from app.tables import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -39,8 +35,9 @@ before failing it; between attempts it waits a lease period, doubling each time.
 class RunExecutor:
     """Runs at most `run_max_concurrent` collection runs at once in this process."""
 
-    def __init__(self, service: CollectionService, settings: Settings) -> None:
-        self.service = service
+    def __init__(self, leases: Leases, pipeline: Pipeline, settings: Settings) -> None:
+        self.leases = leases
+        self.pipeline = pipeline
         self.owner = settings.instance_id
         self.max_concurrent = settings.run_max_concurrent
         self.lease_seconds = settings.run_lease_seconds
@@ -88,7 +85,7 @@ class RunExecutor:
         await asyncio.gather(*tasks, return_exceptions=True)
         for lease in list(self._leases.values()):
             with contextlib.suppress(Exception):
-                await self.service.release(lease)
+                await self.leases.release(lease)
         self._leases.clear()
 
     async def submit(self, run_id: uuid.UUID) -> bool:
@@ -97,7 +94,7 @@ class RunExecutor:
             return False
         self._claiming.add(run_id)
         try:
-            lease = await self.service.claim(run_id, owner=self.owner)
+            lease = await self.leases.claim(run_id, owner=self.owner)
             if lease is None:
                 return False
             self._leases[run_id] = lease
@@ -125,7 +122,7 @@ class RunExecutor:
         log = {"run_id": str(lease.run_id)}
         release = True
         try:
-            status = await self.service.execute(lease, self._stops[lease.run_id])
+            status = await self.pipeline.execute(lease, self._stops[lease.run_id])
             release = False  # a finished run's lease is cleared with its final status
             logger.info("run %s finished: %s", lease.run_id, status.value, extra=log)
             await self._finished(lease.run_id)
@@ -165,7 +162,7 @@ class RunExecutor:
     async def _release(self, lease: Lease) -> RunStatus | None:
         """Give the lease up (settling a pause or cancel); None if that failed."""
         try:
-            return await self.service.release(lease)
+            return await self.leases.release(lease)
         except Exception:
             logger.warning("run %s: could not release its lease", lease.run_id, exc_info=True)
             return None
@@ -190,7 +187,7 @@ class RunExecutor:
         )
         error = f"stopped after {count} unexpected errors; the last: {type(exc).__name__}: {exc}"
         try:
-            await self.service.fail(lease, error=error[:2000])
+            await self.pipeline.fail(lease, error=error[:2000])
         except RunInterruptedError:
             return  # paused, cancelled or taken over meanwhile: that status stands
         except Exception:
@@ -213,7 +210,7 @@ class RunExecutor:
     async def heartbeat(self) -> None:
         """Renew leases; stop local runs that are pausing or cancelling, or were taken over."""
         leases = list(self._leases)
-        held = await self.service.renew(leases, owner=self.owner)
+        held = await self.leases.renew(leases, owner=self.owner)
         for run_id in leases:  # not runs submitted while renew() ran: they hold fresh leases
             task = self._tasks.get(run_id)
             if task is None:
@@ -235,13 +232,13 @@ class RunExecutor:
             if retry_at <= now:
                 del self._retry_at[run_id]
         busy = [*self._tasks, *self._claiming, *self._retry_at]
-        for run_id, status in await self.service.settle_abandoned():
+        for run_id, status in await self.leases.settle_abandoned():
             if status is RunStatus.CANCELLED:
                 await self._finished(run_id)
         free = self.max_concurrent - len(self._tasks) - len(self._claiming)
         if free <= 0:
             return
-        for run_id in await self.service.orphaned_runs(owner=self.owner, limit=free, exclude=busy):
+        for run_id in await self.leases.orphaned_runs(owner=self.owner, limit=free, exclude=busy):
             if await self.submit(run_id):
                 logger.info("run %s: taken over by %s", run_id, self.owner)
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import Pool
 from sqlalchemy.sql.dml import Insert
 
-from app.config import Settings
+from app.core.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The PostgreSQL role whose row-level security policies guard tenant tables (migrations

@@ -8,17 +8,22 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.database import SYSTEM, Database, acting_as
-from app.pagination import PageParams, paginate
+from app.core.database import SYSTEM, Database, acting_as
+from app.core.pagination import PageParams, paginate
+from app.core.tenancy import org_rows
+from app.errors import ConflictError, NotFoundError
 from app.tables import CategoryPreset, CollectionSchedule
-from app.tenancy import org_rows
 
 
-class PresetNotFoundError(Exception):
+class PresetNotFoundError(NotFoundError):
     """No preset with this id in the organization."""
 
+    def __init__(self, preset_id: uuid.UUID) -> None:
+        super().__init__(f"preset {preset_id} not found")
+        self.preset_id = preset_id
 
-class PresetNameTakenError(Exception):
+
+class PresetNameTakenError(ConflictError):
     """The organization already has a preset with this name."""
 
 
@@ -43,7 +48,7 @@ async def get_preset(
         org_rows(CategoryPreset, org_id).where(CategoryPreset.id == preset_id)
     )
     if preset is None:
-        raise PresetNotFoundError(f"preset {preset_id} not found")
+        raise PresetNotFoundError(preset_id)
     return preset
 
 
@@ -90,7 +95,7 @@ async def delete_preset(session: AsyncSession, *, org_id: uuid.UUID, preset_id: 
         )
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of a DELETE
-        raise PresetNotFoundError(f"preset {preset_id} not found")
+        raise PresetNotFoundError(preset_id)
 
 
 async def scheduled_preset_ids(database: Database, *, org_id: uuid.UUID) -> set[uuid.UUID]:

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.database import Database
-from app.services import users as user_service
+from app import users as user_service
+from app.core.database import Database
 from app.tables import Membership, Role, SignInLink, User, WebSession
 
 TOUCH_INTERVAL = timedelta(minutes=1)

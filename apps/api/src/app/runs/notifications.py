@@ -7,13 +7,14 @@ import logging
 import smtplib
 import ssl
 import uuid
+from collections.abc import Coroutine
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 
-from app.config import Settings
-from app.database import SYSTEM, Database, acting_as
+from app.core.config import Settings
+from app.core.database import SYSTEM, Database, acting_as
 from app.tables import (
     CollectionRun,
     CollectionSchedule,
@@ -65,7 +66,11 @@ class Mailer:
 
     def send_soon(self, recipients: list[str], subject: str, body: str) -> None:
         """Send in the background (the caller does not wait for the SMTP server)."""
-        task = asyncio.create_task(self.send(recipients, subject, body))
+        self.later(self.send(recipients, subject, body))
+
+    def later(self, work: Coroutine[object, object, None]) -> None:
+        """Do mail work in the background, after the current request; `drain` awaits it."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -118,7 +123,7 @@ async def notify_run_ended(database: Database, mailer: Mailer, run_id: uuid.UUID
 
 
 async def _notify_run_ended(database: Database, mailer: Mailer, run_id: uuid.UUID) -> None:
-    from app.services.results import rank_sellers  # results imports nothing of ours back
+    from app.runs.results import rank_sellers  # results imports nothing of ours back
 
     async with database.read() as session:
         row = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
@@ -20,13 +20,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from app.config import Settings
-from app.database import SYSTEM, acting_as
-from app.observability import exception_line
-from app.services.executor import RunExecutor
-from app.services.notifications import Mailer, admin_emails
-from app.services.schedules import FireResult, ScheduleService
-from app.tables import FireOutcome, utcnow
+from app.core.clock import Clock, utcnow
+from app.core.config import Settings
+from app.core.database import SYSTEM, acting_as
+from app.core.observability import exception_line
+from app.runs.executor import RunExecutor
+from app.runs.notifications import Mailer, admin_emails
+from app.scheduling.schedules import FireResult, ScheduleService
+from app.tables import FireOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class CollectionScheduler:
         settings: Settings,
         *,
         metrics: ScheduleMetrics | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.schedules = schedules
         self.executor = executor

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 
+from app import orgs as org_service
+from app.api.deps import CanManageMembers, SessionDep
+from app.api.errors import AUTH_ERRORS, Responses
 from app.auth import (
     ROLE_PERMISSIONS,
     CurrentOrg,
     CurrentPrincipal,
-    OrgContext,
-    require_permission_key,
 )
-from app.dependencies import SessionDep
+from app.core.pagination import Page, PageParams, page_params
 from app.models import (
     Email,
     MemberCreate,
@@ -27,29 +26,8 @@ from app.models import (
     OrgCreate,
     OrgResponse,
 )
-from app.pagination import Page, PageParams, page_params
-from app.services import orgs as org_service
 
 router = APIRouter(tags=["organizations"])
-
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, invalid or expired bearer token."},
-    403: {"description": "Not a member of the organization, or the role lacks the permission."},
-}
-
-
-CanManageMembers = Annotated[OrgContext, Depends(require_permission_key("members.manage"))]
-
-
-@contextmanager
-def _member_errors() -> Iterator[None]:
-    """The membership service's refusals as HTTP errors."""
-    try:
-        yield
-    except org_service.MemberNotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
-    except (org_service.AlreadyMemberError, org_service.LastAdminError) as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
 
 
 @router.get("/me", response_model=MeResponse, responses=AUTH_ERRORS)
@@ -114,18 +92,17 @@ async def add_member(
 ) -> MemberResponse:
     """Add a member by email (admins). Someone who never signed in is invited instead
     (`status: "invited"`) and becomes a member at their first sign-in with that email."""
-    with _member_errors():
-        member = await org_service.add_member(
-            session, org_id=ctx.org_id, email=body.email, role=body.role, invited_by=ctx.user_id
-        )
+    member = await org_service.add_member(
+        session, org_id=ctx.org_id, email=body.email, role=body.role, invited_by=ctx.user_id
+    )
     await session.commit()
     return MemberResponse.model_validate(member)
 
 
-MEMBER_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+MEMBER_NOT_FOUND: Responses = {
     404: {"description": "No such member (or invitation) in the acting organization."}
 }
-LAST_ADMIN: dict[int | str, dict[str, Any]] = {
+LAST_ADMIN: Responses = {
     409: {"description": "The change would leave the organization without an admin."}
 }
 
@@ -139,10 +116,9 @@ async def change_member_role(
     user_id: uuid.UUID, body: MemberUpdate, ctx: CanManageMembers, session: SessionDep
 ) -> MemberResponse:
     """Change a member's role (admins). The organization always keeps an admin."""
-    with _member_errors():
-        member = await org_service.change_role(
-            session, org_id=ctx.org_id, user_id=user_id, role=body.role
-        )
+    member = await org_service.change_role(
+        session, org_id=ctx.org_id, user_id=user_id, role=body.role
+    )
     await session.commit()
     return MemberResponse.model_validate(member)
 
@@ -155,8 +131,7 @@ async def change_member_role(
 async def remove_member(user_id: uuid.UUID, ctx: CanManageMembers, session: SessionDep) -> Response:
     """Remove a member (admins): their access ends with their next request; the runs they
     started stay. The organization's last admin cannot be removed."""
-    with _member_errors():
-        await org_service.remove_member(session, org_id=ctx.org_id, user_id=user_id)
+    await org_service.remove_member(session, org_id=ctx.org_id, user_id=user_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -172,7 +147,6 @@ async def revoke_invitation(
     session: SessionDep,
 ) -> Response:
     """Withdraw an invitation that is still pending (admins)."""
-    with _member_errors():
-        await org_service.revoke_invitation(session, org_id=ctx.org_id, email=email)
+    await org_service.revoke_invitation(session, org_id=ctx.org_id, email=email)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

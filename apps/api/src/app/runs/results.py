@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from app.database import Database
+from app.core.database import Database
+from app.errors import GoneError
 from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunSeller, RunStatus
 
 logger = logging.getLogger(__name__)
@@ -26,8 +27,12 @@ EXPORT_BATCH = 500
 AnySelect = sa.Select[*tuple[Any, ...]]
 
 
-class ResultsPurgedError(Exception):
+class ResultsPurgedError(GoneError):
     """The run's results were deleted by the retention policy."""
+
+    def __init__(self, run_id: uuid.UUID, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +166,13 @@ def _decimal(value: Any) -> Decimal | None:
     return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(Decimal("0.01"))
 
 
-def _check_kept(run: CollectionRun) -> None:
+def check_kept(run: CollectionRun) -> None:
+    """Raise ResultsPurgedError if retention deleted the run's results."""
     if run.results_purged_at is not None:
         raise ResultsPurgedError(
+            run.id,
             f"results of run {run.id} were deleted on {run.results_purged_at:%Y-%m-%d} "
-            "by the retention policy (RESULTS_RETENTION_DAYS)"
+            "by the retention policy (RESULTS_RETENTION_DAYS)",
         )
 
 
@@ -181,7 +188,7 @@ async def rank_sellers(
 ) -> tuple[list[RankedSeller], bool]:
     """One page of the run's seller ranking, ordered by `sort`, and whether more follow;
     sellers not in `compared_with` (its `previous_completed_run`) are marked new."""
-    _check_kept(run)
+    check_kept(run)
     previous_id = compared_with.id if compared_with else None
     statement = _sorted_ranking(run.id, previous_id, sort, descending)
     rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
@@ -190,7 +197,7 @@ async def rank_sellers(
 
 async def count_sellers(session: AsyncSession, run: CollectionRun) -> int:
     """How many distinct sellers the run's listings have."""
-    _check_kept(run)
+    check_kept(run)
     count = await session.scalar(
         sa.select(sa.func.count(sa.distinct(RunListing.seller_username))).where(
             RunListing.run_id == run.id
@@ -264,7 +271,7 @@ def _csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
 
 async def export_csv(database: Database, run: CollectionRun, kind: str) -> AsyncIterator[bytes]:
     """The run's sellers or listings as CSV, produced batch by batch (never all in memory)."""
-    _check_kept(run)
+    check_kept(run)
     yield _csv_chunk([SELLER_COLUMNS if kind == "sellers" else LISTING_COLUMNS])
     async with database.read() as session:
         statement: AnySelect

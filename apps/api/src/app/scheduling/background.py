@@ -7,14 +7,13 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from app.config import Settings
-from app.database import Database
-from app.services.collection import Clock
-from app.services.executor import RunExecutor
-from app.services.results import purge_expired_results
-from app.services.scheduler import CollectionScheduler
-from app.services.schedules import purge_expired_fires
-from app.tables import utcnow
+from app.core.clock import Clock, utcnow
+from app.core.config import Settings
+from app.core.database import Database
+from app.runs.executor import RunExecutor
+from app.runs.results import purge_expired_results
+from app.scheduling.engine import CollectionScheduler
+from app.scheduling.schedules import purge_expired_fires
 
 logger = logging.getLogger(__name__)
 

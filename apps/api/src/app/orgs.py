@@ -10,19 +10,20 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.pagination import PageParams, paginate
+from app.core.pagination import PageParams, paginate
+from app.errors import ConflictError, NotFoundError
 from app.tables import Invitation, Membership, Organization, Role, User
 
 
-class AlreadyMemberError(Exception):
+class AlreadyMemberError(ConflictError):
     """The email already has a membership or a pending invitation in this organization."""
 
 
-class MemberNotFoundError(LookupError):
+class MemberNotFoundError(NotFoundError):
     """No such member, or no such invitation, in this organization."""
 
 
-class LastAdminError(Exception):
+class LastAdminError(ConflictError):
     """The change would leave the organization without an admin."""
 
 

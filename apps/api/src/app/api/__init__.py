@@ -1,0 +1,1 @@
+"""The HTTP API: dependencies, the one error handler, and one route module per resource."""

@@ -1,0 +1,199 @@
+"""Collection runs: create and move them through their lifecycle, read their progress, and
+their results (the ranked sellers, CSV exports)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, status
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import CanRun, CanView, DatabaseDep, RunCommandsDep, Runs, SessionDep
+from app.api.errors import AUTH_ERRORS, Responses
+from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
+from app.models import RunCreate, RunResponse, SellerPage, SellerResponse
+from app.runs import results
+from app.tables import RunStatus
+
+router = APIRouter(prefix="/collection", tags=["collection"])
+
+RUN_NOT_FOUND: Responses = {404: {"description": "No such run in the acting organization."}}
+CONFLICT: Responses = {
+    409: {"description": "Not allowed from the run's current status (the message names it)."}
+}
+GONE: Responses = {410: {"description": "The run's results were deleted by the retention policy."}}
+LIFECYCLE_RESPONSES = {**AUTH_ERRORS, **RUN_NOT_FOUND, **CONFLICT}
+
+
+@router.post(
+    "/runs",
+    response_model=RunResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **AUTH_ERRORS,
+        404: {"description": "The preset does not exist in the acting organization."},
+        409: {
+            "description": "The organization already has an active run (named), or the "
+            "preset's saved categories cannot be run (edit the preset)."
+        },
+    },
+)
+async def create_run(
+    body: RunCreate, ctx: CanRun, session: SessionDep, commands: RunCommandsDep
+) -> RunResponse:
+    """Create a run (`pending`) of a preset or of explicit category IDs; start it with
+    `POST /collection/runs/{id}/start`. One active run per organization."""
+    run = await commands.create(
+        session,
+        org_id=ctx.org_id,
+        created_by=ctx.user_id,
+        preset_id=body.preset_id,
+        category_ids=body.category_ids,
+        name=body.name,
+        products_per_category=body.products_per_category,
+        listings_per_product=body.listings_per_product,
+    )
+    return RunResponse.model_validate(run)
+
+
+@router.get("/runs", response_model=Page[RunResponse], responses=AUTH_ERRORS)
+async def list_runs(
+    ctx: CanView,
+    session: SessionDep,
+    runs: Runs,
+    page: Annotated[PageParams, Depends(page_params)],
+    status_filter: Annotated[
+        list[RunStatus] | None,
+        Query(alias="status", description="Only runs in these statuses (repeatable)."),
+    ] = None,
+) -> Page[RunResponse]:
+    """Runs of the acting organization, newest first."""
+    rows, next_cursor = await runs.list_runs(
+        session, org_id=ctx.org_id, page=page, statuses=status_filter or ()
+    )
+    return Page(items=[RunResponse.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/runs/{run_id}", response_model=RunResponse, responses={**AUTH_ERRORS, **RUN_NOT_FOUND}
+)
+async def get_run(run_id: uuid.UUID, ctx: CanView, session: SessionDep, runs: Runs) -> RunResponse:
+    """One run with its phase and progress counters."""
+    return RunResponse.model_validate(await runs.get_run(session, org_id=ctx.org_id, run_id=run_id))
+
+
+@router.post("/runs/{run_id}/start", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
+async def start_run(
+    run_id: uuid.UUID, ctx: CanRun, session: SessionDep, commands: RunCommandsDep
+) -> RunResponse:
+    """pending → running: the run executes in the background."""
+    run = await commands.start(session, org_id=ctx.org_id, run_id=run_id)
+    return RunResponse.model_validate(run)
+
+
+@router.post("/runs/{run_id}/pause", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
+async def pause_run(
+    run_id: uuid.UUID, ctx: CanRun, session: SessionDep, commands: RunCommandsDep
+) -> RunResponse:
+    """running → pausing → paused: no new provider call starts; the calls in flight finish
+    and are checkpointed (they are paid for) while the run reads `pausing`; then it reads
+    `paused` and nothing about it changes until it is resumed. A run that no instance is
+    executing is `paused` at once."""
+    run = await commands.pause(session, org_id=ctx.org_id, run_id=run_id)
+    return RunResponse.model_validate(run)
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
+async def resume_run(
+    run_id: uuid.UUID, ctx: CanRun, session: SessionDep, commands: RunCommandsDep
+) -> RunResponse:
+    """paused → running: the work continues from its last checkpoint. pausing → running
+    withdraws the pause: the run goes on without stopping."""
+    run = await commands.resume(session, org_id=ctx.org_id, run_id=run_id)
+    return RunResponse.model_validate(run)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
+async def cancel_run(
+    run_id: uuid.UUID, ctx: CanRun, session: SessionDep, commands: RunCommandsDep
+) -> RunResponse:
+    """pending, running, pausing or paused → cancelled; results so far stay. A run an
+    instance is executing reads `cancelling` until the provider calls in flight are
+    checkpointed (no new one starts), then `cancelled`."""
+    run = await commands.cancel(session, org_id=ctx.org_id, run_id=run_id)
+    return RunResponse.model_validate(run)
+
+
+@router.get(
+    "/runs/{run_id}/sellers",
+    response_model=SellerPage,
+    responses={**AUTH_ERRORS, **RUN_NOT_FOUND, **GONE},
+)
+async def list_sellers(
+    run_id: uuid.UUID,
+    ctx: CanView,
+    session: SessionDep,
+    runs: Runs,
+    page: Annotated[PageParams, Depends(page_params)],
+    sort: Annotated[
+        results.SellerSort,
+        Query(
+            description="Order of the list: the ranking (default), or by seller name, "
+            "products, listings, lowest price or feedback score. Each seller keeps its rank; "
+            "ties and sellers without a value (last) stay in ranking order."
+        ),
+    ] = "rank",
+    order: Annotated[Literal["asc", "desc"], Query(description="Direction of `sort`.")] = "asc",
+) -> SellerPage:
+    """eBay sellers ranked by how many distinct collected products they list (then by
+    listings, then name), with price range, feedback, and whether each is new since the
+    previous completed run of the same preset (`compared_with_run_id`)."""
+    run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
+    offset = decode_offset(page.cursor)
+    previous = await results.previous_completed_run(session, run)
+    sellers, more = await results.rank_sellers(
+        session,
+        run,
+        offset=offset,
+        limit=page.limit,
+        compared_with=previous,
+        sort=sort,
+        descending=order == "desc",
+    )
+    return SellerPage(
+        items=[SellerResponse.model_validate(s) for s in sellers],
+        next_cursor=encode_offset(offset + len(sellers)) if more else None,
+        compared_with_run_id=previous.id if previous else None,
+    )
+
+
+@router.get(
+    "/runs/{run_id}/export.csv",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "RFC 4180 CSV with a header row."},
+        **AUTH_ERRORS,
+        **RUN_NOT_FOUND,
+        **GONE,
+    },
+)
+async def export_run(
+    run_id: uuid.UUID,
+    ctx: CanView,
+    session: SessionDep,
+    runs: Runs,
+    database: DatabaseDep,
+    kind: Annotated[
+        Literal["sellers", "listings"], Query(description="The ranking, or every listing.")
+    ] = "sellers",
+) -> StreamingResponse:
+    """The run's seller ranking or listings as CSV, streamed."""
+    run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
+    results.check_kept(run)  # before the 200 starts streaming
+    filename = f"run-{run.id}-{kind}.csv"
+    return StreamingResponse(
+        results.export_csv(database, run, kind),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

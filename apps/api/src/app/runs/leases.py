@@ -1,0 +1,226 @@
+"""Leases: which instance executes a running run, and the fence every checkpoint passes.
+
+A lease is a row's `lease_owner` and `lease_expires_at`. An instance claims the lease of a
+running run nobody holds (or whose holder died: the lease expired), renews it by heartbeat
+and releases it when it stops. Every checkpoint write is fenced by the lease (`fence`): a
+process that lost its lease cannot write, so a resumed run never duplicates or loses rows.
+
+Each method here opens its own short transaction, except `fence`, which runs inside the
+checkpoint's.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.clock import Clock, utcnow
+from app.core.config import Settings
+from app.core.database import Database
+from app.tables import CollectionRun, RunStatus
+
+logger = logging.getLogger(__name__)
+
+# Statuses in which the executing instance still checkpoints the calls it has in flight.
+CHECKPOINTING = (RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
+# On the way to a final status, and that status.
+SETTLES_TO = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}
+
+
+class LeaseLostError(Exception):
+    """This instance no longer holds the run's lease (another instance took it over)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof that this instance executes a run: checked by every checkpoint write."""
+
+    run_id: uuid.UUID
+    owner: str
+
+
+class Leases:
+    """Claims, renews and releases run leases, and fences checkpoints with them."""
+
+    def __init__(self, database: Database, settings: Settings, *, clock: Clock = utcnow) -> None:
+        self.database = database
+        self.lease_seconds = settings.run_lease_seconds
+        self.clock = clock
+
+    async def claim(self, run_id: uuid.UUID, *, owner: str) -> Lease | None:
+        """Take the lease of a running run that nobody holds (or whose holder died)."""
+        now = self.clock()
+        async with self.database.transaction() as session:
+            result = await session.execute(
+                sa.update(CollectionRun)
+                .where(
+                    CollectionRun.id == run_id,
+                    CollectionRun.status == RunStatus.RUNNING,
+                    sa.or_(
+                        CollectionRun.lease_owner.is_(None),
+                        CollectionRun.lease_owner == owner,
+                        CollectionRun.lease_expires_at < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_expires_at=self._lease_expiry(now))
+            )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return Lease(run_id, owner)
+
+    async def renew(
+        self, run_ids: Sequence[uuid.UUID], *, owner: str
+    ) -> dict[uuid.UUID, RunStatus]:
+        """Extend this instance's leases; return the status of each run still held."""
+        if not run_ids:
+            return {}
+        now = self.clock()
+        async with self.database.transaction() as session:
+            rows = await session.execute(
+                sa.update(CollectionRun)
+                .where(CollectionRun.id.in_(run_ids), CollectionRun.lease_owner == owner)
+                .values(lease_expires_at=self._lease_expiry(now))
+                .returning(CollectionRun.id, CollectionRun.status)
+            )
+            return dict(rows.all())
+
+    async def release(self, lease: Lease) -> RunStatus | None:
+        """Give up a lease (on shutdown, or once the calls in flight are checkpointed) so any
+        instance may continue the run; a `pausing` or `cancelling` run settles to `paused` or
+        `cancelled` in the same write. Its status then, or None if the lease was not ours."""
+        async with self.database.transaction() as session:
+            status = await session.scalar(
+                sa.update(CollectionRun)
+                .where(CollectionRun.id == lease.run_id, CollectionRun.lease_owner == lease.owner)
+                .values(**self._settle_values())
+                .returning(CollectionRun.status)
+                .execution_options(synchronize_session=False)
+            )
+        return RunStatus(status) if status is not None else None
+
+    async def settle_abandoned(self) -> list[tuple[uuid.UUID, RunStatus]]:
+        """Settle `pausing` / `cancelling` runs that nobody executes any more (no lease, or
+        an expired one: their instance died), so nothing of theirs is in flight. The runs
+        settled, with their final status."""
+        now = self.clock()
+        statement = (
+            sa.update(CollectionRun)
+            .where(
+                CollectionRun.status.in_(tuple(SETTLES_TO)),
+                sa.or_(
+                    CollectionRun.lease_owner.is_(None),
+                    CollectionRun.lease_expires_at < now,
+                ),
+            )
+            .values(**self._settle_values())
+            .returning(CollectionRun.id, CollectionRun.status)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.database.transaction() as session:
+            rows = (await session.execute(statement)).all()
+        settled = [(run_id, RunStatus(status)) for run_id, status in rows]
+        for run_id, status in settled:
+            logger.info(
+                "run %s: %s (its executor is gone)",
+                run_id,
+                status.value,
+                extra={"run_id": str(run_id)},
+            )
+        return settled
+
+    def _settle_values(self) -> dict[str, Any]:
+        """No lease; `pausing` and `cancelling` become `paused` and `cancelled`."""
+        now = self.clock()
+        stopping = CollectionRun.status.in_(tuple(SETTLES_TO))
+        return {
+            "status": sa.case(
+                *(
+                    (CollectionRun.status == status_literal(s), status_literal(f))
+                    for s, f in SETTLES_TO.items()
+                ),
+                else_=CollectionRun.status,
+            ),
+            "finished_at": sa.case(
+                (
+                    CollectionRun.status == status_literal(RunStatus.CANCELLING),
+                    timestamp_literal(now),
+                ),
+                else_=CollectionRun.finished_at,
+            ),
+            "resumes_at": sa.case((stopping, sa.null()), else_=CollectionRun.resumes_at),
+            "waiting_for": sa.case((stopping, sa.null()), else_=CollectionRun.waiting_for),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": sa.case(
+                (stopping, timestamp_literal(now)), else_=CollectionRun.updated_at
+            ),
+        }
+
+    async def orphaned_runs(
+        self, *, owner: str, limit: int, exclude: Sequence[uuid.UUID] = ()
+    ) -> list[uuid.UUID]:
+        """Running runs nobody executes: no lease, an expired one, or one this instance
+        held before it restarted (a stable INSTANCE_ID); oldest first, except `exclude`
+        (what the caller executes already or leaves alone for now)."""
+        now = self.clock()
+        query = (
+            sa.select(CollectionRun.id)
+            .where(
+                CollectionRun.status == RunStatus.RUNNING,
+                sa.or_(
+                    CollectionRun.lease_owner.is_(None),
+                    CollectionRun.lease_owner == owner,
+                    CollectionRun.lease_expires_at < now,
+                ),
+            )
+            .order_by(CollectionRun.started_at, CollectionRun.id)
+            .limit(limit)
+        )
+        if exclude:
+            query = query.where(CollectionRun.id.not_in(exclude))
+        async with self.database.read() as session:
+            return list(await session.scalars(query))
+
+    def _lease_expiry(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.lease_seconds)
+
+    async def fence(self, session: AsyncSession, lease: Lease, **increments: int) -> RunStatus:
+        """Bump the run's counters if this instance still holds its lease; return its status.
+
+        Every checkpoint calls this inside its transaction: when the lease is gone the
+        whole checkpoint rolls back.
+        """
+        values: dict[str, Any] = {
+            name: getattr(CollectionRun, name) + amount for name, amount in increments.items()
+        }
+        status = await session.scalar(
+            sa.update(CollectionRun)
+            .where(
+                CollectionRun.id == lease.run_id,
+                CollectionRun.lease_owner == lease.owner,
+                CollectionRun.status.in_(CHECKPOINTING),
+            )
+            .values(**values, updated_at=self.clock())
+            .returning(CollectionRun.status)
+            .execution_options(synchronize_session=False)
+        )
+        if status is None:
+            raise LeaseLostError(f"lease of run {lease.run_id} lost")
+        return RunStatus(status)
+
+
+def status_literal(status: RunStatus) -> sa.BindParameter[RunStatus]:
+    """`status` as a bound value of the status column's type (for CASE expressions)."""
+    return sa.literal(status, CollectionRun.status.type)
+
+
+def timestamp_literal(moment: datetime) -> sa.BindParameter[datetime]:
+    """`moment` as a bound value of the timestamp columns' type (for CASE expressions)."""
+    return sa.literal(moment, CollectionRun.updated_at.type)

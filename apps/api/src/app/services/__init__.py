@@ -1,1 +1,0 @@
-"""Business rules, one module per noun; functions take the session first."""
