@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from fastapi import HTTPException, Query, status
+from fastapi import Query
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+
+from app.errors import InvalidError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -90,7 +92,7 @@ def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive timestamp")
         return moment.astimezone(UTC), uuid.UUID(row_id)
     except _UNDECODABLE:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=INVALID_CURSOR) from None
+        raise InvalidError(INVALID_CURSOR) from None
 
 
 async def paginate(
@@ -130,5 +132,5 @@ def decode_offset(cursor: str | None) -> int:
     except _UNDECODABLE:
         offset = None
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=INVALID_CURSOR)
+        raise InvalidError(INVALID_CURSOR)
     return offset

@@ -14,7 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.api.body_limit import BodyTooLargeError
+from app.api.errors import app_error_handler, status_of
 from app.core.clock import utcnow
+from app.errors import AppError
 from app.web import account, members, presets, runs, schedule
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render
@@ -34,6 +36,8 @@ def install(app: FastAPI) -> None:
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)
+    # replaces the API's handler (installed first): the API's paths still answer JSON
+    app.add_exception_handler(AppError, _domain_error)
     app.add_exception_handler(NoOrganization, _no_organization)
 
 
@@ -146,6 +150,15 @@ async def _error_page(request: Request, exc: Exception) -> Response:
         title=exc.title,
         message=exc.message,
     )
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    """A domain error no page caught (a tampered cursor in a link, say): the API's JSON on
+    the API's paths, an error page with the same status and message on the pages."""
+    assert isinstance(exc, AppError)
+    if _is_api(request.app, request):
+        return await app_error_handler(request, exc)
+    return await _error_page(request, WebError(status_of(exc), exc.message))
 
 
 async def _no_organization(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
 from app import __version__
+from app.core.clock import utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -60,7 +61,7 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     """How long something took, e.g. `2 min 5 s`; empty when it has not started."""
     if start is None:
         return ""
-    seconds = int(((end or datetime.now(UTC)) - start).total_seconds())
+    seconds = int(((end or utcnow()) - start).total_seconds())
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:
