@@ -123,7 +123,7 @@ def test_bootstrap_creates_org_and_admin_idempotently(runner: CliRunner) -> None
 
 
 def test_describe_progress_by_phase() -> None:
-    from app.cli import describe_progress
+    from app.cli_runs import describe_progress
 
     counters = {
         "categories_total": 4,

@@ -865,7 +865,7 @@ def test_providers_check_names_missing_credentials(cli: CliRunner) -> None:
 
 
 def test_runs_watch_shows_a_quota_wait() -> None:
-    from app.cli import describe_progress
+    from app.cli_runs import describe_progress
 
     counters = dict.fromkeys(RUN_COUNTERS, 1)
     run = {"status": "running", "phase": "ebay", "progress": counters}

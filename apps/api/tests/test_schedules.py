@@ -24,7 +24,8 @@ from app.runs.executor import RunExecutor
 from app.runs.lifecycle import RunLifecycle
 from app.runs.notifications import Mailer
 from app.scheduling.engine import CollectionScheduler
-from app.scheduling.schedules import FireResult, ScheduleService, purge_expired_fires
+from app.scheduling.fires import purge_expired_fires
+from app.scheduling.schedules import FireResult, ScheduleService
 from app.tables import CollectionSchedule, ScheduleFire
 from tests.conftest import Actor, Actors, make_settings
 from tests.scheduling import (

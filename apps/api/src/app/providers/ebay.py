@@ -19,13 +19,10 @@ retry policy backs off from (and, if it persists through the retries, a short wa
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import httpx
@@ -41,12 +38,24 @@ from app.providers.budget import (
     SharedDailyCallBudget,
     next_midnight,
 )
+from app.providers.ebay_parsing import (
+    PROVIDER,
+    as_list,
+    as_mapping,
+    errors_detail,
+    json_object,
+    malformed,
+    parse_listing,
+    parse_retry_after,
+    parse_timestamp,
+    seconds_text,
+    token_error,
+)
 from app.providers.matching import search_keywords, title_matches
 
 logger = logging.getLogger(__name__)
 
 
-PROVIDER: Final = "ebay"
 OAUTH_SCOPE: Final = "https://api.ebay.com/oauth/api_scope"
 TOKEN_PATH: Final = "/identity/v1/oauth2/token"  # noqa: S105  (a URL path, not a secret)
 SEARCH_PATH: Final = "/buy/browse/v1/item_summary/search"
@@ -59,7 +68,6 @@ TOKEN_REFRESH_MARGIN: Final = timedelta(minutes=5)
 LONG_RETRY_AFTER: Final = timedelta(minutes=1)
 """A 429 asking to wait longer than this is a spent quota: the run waits, not retries."""
 BUDGET_SETTING: Final = "EBAY_DAILY_CALL_LIMIT"
-MAX_RETRY_AFTER: Final = timedelta(days=1)
 QUOTA_EVIDENCE_TTL: Final = timedelta(seconds=30)
 """How long one Analytics answer explains the 429s that follow (one call, not one per 429)."""
 
@@ -213,10 +221,10 @@ class EbayBrowseProvider:
             page = await self._browse(url, params)
             items = page.get("itemSummaries") or []  # absent when nothing matched
             if not isinstance(items, list):
-                raise _malformed("itemSummaries is not a list")
+                raise malformed("itemSummaries is not a list")
             for raw in items[: limit - examined]:
                 examined += 1
-                listing = _listing(raw, product.currency)
+                listing = parse_listing(raw, product.currency)
                 if listing is None or listing.item_id in found:
                     continue
                 if match_titles and not title_matches(
@@ -254,28 +262,27 @@ class EbayBrowseProvider:
         )
         if response.status_code != httpx.codes.OK:
             raise ProviderError(
-                f"eBay Analytics API answered HTTP {response.status_code}"
-                f"{_errors_detail(response)}",
+                f"eBay Analytics API answered HTTP {response.status_code}{errors_detail(response)}",
                 provider=PROVIDER,
                 retryable=False,
                 status_code=response.status_code,
             )
-        body = _body(response, "the rate limit answer")
-        for api in _list(body.get("rateLimits"), "rateLimits"):
-            for resource in _list(_mapping(api, "a rate limit").get("resources"), "resources"):
-                resource = _mapping(resource, "a rate limit resource")
-                rates = _list(resource.get("rates"), "rates")
+        body = json_object(response, "the rate limit answer")
+        for api in as_list(body.get("rateLimits"), "rateLimits"):
+            for resource in as_list(as_mapping(api, "a rate limit").get("resources"), "resources"):
+                resource = as_mapping(resource, "a rate limit resource")
+                rates = as_list(resource.get("rates"), "rates")
                 if resource.get("name") != "buy.browse" or not rates:
                     continue
-                rate = _mapping(rates[0], "a rate")
+                rate = as_mapping(rates[0], "a rate")
                 limit, remaining = rate.get("limit"), rate.get("remaining")
                 if not isinstance(limit, int) or not isinstance(remaining, int):
-                    raise _malformed("a rate without limit and remaining counts")
+                    raise malformed("a rate without limit and remaining counts")
                 reset = rate.get("reset")
                 return BrowseQuota(
                     limit=limit,
                     remaining=remaining,
-                    resets_at=_timestamp(reset) if isinstance(reset, str) else None,
+                    resets_at=parse_timestamp(reset) if isinstance(reset, str) else None,
                 )
         return None
 
@@ -290,13 +297,13 @@ class EbayBrowseProvider:
             timeout=self._timeout,
         )
         if response.status_code != httpx.codes.OK:
-            raise _token_error(response)
-        body = _body(response, "the token answer")
+            raise token_error(response)
+        body = json_object(response, "the token answer")
         value, expires_in = body.get("access_token"), body.get("expires_in")
         if not isinstance(value, str) or not value:
-            raise _malformed("the token answer has no access_token")
+            raise malformed("the token answer has no access_token")
         if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0:
-            raise _malformed("the token answer has no positive expires_in")
+            raise malformed("the token answer has no positive expires_in")
         now = self._clock()
         lifetime = timedelta(seconds=expires_in)
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
@@ -331,9 +338,9 @@ class EbayBrowseProvider:
         """What a 429 from the Browse API means, by the evidence: a wait as long as eBay's
         `Retry-After`; until eBay's reset when its Analytics API reports no calls left
         today; otherwise a short throttle to back off from (a retryable error)."""
-        detail = _errors_detail(response)
+        detail = errors_detail(response)
         now = self._clock()
-        retry_after = _retry_after(response, now)
+        retry_after = parse_retry_after(response, now)
         if retry_after is not None and retry_after > LONG_RETRY_AFTER:
             resume_at = now + retry_after
             return QuotaExhaustedError(
@@ -341,12 +348,12 @@ class EbayBrowseProvider:
                 provider=PROVIDER,
                 resume_at=resume_at,
                 status_code=429,
-                limit=f"eBay's rate limit (HTTP 429 with Retry-After: {_seconds(retry_after)})",
+                limit=f"eBay's rate limit (HTTP 429 with Retry-After: {seconds_text(retry_after)})",
             )
         if retry_after is not None:
             return ProviderError(
                 f"eBay is throttling searches (HTTP 429{detail}; Retry-After: "
-                f"{_seconds(retry_after)})",
+                f"{seconds_text(retry_after)})",
                 provider=PROVIDER,
                 retryable=True,
                 status_code=429,
@@ -400,10 +407,10 @@ class EbayBrowseProvider:
     def _search_answer(self, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code
         if status == httpx.codes.OK:
-            return _body(response, "the search answer")
-        detail = _errors_detail(response)
+            return json_object(response, "the search answer")
+        detail = errors_detail(response)
         if status >= 500:
-            retry_after = _retry_after(response, self._clock())
+            retry_after = parse_retry_after(response, self._clock())
             if retry_after is not None and retry_after > LONG_RETRY_AFTER:
                 resume_at = self._clock() + retry_after
                 raise QuotaExhaustedError(
@@ -412,7 +419,7 @@ class EbayBrowseProvider:
                     provider=PROVIDER,
                     resume_at=resume_at,
                     status_code=status,
-                    limit=f"eBay (HTTP {status} with Retry-After: {_seconds(retry_after)})",
+                    limit=f"eBay (HTTP {status} with Retry-After: {seconds_text(retry_after)})",
                 )
             raise ProviderError(
                 f"eBay search answered HTTP {status}{detail}",
@@ -438,170 +445,8 @@ class EbayBrowseProvider:
         if next_url is None:
             return None
         if not isinstance(next_url, str):
-            raise _malformed("next is not a URL")
+            raise malformed("next is not a URL")
         base, target = httpx.URL(self.base_url), httpx.URL(next_url)
         if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
-            raise _malformed(f"next points away from {self.base_url}")
+            raise malformed(f"next points away from {self.base_url}")
         return next_url
-
-
-# --- parsing ---------------------------------------------------------------------------
-
-
-def _listing(raw: object, default_currency: str) -> Listing | None:
-    """A Listing from an itemSummary; None when it names no seller."""
-    item = _mapping(raw, "an itemSummary")
-    item_id, title = item.get("itemId"), item.get("title")
-    if not isinstance(item_id, str) or not item_id or not isinstance(title, str):
-        raise _malformed("an itemSummary without itemId or title")
-    seller = _mapping(item.get("seller") or {}, f"seller of {item_id}")
-    username = seller.get("username")
-    if not isinstance(username, str) or not username:
-        logger.debug("eBay item %s names no seller; skipped", item_id)
-        return None
-    score = seller.get("feedbackScore")
-    if score is not None and (not isinstance(score, int) or isinstance(score, bool)):
-        raise _malformed(f"feedbackScore of {item_id} is not an integer")
-    price = _mapping(item.get("price") or {}, f"price of {item_id}")
-    currency = price.get("currency") or default_currency
-    if not isinstance(currency, str):
-        raise _malformed(f"price.currency of {item_id} is not a string")
-    url = item.get("itemWebUrl") or item.get("itemHref") or ""
-    if not isinstance(url, str):
-        raise _malformed(f"itemWebUrl of {item_id} is not a string")
-    return Listing(
-        item_id=item_id,
-        title=title.strip(),
-        price=_decimal(price.get("value"), f"price.value of {item_id}"),
-        currency=currency,
-        seller_username=username,
-        seller_feedback_score=score,
-        seller_feedback_percentage=_decimal(
-            seller.get("feedbackPercentage"), f"feedbackPercentage of {item_id}"
-        ),
-        url=url,
-    )
-
-
-def _decimal(value: object, what: str) -> Decimal | None:
-    """eBay sends amounts and percentages as strings ("24.99", "99.5")."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        raise _malformed(f"{what} is not a decimal string")
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise _malformed(f"{what} is not a decimal string: {value!r}") from None
-    if not number.is_finite():
-        raise _malformed(f"{what} is not a finite number: {value!r}")
-    return number
-
-
-def _body(response: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise _malformed(f"{what} (HTTP {response.status_code}) is not JSON") from None
-    if not isinstance(body, dict):
-        raise _malformed(f"{what} (HTTP {response.status_code}) is not a JSON object")
-    return body
-
-
-def _mapping(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _malformed(f"{what} is not an object")
-    return value
-
-
-def _list(value: object, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _malformed(f"{what} is not a list")
-    return value
-
-
-def _timestamp(value: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _malformed(what: str) -> ProviderError:
-    return ProviderError(
-        f"eBay sent a malformed response: {what}", provider=PROVIDER, retryable=False
-    )
-
-
-def _errors_detail(response: httpx.Response) -> str:
-    """`: errorId 1001: Invalid access token; ...` from eBay's `errors` array, or nothing."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if not isinstance(errors, list):
-        return ""
-    parts = []
-    for error in errors[:3]:
-        if isinstance(error, dict) and (error.get("message") or error.get("errorId")):
-            parts.append(f"errorId {error.get('errorId')}: {error.get('message')}")
-    return f": {'; '.join(parts)}" if parts else ""
-
-
-def _token_error(response: httpx.Response) -> ProviderError:
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    detail = ""
-    if isinstance(body, dict) and body.get("error"):
-        detail = f" {body['error']}"
-        if body.get("error_description"):
-            detail += f": {body['error_description']}"
-    if status == httpx.codes.TOO_MANY_REQUESTS or status >= 500:
-        retry_after = _retry_after(response, utcnow())
-        return ProviderError(
-            f"eBay token endpoint answered HTTP {status}{detail}",
-            provider=PROVIDER,
-            retryable=True,
-            status_code=status,
-            retry_after=retry_after.total_seconds() if retry_after is not None else None,
-        )
-    return ProviderError(
-        f"eBay refused the client credentials (HTTP {status}{detail}); "
-        "check EBAY_CLIENT_ID and EBAY_CLIENT_SECRET",
-        provider=PROVIDER,
-        retryable=False,
-        status_code=status,
-    )
-
-
-def _seconds(duration: timedelta) -> str:
-    return f"{duration.total_seconds():.0f} s"
-
-
-def _retry_after(response: httpx.Response, now: datetime) -> timedelta | None:
-    """The Retry-After header (seconds, or an HTTP date), at most a day."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        if math.isnan(seconds):
-            return None
-        return timedelta(seconds=min(max(0.0, seconds), MAX_RETRY_AFTER.total_seconds()))
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return min(MAX_RETRY_AFTER, max(timedelta(0), moment - now))

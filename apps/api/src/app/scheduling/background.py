@@ -13,7 +13,7 @@ from app.core.database import Database
 from app.runs.executor import RunExecutor
 from app.runs.results import purge_expired_results
 from app.scheduling.engine import CollectionScheduler
-from app.scheduling.schedules import purge_expired_fires
+from app.scheduling.fires import purge_expired_fires
 
 logger = logging.getLogger(__name__)
 

@@ -1,18 +1,21 @@
 """The one cron engine: a strict Debian/Vixie-cron parser in front of cronsim, which computes
-fire times."""
+fire times. describe()'s English lives in cron_text, elapsed-time fire times across DST
+transitions in cron_dst."""
 
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, available_timezones
 
 from cronsim import CronSim, CronSimError
+
+from app.scheduling.cron_dst import elapsed_forward, elapsed_latest
+from app.scheduling.cron_text import MONTH_NAMES, describe_fields, join_words
 
 __all__ = [
     "MACROS",
@@ -41,21 +44,6 @@ _MACRO_LIST = ", ".join(MACROS)
 
 _MONTH_ABBRS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _DAY_ABBRS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-_MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-_DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 # The most days each month can have (February: leap years).
 _MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -303,22 +291,15 @@ def _parse_field(text: str, spec: _Spec) -> frozenset[int]:
     return frozenset(values)
 
 
-def _join(words: Sequence[str], conjunction: str = "and") -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    if len(words) <= 1:
-        return "".join(words)
-    return f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
-
-
 def _never_fires(days: frozenset[int], months: frozenset[int]) -> str | None:
     """Why no month holds any of the days, or None when one does."""
     if any(day <= _MONTH_DAYS[month - 1] for month in months for day in days):
         return None
     by_length: dict[int, list[str]] = {}
     for month in sorted(months):
-        by_length.setdefault(_MONTH_DAYS[month - 1], []).append(_MONTH_NAMES[month - 1])
+        by_length.setdefault(_MONTH_DAYS[month - 1], []).append(MONTH_NAMES[month - 1])
     clauses = [
-        f"{_join(names)} {'has' if len(names) == 1 else 'have'} at most {length} days"
+        f"{join_words(names)} {'has' if len(names) == 1 else 'have'} at most {length} days"
         for length, names in sorted(by_length.items())
     ]
     return "this expression can never fire: " + " and ".join(clauses)
@@ -447,43 +428,6 @@ def parse_timezone(name: str) -> ZoneInfo:
     return _zone(name)
 
 
-_SECOND = timedelta(seconds=1)
-_DAY = timedelta(days=1)
-
-
-@functools.cache
-def _fixed_zone(offset: timedelta) -> timezone:
-    return timezone(offset)
-
-
-def _offset(moment: datetime, zone: tzinfo) -> timedelta | None:
-    return moment.astimezone(zone).utcoffset()
-
-
-def _offset_change(zone: tzinfo, start: datetime, stop: datetime) -> datetime | None:
-    """The first whole second from `start` towards `stop` (either way, `stop` included) whose
-    UTC offset differs from `start`'s, or None; both must be whole seconds."""
-    offset = _offset(start, zone)
-    forward = stop >= start
-    near = start
-    while True:  # a day at a time, so that a pair of transitions cannot hide each other
-        far = near + _DAY if forward else near - _DAY
-        if (far > stop) if forward else (far < stop):
-            far = stop
-        if _offset(far, zone) != offset:
-            break
-        if far == stop:
-            return None
-        near = far
-    while abs(far - near) > _SECOND:  # offset(near) is start's, offset(far) is not
-        middle = near + timedelta(seconds=int((far - near).total_seconds() / 2))
-        if _offset(middle, zone) == offset:
-            near = middle
-        else:
-            far = middle
-    return far
-
-
 def _utc(moment: datetime, name: str) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be an aware datetime, got naive {moment.isoformat()}")
@@ -526,7 +470,7 @@ class CronSchedule:
         last = _utc(after, "after")
         try:
             if self._follows_elapsed_time:
-                candidates = self._elapsed_forward(last)
+                candidates = elapsed_forward(self._engine, self._zone, last)
             else:
                 start = last.astimezone(self._zone)
                 candidates = (fire.astimezone(UTC) for fire in CronSim(self._engine, start))
@@ -539,43 +483,6 @@ class CronSchedule:
                     last = instant
         except OverflowError:
             return  # the calendar ends with the year 9999: no later fire times
-
-    # cronsim steps a wildcard job through local time in whole hours and whole minutes, which
-    # skips fire times when the UTC offset changes by a part of an hour (Lord Howe Island's
-    # 30-minute DST). Elapsed time means "every instant whose wall-clock time matches", so such
-    # jobs are computed between transitions, each stretch at its own fixed UTC offset.
-
-    def _elapsed_forward(self, after: datetime) -> Iterator[datetime]:
-        cursor = after
-        while True:
-            probe = cursor.replace(microsecond=0) + _SECOND  # cronsim's first candidate
-            offset = _offset(probe, self._zone)
-            assert offset is not None
-            fire = next(CronSim(self._engine, cursor.astimezone(_fixed_zone(offset))), None)
-            if fire is None:
-                return
-            instant = fire.astimezone(UTC)
-            change = _offset_change(self._zone, probe, instant)
-            if change is None:
-                yield instant
-                cursor = instant
-            else:
-                cursor = change - _SECOND  # go on from the transition, at the new offset
-
-    def _elapsed_latest(self, start: datetime) -> datetime | None:
-        while True:
-            probe = start - _SECOND  # cronsim's first candidate going back
-            offset = _offset(probe, self._zone)
-            assert offset is not None
-            backward = CronSim(self._engine, start.astimezone(_fixed_zone(offset)), reverse=True)
-            fire = next(backward, None)
-            if fire is None:
-                return None
-            instant = fire.astimezone(UTC)
-            change = _offset_change(self._zone, probe, instant)
-            if change is None:
-                return instant
-            start = change + _SECOND  # go on from the transition, at the old offset
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after `moment`, as aware UTC."""
@@ -602,7 +509,7 @@ class CronSchedule:
         start = limit.replace(microsecond=0) + timedelta(seconds=1)
         try:
             if self._follows_elapsed_time:
-                return self._elapsed_latest(start)
+                return elapsed_latest(self._engine, self._zone, start)
             local = start.astimezone(self._zone)
             first_offset, offset = local.replace(fold=0).utcoffset(), local.utcoffset()
             if local.fold and first_offset is not None and offset is not None:
@@ -619,7 +526,7 @@ class CronSchedule:
 
     def describe(self) -> str:
         """A plain-English description of when the schedule fires, for a UI hint."""
-        return _Describer(self.fields).sentence(self.timezone)
+        return describe_fields(self.fields, self.timezone)
 
 
 @functools.lru_cache(maxsize=16384)
@@ -630,168 +537,3 @@ def _parse_cached(expression: str, timezone: str) -> CronSchedule:
 def parse(expression: str, timezone: str = "UTC") -> CronSchedule:
     """Validate a cron expression and an IANA time zone; raises CronError saying what to fix."""
     return _parse_cached(expression, timezone)
-
-
-# --- describe() ---------------------------------------------------------------------------------
-
-
-def _ordinal(number: int) -> str:
-    suffixes = {1: "st", 2: "nd", 3: "rd"}
-    suffix = "th" if 10 <= number % 100 <= 20 else suffixes.get(number % 10, "th")
-    return f"{number}{suffix}"
-
-
-def _every(values: Sequence[int], period: int) -> int | None:
-    """n when values are exactly 0, n, 2n, ... and n divides the period (as '*/n' writes them)."""
-    if len(values) < 2:
-        return None
-    step = values[1] - values[0]
-    if period % step or list(values) != list(range(0, period, step)):
-        return None
-    return step
-
-
-def _runs(values: Sequence[int]) -> list[tuple[int, int]]:
-    """Consecutive runs of values, in the order given."""
-    runs: list[tuple[int, int]] = []
-    for value in values:
-        if runs and value == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], value)
-        else:
-            runs.append((value, value))
-    return runs
-
-
-def _list(values: Sequence[int], show: Callable[[int], str], conjunction: str = "and") -> str:
-    """'1 through 5, 10 and 12' - runs of three or more values become ranges."""
-    words: list[str] = []
-    for first, last in _runs(values):
-        if last - first >= 2:
-            words.append(f"{show(first)} through {show(last)}")
-        else:
-            words.extend(show(value) for value in range(first, last + 1))
-    return _join(words, conjunction)
-
-
-def _progression(values: Sequence[int]) -> tuple[int, int, int] | None:
-    """(first, step, last) when values are four or more evenly spaced, gapped numbers."""
-    if len(values) < 4 or values[1] - values[0] < 2:
-        return None
-    step = values[1] - values[0]
-    if any(b - a != step for a, b in itertools.pairwise(values)):
-        return None
-    return values[0], step, values[-1]
-
-
-class _Describer:
-    """Builds describe()'s sentence from the selected field values."""
-
-    def __init__(self, fields: CronFields) -> None:
-        self.minutes = sorted(fields.minutes)
-        self.hours = sorted(fields.hours)
-        self.months = sorted(fields.months)
-        days, weekdays = sorted(fields.days_of_month), sorted(fields.days_of_week)
-        all_days, all_weekdays = len(days) == 31, len(weekdays) == 7
-        if fields.day_or and (all_days or all_weekdays):
-            all_days = all_weekdays = True  # either one matching every day is every day
-        self.days = None if all_days else days
-        self.weekdays = None if all_weekdays else weekdays
-        self.day_or = fields.day_or
-
-    def sentence(self, timezone: str) -> str:
-        clock = len(self.minutes) * len(self.hours) <= 6
-        text = self._time(clock) + self._days(clock) + self._months()
-        every_day = self.days is None and self.weekdays is None
-        if clock or len(self.hours) < 24 or not every_day or len(self.months) < 12:
-            text += f" ({timezone})"
-        return text
-
-    def _time(self, clock: bool) -> str:
-        minutes, hours = self.minutes, self.hours
-        if clock:
-            return "At " + _join([f"{h:02}:{m:02}" for h in hours for m in minutes])
-        progression = _progression(minutes)
-        every_n = _every(minutes, 60)
-        every = len(minutes) == 60 or every_n is not None
-        if len(minutes) == 60:
-            text = "Every minute"
-        elif every_n is not None:
-            text = f"Every {every_n} minutes"
-        elif len(minutes) == 1:
-            text = f"At minute {minutes[0]}"
-        elif progression:
-            first, step, last = progression
-            text = f"At every {_ordinal(step)} minute from {first} through {last}"
-        else:
-            text = f"At minutes {_list(minutes, str)}"
-        if len(hours) == 24:
-            return text if every else f"{text} of every hour"
-        runs = _runs(hours)
-        if len(runs) == 1:
-            first, last = runs[0]
-            lead = "" if every else " of every hour"
-            return f"{text}{lead} from {first:02}:00 through {last:02}:59"
-        every_hours = _every(hours, 24)
-        if every_hours is not None:
-            return f"{text} {'during' if every else 'of'} every {_ordinal(every_hours)} hour"
-        return f"{text} {'during' if every else 'past'} hours {_list(hours, str)}"
-
-    def _weekdays(self, conjunction: str) -> tuple[str, bool]:
-        """The weekdays as words, and whether they form a single run."""
-        assert self.weekdays is not None
-        monday_first = sorted(self.weekdays, key=lambda day: (day + 6) % 7)
-        # Render in the rotation with fewer runs: FRI-SUN reads better Monday-first,
-        # SUN-THU Sunday-first.
-        best = min(
-            (monday_first, self.weekdays),
-            key=lambda order: len(_runs([(d - order[0]) % 7 for d in order])),
-        )
-        offsets = [(day - best[0]) % 7 for day in best]
-
-        def show(offset: int) -> str:
-            return _DAY_NAMES[(offset + best[0]) % 7]
-
-        single_run = len(_runs(offsets)) == 1 and len(offsets) >= 3
-        return _list(offsets, show, conjunction), single_run
-
-    def _days_of_month(self) -> str:
-        assert self.days is not None
-        of = "of every month" if len(self.months) == 12 else "of the month"
-        days = self.days
-        if len(days) == 1:
-            return f"on day {days[0]} {of}"
-        if days == list(range(1, 32, 2)):
-            return f"on odd-numbered days {of}"
-        if days == list(range(2, 31, 2)):
-            return f"on even-numbered days {of}"
-        progression = _progression(days)
-        if progression:
-            first, step, last = progression
-            return f"on every {_ordinal(step)} day {of} from day {first} through {last}"
-        return f"on days {_list(days, str)} {of}"
-
-    def _days(self, clock: bool) -> str:
-        if self.days is None and self.weekdays is None:
-            return " every day" if clock else ""
-        if self.days is None:
-            weekdays, single_run = self._weekdays("and")
-            return f", {weekdays}" if single_run else f" on {weekdays}"
-        if self.weekdays is None:
-            if len(self.days) == 1 and len(self.months) == 1:
-                return f" on {_MONTH_NAMES[self.months[0] - 1]} {self.days[0]}"
-            return " " + self._days_of_month()
-        if self.day_or:
-            every = "every " if len(self.weekdays) == 1 else ""
-            return f" {self._days_of_month()} and on {every}{self._weekdays('and')[0]}"
-        return f" {self._days_of_month()}, but only on {self._weekdays('or')[0]}"
-
-    def _months(self) -> str:
-        if len(self.months) == 12:
-            return ""
-        if (
-            self.days is not None
-            and self.weekdays is None
-            and len(self.days) == 1 == len(self.months)
-        ):
-            return ""  # already said: "on January 1"
-        return " in " + _list(self.months, lambda month: _MONTH_NAMES[month - 1])

@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.categories import invalid_category_id
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
 from app.core.database import SYSTEM, Database, acting_as, insert_ignoring_conflicts
@@ -29,6 +28,15 @@ from app.core.tenancy import org_rows
 from app.errors import ConflictError, InvalidError, NotFoundError
 from app.runs.lifecycle import RunLifecycle, RunSpec
 from app.scheduling.cron import CronError, CronSchedule, parse
+from app.scheduling.fires import (
+    REFUSALS,
+    FirePlan,
+    ago,
+    count_between,
+    refusal,
+    run_name,
+    unusable_preset,
+)
 from app.tables import (
     ACTIVE_RUN_STATUSES,
     DEFAULT_CRON_EXPRESSION,
@@ -41,8 +49,6 @@ from app.tables import (
 )
 
 logger = logging.getLogger(__name__)
-
-MAX_MISSED_COUNTED = 1000
 
 
 class ScheduleError(InvalidError):
@@ -84,21 +90,6 @@ class FireResult:
     notify: bool
     manual: bool = False
     """From POST /schedule/trigger (the caller got the outcome as the answer)."""
-
-
-@dataclass
-class _Plan:
-    """The decision for one due schedule, before it is written."""
-
-    schedule: CollectionSchedule
-    preset_name: str | None
-    category_ids: list[str] | None
-    scheduled_for: datetime
-    next_run_at: datetime | None
-    outcome: FireOutcome
-    detail: str | None = None
-    fire_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    run_id: uuid.UUID | None = None
 
 
 class ScheduleService:
@@ -285,20 +276,20 @@ class ScheduleService:
         preset_name: str | None,
         category_ids: list[str] | None,
         now: datetime,
-    ) -> _Plan:
+    ) -> FirePlan:
         """Decide what a due schedule does now: start, skip later, count as missed..."""
         due = schedule.next_run_at
         assert due is not None
         try:
             cron = parse(schedule.cron_expression, schedule.timezone)
         except CronError as exc:  # saved by an older, laxer version; never fires again
-            return _Plan(
+            return FirePlan(
                 schedule, preset_name, category_ids, due, None, FireOutcome.FAILED, str(exc)
             )
         # Due times passed while nobody was firing coalesce into the latest of them.
         latest = max(due, cron.latest_at_or_before(now) or due)
-        missed = _count_between(cron, due, latest)
-        plan = _Plan(
+        missed = count_between(cron, due, latest)
+        plan = FirePlan(
             schedule,
             preset_name,
             category_ids,
@@ -310,7 +301,7 @@ class ScheduleService:
         if lateness > self.grace + self.slack:
             plan.outcome = FireOutcome.MISSED
             plan.detail = (
-                f"due {_ago(lateness)} ago, longer than SCHEDULE_MISFIRE_GRACE_SECONDS="
+                f"due {ago(lateness)} ago, longer than SCHEDULE_MISFIRE_GRACE_SECONDS="
                 f"{int(self.grace.total_seconds())} (no scheduler was running, or it was behind)"
             )
             if missed:
@@ -318,15 +309,15 @@ class ScheduleService:
         elif not category_ids:
             plan.outcome = FireOutcome.NO_PRESET
             plan.detail = "the schedule has no preset (it was deleted?): choose one"
-        elif problem := _unusable_preset(preset_name, category_ids):
+        elif problem := unusable_preset(preset_name, category_ids):
             plan.outcome = FireOutcome.FAILED
             plan.detail = problem
         elif missed:
-            plan.detail = f"late by {_ago(lateness)}; coalesced {missed} earlier missed due time(s)"
+            plan.detail = f"late by {ago(lateness)}; coalesced {missed} earlier missed due time(s)"
         return plan
 
     async def _write_isolated(
-        self, session: AsyncSession, plans: Sequence[_Plan], now: datetime, *, manual: bool
+        self, session: AsyncSession, plans: Sequence[FirePlan], now: datetime, *, manual: bool
     ) -> list[FireResult]:
         """`_write`, such that one schedule whose run the database refuses stops no other.
 
@@ -340,7 +331,7 @@ class ScheduleService:
             async with session.begin_nested():
                 copies = [replace(plan) for plan in plans]  # `_write` fills in run ids
                 return await self._write(session, copies, now, manual=manual)
-        except _REFUSALS as exc:
+        except REFUSALS as exc:
             if len(plans) == 1:
                 return await self._write_failed(session, plans[0], exc, now, manual=manual)
         results: list[FireResult] = []
@@ -348,12 +339,12 @@ class ScheduleService:
             try:
                 async with session.begin_nested():
                     results += await self._write(session, [replace(plan)], now, manual=manual)
-            except _REFUSALS as exc:
+            except REFUSALS as exc:
                 results += await self._write_failed(session, plan, exc, now, manual=manual)
         return results
 
     async def _write_failed(
-        self, session: AsyncSession, plan: _Plan, exc: Exception, now: datetime, *, manual: bool
+        self, session: AsyncSession, plan: FirePlan, exc: Exception, now: datetime, *, manual: bool
     ) -> list[FireResult]:
         """Record `plan` as a fire the database refused to start (no run is created)."""
         logger.debug("schedule %s: the database refused its run", plan.schedule.id, exc_info=exc)
@@ -361,14 +352,14 @@ class ScheduleService:
             plan,
             outcome=FireOutcome.FAILED,
             run_id=None,
-            detail=f"could not start the run: the database refused it ({_refusal(exc)}). "
+            detail=f"could not start the run: the database refused it ({refusal(exc)}). "
             "The schedule goes on with its next due time; check the preset's categories.",
         )
         async with session.begin_nested():
             return await self._write(session, [failed], now, manual=manual)
 
     async def _write(
-        self, session: AsyncSession, plans: list[_Plan], now: datetime, *, manual: bool
+        self, session: AsyncSession, plans: list[FirePlan], now: datetime, *, manual: bool
     ) -> list[FireResult]:
         """Claim the fires, start their runs, log outcomes and advance the schedules."""
         if not plans:
@@ -399,7 +390,7 @@ class ScheduleService:
             [
                 RunSpec(
                     org_id=plan.schedule.org_id,
-                    name=_run_name(plan),
+                    name=run_name(plan),
                     category_ids=plan.category_ids or [],
                     created_by=None,
                     trigger=RunTrigger.SCHEDULE,
@@ -500,11 +491,11 @@ class ScheduleService:
                     CategoryPreset.id == schedule.preset_id
                 )
             )
-        plan = _Plan(schedule, preset_name, category_ids, now, None, FireOutcome.STARTED)
+        plan = FirePlan(schedule, preset_name, category_ids, now, None, FireOutcome.STARTED)
         if not category_ids:
             plan.outcome = FireOutcome.NO_PRESET
             plan.detail = "the schedule has no preset: set preset_id first"
-        elif problem := _unusable_preset(preset_name, category_ids):
+        elif problem := unusable_preset(preset_name, category_ids):
             plan.outcome = FireOutcome.FAILED
             plan.detail = problem
         written = await self._write_isolated(session, [plan], now, manual=True)
@@ -517,38 +508,6 @@ class ScheduleService:
         return result
 
 
-async def purge_expired_fires(
-    database: Database, *, now: datetime, retention: timedelta, batch_size: int
-) -> int:
-    """Delete fire-log rows older than `now - retention`, one small batch per transaction.
-
-    Safe for exactly-once: a schedule's `next_run_at` has long moved past these due times,
-    so their rows no longer guard anything.
-    """
-    cutoff = now - retention
-    deleted = 0
-    while True:
-        batch = sa.select(ScheduleFire.id).where(ScheduleFire.fired_at < cutoff).limit(batch_size)
-        async with database.transaction() as session:
-            result = await session.execute(
-                sa.delete(ScheduleFire).where(ScheduleFire.id.in_(batch))
-            )
-        count: int = result.rowcount  # type: ignore[attr-defined]  # CursorResult
-        deleted += count
-        if count < batch_size:
-            return deleted
-
-
-def _count_between(cron: CronSchedule, first: datetime, last: datetime) -> int:
-    """How many due times lie in [first, last) (capped)."""
-    count = 0
-    moment = first
-    while moment < last and count < MAX_MISSED_COUNTED:
-        count += 1
-        moment = cron.next_after(moment)
-    return count
-
-
 def _same_times(schedule: CollectionSchedule, cron: CronSchedule) -> bool:
     """Whether `cron` fires exactly when the saved schedule does (`@monthly` = `0 0 1 * *`)."""
     try:
@@ -556,41 +515,3 @@ def _same_times(schedule: CollectionSchedule, cron: CronSchedule) -> bool:
     except CronError:
         return False
     return saved.fields == cron.fields and saved.timezone == cron.timezone
-
-
-def _ago(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}min"
-    return f"{seconds // 3600}h"
-
-
-_REFUSALS = (DataError, IntegrityError)
-"""Errors by which the database refuses one schedule's rows (not the database being away)."""
-
-
-def _refusal(exc: Exception) -> str:
-    """The database's own reason, in one short line, without the driver's class names."""
-    original = exc.orig if isinstance(exc, DBAPIError) else exc
-    text = str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__
-    if text.startswith("<class ") and ">: " in text:
-        text = text.split(">: ", 1)[1]
-    return text[:200]
-
-
-def _unusable_preset(preset_name: str | None, category_ids: list[str]) -> str | None:
-    """Why the preset's saved categories cannot make a run, or None when they can."""
-    problem = invalid_category_id(category_ids)
-    if problem is None:
-        return None
-    return (
-        f"the preset {preset_name or ''!r} cannot be run: its {problem}. "
-        "Edit the preset's categories; the schedule goes on with its next due time."
-    )
-
-
-def _run_name(plan: _Plan) -> str:
-    label = plan.preset_name or "Scheduled run"
-    return f"{label} (scheduled {plan.scheduled_for:%Y-%m-%d %H:%M} UTC)"
