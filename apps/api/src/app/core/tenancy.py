@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
-from app.tables import OrgOwned
+if TYPE_CHECKING:  # core/ stands below the tables, which use its clock
+    from app.tables import OrgOwned
 
-RowT = TypeVar("RowT", bound=OrgOwned)
+RowT = TypeVar("RowT", bound="OrgOwned")
 
 
 def org_rows(model: type[RowT], org_id: uuid.UUID) -> sa.Select[RowT]:
