@@ -22,9 +22,9 @@ from app.core.config import Settings
 from app.core.database import Database
 from app.main import create_app
 from app.tables import Base
-from tests.support import temp_database
+from tests.helpers.processes import temp_database
 
-pytest_plugins = ["tests.scheduling"]
+pytest_plugins = ["tests.helpers.scheduling"]
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
