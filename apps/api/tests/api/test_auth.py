@@ -22,7 +22,8 @@ from fastapi import FastAPI
 from app.auth import InvalidTokenError, JwksCache, KeysUnavailableError, TokenVerifier
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import TEST_SECRET, Actors, make_settings
+from tests.helpers.actors import Actors
+from tests.helpers.settings import TEST_SECRET, make_settings
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.conftest import Actors
+from tests.helpers.actors import Actors
 
 
 async def test_create_org_makes_caller_admin(client: httpx.AsyncClient, actors: Actors) -> None:

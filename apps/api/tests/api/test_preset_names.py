@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import Actor, Actors
+from tests.helpers.actors import Actor, Actors
 
 
 async def _create(client: httpx.AsyncClient, admin: Actor, name: str) -> httpx.Response:

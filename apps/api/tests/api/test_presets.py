@@ -8,12 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Actor, Actors
-
-
-@pytest.fixture
-async def admin(actors: Actors) -> Actor:
-    return await actors.admin()
+from tests.helpers.actors import Actor, Actors
 
 
 async def _create(client: httpx.AsyncClient, admin: Actor, body: Any) -> httpx.Response:

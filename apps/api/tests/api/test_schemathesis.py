@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import CLI, VENV_BIN, clean_env, free_port, temp_database, wait_healthy
+from tests.helpers.databases import temp_database
+from tests.helpers.processes import CLI, VENV_BIN, clean_env, free_port, wait_healthy
 
 pytestmark = pytest.mark.slow
 

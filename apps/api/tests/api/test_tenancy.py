@@ -40,7 +40,7 @@ from app.tables import (
     RunStatus,
     ScheduleFire,
 )
-from tests.conftest import Actor, Actors
+from tests.helpers.actors import Actor, Actors
 from tests.helpers.browser import browsers
 
 

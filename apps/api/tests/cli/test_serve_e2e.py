@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -14,12 +13,14 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.helpers.databases import temp_database
 from tests.helpers.processes import (
     CLI,
+    Server,
+    bootstrap,
     clean_env,
     free_port,
     tcp_forwarder,
-    temp_database,
     wait_healthy,
 )
 
@@ -37,40 +38,6 @@ def service_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield clean_env(DATA_DIR=str(tmp_path / "data"))
 
 
-class Server:
-    def __init__(self, env: dict[str, str], tmp_path: Path, name: str = "server") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"{name}-{self.port}.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [CLI, "serve", "--port", str(self.port)], env=env, stdout=log, stderr=log
-            )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def logs(self) -> str:
-        return self.log.read_text()
-
-
-def _bootstrap(env: dict[str, str]) -> dict[str, str]:
-    result = subprocess.run(
-        [CLI, "bootstrap", "--org", "Acme", "--email", "boss@example.com"],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    data: dict[str, str] = json.loads(result.stdout)
-    return data
-
-
 def test_fresh_deployment_serves_survives_restart_and_keeps_its_secret(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -81,7 +48,7 @@ def test_fresh_deployment_serves_survives_restart_and_keeps_its_secret(
         secret_file = Path(service_env["DATA_DIR"]) / "jwt_secret"
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
 
-        boot = _bootstrap(service_env)
+        boot = bootstrap(service_env)
         headers = {"Authorization": f"Bearer {boot['token']}"}
         created = httpx.post(
             f"{server.url}/collection/presets",
@@ -116,7 +83,7 @@ def test_replicas_starting_at_once_share_one_database(
     try:
         for server in servers:
             wait_healthy(server.url, server.process, timeout=60)
-        boot = _bootstrap(service_env)
+        boot = bootstrap(service_env)
         headers = {"Authorization": f"Bearer {boot['token']}"}
         body = {"name": "shared", "category_ids": ["1"]}
         assert (

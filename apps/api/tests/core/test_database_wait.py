@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 
 from app import migrate
 from app.core.config import Settings
-from tests.conftest import make_settings
 from tests.helpers.processes import free_port
+from tests.helpers.settings import make_settings
 
 
 class FakeTime:

@@ -19,7 +19,7 @@ from app.core.config import load_or_create_secret
 from app.core.database import Database
 from app.core.observability import JsonFormatter, request_id_var
 from app.tables import Organization
-from tests.conftest import TEST_SECRET, make_settings
+from tests.helpers.settings import TEST_SECRET, make_settings
 
 # --- settings ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from app.auth import issue_token
 from app.core.config import Settings
 from app.core.observability import JsonFormatter, TextFormatter
 from app.scheduling.cron import time_zone_names
-from tests.conftest import Actor, Actors
+from tests.helpers.actors import Actor, Actors
 from tests.helpers.browser import Browser
 
 HTML = "text/html; charset=utf-8"
@@ -32,11 +32,6 @@ MiB = 1024 * 1024
 # NUL is a 500 on PostgreSQL and lands raw in pages on SQLite; the others make a name read
 # other than it is stored (an ANSI escape, a right-to-left override, a zero-width space).
 REFUSED_TEXT = ["\x00", "Acme\x00Corp", "Acme\x1b[31m", "\u202eevil.exe", "zero\u200bwidth"]
-
-
-@pytest.fixture
-async def admin(actors: Actors) -> Actor:
-    return await actors.admin()
 
 
 @pytest.fixture

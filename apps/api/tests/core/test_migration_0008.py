@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from app import migrate
 from app.core.config import Settings
 from app.core.database import create_engine
-from tests.conftest import make_settings
-from tests.helpers.processes import temp_database
+from tests.helpers.databases import temp_database
+from tests.helpers.settings import make_settings
 
 BEFORE, REVISION = "0005", "0008"
 ACME, BETA = uuid.uuid4(), uuid.uuid4()

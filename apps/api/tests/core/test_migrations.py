@@ -18,8 +18,9 @@ from app import migrate
 from app.core.config import Settings
 from app.core.database import create_engine
 from app.tables import Base
-from tests.conftest import make_settings
-from tests.helpers.processes import CLI, clean_env, temp_database
+from tests.helpers.databases import temp_database
+from tests.helpers.processes import CLI, clean_env
+from tests.helpers.settings import make_settings
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from tests.conftest import Actor
+from tests.helpers.actors import Actor
 
 
 class Browser:

@@ -1,53 +1,23 @@
-"""Test helpers that are not fixtures: temporary PostgreSQL databases, free ports, processes."""
+"""Processes of the service: the `collection-api` command, servers on free ports, waiting
+for them to be healthy, and a TCP forwarder that plays a database coming up."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
-from sqlalchemy.engine import make_url
 
 VENV_BIN = Path(sys.executable).parent
 CLI = str(VENV_BIN / "collection-api")
-
-
-async def _admin(url: str, statement: str) -> None:
-    import asyncpg
-
-    target = make_url(url)
-    connection = await asyncpg.connect(
-        host=target.host or "127.0.0.1",
-        port=target.port or 5432,
-        user=target.username or "postgres",
-        password=target.password,
-        database="postgres",
-    )
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@contextmanager
-def temp_database(base_url: str, label: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database next to `base_url`'s, dropped afterwards."""
-    base = make_url(base_url)
-    name = f"{base.database or 'collection'}_{label}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(base_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def free_port() -> int:
@@ -118,3 +88,46 @@ def tcp_forwarder(port: int, host: str, target_port: int) -> Iterator[None]:
         stopping.set()
         acceptor.join()
         listener.close()
+
+
+class Server:
+    """`collection-api serve` on a free port, its output in a log file under `tmp_path`."""
+
+    def __init__(self, env: dict[str, str], tmp_path: Path, name: str = "server") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"{name}-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [CLI, "serve", "--port", str(self.port)], env=env, stdout=log, stderr=log
+            )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+
+def bootstrap(env: dict[str, str]) -> dict[str, str]:
+    """`collection-api bootstrap` of the organization Acme; its JSON output."""
+    result = subprocess.run(
+        [CLI, "bootstrap", "--org", "Acme", "--email", "boss@example.com"],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    data: dict[str, str] = json.loads(result.stdout)
+    return data
+
+
+def run_cli(env: dict[str, str], *args: str) -> str:
+    """Run `collection-api *args` with `env`; its standard output."""
+    result = subprocess.run([CLI, *args], env=env, capture_output=True, check=True, timeout=60)
+    return result.stdout.decode().strip()

@@ -1,22 +1,23 @@
-"""Shared pieces of the schedule tests: an injected clock, an org with a preset, and
-small API helpers. Loaded as a pytest plugin by conftest, so its fixtures are everywhere.
-"""
+"""Shared pieces of the schedule tests: an injected clock, an org with a preset, small API
+helpers, and a schedule engine of the app's services. The fixtures that use them (`clock`,
+`schedules`, `org`) are in tests/conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from app.runs.lifecycle import RunLifecycle
+from app.core.config import Settings
+from app.runs.executor import RunExecutor
+from app.runs.notifications import Mailer
+from app.scheduling.engine import CollectionScheduler
 from app.scheduling.schedules import ScheduleService
-from tests.conftest import Actor, Actors
+from tests.helpers.actors import Actor, Actors
 
 EPOCH = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -32,24 +33,6 @@ class FakeClock:
 
     def set(self, moment: datetime) -> None:
         self.now = moment
-
-
-@pytest.fixture
-def clock(app: FastAPI) -> Iterator[FakeClock]:
-    """Both the schedule and the run services read this clock during the test."""
-    fake = FakeClock(EPOCH)
-    schedules: ScheduleService = app.state.instance.schedules
-    collection: RunLifecycle = app.state.instance.runs
-    saved = schedules.clock, collection.clock
-    schedules.clock = collection.clock = fake
-    yield fake
-    schedules.clock, collection.clock = saved
-
-
-@pytest.fixture
-def schedules(app: FastAPI) -> ScheduleService:
-    service: ScheduleService = app.state.instance.schedules
-    return service
 
 
 @dataclass
@@ -70,11 +53,6 @@ async def make_org(
     )
     assert preset.status_code == 201, preset.text
     return Org(admin, preset.json()["id"])
-
-
-@pytest.fixture
-async def org(client: httpx.AsyncClient, actors: Actors) -> Org:
-    return await make_org(client, actors)
 
 
 async def patch(client: httpx.AsyncClient, actor: Actor, **body: Any) -> httpx.Response:
@@ -123,3 +101,10 @@ async def cancel_all(client: httpx.AsyncClient, actor: Actor) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("a cancelled run never settled")
+
+
+def make_engine(app: FastAPI, settings: Settings, clock: FakeClock) -> CollectionScheduler:
+    """A schedule engine (not started) over the app's services, reading `clock`."""
+    schedules: ScheduleService = app.state.instance.schedules
+    executor: RunExecutor = app.state.instance.executor
+    return CollectionScheduler(schedules, executor, Mailer(settings), settings, clock=clock)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,7 +41,7 @@ from app.providers.resilience import (
 from app.providers.sample import SampleEbayProvider
 from app.runs.executor import RunExecutor
 from app.tables import CollectionRun, ProviderCallCount, RunStatus
-from tests.conftest import Actor, Actors, make_settings
+from tests.helpers.actors import Actor
 from tests.helpers.fake_marketplaces import (
     FakeEbay,
     FakeKeepa,
@@ -52,43 +51,12 @@ from tests.helpers.fake_marketplaces import (
     providers_of,
     resilient_amazon,
     resilient_ebay,
-    running_ebay,
-    running_keepa,
 )
-from tests.runs.test_runs import create_run, finished, start, wait_for
+from tests.helpers.runs import create_run, finished, start, wait_for
+from tests.helpers.settings import make_settings
 
 UPC = "012345678905"
 TITLE = "VOLTKO Wireless Earbuds WE-512X, Bluetooth 5.3 Headphones, 40H Playtime, Black"
-
-
-@pytest.fixture(scope="module")
-def ebay_server() -> Iterator[FakeEbay]:
-    with running_ebay() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def keepa_server() -> Iterator[FakeKeepa]:
-    with running_keepa() as fake:
-        yield fake
-
-
-@pytest.fixture
-def ebay(ebay_server: FakeEbay) -> FakeEbay:
-    ebay_server.reset()
-    return ebay_server
-
-
-@pytest.fixture
-def keepa(keepa_server: FakeKeepa) -> FakeKeepa:
-    keepa_server.reset()
-    return keepa_server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
 
 
 def client_for(fake: FakeEbay, http: httpx.AsyncClient, **options: Any) -> EbayBrowseProvider:
@@ -888,11 +856,6 @@ RUN_COUNTERS = (
 
 
 # --- runs ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def admin(actors: Actors) -> Actor:
-    return await actors.admin()
 
 
 def stock_keepa(keepa: FakeKeepa) -> None:

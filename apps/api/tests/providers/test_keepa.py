@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,35 +18,16 @@ from app.providers.base import ProviderError, QuotaExhaustedError
 from app.providers.keepa import KeepaAmazonProvider, KeepaTokens
 from app.providers.resilience import ProviderFailedError
 from app.runs.executor import RunExecutor
-from tests.conftest import Actor, Actors
+from tests.helpers.actors import Actor
 from tests.helpers.fake_marketplaces import (
     FakeKeepa,
     keepa_product,
     providers_of,
     resilient_amazon,
-    running_keepa,
 )
-from tests.runs.test_runs import create_run, executed_here, finished, start, wait_for
+from tests.helpers.runs import create_run, executed_here, finished, start, wait_for
 
 CATEGORY = "172282"
-
-
-@pytest.fixture(scope="module")
-def keepa_server() -> Iterator[FakeKeepa]:
-    with running_keepa() as fake:
-        yield fake
-
-
-@pytest.fixture
-def keepa(keepa_server: FakeKeepa) -> FakeKeepa:
-    keepa_server.reset()
-    return keepa_server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
 
 
 def client_for(fake: FakeKeepa, http: httpx.AsyncClient, **options: Any) -> KeepaAmazonProvider:
@@ -356,11 +336,6 @@ async def test_malformed_answers_are_clear_errors(
 
 
 # --- runs ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def admin(actors: Actors) -> Actor:
-    return await actors.admin()
 
 
 async def test_a_run_waits_for_tokens_then_resumes_from_its_checkpoint(

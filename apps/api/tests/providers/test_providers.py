@@ -30,7 +30,7 @@ from app.providers.sample import (
     sample_product,
     sample_seller,
 )
-from tests.conftest import make_settings
+from tests.helpers.settings import make_settings
 
 CATEGORY = "172282"
 CATEGORIES = [CATEGORY, "284507", "165793011", *(str(1_000 + i) for i in range(17))]

@@ -20,9 +20,10 @@ from app.core.database import Database, DbActor, acting_as
 from app.runs.notifications import Mailer, notify_run_ended
 from app.scheduling.engine import CollectionScheduler
 from app.scheduling.schedules import ScheduleService
-from tests.conftest import Actors, make_settings
+from tests.helpers.actors import Actors
 from tests.helpers.processes import free_port
 from tests.helpers.scheduling import FakeClock, enable, make_org
+from tests.helpers.settings import make_settings
 
 
 class Inbox:

@@ -5,24 +5,16 @@ with the previous run of the same list."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from app.scheduling.schedules import ScheduleService
-from tests.conftest import Actor, Actors
-from tests.helpers.browser import BrowserFactory, browsers
+from tests.helpers.actors import Actor, Actors
+from tests.helpers.browser import BrowserFactory
 from tests.helpers.scheduling import FakeClock, enable, make_org
-
-
-@pytest.fixture
-async def browser(app: FastAPI) -> AsyncIterator[BrowserFactory]:
-    async with browsers(app) as open_browser:
-        yield open_browser
 
 
 async def _run(client: httpx.AsyncClient, admin: Actor, **source: Any) -> dict[str, Any]:

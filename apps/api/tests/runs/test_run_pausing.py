@@ -22,8 +22,8 @@ from app.providers.sample import SampleEbayProvider
 from app.runs.executor import RunExecutor
 from app.runs.pipeline import Pipeline
 from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunSeller, RunStatus
-from tests.conftest import Actor, Actors
-from tests.runs.test_runs import (
+from tests.helpers.actors import Actor
+from tests.helpers.runs import (
     create_run,
     expected_listings,
     finished,
@@ -51,11 +51,6 @@ class GatedEbay:
         self.calls += 1
         await self.permits.acquire()
         return await self.inner.search(product, limit)
-
-
-@pytest.fixture
-async def admin(actors: Actors) -> Actor:
-    return await actors.admin()
 
 
 @pytest.fixture

@@ -20,94 +20,21 @@ from fastapi import FastAPI
 from app.core.clock import utcnow
 from app.core.database import Database
 from app.providers.base import Listing, Product, ProviderError
-from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
 from app.runs.executor import MAX_UNEXPECTED_ERRORS, RunExecutor
 from app.runs.leases import Lease, LeaseLostError, Leases
 from app.runs.pipeline import Pipeline
 from app.runs.results import purge_expired_results
 from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunStatus
-from tests.conftest import Actor, Actors
-
-TERMINAL = {"completed", "failed", "cancelled"}
-
-
-async def wait_for(
-    client: httpx.AsyncClient,
-    actor: Actor,
-    run_id: str,
-    predicate: Any,
-    within: float = 30.0,
-) -> dict[str, Any]:
-    """Poll the run until `predicate(run)` holds (for at most `within` seconds)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        run: dict[str, Any] = (
-            await client.get(f"/collection/runs/{run_id}", headers=actor.headers)
-        ).json()
-        if predicate(run):
-            return run
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"run never reached the expected state: {run}")
-        await asyncio.sleep(0.02)
-
-
-async def executed_here(executor: RunExecutor, run_id: str) -> None:
-    """Wait for this instance's task of the run to end: it commits the final status, then
-    runs the finish hooks (mail), and only then leaves `executor.running`."""
-    task = executor._tasks.get(uuid.UUID(run_id))
-    if task is not None:
-        await asyncio.wait({task}, timeout=30)
-
-
-def finished(run: dict[str, Any]) -> bool:
-    return run["status"] in TERMINAL
-
-
-async def create_run(
-    client: httpx.AsyncClient, actor: Actor, categories: list[str], **extra: Any
-) -> dict[str, Any]:
-    body = {"category_ids": categories, "products_per_category": 5, **extra}
-    response = await client.post("/collection/runs", json=body, headers=actor.headers)
-    assert response.status_code == 201, response.text
-    run: dict[str, Any] = response.json()
-    return run
-
-
-async def start(client: httpx.AsyncClient, actor: Actor, run_id: str) -> httpx.Response:
-    return await client.post(f"/collection/runs/{run_id}/start", headers=actor.headers)
-
-
-async def expected_listings(
-    categories: list[str], products_per_category: int, listings_per_product: int
-) -> set[tuple[str, str, str]]:
-    """What an uninterrupted run must store: computed straight from the sample providers."""
-    amazon, ebay = SampleAmazonProvider(latency_ms=0), SampleEbayProvider(latency_ms=0)
-    rows: set[tuple[str, str, str]] = set()
-    seen: set[str] = set()
-    for category in categories:
-        for product in await amazon.best_sellers(category, products_per_category):
-            if product.asin in seen:
-                continue
-            seen.add(product.asin)
-            for listing in await ebay.search(product, listings_per_product):
-                rows.add((product.asin, listing.item_id, listing.seller_username))
-    return rows
-
-
-async def stored_listings(database: Database, run_id: str) -> list[tuple[str, str, str]]:
-    async with database.read() as session:
-        rows = await session.execute(
-            sa.select(RunListing.asin, RunListing.item_id, RunListing.seller_username).where(
-                RunListing.run_id == uuid.UUID(run_id)
-            )
-        )
-        return [(a, i, s) for a, i, s in rows]
-
-
-@pytest.fixture
-async def admin(actors: Actors) -> Actor:
-    return await actors.admin()
-
+from tests.helpers.actors import Actor, Actors
+from tests.helpers.runs import (
+    create_run,
+    executed_here,
+    expected_listings,
+    finished,
+    start,
+    stored_listings,
+    wait_for,
+)
 
 # --- creation and lifecycle rules --------------------------------------------------------
 

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.test_serve_e2e import Server, _bootstrap
-from tests.helpers.processes import CLI, clean_env, temp_database, wait_healthy
-from tests.runs.test_runs import expected_listings
+from tests.helpers.databases import temp_database
+from tests.helpers.processes import CLI, Server, bootstrap, clean_env, wait_healthy
+from tests.helpers.runs import expected_listings
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_sigkill_mid_run_then_restart_completes_with_exact_rows(
     first = Server(run_env, tmp_path, "first")
     try:
         wait_healthy(first.url, first.process)
-        token = _bootstrap(run_env)["token"]
+        token = bootstrap(run_env)["token"]
         headers = {"Authorization": f"Bearer {token}"}
         body = {"category_ids": CATEGORIES, "products_per_category": PER_CATEGORY}
         run = httpx.post(f"{first.url}/collection/runs", json=body, headers=headers).json()

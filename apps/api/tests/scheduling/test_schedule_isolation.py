@@ -25,7 +25,7 @@ from app.runs.notifications import Mailer
 from app.scheduling.engine import FAILURE_BACKOFF_MAX, CollectionScheduler
 from app.scheduling.schedules import FireResult, ScheduleService
 from app.tables import CategoryPreset
-from tests.conftest import Actors
+from tests.helpers.actors import Actors
 from tests.helpers.scheduling import FakeClock, Org, cancel_all, enable, history, make_org, runs_of
 
 REFUSED_CATEGORY = "90909090"

@@ -26,9 +26,9 @@ from app.tables import (
     RunTrigger,
     ScheduleFire,
 )
-from tests.cli.test_serve_e2e import Server, _bootstrap
-from tests.conftest import make_settings
-from tests.helpers.processes import clean_env, temp_database, wait_healthy
+from tests.helpers.databases import temp_database
+from tests.helpers.processes import Server, bootstrap, clean_env, wait_healthy
+from tests.helpers.settings import make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def test_schedule_survives_restart_and_fires(env: dict[str, str], tmp_path: Path
     server = Server(env, tmp_path, "before")
     try:
         wait_healthy(server.url, server.process)
-        token = _bootstrap(env)["token"]
+        token = bootstrap(env)["token"]
         headers = {"Authorization": f"Bearer {token}"}
         preset = httpx.post(
             f"{server.url}/collection/presets",

@@ -18,8 +18,7 @@ from app.core.observability import configure_logging
 from app.scheduling.engine import CollectionScheduler
 from app.scheduling.schedules import FireResult
 from app.tables import FireOutcome
-from tests.helpers.scheduling import FakeClock
-from tests.scheduling.test_schedules import _engine
+from tests.helpers.scheduling import FakeClock, make_engine
 
 WAKE_UPS = 5
 
@@ -72,7 +71,7 @@ async def test_idle_wake_ups_write_nothing_at_info_and_each_fire_one_line(
     app: FastAPI, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure_logging("INFO", "text")
-    engine = _engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
+    engine = make_engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
     await _idle_wake_ups(engine, WAKE_UPS)
     engine.handle_fired([_fire(FireOutcome.SKIPPED)])
 
@@ -87,7 +86,7 @@ async def test_apschedulers_lines_are_there_at_debug(
     app: FastAPI, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure_logging("DEBUG", "text")
-    engine = _engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
+    engine = make_engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
     await _idle_wake_ups(engine, WAKE_UPS)
 
     lines = capsys.readouterr().err.splitlines()

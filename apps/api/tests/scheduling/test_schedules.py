@@ -20,13 +20,11 @@ from fastapi import FastAPI
 
 from app.core.config import Settings
 from app.core.database import SYSTEM, Database, DbActor, acting_as
-from app.runs.executor import RunExecutor
 from app.runs.lifecycle import RunLifecycle
-from app.runs.notifications import Mailer
 from app.scheduling.engine import CollectionScheduler
 from app.scheduling.schedules import FireResult, ScheduleService, purge_expired_fires
 from app.tables import CollectionSchedule, ScheduleFire
-from tests.conftest import Actor, Actors, make_settings
+from tests.helpers.actors import Actor, Actors
 from tests.helpers.scheduling import (
     EPOCH,
     FakeClock,
@@ -34,10 +32,12 @@ from tests.helpers.scheduling import (
     cancel_all,
     enable,
     history,
+    make_engine,
     make_org,
     patch,
     runs_of,
 )
+from tests.helpers.settings import make_settings
 
 # --- settings ------------------------------------------------------------------------------
 
@@ -587,12 +587,6 @@ async def test_preview_ends_with_the_calendar(client: httpx.AsyncClient, org: Or
 # --- the APScheduler engine -----------------------------------------------------------------
 
 
-def _engine(app: FastAPI, settings: Settings, clock: FakeClock) -> CollectionScheduler:
-    schedules: ScheduleService = app.state.instance.schedules
-    executor: RunExecutor = app.state.instance.executor
-    return CollectionScheduler(schedules, executor, Mailer(settings), settings, clock=clock)
-
-
 class RealTimeClock(FakeClock):
     """A fake clock that stands at a chosen start while the test sets things up, then,
     from `run()` on, moves with real time (so a slow machine's set-up cannot carry it past
@@ -618,7 +612,7 @@ async def test_engine_fires_a_lone_schedule_within_a_second(
     collection: RunLifecycle = app.state.instance.runs
     saved = schedules.clock, collection.clock
     schedules.clock = collection.clock = live
-    engine = _engine(app, settings, live)
+    engine = make_engine(app, settings, live)
     try:
         await enable(client, org)
         live.run()
@@ -657,7 +651,7 @@ async def test_shutdown_lets_a_tick_in_flight_finish(
         return []
 
     monkeypatch.setattr(schedules, "fire_due", slow_fire_due)
-    engine = _engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
+    engine = make_engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
     engine.start()  # ticks at once: whatever is due after downtime
     await asyncio.wait_for(entered.wait(), timeout=5)
     stopping = asyncio.create_task(engine.shutdown())
@@ -679,7 +673,7 @@ async def test_engine_picks_up_a_change_without_restart(
     collection: RunLifecycle = app.state.instance.runs
     saved = schedules.clock, collection.clock
     schedules.clock = collection.clock = live
-    engine = _engine(app, settings, live)
+    engine = make_engine(app, settings, live)
     commands = app.state.instance.schedule_commands
     commands.engine, original = engine, commands.engine
     try:

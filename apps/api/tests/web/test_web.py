@@ -3,13 +3,11 @@ permissions enforced by the server, tenant isolation, and each page's forms."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -23,62 +21,11 @@ from app.core.config import Settings
 from app.tables import CollectionRun, RunStatus
 from app.web.rendering import STATIC
 from app.web.session import ORG_COOKIE, SESSION_COOKIE
-from tests.conftest import Actor, Actors
-from tests.helpers.browser import BrowserFactory, browsers, csrf_of, form_context_of
+from tests.helpers.actors import Actors
+from tests.helpers.browser import BrowserFactory, csrf_of, form_context_of
+from tests.helpers.web import completed_run, make_preset, wait_until
 
 HTML = "text/html; charset=utf-8"
-
-
-@pytest.fixture
-async def browser(app: FastAPI) -> AsyncIterator[BrowserFactory]:
-    """Opens browsers, each with its own cookie jar; `await browser(actor)` signs in."""
-    async with browsers(app) as open_browser:
-        yield open_browser
-
-
-async def _preset(client: httpx.AsyncClient, actor: Actor, name: str = "Electronics") -> str:
-    response = await client.post(
-        "/collection/presets",
-        json={"name": name, "category_ids": ["172282", "541966"]},
-        headers=actor.headers,
-    )
-    assert response.status_code == 201, response.text
-    preset_id: str = response.json()["id"]
-    return preset_id
-
-
-async def _completed_run(
-    client: httpx.AsyncClient,
-    actor: Actor,
-    categories: list[str] | None = None,
-    products: int = 5,
-    *,
-    preset_id: str | None = None,
-) -> str:
-    source = {"preset_id": preset_id} if preset_id else {"category_ids": categories}
-    created = await client.post(
-        "/collection/runs",
-        json={**source, "products_per_category": products},
-        headers=actor.headers,
-    )
-    assert created.status_code == 201, created.text
-    run_id: str = created.json()["id"]
-    await client.post(f"/collection/runs/{run_id}/start", headers=actor.headers)
-    await _wait_until(client, actor, run_id, "completed")
-    return run_id
-
-
-async def _wait_until(
-    client: httpx.AsyncClient, actor: Actor, run_id: str, status: str, within: float = 30.0
-) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        run = (await client.get(f"/collection/runs/{run_id}", headers=actor.headers)).json()
-        if run["status"] == status:
-            return
-        assert run["status"] not in {"failed", "cancelled"} - {status}, run
-        assert asyncio.get_running_loop().time() < deadline, run
-        await asyncio.sleep(0.05)
 
 
 # --- sign-in, the session cookie, sign-out ------------------------------------------------------
@@ -525,7 +472,7 @@ async def test_viewers_see_but_cannot_change(
 ) -> None:
     admin = await actors.admin()
     viewer = await actors.member(admin, "viewer")
-    preset_id = await _preset(client, admin)
+    preset_id = await make_preset(client, admin)
     run = await client.post(
         "/collection/runs", json={"preset_id": preset_id}, headers=admin.headers
     )
@@ -560,7 +507,7 @@ async def test_another_organizations_run_and_preset_are_not_found(
 ) -> None:
     owner = await actors.admin("Owner")
     outsider = await actors.admin("Outsider")
-    preset_id = await _preset(client, owner, "Owner's secret")
+    preset_id = await make_preset(client, owner, "Owner's secret")
     run_id = (
         await client.post("/collection/runs", json={"preset_id": preset_id}, headers=owner.headers)
     ).json()["id"]
@@ -594,7 +541,7 @@ async def test_org_switcher_with_several_memberships(
     beta = await client.post("/orgs", json={"name": "Beta"}, headers=admin.headers)
     beta_id = beta.json()["id"]
     admin.extra_headers["X-Org-Id"] = str(admin.org_id)
-    await _preset(client, admin, "Alpha preset")
+    await make_preset(client, admin, "Alpha preset")
     signed_in = await browser(admin)
 
     page = await signed_in.get("/presets")
@@ -703,7 +650,7 @@ async def test_runs_list_empty_states_say_what_to_do(
     page = await signed_in.get("/runs")
     assert "No runs yet" in page.text
     assert 'href="/presets/new">Create a preset' in page.text
-    await _preset(client, admin)
+    await make_preset(client, admin)
     page = await signed_in.get("/runs")
     assert 'href="/runs/new">Start a run' in page.text
     assert "No completed runs" in (await signed_in.get("/runs?status=completed")).text
@@ -713,7 +660,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
     admin = await actors.admin()
-    preset_id = await _preset(client, admin)
+    preset_id = await make_preset(client, admin)
     signed_in = await browser(admin)
 
     form = await signed_in.get(f"/runs/new?preset_id={preset_id}")
@@ -734,7 +681,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
     assert "Run started" in page.text
     assert "Web run" in page.text
 
-    await _wait_until(client, admin, run_id, "completed")
+    await wait_until(client, admin, run_id, "completed")
     live = await signed_in.get(f"/runs/{run_id}/live")
     assert live.status_code == 200
     assert "data-live-url" not in live.text  # nothing changes any more: polling stops
@@ -763,7 +710,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
     busy = await signed_in.submit("/runs", {"preset_id": preset_id})
     if busy.status_code == 409:  # the second is still active
         assert "runs one collection at a time" in busy.text
-    await _wait_until(client, admin, second.removeprefix("/runs/"), "completed")
+    await wait_until(client, admin, second.removeprefix("/runs/"), "completed")
 
 
 async def test_sellers_sort_paginate_and_mark_new_sellers(
@@ -775,13 +722,13 @@ async def test_sellers_sort_paginate_and_mark_new_sellers(
         "/collection/presets", json={"name": "Grows", "category_ids": ["11"]}, headers=admin.headers
     )
     preset_id = preset.json()["id"]
-    await _completed_run(client, admin, preset_id=preset_id)
+    await completed_run(client, admin, preset_id=preset_id)
     await client.patch(
         f"/collection/presets/{preset_id}",
         json={"category_ids": ["11", "12", "13"]},
         headers=admin.headers,
     )
-    run_id = await _completed_run(client, admin, preset_id=preset_id)
+    run_id = await completed_run(client, admin, preset_id=preset_id)
     signed_in = await browser(admin)
 
     def sellers_of(html: str) -> list[str]:
@@ -901,7 +848,7 @@ async def test_schedule_form_shows_api_errors_at_the_field_and_saves(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
     admin = await actors.admin()
-    preset_id = await _preset(client, admin)
+    preset_id = await make_preset(client, admin)
     signed_in = await browser(admin)
 
     page = await signed_in.get("/schedule")
@@ -984,7 +931,7 @@ async def test_run_now_and_history_link_to_runs(
     assert early.status_code == 303
     assert "Save the schedule (with a preset) first" in (await signed_in.get("/schedule")).text
 
-    preset_id = await _preset(client, admin)
+    preset_id = await make_preset(client, admin)
     await client.patch(
         "/collection/schedule",
         json={"preset_id": preset_id, "cron_expression": "@monthly", "enabled": True},

@@ -4,109 +4,25 @@ person does, end to end (sign in, preset, run, CSV, schedule, a member refused).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
-import os
 import re
-import subprocess
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.cli.test_serve_e2e import Server
-from tests.helpers.processes import CLI, clean_env, temp_database, wait_healthy
+from tests.helpers.chromium import expect
+from tests.helpers.processes import Server, run_cli
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 20_000
-
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"browser tests skipped: no Chromium at {CHROMIUM} (`apt-get install chromium`; "
-        "`make test` installs it)",
-        allow_module_level=True,
-    )
-playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the dev extra")
-expect = playwright.expect
-expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    """A fresh embedded-default deployment (no JWT_SECRET) with fast, small runs, one per
-    test: the one-time sign-in link belongs to whoever administers the first organization,
-    so a test must not inherit another's."""
-    tmp_path = tmp_path_factory.mktemp("web-e2e")
-    settings = {
-        "DATA_DIR": str(tmp_path / "data"),
-        "SAMPLE_PROVIDER_LATENCY_MS": "0",
-        "RUN_PRODUCTS_PER_CATEGORY": "5",
-        "RUN_LISTINGS_PER_PRODUCT": "5",
-    }
-    base = os.environ.get("TEST_DATABASE_URL")
-    database = temp_database(base, "web") if base else contextlib.nullcontext(None)
-    with database as url:
-        env = clean_env(**settings, **({"DATABASE_URL": url} if url else {}))
-        process = Server(env, tmp_path, "web")
-        try:
-            wait_healthy(process.url, process.process)
-            yield process, env
-        finally:
-            process.stop()
-    assert "Traceback" not in process.logs()
-
-
-@pytest.fixture(scope="module")
-async def chromium() -> AsyncIterator[Any]:
-    """Debian's Chromium, driven by Playwright's async API on the tests' event loop (its sync
-    API would hold an event loop of its own, which the suite's async fixtures trip over)."""
-    async with playwright.async_playwright() as driver:
-        browser = await driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-@pytest.fixture
-async def page(chromium: Any) -> AsyncIterator[Any]:
-    context = await chromium.new_context(
-        accept_downloads=True,
-        viewport={"width": 1280, "height": 900},
-        locale="en-US",
-        timezone_id="Asia/Tokyo",
-    )
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        yield await context.new_page()
-    finally:
-        await context.close()
 
 
 def _sign_in_link(server: Server) -> str:
     match = re.search(r"http://\S+/sign-in/link\?code=\S+", server.logs())
     assert match, server.logs()
     return match.group(0)
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([CLI, *args], env=env, capture_output=True, check=True, timeout=60)
-    return result.stdout.decode().strip()
 
 
 async def test_an_admin_signs_in_runs_a_preset_and_schedules_it(
@@ -188,7 +104,7 @@ async def test_an_admin_signs_in_runs_a_preset_and_schedules_it(
     await expect(page.get_by_role("status")).to_contain_text("Your session has ended")
 
     # The way back in: a new one-time link from a separate command, while `serve` runs.
-    link = await asyncio.to_thread(_cli, env, "sign-in-link", "--url", process.url)
+    link = await asyncio.to_thread(run_cli, env, "sign-in-link", "--url", process.url)
     assert "to sign in as admin@localhost" in link, link  # (who made the organization)
     again = re.search(r"http://\S+/sign-in/link\?code=\S+", link)
     assert again, link
@@ -202,7 +118,7 @@ async def test_a_member_signs_in_with_a_token_and_is_refused_the_schedule(
     process, env = server
     boot = json.loads(
         await asyncio.to_thread(
-            _cli, env, "bootstrap", "--org", "Beta", "--email", "boss@example.com"
+            run_cli, env, "bootstrap", "--org", "Beta", "--email", "boss@example.com"
         )
     )
     async with httpx.AsyncClient() as http:
@@ -212,7 +128,7 @@ async def test_a_member_signs_in_with_a_token_and_is_refused_the_schedule(
             headers={"Authorization": f"Bearer {boot['token']}", "X-Org-Id": boot["org_id"]},
         )
     assert added.status_code == 201, added.text
-    token = await asyncio.to_thread(_cli, env, "token", "--email", "ana@example.com")
+    token = await asyncio.to_thread(run_cli, env, "token", "--email", "ana@example.com")
 
     await page.goto(f"{process.url}/schedule")
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()

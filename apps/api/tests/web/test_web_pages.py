@@ -6,26 +6,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
-import pytest
-from fastapi import FastAPI
 
 from app.core.database import Database
 from app.tables import RunListing
-from tests.conftest import Actor, Actors
-from tests.helpers.browser import BrowserFactory, browsers
-from tests.web.test_web import _completed_run, _preset
+from tests.helpers.actors import Actor, Actors
+from tests.helpers.browser import BrowserFactory
+from tests.helpers.web import completed_run, make_preset
 
 FETCH = {"x-requested-with": "fetch"}  # what app.js sends with the parts it refreshes
-
-
-@pytest.fixture
-async def browser(app: FastAPI) -> AsyncIterator[BrowserFactory]:
-    async with browsers(app) as open_browser:
-        yield open_browser
 
 
 async def _listings(database: Database, run_id: str, sellers: list[str]) -> None:
@@ -94,7 +85,7 @@ async def test_a_results_page_past_the_end_says_so(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
     admin = await actors.admin()
-    run_id = await _completed_run(client, admin, ["11"])
+    run_id = await completed_run(client, admin, ["11"])
     total = (await client.get(f"/collection/runs/{run_id}", headers=admin.headers)).json()[
         "progress"
     ]["sellers_found"]
@@ -119,8 +110,8 @@ async def test_deleting_a_preset_the_schedule_uses_warns_first(
 ) -> None:
     admin = await actors.admin()
     member = await actors.member(admin, "member")
-    scheduled = await _preset(client, admin, "Scheduled one")
-    plain = await _preset(client, admin, "Plain one")
+    scheduled = await make_preset(client, admin, "Scheduled one")
+    plain = await make_preset(client, admin, "Plain one")
     await _schedule(client, admin, scheduled)
     as_member = await browser(member)  # members manage presets but cannot see the schedule
 
@@ -153,7 +144,7 @@ async def test_run_now_is_not_offered_once_the_preset_is_deleted(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
     admin = await actors.admin()
-    preset_id = await _preset(client, admin)
+    preset_id = await make_preset(client, admin)
     await _schedule(client, admin, preset_id, enabled=False)
     signed_in = await browser(admin)
     button = r'<button type="submit" class="button" aria-describedby="run-now-hint" ?(disabled)?>'
@@ -181,7 +172,7 @@ async def test_schedule_history_shows_due_and_fired_in_the_schedules_zone(
     browser: BrowserFactory, actors: Actors, client: httpx.AsyncClient
 ) -> None:
     admin = await actors.admin()
-    preset_id = await _preset(client, admin)
+    preset_id = await make_preset(client, admin)
     await _schedule(client, admin, preset_id, timezone="Asia/Tokyo")
     fired = await client.post("/collection/schedule/trigger", headers=admin.headers)
     assert fired.status_code == 201, fired.text
@@ -212,7 +203,7 @@ async def test_error_pages_say_what_happened_without_raw_ids(
     foreign_run = (
         await client.post("/collection/runs", json={"category_ids": ["5"]}, headers=other.headers)
     ).json()["id"]
-    foreign_preset = await _preset(client, other, "Theirs")
+    foreign_preset = await make_preset(client, other, "Theirs")
     stranger = uuid.uuid4()
     signed_in = await browser(admin)
 
@@ -238,7 +229,7 @@ async def test_error_pages_say_what_happened_without_raw_ids(
         assert message in response.text, path
         assert path.split("/")[2] not in response.text, path
 
-    preset_id = await _preset(client, admin)
+    preset_id = await make_preset(client, admin)
     await client.delete(f"/collection/presets/{preset_id}", headers=admin.headers)
     stale = await signed_in.submit("/runs", {"preset_id": preset_id}, page="/runs/new")
     assert stale.status_code == 404
@@ -247,7 +238,7 @@ async def test_error_pages_say_what_happened_without_raw_ids(
 
     words = await signed_in.submit(
         "/runs",
-        {"preset_id": (await _preset(client, admin, "Words")), "listings_per_product": "x"},
+        {"preset_id": (await make_preset(client, admin, "Words")), "listings_per_product": "x"},
         page="/runs/new",
     )
     assert words.status_code == 400

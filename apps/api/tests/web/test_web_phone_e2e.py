@@ -12,12 +12,8 @@ from typing import Any
 
 import httpx
 
-from tests.cli.test_serve_e2e import Server
-from tests.web import test_web_e2e as e2e
-
-server = e2e.server  # (fixtures: a fresh `serve` process per test, and Chromium)
-chromium = e2e.chromium
-expect = e2e.expect
+from tests.helpers.chromium import TIMEOUT_MS, expect
+from tests.helpers.processes import Server, run_cli
 
 PHONE = {"width": 375, "height": 812}
 LONG_PRESET = "ElectronicsAccessoriesComputerPeripheralsAndHomeOfficeGamingSetups" + "X" * 33
@@ -27,9 +23,7 @@ LONG_EMAIL = "the.head.of.marketplace.research.and.analytics@example-research-co
 
 async def _seed(url: str, env: dict[str, str]) -> dict[str, Any]:
     boot = json.loads(
-        await asyncio.to_thread(
-            e2e._cli, env, "bootstrap", "--org", LONG_ORG, "--email", LONG_EMAIL
-        )
+        await asyncio.to_thread(run_cli, env, "bootstrap", "--org", LONG_ORG, "--email", LONG_EMAIL)
     )
     headers = {"Authorization": f"Bearer {boot['token']}", "X-Org-Id": boot["org_id"]}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as api:
@@ -69,7 +63,7 @@ async def test_no_page_scrolls_sideways_at_375_px(
     process, env = server
     data = await _seed(process.url, env)
     context = await chromium.new_context(viewport=PHONE, is_mobile=True, locale="en-US")
-    context.set_default_timeout(e2e.TIMEOUT_MS)
+    context.set_default_timeout(TIMEOUT_MS)
     page = await context.new_page()
     try:
         await page.goto(f"{process.url}/sign-in")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,17 +21,11 @@ from app.core.config import Settings
 from app.core.database import Database
 from app.tables import WebSession
 from app.web.session import ORG_COOKIE, SESSION_COOKIE
-from tests.conftest import Actor, Actors, make_settings
-from tests.helpers.browser import BrowserFactory, browsers, csrf_of, form_context_of
+from tests.helpers.actors import Actor, Actors
+from tests.helpers.browser import BrowserFactory, csrf_of, form_context_of
+from tests.helpers.settings import make_settings
 
 HTML = "text/html; charset=utf-8"
-
-
-@pytest.fixture
-async def browser(app: FastAPI) -> AsyncIterator[BrowserFactory]:
-    """Opens browsers, each with its own cookie jar; `await browser(actor)` signs in."""
-    async with browsers(app) as open_browser:
-        yield open_browser
 
 
 class Clock:
