@@ -1,19 +1,22 @@
-"""Runs through the API: create, start, wait for a state; and the rows an uninterrupted run
-of the sample providers stores, to compare a run's stored rows with."""
+"""Runs through the API: create, start, wait for a state; the rows an uninterrupted run of
+the sample providers stores, to compare a run's stored rows with; and a run made to look
+as if another instance had started it."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
+from app.core.clock import utcnow
 from app.core.database import Database
 from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
 from app.runs.executor import RunExecutor
-from app.tables import RunListing
+from app.tables import CollectionRun, RunListing, RunStatus
 from tests.helpers.actors import Actor
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -90,3 +93,19 @@ async def stored_listings(database: Database, run_id: str) -> list[tuple[str, st
             )
         )
         return [(a, i, s) for a, i, s in rows]
+
+
+async def orphan(database: Database, run_id: str, owner: str, expired: bool) -> None:
+    """Make the run look like another instance started it (and maybe died)."""
+    offset = timedelta(seconds=-5 if expired else 300)
+    async with database.transaction() as session:
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run_id))
+            .values(
+                status=RunStatus.RUNNING,
+                started_at=utcnow(),
+                lease_owner=owner,
+                lease_expires_at=utcnow() + offset,
+            )
+        )

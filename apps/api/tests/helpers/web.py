@@ -1,5 +1,5 @@
-"""Data the web tests set up through the API: a preset, a completed run, and waiting for a
-run to reach a status."""
+"""Data the web tests set up through the API (a preset, a completed run, waiting for a run
+to reach a status), and the content type of the pages."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import asyncio
 import httpx
 
 from tests.helpers.actors import Actor
+
+HTML = "text/html; charset=utf-8"  # the content type of every page
 
 
 async def make_preset(client: httpx.AsyncClient, actor: Actor, name: str = "Electronics") -> str:
