@@ -1,15 +1,15 @@
 """Shared fixtures: a migrated database (SQLite, or PostgreSQL via TEST_DATABASE_URL),
-the app with its lifespan running, an httpx client over ASGI, and actors with tokens."""
+the app with its lifespan running, an httpx client over ASGI, actors with tokens, an
+organization's admin, browsers on the app, and the injected clock of the schedule tests.
+
+Only fixtures live here; the helpers they use are in tests/helpers/."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,22 +17,17 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app import migrate
-from app.auth import issue_token
 from app.core.config import Settings
 from app.core.database import Database
 from app.main import create_app
+from app.runs.lifecycle import RunLifecycle
+from app.scheduling.schedules import ScheduleService
 from app.tables import Base
-from tests.support import temp_database
-
-pytest_plugins = ["tests.scheduling"]
-
-TEST_SECRET = "test-secret-" + "x" * 40
-
-
-SERVICE_VARIABLES = frozenset(
-    {name.upper() for name in Settings.model_fields}
-    | {"COLLECTION_API_URL", "COLLECTION_API_TOKEN", "COLLECTION_API_ORG"}
-)
+from tests.helpers.actors import Actor, Actors
+from tests.helpers.browser import BrowserFactory, browsers
+from tests.helpers.databases import temp_database
+from tests.helpers.scheduling import EPOCH, FakeClock, Org, make_org
+from tests.helpers.settings import SERVICE_VARIABLES, TEST_SECRET, make_settings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,12 +63,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         jwt_secret=TEST_SECRET,
         scheduler_enabled=False,
     )
-
-
-def make_settings(**overrides: Any) -> Settings:
-    """Settings from keyword arguments, over the environment the test set (the shell's
-    service settings are removed for the session) and never a .env file."""
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")
@@ -120,57 +109,6 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-@dataclass
-class Actor:
-    """A user with a token; `headers` are what their requests send."""
-
-    user_id: uuid.UUID
-    email: str
-    token: str
-    org_id: uuid.UUID | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", **self.extra_headers}
-
-
-class Actors:
-    """Creates users, organizations and memberships through the public API."""
-
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self.client = client
-        self.settings = settings
-
-    def user(self, email: str | None = None) -> Actor:
-        """A user with a valid token (provisioned on their first request)."""
-        user_id = uuid.uuid4()
-        email = email or f"user-{user_id.hex[:8]}@example.com"
-        token = issue_token(self.settings, user_id=user_id, email=email, ttl_seconds=3600)
-        return Actor(user_id, email, token)
-
-    async def admin(self, org_name: str = "Acme") -> Actor:
-        """A user who created an organization (so is its admin)."""
-        actor = self.user()
-        response = await self.client.post("/orgs", json={"name": org_name}, headers=actor.headers)
-        assert response.status_code == 201, response.text
-        actor.org_id = uuid.UUID(response.json()["id"])
-        return actor
-
-    async def member(self, admin: Actor, role: str) -> Actor:
-        """A user added to `admin`'s organization with `role`."""
-        actor = self.user()
-        await self.client.get("/me", headers=actor.headers)  # first sign-in provisions them
-        response = await self.client.post(
-            "/orgs/current/members",
-            json={"email": actor.email, "role": role},
-            headers=admin.headers,
-        )
-        assert response.status_code == 201, response.text
-        actor.org_id = admin.org_id
-        return actor
-
-
 @pytest.fixture
 def actors(client: httpx.AsyncClient, settings: Settings) -> Actors:
     """Factory of users and organizations."""
@@ -181,3 +119,39 @@ def actors(client: httpx.AsyncClient, settings: Settings) -> Actors:
 def repo_root() -> Path:
     """The monorepo root (where the Makefile is)."""
     return Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+async def admin(actors: Actors) -> Actor:
+    """The admin of a new organization."""
+    return await actors.admin()
+
+
+@pytest.fixture
+async def browser(app: FastAPI) -> AsyncIterator[BrowserFactory]:
+    """Opens browsers, each with its own cookie jar; `await browser(actor)` signs in."""
+    async with browsers(app) as open_browser:
+        yield open_browser
+
+
+@pytest.fixture
+def clock(app: FastAPI) -> Iterator[FakeClock]:
+    """Both the schedule and the run services read this clock during the test."""
+    fake = FakeClock(EPOCH)
+    schedules: ScheduleService = app.state.instance.schedules
+    collection: RunLifecycle = app.state.instance.runs
+    saved = schedules.clock, collection.clock
+    schedules.clock = collection.clock = fake
+    yield fake
+    schedules.clock, collection.clock = saved
+
+
+@pytest.fixture
+def schedules(app: FastAPI) -> ScheduleService:
+    service: ScheduleService = app.state.instance.schedules
+    return service
+
+
+@pytest.fixture
+async def org(client: httpx.AsyncClient, actors: Actors) -> Org:
+    return await make_org(client, actors)

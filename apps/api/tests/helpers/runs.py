@@ -1,0 +1,111 @@
+"""Runs through the API: create, start, wait for a state; the rows an uninterrupted run of
+the sample providers stores, to compare a run's stored rows with; and a run made to look
+as if another instance had started it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from app.core.clock import utcnow
+from app.core.database import Database
+from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
+from app.runs.executor import RunExecutor
+from app.tables import CollectionRun, RunListing, RunStatus
+from tests.helpers.actors import Actor
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+async def wait_for(
+    client: httpx.AsyncClient,
+    actor: Actor,
+    run_id: str,
+    predicate: Any,
+    within: float = 30.0,
+) -> dict[str, Any]:
+    """Poll the run until `predicate(run)` holds (for at most `within` seconds)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        run: dict[str, Any] = (
+            await client.get(f"/collection/runs/{run_id}", headers=actor.headers)
+        ).json()
+        if predicate(run):
+            return run
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run never reached the expected state: {run}")
+        await asyncio.sleep(0.02)
+
+
+async def executed_here(executor: RunExecutor, run_id: str) -> None:
+    """Wait for this instance's task of the run to end: it commits the final status, then
+    runs the finish hooks (mail), and only then leaves `executor.running`."""
+    task = executor._tasks.get(uuid.UUID(run_id))
+    if task is not None:
+        await asyncio.wait({task}, timeout=30)
+
+
+def finished(run: dict[str, Any]) -> bool:
+    return run["status"] in TERMINAL
+
+
+async def create_run(
+    client: httpx.AsyncClient, actor: Actor, categories: list[str], **extra: Any
+) -> dict[str, Any]:
+    body = {"category_ids": categories, "products_per_category": 5, **extra}
+    response = await client.post("/collection/runs", json=body, headers=actor.headers)
+    assert response.status_code == 201, response.text
+    run: dict[str, Any] = response.json()
+    return run
+
+
+async def start(client: httpx.AsyncClient, actor: Actor, run_id: str) -> httpx.Response:
+    return await client.post(f"/collection/runs/{run_id}/start", headers=actor.headers)
+
+
+async def expected_listings(
+    categories: list[str], products_per_category: int, listings_per_product: int
+) -> set[tuple[str, str, str]]:
+    """What an uninterrupted run must store: computed straight from the sample providers."""
+    amazon, ebay = SampleAmazonProvider(latency_ms=0), SampleEbayProvider(latency_ms=0)
+    rows: set[tuple[str, str, str]] = set()
+    seen: set[str] = set()
+    for category in categories:
+        for product in await amazon.best_sellers(category, products_per_category):
+            if product.asin in seen:
+                continue
+            seen.add(product.asin)
+            for listing in await ebay.search(product, listings_per_product):
+                rows.add((product.asin, listing.item_id, listing.seller_username))
+    return rows
+
+
+async def stored_listings(database: Database, run_id: str) -> list[tuple[str, str, str]]:
+    async with database.read() as session:
+        rows = await session.execute(
+            sa.select(RunListing.asin, RunListing.item_id, RunListing.seller_username).where(
+                RunListing.run_id == uuid.UUID(run_id)
+            )
+        )
+        return [(a, i, s) for a, i, s in rows]
+
+
+async def orphan(database: Database, run_id: str, owner: str, expired: bool) -> None:
+    """Make the run look like another instance started it (and maybe died)."""
+    offset = timedelta(seconds=-5 if expired else 300)
+    async with database.transaction() as session:
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run_id))
+            .values(
+                status=RunStatus.RUNNING,
+                started_at=utcnow(),
+                lease_owner=owner,
+                lease_expires_at=utcnow() + offset,
+            )
+        )

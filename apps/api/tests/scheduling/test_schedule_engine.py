@@ -1,0 +1,135 @@
+"""The APScheduler engine that fires the schedules: a lone schedule within a second of its
+due time, a tick in flight finishing at shutdown, and changes picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.core.config import Settings
+from app.runs.lifecycle import RunLifecycle
+from app.scheduling.schedules import FireResult, ScheduleService
+from tests.helpers.scheduling import (
+    FakeClock,
+    Org,
+    enable,
+    history,
+    make_engine,
+)
+
+# --- the APScheduler engine -----------------------------------------------------------------
+
+
+class RealTimeClock(FakeClock):
+    """A fake clock that stands at a chosen start while the test sets things up, then,
+    from `run()` on, moves with real time (so a slow machine's set-up cannot carry it past
+    a due time before the engine runs)."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self._offset: timedelta | None = None
+
+    def run(self) -> None:
+        self._offset = self.now - datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now if self._offset is None else datetime.now(UTC) + self._offset
+
+
+async def test_engine_fires_a_lone_schedule_within_a_second(
+    client: httpx.AsyncClient, org: Org, app: FastAPI, settings: Settings
+) -> None:
+    due = datetime(2027, 2, 1, tzinfo=UTC)
+    live = RealTimeClock(due - timedelta(seconds=0.4))
+    schedules: ScheduleService = app.state.instance.schedules
+    collection: RunLifecycle = app.state.instance.runs
+    saved = schedules.clock, collection.clock
+    schedules.clock = collection.clock = live
+    engine = make_engine(app, settings, live)
+    try:
+        await enable(client, org)
+        live.run()
+        engine.start()
+        fires: list[dict[str, Any]] = []
+        for _ in range(100):
+            fires = await history(client, org.admin)
+            if fires:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await engine.shutdown()
+        await engine.drain()
+        schedules.clock, collection.clock = saved
+    (fire,) = fires
+    delay = datetime.fromisoformat(fire["fired_at"]) - due
+    assert timedelta(0) <= delay < timedelta(seconds=1)
+
+
+async def test_shutdown_lets_a_tick_in_flight_finish(
+    app: FastAPI,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """APScheduler cancels the jobs still running when it shuts down (and logs each as a
+    failure); stopping the engine waits for its tick instead."""
+    schedules: ScheduleService = app.state.instance.schedules
+    entered, release = asyncio.Event(), asyncio.Event()
+    finished: list[bool] = []
+
+    async def slow_fire_due(**_options: Any) -> list[FireResult]:
+        entered.set()
+        await release.wait()
+        finished.append(True)
+        return []
+
+    monkeypatch.setattr(schedules, "fire_due", slow_fire_due)
+    engine = make_engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
+    engine.start()  # ticks at once: whatever is due after downtime
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    stopping = asyncio.create_task(engine.shutdown())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waiting for the tick, not cancelling it
+    release.set()
+    await asyncio.wait_for(stopping, timeout=5)
+    await engine.drain()
+    assert finished == [True]
+    assert not engine.running
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_engine_picks_up_a_change_without_restart(
+    client: httpx.AsyncClient, org: Org, app: FastAPI, settings: Settings
+) -> None:
+    live = RealTimeClock(datetime(2027, 2, 1, 11, 59, 59, 500_000, tzinfo=UTC))
+    schedules: ScheduleService = app.state.instance.schedules
+    collection: RunLifecycle = app.state.instance.runs
+    saved = schedules.clock, collection.clock
+    schedules.clock = collection.clock = live
+    engine = make_engine(app, settings, live)
+    commands = app.state.instance.schedule_commands
+    commands.engine, original = engine, commands.engine
+    try:
+        engine.start()
+        await asyncio.sleep(0.05)
+        await enable(client, org, "0 12 * * *")  # due half a second after `run()`
+        live.run()
+        fires: list[dict[str, Any]] = []
+        for _ in range(100):
+            fires = await history(client, org.admin)
+            if fires:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await engine.shutdown()
+        await engine.drain()
+        commands.engine = original
+        schedules.clock, collection.clock = saved
+    assert [f["scheduled_for"] for f in fires] == ["2027-02-01T12:00:00Z"]
