@@ -59,9 +59,14 @@ async def provision_user(session: AsyncSession, *, user_id: uuid.UUID, email: st
             )
             await session.execute(sa.update(User).where(User.id == user_id).values(email=email))
     except IntegrityError:
-        raise EmailTakenError(
-            f"email {email!r} already belongs to another user; sign in with that account"
-        ) from None
+        # PostgreSQL checks the email's unique index too, and a concurrent first request of
+        # the same user that inserted the row first makes that check fail, not the
+        # `ON CONFLICT (id)` one: the email is taken only if it is not this user's now.
+        owner = await session.scalar(sa.select(User.id).where(User.email == email))
+        if owner != user_id:
+            raise EmailTakenError(
+                f"email {email!r} already belongs to another user; sign in with that account"
+            ) from None
     invitations = (
         await session.scalars(sa.select(Invitation).where(Invitation.email == email))
     ).all()
