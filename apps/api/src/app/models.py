@@ -26,7 +26,7 @@ from pydantic_core import core_schema
 from app.categories import MAX_CATEGORY_ID_DIGITS, parse_category_id
 from app.core.pagination import Page
 from app.core.text import REFUSED_CLASS, refused_character
-from app.tables import FireOutcome, Role, RunPhase, RunStatus, RunTrigger
+from app.tables import Role, RunPhase, RunStatus, RunTrigger
 
 MAX_CATEGORIES_PER_PRESET = 100
 
@@ -387,76 +387,4 @@ class SellerPage(Page[SellerResponse]):
         description="The latest completed run of the same preset created before this one "
         "(for a run of a category list: of the same list), whose sellers are not `new`; "
         "null when there is none."
-    )
-
-
-# --- schedule ---------------------------------------------------------------------------
-
-
-TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
-CronText = Annotated[str, StringConstraints(max_length=200), PLAIN_TEXT]
-TimeZoneName = Annotated[
-    str,
-    StringConstraints(max_length=64),
-    PLAIN_TEXT,
-    WithJsonSchema({"type": "string", "maxLength": 64, "pattern": TIME_ZONE_PATTERN}),
-]
-"""An IANA name such as `Europe/Berlin`; the server refuses one it does not know with 400,
-naming the field (and the name meant, when only the case differs)."""
-
-
-class ScheduleUpdate(PartialUpdate):
-    """Fields to change; those left out keep their value (a new schedule starts from the
-    defaults: `0 0 1 * *`, UTC, disabled)."""
-
-    NULLABLE = frozenset({"preset_id"})
-
-    preset_id: uuid.UUID | None = Field(
-        default=None, description="Preset to collect; null detaches it (only while disabled)."
-    )
-    cron_expression: CronText | None = Field(
-        default=None,
-        description="Five fields (minute hour day-of-month month day-of-week) or a macro "
-        "such as @monthly; Debian cron semantics.",
-        examples=["0 0 1 * *"],
-    )
-    timezone: TimeZoneName | None = Field(
-        default=None, description="IANA time zone.", examples=["Europe/Berlin"]
-    )
-    enabled: bool | None = None
-    notify_email: bool | None = Field(
-        default=None, description="Mail the admins about skipped/missed/failed fires and runs."
-    )
-
-
-class ScheduleResponse(ResponseModel):
-    id: uuid.UUID | None = Field(description="null until the schedule is first saved")
-    preset_id: uuid.UUID | None
-    preset_name: str | None
-    cron_expression: str
-    timezone: str
-    description: str = Field(examples=["At 00:00 on day 1 of every month (UTC)"])
-    enabled: bool
-    notify_email: bool
-    last_run_at: datetime | None = Field(description="due time of the latest fire")
-    last_outcome: FireOutcome | None
-    next_run_at: datetime | None
-
-
-class FireResponse(ResponseModel):
-    id: uuid.UUID
-    scheduled_for: datetime = Field(description="the due time")
-    fired_at: datetime
-    outcome: FireOutcome
-    run_id: uuid.UUID | None = Field(description="the run started, or the active run skipped for")
-    detail: str | None
-    manual: bool = Field(description="from POST /collection/schedule/trigger")
-
-
-class PreviewResponse(ResponseModel):
-    cron_expression: str
-    timezone: str
-    description: str
-    fire_times: list[datetime] = Field(
-        examples=[["2027-01-01T00:00:00+00:00", "2027-02-01T00:00:00+00:00"]]
     )

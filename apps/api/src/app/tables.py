@@ -376,20 +376,32 @@ DEFAULT_CRON_EXPRESSION = "0 0 1 * *"
 
 
 class CollectionSchedule(OrgOwned, Base):
-    """An organization's cron schedule of collection runs (at most one per organization).
+    """A cron schedule of collection runs of one preset; an organization has several, one
+    of them its default (the one `/collection/schedule` shows and changes).
 
-    The database is the source of truth: `next_run_at` is the next due time, and the
-    scheduler of every replica reads due schedules from here.
+    The database is the source of truth: `next_run_at` is the next due time (jitter
+    included), and the scheduler of every replica reads due schedules from here.
     """
 
     __tablename__ = "collection_schedules"
     __table_args__ = (
-        sa.UniqueConstraint("org_id"),
         sa.Index(
             "ix_collection_schedules_due",
             "next_run_at",
             sqlite_where=sa.text("enabled"),
             postgresql_where=sa.text("enabled"),
+        ),
+        sa.Index(
+            "uq_collection_schedules_one_default_per_org",
+            "org_id",
+            unique=True,
+            sqlite_where=sa.text("is_default"),
+            postgresql_where=sa.text("is_default"),
+        ),
+        sa.Index("ix_collection_schedules_org_id_created_at", "org_id", "created_at", "id"),
+        sa.CheckConstraint("remaining_runs >= 0", name="remaining_runs_not_negative"),
+        sa.CheckConstraint(
+            "jitter_seconds >= 0 AND jitter_seconds <= 3600", name="jitter_seconds_range"
         ),
     )
 
@@ -414,6 +426,19 @@ class CollectionSchedule(OrgOwned, Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    name: Mapped[str] = mapped_column(sa.String(100), default="Default", server_default="Default")
+    is_default: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    paused_note: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    paused_by: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    paused_at: Mapped[datetime | None] = mapped_column(default=None)
+    starts_at: Mapped[datetime | None] = mapped_column(default=None, comment="no fire before")
+    ends_at: Mapped[datetime | None] = mapped_column(default=None, comment="no fire after")
+    remaining_runs: Mapped[int | None] = mapped_column(
+        default=None, comment="runs left to start; NULL: unlimited"
+    )
+    jitter_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class ScheduleFire(OrgOwned, Base):

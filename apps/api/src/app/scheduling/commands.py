@@ -12,10 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.errors import ConflictError, InvalidError
-from app.models import PreviewResponse, ScheduleResponse
+from app.scheduling import settings
 from app.scheduling.cron import CronError, parse
 from app.scheduling.engine import CollectionScheduler
-from app.scheduling.schedules import ScheduleError, ScheduleService
+from app.scheduling.models import PreviewResponse, ScheduleDetail, ScheduleResponse
+from app.scheduling.schedules import ScheduleService
+from app.scheduling.settings import ScheduleError
 from app.tables import DEFAULT_CRON_EXPRESSION, CollectionSchedule, FireOutcome, ScheduleFire
 
 
@@ -51,19 +53,70 @@ class ScheduleCommands:
         self.engine = engine
 
     async def update(
-        self, session: AsyncSession, *, org_id: uuid.UUID, changes: dict[str, Any]
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        changes: dict[str, Any],
+        actor_id: uuid.UUID | None = None,
     ) -> ScheduleResponse:
-        """Create or change the schedule (committed); it takes effect at once here and
-        within SCHEDULER_POLL_SECONDS on every other replica."""
-        schedule, preset_name = await self.schedules.update(session, org_id=org_id, changes=changes)
+        """Create or change the default schedule (committed); it takes effect at once here
+        and within SCHEDULER_POLL_SECONDS on every other replica."""
+        schedule, preset_name = await self.schedules.update(
+            session, org_id=org_id, changes=changes, actor_id=actor_id
+        )
         await session.commit()
         self.engine.wake()
         return schedule_response(schedule, preset_name)
 
-    async def trigger(self, session: AsyncSession, *, org_id: uuid.UUID) -> ScheduleFire:
-        """Run the scheduled preset now, under the skip rule of a scheduled fire. The fire is
-        logged whatever its outcome; one that started no run raises after the commit."""
-        result = await self.schedules.trigger(session, org_id=org_id)
+    async def create(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        fields: dict[str, Any],
+        actor_id: uuid.UUID | None,
+    ) -> ScheduleDetail:
+        """A new schedule (committed), in effect at once."""
+        schedule, preset_name = await self.schedules.create(
+            session, org_id=org_id, fields=fields, actor_id=actor_id
+        )
+        await session.commit()
+        self.engine.wake()
+        return schedule_detail(schedule, preset_name)
+
+    async def change(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        schedule_id: uuid.UUID,
+        changes: dict[str, Any],
+        actor_id: uuid.UUID | None,
+    ) -> ScheduleDetail:
+        """Change one schedule (committed), in effect at once."""
+        schedule, preset_name = await self.schedules.change(
+            session, org_id=org_id, schedule_id=schedule_id, changes=changes, actor_id=actor_id
+        )
+        await session.commit()
+        self.engine.wake()
+        return schedule_detail(schedule, preset_name)
+
+    async def delete(
+        self, session: AsyncSession, *, org_id: uuid.UUID, schedule_id: uuid.UUID
+    ) -> None:
+        """Delete one schedule (committed); its runs stay."""
+        await settings.delete_schedule(session, org_id, schedule_id)
+        await session.commit()
+        self.engine.wake()
+
+    async def trigger(
+        self, session: AsyncSession, *, org_id: uuid.UUID, schedule_id: uuid.UUID | None = None
+    ) -> ScheduleFire:
+        """Run a schedule's preset now (default: the default schedule's), under the skip rule
+        of a scheduled fire. The fire is logged whatever its outcome; one that started no
+        run raises after the commit."""
+        result = await self.schedules.trigger(session, org_id=org_id, schedule_id=schedule_id)
         await session.commit()
         self.engine.handle_fired([result])
         if result.outcome is FireOutcome.SKIPPED:
@@ -100,6 +153,41 @@ def preview(
     )
 
 
+def schedule_detail(schedule: CollectionSchedule, preset_name: str | None) -> ScheduleDetail:
+    """One of the organization's schedules, with everything about it."""
+    return ScheduleDetail(
+        id=schedule.id,
+        name=schedule.name,
+        preset_id=schedule.preset_id,
+        preset_name=preset_name,
+        cron_expression=schedule.cron_expression,
+        timezone=schedule.timezone,
+        description=_description(schedule),
+        enabled=schedule.enabled,
+        is_default=schedule.is_default,
+        notify_email=schedule.notify_email,
+        jitter_seconds=schedule.jitter_seconds,
+        paused_note=schedule.paused_note,
+        paused_by=schedule.paused_by,
+        paused_at=schedule.paused_at,
+        starts_at=schedule.starts_at,
+        ends_at=schedule.ends_at,
+        remaining_runs=schedule.remaining_runs,
+        last_run_at=schedule.last_run_at,
+        last_outcome=schedule.last_outcome,
+        next_run_at=schedule.next_run_at,
+        created_at=schedule.created_at,
+        updated_at=schedule.updated_at,
+    )
+
+
+def _description(schedule: CollectionSchedule) -> str:
+    try:
+        return parse(schedule.cron_expression, schedule.timezone).describe()
+    except CronError as exc:
+        return f"invalid: {exc}"
+
+
 def schedule_response(
     schedule: CollectionSchedule | None, preset_name: str | None
 ) -> ScheduleResponse:
@@ -118,10 +206,7 @@ def schedule_response(
             last_outcome=None,
             next_run_at=None,
         )
-    try:
-        description = parse(schedule.cron_expression, schedule.timezone).describe()
-    except CronError as exc:
-        description = f"invalid: {exc}"
+    description = _description(schedule)
     return ScheduleResponse(
         id=schedule.id,
         preset_id=schedule.preset_id,

@@ -25,9 +25,10 @@ from app.core.config import Settings
 from app.core.database import SYSTEM, Database, acting_as, insert_ignoring_conflicts
 from app.core.pagination import PageParams, paginate
 from app.core.tenancy import org_rows
-from app.errors import ConflictError, InvalidError, NotFoundError
+from app.errors import ConflictError, NotFoundError
 from app.runs.lifecycle import RunLifecycle, RunSpec
-from app.scheduling.cron import CronError, CronSchedule, parse
+from app.scheduling import settings
+from app.scheduling.cron import CronError, parse
 from app.scheduling.fires import (
     REFUSALS,
     FirePlan,
@@ -39,7 +40,6 @@ from app.scheduling.fires import (
 )
 from app.tables import (
     ACTIVE_RUN_STATUSES,
-    DEFAULT_CRON_EXPRESSION,
     CategoryPreset,
     CollectionRun,
     CollectionSchedule,
@@ -49,14 +49,6 @@ from app.tables import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-class ScheduleError(InvalidError):
-    """A schedule change that cannot be accepted; `field` names the offending input."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
 
 
 class NoScheduleError(NotFoundError):
@@ -119,103 +111,95 @@ class ScheduleService:
     async def get(
         self, session: AsyncSession, *, org_id: uuid.UUID
     ) -> tuple[CollectionSchedule | None, str | None]:
-        """The organization's schedule (None if it never saved one) and its preset's name."""
-        row = (
-            await session.execute(
-                sa.select(CollectionSchedule, CategoryPreset.name)
-                .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
-                .where(CollectionSchedule.org_id == org_id)
-                .execution_options(populate_existing=True)
-            )
-        ).first()
-        if row is None:
-            return None, None
-        return row[0], row[1]
+        """The organization's default schedule (None if it has none) and its preset's name."""
+        return await settings.default_schedule(session, org_id)
 
     async def update(
-        self, session: AsyncSession, *, org_id: uuid.UUID, changes: dict[str, Any]
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        changes: dict[str, Any],
+        actor_id: uuid.UUID | None = None,
     ) -> tuple[CollectionSchedule, str | None]:
-        """Create or change the organization's schedule; `changes` holds only given fields.
-
-        Validates the cron expression, time zone and preset (it must belong to the
-        organization, and enabling needs one) and recomputes `next_run_at`.
-        """
-        schedule, preset_name = await self.get(session, org_id=org_id)
-        current = {
-            "preset_id": schedule.preset_id if schedule else None,
-            "cron_expression": schedule.cron_expression if schedule else DEFAULT_CRON_EXPRESSION,
-            "timezone": schedule.timezone if schedule else "UTC",
-            "enabled": schedule.enabled if schedule else False,
-            "notify_email": schedule.notify_email if schedule else False,
-        }
-        wanted = {**current, **changes}
-        try:
-            cron = parse(wanted["cron_expression"], wanted["timezone"])
-        except CronError as exc:
-            raise ScheduleError(
-                "timezone" if exc.field == "timezone" else "cron_expression", str(exc)
-            ) from None
-        wanted["cron_expression"] = cron.expression
-        if "preset_id" in changes and changes["preset_id"] is not None:
-            preset_name = await session.scalar(
-                org_rows(CategoryPreset, org_id)
-                .with_only_columns(CategoryPreset.name)
-                .where(CategoryPreset.id == changes["preset_id"])
-            )
-            if preset_name is None:
-                raise ScheduleError(
-                    "preset_id", f"preset {changes['preset_id']} not found in this organization"
-                )
-        elif wanted["preset_id"] is None:
-            preset_name = None
-        if wanted["enabled"] and wanted["preset_id"] is None:
-            raise ScheduleError(
-                "preset_id", "an enabled schedule needs a preset: set preset_id as well"
-            )
+        """Create or change the organization's default schedule (the seed's one schedule);
+        `changes` holds only the given fields. A default schedule made here is named
+        "Default" and has no jitter, so it fires on its cron times as it always did."""
         now = self.clock()
-        if not wanted["enabled"]:
-            wanted["next_run_at"] = None
-        elif (
-            schedule is None
-            or schedule.next_run_at is None
-            or not current["enabled"]
-            or not _same_times(schedule, cron)
-        ):
-            wanted["next_run_at"] = cron.next_after(now)
-        else:
-            # Same times as before: keep a due time no tick has claimed yet, so that it
-            # still fires (or is logged missed) instead of being skipped by this change.
-            wanted["next_run_at"] = schedule.next_run_at
+        schedule, _ = await self.get(session, org_id=org_id)
         if schedule is None:
-            schedule = CollectionSchedule(org_id=org_id, created_at=now, **wanted)
             try:
                 async with session.begin_nested():
-                    session.add(schedule)
+                    schedule, preset_name = await settings.create_schedule(
+                        session, org_id, changes, now=now, actor_id=actor_id
+                    )
             except IntegrityError:
                 # Another request created it a moment ago: apply the change to that one.
-                return await self.update(session, org_id=org_id, changes=changes)
-        else:
-            for name, value in wanted.items():
-                setattr(schedule, name, value)
-            schedule.updated_at = now
-            await session.flush()
+                return await self.update(session, org_id=org_id, changes=changes, actor_id=actor_id)
+            return schedule, preset_name
+        preset_name = await settings.apply_changes(
+            session, schedule, changes, now=now, actor_id=actor_id, is_new=False
+        )
+        await session.flush()
         logger.info(
-            "schedule of org %s: %s %s (%s), next run %s",
-            org_id,
-            "enabled" if schedule.enabled else "disabled",
-            schedule.cron_expression,
-            schedule.timezone,
-            schedule.next_run_at.isoformat() if schedule.next_run_at else "-",
+            "schedule %s of org %s: %s", schedule.id, org_id, settings.describe_state(schedule)
+        )
+        return schedule, preset_name
+
+    async def create(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        fields: dict[str, Any],
+        actor_id: uuid.UUID | None,
+    ) -> tuple[CollectionSchedule, str | None]:
+        """A new schedule of the organization (POST /collection/schedules)."""
+        return await settings.create_schedule(
+            session, org_id, fields, now=self.clock(), actor_id=actor_id
+        )
+
+    async def change(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        schedule_id: uuid.UUID,
+        changes: dict[str, Any],
+        actor_id: uuid.UUID | None,
+    ) -> tuple[CollectionSchedule, str | None]:
+        """Change one schedule; `is_default: true` makes it the default."""
+        schedule, _ = await settings.get_schedule(session, org_id, schedule_id)
+        preset_name = await settings.apply_changes(
+            session, schedule, changes, now=self.clock(), actor_id=actor_id, is_new=False
+        )
+        if changes.get("is_default"):
+            await settings.make_default(session, schedule)
+        await session.flush()
+        logger.info(
+            "schedule %s of org %s: %s", schedule.id, org_id, settings.describe_state(schedule)
         )
         return schedule, preset_name
 
     async def history(
-        self, session: AsyncSession, *, org_id: uuid.UUID, page: PageParams
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        page: PageParams,
+        schedule_id: uuid.UUID | None = None,
     ) -> tuple[list[ScheduleFire], str | None]:
-        """The organization's fires, newest first."""
+        """Fires of one schedule (default: the default schedule), newest first."""
+        if schedule_id is None:
+            schedule, _ = await self.get(session, org_id=org_id)
+            if schedule is None:
+                return [], None
+            schedule_id = schedule.id
+        else:
+            await settings.get_schedule(session, org_id, schedule_id)  # 404 if not ours
         return await paginate(
             session,
-            org_rows(ScheduleFire, org_id),
+            org_rows(ScheduleFire, org_id).where(ScheduleFire.schedule_id == schedule_id),
             created_at=ScheduleFire.fired_at,
             row_id=ScheduleFire.id,
             params=page,
@@ -278,26 +262,32 @@ class ScheduleService:
         now: datetime,
     ) -> FirePlan:
         """Decide what a due schedule does now: start, skip later, count as missed..."""
-        due = schedule.next_run_at
-        assert due is not None
+        assert schedule.next_run_at is not None
+        offset = settings.jitter_offset(schedule.id, schedule.jitter_seconds)
+        due = schedule.next_run_at - offset  # the cron time; the fire waits out the jitter
         try:
             cron = parse(schedule.cron_expression, schedule.timezone)
         except CronError as exc:  # saved by an older, laxer version; never fires again
             return FirePlan(
                 schedule, preset_name, category_ids, due, None, FireOutcome.FAILED, str(exc)
             )
-        # Due times passed while nobody was firing coalesce into the latest of them.
-        latest = max(due, cron.latest_at_or_before(now) or due)
+        timing = settings.Timing.of(schedule, cron)
+        # Due times passed while nobody was firing coalesce into the latest of them (within
+        # the schedule's bounds).
+        latest = cron.latest_at_or_before(now - offset) or due
+        if schedule.ends_at is not None and latest > schedule.ends_at:
+            latest = cron.latest_at_or_before(schedule.ends_at) or due
+        latest = max(due, latest)
         missed = count_between(cron, due, latest)
         plan = FirePlan(
             schedule,
             preset_name,
             category_ids,
             latest,
-            cron.next_after(now),
+            timing.fire_time(timing.next_due(now)),
             FireOutcome.STARTED,
         )
-        lateness = now - latest
+        lateness = now - (latest + offset)
         if lateness > self.grace + self.slack:
             plan.outcome = FireOutcome.MISSED
             plan.detail = (
@@ -442,7 +432,7 @@ class ScheduleService:
                 [
                     {
                         "id": plan.schedule.id,
-                        "next_run_at": plan.next_run_at,
+                        **_countdown(plan, plan.fire_id in claimed, now),
                         "updated_at": now,
                         # a fire claimed elsewhere already recorded its own outcome
                         "last_run_at": plan.scheduled_for
@@ -478,11 +468,17 @@ class ScheduleService:
             for plan in won
         ]
 
-    async def trigger(self, session: AsyncSession, *, org_id: uuid.UUID) -> FireResult:
-        """Run the scheduled preset now, under the same skip rule; logged like a fire."""
-        schedule, preset_name = await self.get(session, org_id=org_id)
-        if schedule is None:
-            raise NoScheduleError(org_id)
+    async def trigger(
+        self, session: AsyncSession, *, org_id: uuid.UUID, schedule_id: uuid.UUID | None = None
+    ) -> FireResult:
+        """Run a schedule's preset now (default: the default schedule's), under the same
+        skip rule; logged like a fire."""
+        if schedule_id is None:
+            schedule, preset_name = await self.get(session, org_id=org_id)
+            if schedule is None:
+                raise NoScheduleError(org_id)
+        else:
+            schedule, preset_name = await settings.get_schedule(session, org_id, schedule_id)
         now = self.clock()
         category_ids = None
         if schedule.preset_id is not None:
@@ -508,10 +504,33 @@ class ScheduleService:
         return result
 
 
-def _same_times(schedule: CollectionSchedule, cron: CronSchedule) -> bool:
-    """Whether `cron` fires exactly when the saved schedule does (`@monthly` = `0 0 1 * *`)."""
-    try:
-        saved = parse(schedule.cron_expression, schedule.timezone)
-    except CronError:
-        return False
-    return saved.fields == cron.fields and saved.timezone == cron.timezone
+def _countdown(plan: FirePlan, claimed: bool, now: datetime) -> dict[str, Any]:
+    """The schedule's next fire, and its run budget after this fire: a fire that started a
+    run counts one of `remaining_runs`; at 0 the schedule disables itself, saying why."""
+    schedule = plan.schedule
+    values: dict[str, Any] = {
+        "next_run_at": plan.next_run_at,
+        "enabled": schedule.enabled,
+        "remaining_runs": schedule.remaining_runs,
+        "paused_note": schedule.paused_note,
+        "paused_at": schedule.paused_at,
+    }
+    started = claimed and plan.outcome is FireOutcome.STARTED and plan.run_id is not None
+    if started and schedule.remaining_runs is not None:
+        values["remaining_runs"] = left = max(schedule.remaining_runs - 1, 0)
+        if left == 0:
+            values.update(
+                enabled=False,
+                next_run_at=None,
+                paused_note=f"Disabled after its last allowed run (remaining_runs reached 0 "
+                f"with run {plan.run_id}); set remaining_runs and enable it to go on.",
+                paused_at=now,
+            )
+    elif values["next_run_at"] is None and schedule.enabled and schedule.ends_at is not None:
+        values.update(
+            enabled=False,
+            paused_note=f"Disabled: no due time is left before its end "
+            f"({schedule.ends_at.isoformat()}); move ends_at and enable it to go on.",
+            paused_at=now,
+        )
+    return values

@@ -15,10 +15,10 @@ from app import presets as preset_service
 from app.api.deps import ScheduleCommandsDep, Schedules, SessionDep
 from app.core.pagination import PageParams
 from app.errors import AppError, InvalidError
-from app.models import FireResponse, PreviewResponse, ScheduleUpdate
 from app.scheduling import commands as schedule_commands
 from app.scheduling.commands import FireSkippedError, NoPresetError
 from app.scheduling.cron import time_zone_names
+from app.scheduling.models import FireResponse, PreviewResponse, ScheduleUpdate
 from app.scheduling.schedules import NoScheduleError
 from app.web.errors import FORM, field_errors, split_field, web_error
 from app.web.rendering import flash, render
@@ -151,7 +151,10 @@ async def save_schedule(
     try:
         body = ScheduleUpdate.model_validate(values)
         saved = await commands.update(
-            session, org_id=context.org.org_id, changes=body.model_dump(exclude_unset=True)
+            session,
+            org_id=context.org.org_id,
+            changes=body.model_dump(exclude_unset=True),
+            actor_id=context.org.user_id,
         )
     except ValidationError as exc:
         errors = field_errors(exc)
