@@ -70,6 +70,8 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    QUEUED = "queued"
+    """Made by a schedule's fire while another run was active: starts when that one ends."""
 
 
 ACTIVE_RUN_STATUSES = (
@@ -84,6 +86,7 @@ ACTIVE_RUN_STATUSES = (
 ACTIVE_RUN_PREDICATE = sa.text(
     "status IN ('pending', 'running', 'pausing', 'paused', 'cancelling')"
 )
+QUEUED_RUN_PREDICATE = sa.text("status = 'queued'")
 
 
 class FireOutcome(enum.StrEnum):
@@ -94,6 +97,18 @@ class FireOutcome(enum.StrEnum):
     MISSED = "missed"
     NO_PRESET = "no_preset"
     FAILED = "failed"
+    QUEUED = "queued"
+    """A run was active: this fire's run starts when it ends (overlap policy buffer_one)."""
+    REPLACED = "replaced"
+    """A run was active: it was cancelled for this fire's (overlap policy cancel_other)."""
+
+
+class OverlapPolicy(enum.StrEnum):
+    """What a schedule's fire does while its organization has an active run."""
+
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    CANCEL_OTHER = "cancel_other"
 
 
 class RunPhase(enum.StrEnum):
@@ -249,6 +264,14 @@ class CollectionRun(OrgOwned, Base):
         ),
         sa.Index("ix_collection_runs_status_lease", "status", "lease_expires_at"),
         sa.Index("ix_collection_runs_org_preset_created", "org_id", "preset_id", "created_at"),
+        # At most one queued run per schedule (overlap policy buffer_one).
+        sa.Index(
+            "uq_collection_runs_one_queued_per_schedule",
+            "schedule_id",
+            unique=True,
+            sqlite_where=QUEUED_RUN_PREDICATE,
+            postgresql_where=QUEUED_RUN_PREDICATE,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -439,6 +462,11 @@ class CollectionSchedule(OrgOwned, Base):
         default=None, comment="runs left to start; NULL: unlimited"
     )
     jitter_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
+    overlap_policy: Mapped[OverlapPolicy] = mapped_column(
+        _enum(OverlapPolicy, "overlap_policy"),
+        default=OverlapPolicy.SKIP,
+        server_default=OverlapPolicy.SKIP.value,
+    )
 
 
 class ScheduleFire(OrgOwned, Base):

@@ -94,7 +94,7 @@ async def cancel_all(client: httpx.AsyncClient, actor: Actor) -> None:
     """Cancel the actor's active runs and wait until they are cancelled (a run being
     executed is `cancelling` until its provider calls in flight are saved)."""
     for run in await runs_of(client, actor):
-        if run["status"] in ("pending", "running", "pausing", "paused"):
+        if run["status"] in ("pending", "queued", "running", "pausing", "paused"):
             await client.post(f"/collection/runs/{run['id']}/cancel", headers=actor.headers)
     for _ in range(1000):
         if all(run["status"] != "cancelling" for run in await runs_of(client, actor)):

@@ -57,8 +57,8 @@ async def test_a_run_by_hand_is_counted_apart_and_mails_nobody(
     client: httpx.AsyncClient, org: Org, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     await enable(client, org, notify_email=True)
-    manual = 'schedule_fires_total{outcome="started",trigger="manual"}'
-    skipped = 'schedule_fires_total{outcome="skipped",trigger="manual"}'
+    manual = 'schedule_fires_total{outcome="started",policy="skip",trigger="manual"}'
+    skipped = 'schedule_fires_total{outcome="skipped",policy="skip",trigger="manual"}'
     delays = "schedule_fire_delay_seconds_count"
     before = (await client.get("/metrics")).text
     caplog.set_level(logging.INFO)

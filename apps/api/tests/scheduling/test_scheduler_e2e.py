@@ -239,3 +239,101 @@ def test_three_replicas_fire_exactly_once_even_when_one_is_killed(
     assert {f.instance_id for f in second} <= {"replica-1", "replica-2"}
     for replica in replicas[1:]:
         assert "Traceback" not in replica.logs(), replica.logs()
+
+
+async def _queued_state(env: dict[str, str]) -> tuple[list[Any], list[Any]]:
+    """The fire log (instance, outcome, run) and the scheduled runs (id, status, started)."""
+    database = _database(env)
+    try:
+        async with database.read() as session:
+            fires = (
+                await session.execute(
+                    sa.select(ScheduleFire.instance_id, ScheduleFire.outcome, ScheduleFire.run_id)
+                )
+            ).all()
+            runs = (
+                await session.execute(
+                    sa.select(
+                        CollectionRun.id, CollectionRun.status, CollectionRun.started_at
+                    ).where(CollectionRun.trigger == RunTrigger.SCHEDULE)
+                )
+            ).all()
+            return list(fires), list(runs)
+    finally:
+        await database.dispose()
+
+
+def test_a_queued_fire_survives_a_kill_9_of_its_replica_and_starts_exactly_once(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """buffer_one: the fire while a run is active queues a run. The replica that fired it is
+    killed; when the active run ends, a surviving (or restarted) replica starts the queued
+    run, once."""
+    several = "DATABASE_URL" in env  # PostgreSQL: two replicas; SQLite: one, restarted
+    names = ["a", "b"] if several else ["a"]
+    servers = {n: Server({**env, "INSTANCE_ID": f"replica-{n}"}, tmp_path, n) for n in names}
+    try:
+        for server in servers.values():
+            wait_healthy(server.url, server.process, timeout=60)
+        first = next(iter(servers.values()))
+        headers = {"Authorization": f"Bearer {bootstrap(env)['token']}"}
+        preset = httpx.post(
+            f"{first.url}/collection/presets",
+            json={"name": "Electronics", "category_ids": ["172282"]},
+            headers=headers,
+        ).json()
+        later = datetime.now(UTC) + timedelta(hours=12)
+        created = httpx.post(
+            f"{first.url}/collection/schedules",
+            json={
+                "name": "Daily",
+                "preset_id": preset["id"],
+                "cron_expression": f"{later.minute} {later.hour} * * *",
+                "jitter_seconds": 0,
+                "overlap_policy": "buffer_one",
+            },
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        active = httpx.post(
+            f"{first.url}/collection/runs", json={"preset_id": preset["id"]}, headers=headers
+        ).json()  # pending: the organization's active run until it is cancelled
+
+        asyncio.run(
+            _set_due(env, (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0))
+        )
+        (fire,) = _wait_for_fires(env, 1)
+        assert fire.outcome.value == "queued"
+        holder = servers[fire.instance_id.removeprefix("replica-")]
+        holder.process.send_signal(signal.SIGKILL)
+        holder.process.wait(timeout=10)
+
+        survivor = (
+            next(s for s in servers.values() if s is not holder)
+            if several
+            else Server({**env, "INSTANCE_ID": "replica-b"}, tmp_path, "b")
+        )
+        servers["b"] = survivor
+        wait_healthy(survivor.url, survivor.process, timeout=60)
+        _, runs = asyncio.run(_queued_state(env))
+        assert [r.status.value for r in runs] == ["queued"]  # still waiting, not lost
+        cancelled = httpx.post(
+            f"{survivor.url}/collection/runs/{active['id']}/cancel", headers=headers
+        )
+        assert cancelled.json()["status"] == "cancelled"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            fires, runs = asyncio.run(_queued_state(env))
+            if runs and runs[0].status.value == "completed":
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)  # a few more sweeps: nothing may start it again
+        fires, runs = asyncio.run(_queued_state(env))
+    finally:
+        for server in servers.values():
+            server.stop()
+    assert [(f.outcome.value, f.run_id) for f in fires] == [("queued", runs[0].id)]
+    assert [r.status.value for r in runs] == ["completed"]  # one scheduled run, run once
+    logs = survivor.logs()
+    assert logs.count(f"run {runs[0].id}: started (was queued)") == 1, logs
+    assert "Traceback" not in logs, logs

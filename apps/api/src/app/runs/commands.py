@@ -94,6 +94,8 @@ class RunCommands:
         run = await self.lifecycle.cancel_run(session, org_id=org_id, run_id=run_id)
         await session.commit()
         self.executor.interrupt(run.id)
+        if run.status is RunStatus.CANCELLED:
+            self.executor.poke()  # a run queued behind this one may start now
         if run.trigger is RunTrigger.SCHEDULE and run.status is RunStatus.CANCELLED:
             self.mailer.later(notify_run_ended(self.database, self.mailer, run.id))
         return run

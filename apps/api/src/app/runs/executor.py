@@ -124,6 +124,9 @@ class RunExecutor:
         try:
             status = await self.pipeline.execute(lease, self._stops[lease.run_id])
             release = False  # a finished run's lease is cleared with its final status
+            # not ours any more: the heartbeat must not take it for a lost lease and cancel
+            # this task while the finish hooks run
+            self._leases.pop(lease.run_id, None)
             logger.info("run %s finished: %s", lease.run_id, status.value, extra=log)
             await self._finished(lease.run_id)
         except RunInterruptedError as exc:
@@ -132,6 +135,7 @@ class RunExecutor:
             # nothing is in flight any more: giving up the lease settles the pause or cancel
             # (if this fails, the lease expires and the sweep settles it)
             settled = await asyncio.shield(self._release(lease))
+            self._leases.pop(lease.run_id, None)  # released: see above
             logger.info(
                 "run %s stopped: %s", lease.run_id, (settled or exc.status).value, extra=log
             )
@@ -193,12 +197,14 @@ class RunExecutor:
         except Exception:
             logger.exception("run %s: could not be marked failed", run_id, extra=log)
             return
+        self._leases.pop(run_id, None)  # failed, its lease cleared: see `_execute`
         await self._finished(run_id)
 
     async def _finished(self, run_id: uuid.UUID) -> None:
         """A run this instance executed or settled completed, failed or was cancelled."""
         self._errors.pop(run_id, None)
         self._retry_at.pop(run_id, None)
+        self.poke()  # a run queued behind this one may start now
         for hook in self.on_finished:
             try:
                 await hook(run_id)
@@ -235,6 +241,7 @@ class RunExecutor:
         for run_id, status in await self.leases.settle_abandoned():
             if status is RunStatus.CANCELLED:
                 await self._finished(run_id)
+        await self.leases.start_queued()  # executed below like any run nobody executes
         free = self.max_concurrent - len(self._tasks) - len(self._claiming)
         if free <= 0:
             return

@@ -19,12 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
 from app.core.database import Database
-from app.tables import CollectionRun, RunStatus
+from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunPhase, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINTING = (RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
 # On the way to a final status, and that status.
 SETTLES_TO = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}
+
+
+ACTIVE = aliased(CollectionRun, name="active")
 
 
 class LeaseLostError(Exception):
@@ -134,6 +139,55 @@ class Leases:
                 extra={"run_id": str(run_id)},
             )
         return settled
+
+    async def start_queued(self) -> list[uuid.UUID]:
+        """Start the oldest queued run of every organization that has no active run any more
+        (its schedule's fire found one active: overlap policy buffer_one or cancel_other).
+
+        Each start is one conditional update, and the one-active-run index refuses a second
+        active run, so a queued run starts exactly once whichever replicas sweep at the same
+        time; it then reads `running` without a lease, and the sweep executes it like any
+        run nobody executes. Queued runs are rows: they survive restarts and replica loss.
+        """
+        now = self.clock()
+        active = sa.exists().where(
+            ACTIVE.org_id == CollectionRun.org_id, ACTIVE.status.in_(ACTIVE_RUN_STATUSES)
+        )
+        candidates = (
+            sa.select(CollectionRun.id, CollectionRun.org_id)
+            .where(CollectionRun.status == RunStatus.QUEUED, ~active)
+            .order_by(CollectionRun.created_at, CollectionRun.id)
+        )
+        started: list[uuid.UUID] = []
+        async with self.database.transaction() as session:
+            seen: set[uuid.UUID] = set()
+            for run_id, org_id in (await session.execute(candidates)).all():
+                if org_id in seen:
+                    continue
+                seen.add(org_id)
+                try:
+                    async with session.begin_nested():
+                        result = await session.execute(
+                            sa.update(CollectionRun)
+                            .where(
+                                CollectionRun.id == run_id,
+                                CollectionRun.status == RunStatus.QUEUED,
+                            )
+                            .values(
+                                status=RunStatus.RUNNING,
+                                phase=RunPhase.AMAZON,
+                                started_at=now,
+                                updated_at=now,
+                            )
+                            .execution_options(synchronize_session=False)
+                        )
+                except IntegrityError:  # a run of the organization became active meanwhile
+                    continue
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    started.append(run_id)
+        for run_id in started:
+            logger.info("run %s: started (was queued)", run_id, extra={"run_id": str(run_id)})
+        return started
 
     def _settle_values(self) -> dict[str, Any]:
         """No lease; `pausing` and `cancelling` become `paused` and `cancelled`."""

@@ -39,6 +39,7 @@ from app.runs.leases import CHECKPOINTING, SETTLES_TO, status_literal, timestamp
 from app.tables import (
     ACTIVE_RUN_PREDICATE,
     ACTIVE_RUN_STATUSES,
+    QUEUED_RUN_PREDICATE,
     CategoryPreset,
     CollectionRun,
     RunCategory,
@@ -54,7 +55,13 @@ ALLOWED_FROM: dict[str, tuple[RunStatus, ...]] = {
     "start": (RunStatus.PENDING,),
     "pause": (RunStatus.RUNNING,),
     "resume": (RunStatus.PAUSING, RunStatus.PAUSED),
-    "cancel": (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.PAUSED),
+    "cancel": (
+        RunStatus.PENDING,
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+        RunStatus.PAUSING,
+        RunStatus.PAUSED,
+    ),
 }
 
 
@@ -182,13 +189,17 @@ class RunLifecycle:
         return await session.get_one(CollectionRun, run_id)
 
     async def create_runs(
-        self, session: AsyncSession, specs: Sequence[RunSpec]
+        self, session: AsyncSession, specs: Sequence[RunSpec], *, queued: bool = False
     ) -> list[uuid.UUID | None]:
         """Insert runs in one statement; None for each whose organization has an active run.
 
         The conflict target is the partial unique index on active runs, so checking for an
         active run and creating one are a single atomic step: a manual run and a scheduled
         fire racing each other cannot both start.
+
+        `queued` runs (of a schedule whose fire found a run active) wait to start until it
+        ends; None for each whose schedule has a queued run already (the conflict target
+        is the partial unique index on queued runs).
         """
         if not specs:
             return []
@@ -199,8 +210,12 @@ class RunLifecycle:
                 "id": run_id,
                 "org_id": spec.org_id,
                 "name": spec.name,
-                "status": RunStatus.RUNNING if spec.start else RunStatus.PENDING,
-                "phase": RunPhase.AMAZON if spec.start else None,
+                "status": RunStatus.QUEUED
+                if queued
+                else RunStatus.RUNNING
+                if spec.start
+                else RunStatus.PENDING,
+                "phase": RunPhase.AMAZON if spec.start and not queued else None,
                 "trigger": spec.trigger,
                 "schedule_id": spec.schedule_id,
                 "preset_id": spec.preset_id,
@@ -213,7 +228,7 @@ class RunLifecycle:
                 "created_by": spec.created_by,
                 "created_at": now,
                 "updated_at": now,
-                "started_at": now if spec.start else None,
+                "started_at": now if spec.start and not queued else None,
             }
             for run_id, spec in zip(run_ids, specs, strict=True)
         ]
@@ -222,8 +237,8 @@ class RunLifecycle:
                 insert_ignoring_conflicts(
                     session,
                     CollectionRun,
-                    index_elements=["org_id"],
-                    index_where=ACTIVE_RUN_PREDICATE,
+                    index_elements=["schedule_id"] if queued else ["org_id"],
+                    index_where=QUEUED_RUN_PREDICATE if queued else ACTIVE_RUN_PREDICATE,
                 ).returning(CollectionRun.id),
                 rows,
             )

@@ -167,6 +167,7 @@ def schedule_detail(schedule: CollectionSchedule, preset_name: str | None) -> Sc
         is_default=schedule.is_default,
         notify_email=schedule.notify_email,
         jitter_seconds=schedule.jitter_seconds,
+        overlap_policy=schedule.overlap_policy,
         paused_note=schedule.paused_note,
         paused_by=schedule.paused_by,
         paused_at=schedule.paused_at,

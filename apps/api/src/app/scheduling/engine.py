@@ -49,14 +49,15 @@ class ScheduleMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.fires = Counter(
             "schedule_fires_total",
-            "Schedule fires handled by this instance, by outcome and trigger (schedule: a "
-            "due time; manual: POST /collection/schedule/trigger).",
-            ["outcome", "trigger"],
+            "Schedule fires handled by this instance, by outcome, trigger (schedule: a due "
+            "time; manual: run now) and the schedule's overlap policy.",
+            ["outcome", "trigger", "policy"],
             registry=registry,
         )
         self.delay = Histogram(
             "schedule_fire_delay_seconds",
-            "Seconds from a schedule's due time until its run was created.",
+            "Seconds from a schedule's fire time (its due time plus its jitter) until its run "
+            "was created: the engine's own delay.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
             registry=registry,
         )
@@ -229,11 +230,13 @@ class CollectionScheduler:
             when = "run by hand" if result.manual else f"due {result.scheduled_for.isoformat()}"
             if self.metrics is not None:
                 trigger = "manual" if result.manual else "schedule"
-                self.metrics.fires.labels(result.outcome.value, trigger).inc()
+                self.metrics.fires.labels(result.outcome.value, trigger, result.policy.value).inc()
             if result.outcome is FireOutcome.STARTED and result.run_id is not None:
                 started.append(result.run_id)
                 if self.metrics is not None and not result.manual:
-                    delay = (result.fired_at - result.scheduled_for).total_seconds()
+                    # the engine's own delay: past the fire time, jitter excluded
+                    due = result.scheduled_for + result.jitter
+                    delay = (result.fired_at - due).total_seconds()
                     self.metrics.delay.observe(max(delay, 0.0))
                 logger.info(
                     "schedule %s %s: started run %s",
@@ -252,6 +255,11 @@ class CollectionScheduler:
                     result.detail,
                     extra=log,
                 )
+            if result.replaced_run_id is not None:
+                # cancelled for this fire: stop it here if it runs here; the queued run
+                # starts once it reads cancelled (the executor's sweep starts it)
+                self.executor.interrupt(result.replaced_run_id)
+                self.executor.poke()
             # A run by hand that did not start was answered to its caller: no mail.
             if result.notify and result.outcome in NOTIFY_OUTCOMES and not result.manual:
                 self._notify_fire(result)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, StringConstraints, WithJsonSchema
 
 from app.models import PLAIN_TEXT, PartialUpdate, RequestModel, ResponseModel
-from app.tables import DEFAULT_CRON_EXPRESSION, FireOutcome
+from app.tables import DEFAULT_CRON_EXPRESSION, FireOutcome, OverlapPolicy
 
 TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
 CronText = Annotated[str, StringConstraints(max_length=200), PLAIN_TEXT]
@@ -105,6 +105,12 @@ JITTER_HELP = (
     "at the same time do not all call the providers in the same second."
 )
 PAUSE_HELP = "Why the schedule is disabled (only while `enabled` is false)."
+OVERLAP_HELP = (
+    "What a fire does while the organization has an active run (one runs at a time): skip "
+    "it (logged `skipped`); buffer_one: queue one run that starts when the active one ends "
+    "(logged `queued`; a second fire meanwhile is skipped); cancel_other: cancel the active "
+    "run, keeping its results, and start this one once it reads cancelled (`replaced`)."
+)
 REMAINING_HELP = (
     "Scheduled runs left to start (null: unlimited): each fire that starts a run counts "
     "one, and at 0 the schedule disables itself with a note. Run now does not count."
@@ -128,6 +134,7 @@ class ScheduleCreate(RequestModel):
         "acts on); an organization's first schedule is its default anyway.",
     )
     jitter_seconds: Jitter = Field(default=DEFAULT_JITTER_SECONDS, description=JITTER_HELP)
+    overlap_policy: OverlapPolicy = Field(default=OverlapPolicy.SKIP, description=OVERLAP_HELP)
     paused_note: PauseNote | None = Field(default=None, description=PAUSE_HELP)
     starts_at: AwareDatetime | None = Field(default=None, description="No fire before this.")
     ends_at: AwareDatetime | None = Field(default=None, description="No fire after this.")
@@ -152,6 +159,7 @@ class ScheduleChange(PartialUpdate):
         "change that).",
     )
     jitter_seconds: Jitter | None = Field(default=None, description=JITTER_HELP)
+    overlap_policy: OverlapPolicy | None = Field(default=None, description=OVERLAP_HELP)
     paused_note: PauseNote | None = Field(default=None, description=PAUSE_HELP)
     starts_at: AwareDatetime | None = Field(default=None, description="No fire before this.")
     ends_at: AwareDatetime | None = Field(default=None, description="No fire after this.")
@@ -172,6 +180,7 @@ class ScheduleDetail(ResponseModel):
     is_default: bool
     notify_email: bool
     jitter_seconds: int
+    overlap_policy: OverlapPolicy
     paused_note: str | None
     paused_by: uuid.UUID | None
     paused_at: datetime | None

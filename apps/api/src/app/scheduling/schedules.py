@@ -26,25 +26,25 @@ from app.core.database import SYSTEM, Database, acting_as, insert_ignoring_confl
 from app.core.pagination import PageParams, paginate
 from app.core.tenancy import org_rows
 from app.errors import ConflictError, NotFoundError
-from app.runs.lifecycle import RunLifecycle, RunSpec
+from app.runs.lifecycle import RunLifecycle
 from app.scheduling import settings
 from app.scheduling.cron import CronError, parse
 from app.scheduling.fires import (
     REFUSALS,
     FirePlan,
     ago,
+    apply_overlap,
     count_between,
+    countdown,
     refusal,
-    run_name,
+    run_spec,
     unusable_preset,
 )
 from app.tables import (
-    ACTIVE_RUN_STATUSES,
     CategoryPreset,
-    CollectionRun,
     CollectionSchedule,
     FireOutcome,
-    RunTrigger,
+    OverlapPolicy,
     ScheduleFire,
 )
 
@@ -82,6 +82,11 @@ class FireResult:
     notify: bool
     manual: bool = False
     """From POST /schedule/trigger (the caller got the outcome as the answer)."""
+    replaced_run_id: uuid.UUID | None = None
+    """The active run cancelled for this fire (overlap policy cancel_other)."""
+    jitter: timedelta = timedelta(0)
+    """The schedule's jitter offset: the fire was due at `scheduled_for + jitter`."""
+    policy: OverlapPolicy = OverlapPolicy.SKIP
 
 
 class ScheduleService:
@@ -375,44 +380,14 @@ class ScheduleService:
         )
         won = [plan for plan in plans if plan.fire_id in claimed]
         to_start = [plan for plan in won if plan.outcome is FireOutcome.STARTED]
-        run_ids = await self.runs.create_runs(
-            session,
-            [
-                RunSpec(
-                    org_id=plan.schedule.org_id,
-                    name=run_name(plan),
-                    category_ids=plan.category_ids or [],
-                    created_by=None,
-                    trigger=RunTrigger.SCHEDULE,
-                    schedule_id=plan.schedule.id,
-                    preset_id=plan.schedule.preset_id,
-                    start=True,
-                )
-                for plan in to_start
-            ],
-        )
+        run_ids = await self.runs.create_runs(session, [run_spec(plan) for plan in to_start])
         blocked = []
         for plan, run_id in zip(to_start, run_ids, strict=True):
             plan.run_id = run_id
             if run_id is None:
                 blocked.append(plan)
         if blocked:
-            active = await session.execute(
-                sa.select(CollectionRun.org_id, CollectionRun.id, CollectionRun.status).where(
-                    CollectionRun.org_id.in_([plan.schedule.org_id for plan in blocked]),
-                    CollectionRun.status.in_(ACTIVE_RUN_STATUSES),
-                )
-            )
-            by_org = {org_id: (run_id, status) for org_id, run_id, status in active}
-            for plan in blocked:
-                plan.outcome = FireOutcome.SKIPPED
-                run_id, status = by_org.get(plan.schedule.org_id, (None, None))
-                plan.run_id = run_id
-                plan.detail = (
-                    f"run {run_id} was still {status.value}"
-                    if run_id and status
-                    else "another run was active"
-                )
+            await apply_overlap(session, self.runs, blocked)
         if won:
             await session.execute(
                 sa.update(ScheduleFire),
@@ -432,7 +407,7 @@ class ScheduleService:
                 [
                     {
                         "id": plan.schedule.id,
-                        **_countdown(plan, plan.fire_id in claimed, now),
+                        **countdown(plan, plan.fire_id in claimed, now),
                         "updated_at": now,
                         # a fire claimed elsewhere already recorded its own outcome
                         "last_run_at": plan.scheduled_for
@@ -464,6 +439,9 @@ class ScheduleService:
                 detail=plan.detail,
                 notify=plan.schedule.notify_email,
                 manual=manual,
+                replaced_run_id=plan.replaced_run_id,
+                jitter=settings.jitter_offset(plan.schedule.id, plan.schedule.jitter_seconds),
+                policy=plan.schedule.overlap_policy,
             )
             for plan in won
         ]
@@ -502,35 +480,3 @@ class ScheduleService:
         schedule.last_outcome = result.outcome
         await session.flush()
         return result
-
-
-def _countdown(plan: FirePlan, claimed: bool, now: datetime) -> dict[str, Any]:
-    """The schedule's next fire, and its run budget after this fire: a fire that started a
-    run counts one of `remaining_runs`; at 0 the schedule disables itself, saying why."""
-    schedule = plan.schedule
-    values: dict[str, Any] = {
-        "next_run_at": plan.next_run_at,
-        "enabled": schedule.enabled,
-        "remaining_runs": schedule.remaining_runs,
-        "paused_note": schedule.paused_note,
-        "paused_at": schedule.paused_at,
-    }
-    started = claimed and plan.outcome is FireOutcome.STARTED and plan.run_id is not None
-    if started and schedule.remaining_runs is not None:
-        values["remaining_runs"] = left = max(schedule.remaining_runs - 1, 0)
-        if left == 0:
-            values.update(
-                enabled=False,
-                next_run_at=None,
-                paused_note=f"Disabled after its last allowed run (remaining_runs reached 0 "
-                f"with run {plan.run_id}); set remaining_runs and enable it to go on.",
-                paused_at=now,
-            )
-    elif values["next_run_at"] is None and schedule.enabled and schedule.ends_at is not None:
-        values.update(
-            enabled=False,
-            paused_note=f"Disabled: no due time is left before its end "
-            f"({schedule.ends_at.isoformat()}); move ends_at and enable it to go on.",
-            paused_at=now,
-        )
-    return values

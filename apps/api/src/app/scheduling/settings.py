@@ -21,7 +21,7 @@ from app.core.pagination import PageParams, paginate
 from app.core.tenancy import org_rows
 from app.errors import InvalidError, NotFoundError
 from app.scheduling.cron import CronError, CronSchedule, parse
-from app.tables import DEFAULT_CRON_EXPRESSION, CategoryPreset, CollectionSchedule
+from app.tables import DEFAULT_CRON_EXPRESSION, CategoryPreset, CollectionSchedule, OverlapPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ async def apply_changes(
             "enabled",
             "notify_email",
             "jitter_seconds",
+            "overlap_policy",
             "paused_note",
             "starts_at",
             "ends_at",
@@ -294,6 +295,7 @@ async def create_schedule(
         enabled=False,
         notify_email=False,
         jitter_seconds=0,
+        overlap_policy=OverlapPolicy.SKIP,
         is_default=False,
         created_at=now,
     )

@@ -64,8 +64,9 @@ def allowed_actions(run: RunResponse, context: WebContext) -> list[str]:
 
 
 def is_active(run: RunResponse) -> bool:
-    """Whether the run may still change (pending, running, pausing, paused or cancelling)."""
-    return run.status in ACTIVE_RUN_STATUSES
+    """Whether the run may still change (queued, or pending to cancelling): its page and
+    the list refresh while it does."""
+    return run.status in ACTIVE_RUN_STATUSES or run.status is RunStatus.QUEUED
 
 
 # --- the list ----------------------------------------------------------------------------------
