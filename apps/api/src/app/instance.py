@@ -10,7 +10,6 @@ import httpx
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
-from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.database import Database
 from app.providers import build_providers
@@ -85,13 +84,6 @@ class Instance:
             scheduler=scheduler,
             schedule_commands=ScheduleCommands(schedules, scheduler),
         )
-
-    def set_clock(self, clock: Clock) -> None:
-        """Make every time-dependent part of the run and schedule services use `clock`."""
-        self.runs.clock = clock
-        self.leases.clock = clock
-        self.pipeline.clock = clock
-        self.schedules.clock = clock
 
 
 def instance_of(connection: HTTPConnection) -> Instance:

@@ -273,3 +273,32 @@ async def test_another_organization_s_schedule_is_not_found_and_members_are_refu
     still = await client.get(f"/collection/schedules/{schedule['id']}", headers=org.admin.headers)
     assert still.status_code == 200  # nothing changed by the refused requests
     assert still.json()["enabled"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"paused_note": "a\x00b", "enabled": False}, 422, "paused_note"),
+        ({"name": "x" * 101}, 422, "name"),
+        ({"remaining_runs": 10**12}, 422, "remaining_runs"),
+        ({"jitter_seconds": 3601}, 422, "jitter_seconds"),
+        ({"starts_at": "9999-12-31T00:00:00Z"}, 400, "no due time left"),
+        ({"starts_at": "2027-02-01T00:00:00"}, 422, "starts_at"),  # no zone: refused
+    ],
+)
+async def test_bad_input_is_refused_saying_which_field_and_changes_nothing(
+    client: httpx.AsyncClient,
+    org: Org,
+    clock: FakeClock,
+    body: dict[str, Any],
+    status: int,
+    says: str,
+) -> None:
+    schedule = await create(client, org)
+    refused = await client.patch(
+        f"/collection/schedules/{schedule['id']}", json=body, headers=org.admin.headers
+    )
+    assert refused.status_code == status, refused.text
+    assert says in refused.text
+    after = await client.get(f"/collection/schedules/{schedule['id']}", headers=org.admin.headers)
+    assert after.json() == schedule

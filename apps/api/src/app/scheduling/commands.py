@@ -17,7 +17,6 @@ from app.scheduling.cron import CronError, parse
 from app.scheduling.engine import CollectionScheduler
 from app.scheduling.models import PreviewResponse, ScheduleDetail, ScheduleResponse
 from app.scheduling.schedules import ScheduleService
-from app.scheduling.settings import ScheduleError
 from app.tables import DEFAULT_CRON_EXPRESSION, CollectionSchedule, FireOutcome, ScheduleFire
 
 
@@ -133,11 +132,7 @@ def preview(
 ) -> PreviewResponse:
     """The next `count` fire times after `after` (default now; read in `timezone` when it has
     no offset), fewer near the end of the calendar."""
-    try:
-        cron = parse(cron_expression, timezone)
-    except CronError as exc:
-        field_name = "timezone" if exc.field == "timezone" else "cron_expression"
-        raise ScheduleError(field_name, str(exc)) from None
+    cron = settings.parse_cron(cron_expression, timezone)
     start = after or utcnow()
     if start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(cron.timezone))

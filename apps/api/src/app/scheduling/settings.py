@@ -26,7 +26,8 @@ from app.tables import DEFAULT_CRON_EXPRESSION, CategoryPreset, CollectionSchedu
 logger = logging.getLogger(__name__)
 
 MICROSECOND = timedelta(microseconds=1)
-TIMING_FIELDS = ("cron_expression", "timezone", "jitter_seconds", "starts_at", "ends_at")
+# Besides the cron expression and time zone, what decides when a schedule fires.
+TIMING_EXTRAS = ("jitter_seconds", "starts_at", "ends_at")
 
 
 class ScheduleError(InvalidError):
@@ -89,7 +90,8 @@ class Timing:
         return None if due is None else due + self.offset
 
 
-def _cron(cron_expression: str, timezone: str) -> CronSchedule:
+def parse_cron(cron_expression: str, timezone: str) -> CronSchedule:
+    """`parse`, its refusal as a ScheduleError naming the field (timezone or cron_expression)."""
     try:
         return parse(cron_expression, timezone)
     except CronError as exc:
@@ -117,7 +119,7 @@ async def preset_name_of(
 
 def _same_times(schedule: CollectionSchedule, cron: CronSchedule, wanted: dict[str, Any]) -> bool:
     """Whether the schedule fires exactly when it did (`@monthly` = `0 0 1 * *`)."""
-    if any(getattr(schedule, name) != wanted[name] for name in TIMING_FIELDS[2:]):
+    if any(getattr(schedule, name) != wanted[name] for name in TIMING_EXTRAS):
         return False
     try:
         saved = parse(schedule.cron_expression, schedule.timezone)
@@ -161,7 +163,7 @@ async def apply_changes(
         )
     }
     wanted = {**current, **{k: v for k, v in changes.items() if k != "is_default"}}
-    cron = _cron(wanted["cron_expression"], wanted["timezone"])
+    cron = parse_cron(wanted["cron_expression"], wanted["timezone"])
     wanted["cron_expression"] = cron.expression
     preset_name = await preset_name_of(session, schedule.org_id, wanted["preset_id"])
     if wanted["enabled"] and wanted["preset_id"] is None:
@@ -221,16 +223,23 @@ async def make_default(session: AsyncSession, schedule: CollectionSchedule) -> N
     await session.flush()
 
 
+def _with_preset_name(statement: sa.Select[Any]) -> sa.Select[Any]:
+    return (
+        statement.add_columns(CategoryPreset.name)
+        .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
+        .execution_options(populate_existing=True)
+    )
+
+
 async def default_schedule(
     session: AsyncSession, org_id: uuid.UUID
 ) -> tuple[CollectionSchedule | None, str | None]:
     """The organization's default schedule (None if it has none) and its preset's name."""
     row = (
         await session.execute(
-            sa.select(CollectionSchedule, CategoryPreset.name)
-            .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
-            .where(CollectionSchedule.org_id == org_id, CollectionSchedule.is_default)
-            .execution_options(populate_existing=True)
+            _with_preset_name(
+                org_rows(CollectionSchedule, org_id).where(CollectionSchedule.is_default)
+            )
         )
     ).first()
     return (row[0], row[1]) if row is not None else (None, None)
@@ -243,10 +252,9 @@ async def get_schedule(
     schedule is not found."""
     row = (
         await session.execute(
-            sa.select(CollectionSchedule, CategoryPreset.name)
-            .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
-            .where(CollectionSchedule.org_id == org_id, CollectionSchedule.id == schedule_id)
-            .execution_options(populate_existing=True)
+            _with_preset_name(
+                org_rows(CollectionSchedule, org_id).where(CollectionSchedule.id == schedule_id)
+            )
         )
     ).first()
     if row is None:
