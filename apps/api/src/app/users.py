@@ -86,6 +86,14 @@ async def memberships(session: AsyncSession, user_id: uuid.UUID) -> dict[uuid.UU
     return dict(rows.all())
 
 
+async def emails_of(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The email of each of these users (to say who did something; unknown ids are left out)."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(sa.select(User.id, User.email).where(User.id.in_(user_ids)))
+    return dict(rows.all())
+
+
 async def bootstrap_admin(
     session: AsyncSession, *, org_name: str, email: str
 ) -> tuple[uuid.UUID, uuid.UUID]:

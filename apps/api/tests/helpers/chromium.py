@@ -34,3 +34,25 @@ if not CHROMIUM.exists():
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is in the dev extra")
 expect = playwright.expect
 expect.set_options(timeout=TIMEOUT_MS)
+
+# The outermost elements that reach past the right edge, to say what to fix.
+WIDE_ELEMENTS = """() => {
+  const limit = document.documentElement.clientWidth;
+  const clipped = (element) => {
+    for (let up = element.parentElement; up && up !== document.body; up = up.parentElement) {
+      if (getComputedStyle(up).overflowX !== "visible") return true;
+    }
+    return false;
+  };
+  const wide = [...document.querySelectorAll("body *")].filter((element) => {
+    const box = element.getBoundingClientRect();
+    return box.width > 0 && box.right > limit + 0.5 && !clipped(element);
+  });
+  return wide
+    .filter((element) => !wide.includes(element.parentElement))
+    .map((element) => {
+      const classes = [...element.classList].map((name) => "." + name).join("");
+      const text = element.textContent.trim().slice(0, 40);
+      return `${element.tagName.toLowerCase()}${classes} ${text}`;
+    });
+}"""

@@ -68,8 +68,11 @@ async def test_an_admin_signs_in_runs_a_preset_and_schedules_it(
     first_seller = await page.locator("table.sellers tbody tr td.seller").first.inner_text()
     assert rows[1][1] == first_seller
 
-    # The schedule: a bad expression is explained as it is typed and when saved...
-    await page.get_by_role("link", name="Schedule").click()
+    # The schedule (the default one, on the single-schedule page the schedules page links):
+    # a bad expression is explained as it is typed and when saved...
+    await page.get_by_role("link", name="Schedules", exact=True).click()
+    await expect(page.get_by_role("heading", name="No schedules yet")).to_be_visible()
+    await page.get_by_role("link", name="single-schedule page").click()
     cron = page.get_by_label("Cron expression")
     await cron.fill("0 25 * * *")
     await expect(page.locator("#cron_expression-error")).to_contain_text("25")

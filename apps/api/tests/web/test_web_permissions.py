@@ -23,12 +23,12 @@ async def test_schedule_page_is_for_admins_only(browser: BrowserFactory, actors:
     as_admin = await browser(admin)
     as_member = await browser(member)
 
-    assert 'href="/schedule"' in (await as_admin.get("/runs")).text
+    assert 'href="/schedules"' in (await as_admin.get("/runs")).text
     assert (await as_admin.get("/schedule")).status_code == 200
 
     runs = await as_member.get("/runs")
     assert runs.status_code == 200
-    assert 'href="/schedule"' not in runs.text  # the link is hidden...
+    assert 'href="/schedules"' not in runs.text  # the link is hidden...
     page = await as_member.get("/schedule")  # ...and the page itself refused
     assert page.status_code == 403
     assert page.headers["content-type"] == HTML

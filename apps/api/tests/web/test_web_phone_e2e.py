@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.chromium import TIMEOUT_MS, expect
+from tests.helpers.chromium import TIMEOUT_MS, WIDE_ELEMENTS, expect
 from tests.helpers.processes import Server, run_cli
 
 PHONE = {"width": 375, "height": 812}
@@ -84,6 +84,7 @@ async def test_no_page_scrolls_sideways_at_375_px(
             f"/presets/{preset}",
             "/members",
             "/schedule",
+            "/schedules",
             "/no-such-page",
         ):
             await page.goto(process.url + path)
@@ -102,29 +103,6 @@ async def test_no_page_scrolls_sideways_at_375_px(
     assert {path: found for path, found in wide.items() if found} == {}, (
         f"pages wider than {PHONE['width']} px (screenshots in {tmp_path})"
     )
-
-
-# The outermost elements that reach past the right edge, to say what to fix.
-WIDE_ELEMENTS = """() => {
-  const limit = document.documentElement.clientWidth;
-  const clipped = (element) => {
-    for (let up = element.parentElement; up && up !== document.body; up = up.parentElement) {
-      if (getComputedStyle(up).overflowX !== "visible") return true;
-    }
-    return false;
-  };
-  const wide = [...document.querySelectorAll("body *")].filter((element) => {
-    const box = element.getBoundingClientRect();
-    return box.width > 0 && box.right > limit + 0.5 && !clipped(element);
-  });
-  return wide
-    .filter((element) => !wide.includes(element.parentElement))
-    .map((element) => {
-      const classes = [...element.classList].map((name) => "." + name).join("");
-      const text = element.textContent.trim().slice(0, 40);
-      return `${element.tagName.toLowerCase()}${classes} ${text}`;
-    });
-}"""
 
 
 async def _overflow(page: Any, directory: Path, name: str) -> dict[str, Any] | None:

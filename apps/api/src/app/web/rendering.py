@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import urllib.parse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -57,16 +57,32 @@ def when(moment: datetime | None, timezone: str | None = None) -> Markup:
     )
 
 
+def in_zone(moment: datetime, timezone: str) -> datetime:
+    """The moment as a wall time in the IANA time zone (for a template's own format)."""
+    return moment.astimezone(ZoneInfo(timezone))
+
+
 def duration(start: datetime | None, end: datetime | None) -> str:
     """How long something took, e.g. `2 min 5 s`; empty when it has not started."""
     if start is None:
         return ""
-    seconds = int(((end or utcnow()) - start).total_seconds())
+    return span((end or utcnow()) - start)
+
+
+def span(length: timedelta | float) -> str:
+    """A length of time in whole units a person reads at a glance: `45 s`, `2 min 5 s`,
+    `1 h 5 min`, `2 d 3 h` (seconds dropped past an hour, minutes past a day)."""
+    seconds = int(length.total_seconds() if isinstance(length, timedelta) else length)
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+        rest = seconds % 60
+        return f"{seconds // 60} min" + (f" {rest} s" if rest else "")
+    if seconds < 86_400:
+        rest = seconds % 3600 // 60
+        return f"{seconds // 3600} h" + (f" {rest} min" if rest else "")
+    rest = seconds % 86_400 // 3600
+    return f"{seconds // 86_400} d" + (f" {rest} h" if rest else "")
 
 
 def number(value: int | None) -> str:
@@ -119,7 +135,14 @@ environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-environment.filters.update(when=when, number=number, money=money, email=display_email)
+environment.filters.update(
+    when=when,
+    number=number,
+    money=money,
+    email=display_email,
+    span=span,
+    in_zone=in_zone,
+)
 environment.globals.update(
     duration=duration,
     percent=percent,

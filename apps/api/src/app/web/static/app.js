@@ -1,6 +1,6 @@
 // Collection web UI: small enhancements on top of server-rendered pages. Every page works
-// without this file; with it, run progress refreshes by itself and the schedule form
-// previews the cron expression as it is typed.
+// without this file; with it, run progress refreshes by itself, the schedule forms
+// preview the cron expression as it is typed and dates show in the reader's time zone.
 (function () {
   "use strict";
 
@@ -128,7 +128,10 @@
       });
     }
 
+    var boundsZone = document.getElementById("bounds-zone"); // "the start and end are in"
+
     function update() {
+      if (boundsZone) boundsZone.textContent = zone.value.trim() || "UTC";
       window.clearTimeout(timer);
       timer = window.setTimeout(function () {
         var mine = ++sequence;
@@ -164,9 +167,21 @@
     }
   }
 
+  // The schedules calendar: a link to show its days in the reader's own time zone.
+  function calendarZoneLink() {
+    var link = document.querySelector("[data-zone-link]");
+    var shown = document.getElementById("calendar-zone");
+    var here = window.Intl && Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!link || !shown || !here || here === shown.value) return;
+    link.href = "/schedules?" + new URLSearchParams({ zone: here }).toString() + "#calendar-heading";
+    link.textContent = "Show in " + here;
+    link.hidden = false;
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localizeTimes(document);
     Array.prototype.forEach.call(document.querySelectorAll("[data-live-url]"), poll);
     schedulePreview();
+    calendarZoneLink();
   });
 })();
