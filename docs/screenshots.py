@@ -114,6 +114,7 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
     admin.wait(toys, lambda r: r["status"] == "completed")
     cancelled = admin.run(presets["Home & kitchen"], products_per_category=10)
     admin.call("POST", f"/collection/runs/{cancelled}/cancel")
+    admin.wait(cancelled, lambda r: r["status"] == "cancelled")  # (cancelling a moment first)
     first = admin.run(electronics, name="Electronics, October", products_per_category=15)
     admin.wait(first, lambda r: r["status"] == "completed")
     admin.call(
@@ -137,6 +138,16 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
     )
     skipped = admin.http.post("/collection/schedule/trigger")  # logged as skipped: a run is active
     assert skipped.status_code == 409, skipped.text
+    schedule_id = fire["schedule_id"]
+    admin.call("PATCH", f"/collection/schedules/{schedule_id}", json={"name": "Electronics weekly"})
+    for body in (
+        {"name": "Toys on weekdays", "preset_id": presets["Toys & games"],
+         "cron_expression": "10 6 * * 1-5", "overlap_policy": "buffer_one"},
+        {"name": "Kitchen at month end", "preset_id": presets["Home & kitchen"],
+         "cron_expression": "0 22 28-31 * *", "enabled": False,
+         "paused_note": "Waiting for next month's eBay quota"},
+    ):  # fmt: skip
+        admin.call("POST", "/collection/schedules", json={"timezone": "Europe/Berlin", **body})
     return {
         "admin_token": boot["token"],
         "member_token": _cli(env, "token", "--email", "ana@acme.example"),
@@ -144,6 +155,7 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
         "presets": presets,
         "completed": latest,
         "live": live,
+        "schedule": schedule_id,
         "api": admin,
     }
 
@@ -203,6 +215,10 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await page.goto(f"{url}/members")
         await shoot(page, "members")
 
+        await page.goto(f"{url}/schedules")
+        await shoot(page, "schedules")
+        await page.goto(f"{url}/schedules/{data['schedule']}")
+        await shoot(page, "schedule-edit")
         await page.goto(f"{url}/schedule")
         await shoot(page, "schedule")
         await page.get_by_label("Cron expression").fill("0 6 * * MON-FRI,SAT")
@@ -218,6 +234,8 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await shoot(small, "phone-run", full_page=False)
         await small.goto(f"{url}/schedule")
         await shoot(small, "phone-schedule", full_page=False)
+        await small.goto(f"{url}/schedules#calendar-heading")
+        await shoot(small, "phone-schedules", full_page=False)
 
         member = await (await browser.new_context(viewport=DESKTOP)).new_page()
         await sign_in(member, url, data["member_token"])
@@ -239,6 +257,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         env = {
             "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # a checkout's own code, if given
             "HOME": os.environ.get("HOME", tmp),
             "DATA_DIR": tmp,
             "SAMPLE_PROVIDER_LATENCY_MS": "100",
