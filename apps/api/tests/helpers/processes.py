@@ -29,11 +29,12 @@ def free_port() -> int:
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
-    """The environment for a child process, without the developer's service settings."""
-    # PYTHONPATH: a checkout tested with the shared virtualenv runs its own code in children too
-    keep = {
-        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
-    }
+    """The environment for a child process, without the developer's service settings.
+
+    PYTHONPATH is kept: a child then imports the same code as the tests (a checkout's
+    `src` given there, rather than the one the virtualenv was installed from)."""
+    kept = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
+    keep = {k: v for k, v in os.environ.items() if k in kept}
     return {**keep, "LOG_LEVEL": "INFO", **overrides}
 
 

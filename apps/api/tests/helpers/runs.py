@@ -1,12 +1,13 @@
 """Runs through the API: create, start, wait for a state; the rows an uninterrupted run of
-the sample providers stores, to compare a run's stored rows with; and a run made to look
-as if another instance had started it."""
+the sample providers stores (the market of the day it was created), to compare a run's
+stored rows with; a run made to look as if another instance had started it; and an eBay
+provider whose searches wait for the test's permission."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,12 +15,35 @@ import sqlalchemy as sa
 
 from app.core.clock import utcnow
 from app.core.database import Database
+from app.providers.base import Listing, Product
 from app.providers.sample import SampleAmazonProvider, SampleEbayProvider
 from app.runs.executor import RunExecutor
 from app.tables import CollectionRun, RunListing, RunStatus
 from tests.helpers.actors import Actor
 
 TERMINAL = {"completed", "failed", "cancelled"}
+
+
+class GatedEbay:
+    """A sample eBay provider whose searches wait until the test allows them, one by one."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.inner = SampleEbayProvider(latency_ms=0)
+        self.permits = asyncio.Semaphore(0)
+        self.calls = 0
+
+    def allow(self, searches: int) -> None:
+        for _ in range(searches):
+            self.permits.release()
+
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
+        self.calls += 1
+        await self.permits.acquire()
+        return await self.inner.search(product, limit, as_of=as_of)
 
 
 async def wait_for(
@@ -68,19 +92,29 @@ async def start(client: httpx.AsyncClient, actor: Actor, run_id: str) -> httpx.R
     return await client.post(f"/collection/runs/{run_id}/start", headers=actor.headers)
 
 
+def created_at(run: dict[str, Any]) -> datetime:
+    """When the run (as the API shows it) was created: the market day it reads."""
+    return datetime.fromisoformat(run["created_at"])
+
+
 async def expected_listings(
-    categories: list[str], products_per_category: int, listings_per_product: int
+    categories: list[str],
+    products_per_category: int,
+    listings_per_product: int,
+    *,
+    as_of: datetime,
 ) -> set[tuple[str, str, str]]:
-    """What an uninterrupted run must store: computed straight from the sample providers."""
+    """What an uninterrupted run created at `as_of` must store: computed straight from the
+    sample providers (their market of that day)."""
     amazon, ebay = SampleAmazonProvider(latency_ms=0), SampleEbayProvider(latency_ms=0)
     rows: set[tuple[str, str, str]] = set()
     seen: set[str] = set()
     for category in categories:
-        for product in await amazon.best_sellers(category, products_per_category):
+        for product in await amazon.best_sellers(category, products_per_category, as_of=as_of):
             if product.asin in seen:
                 continue
             seen.add(product.asin)
-            for listing in await ebay.search(product, listings_per_product):
+            for listing in await ebay.search(product, listings_per_product, as_of=as_of):
                 rows.add((product.asin, listing.item_id, listing.seller_username))
     return rows
 

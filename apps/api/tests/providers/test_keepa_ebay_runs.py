@@ -253,9 +253,11 @@ class RecordingEbay:
         self.inner = SampleEbayProvider(latency_ms=0)
         self.first_call: datetime | None = None
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
         self.first_call = self.first_call or utcnow()
-        return await self.inner.search(product, limit)
+        return await self.inner.search(product, limit, as_of=as_of)
 
 
 async def test_a_run_taken_over_while_waiting_waits_out_the_rest(

@@ -27,13 +27,15 @@ from app.providers.resilience import (
 from app.providers.sample import (
     SampleAmazonProvider,
     SampleEbayProvider,
-    sample_product,
     sample_seller,
 )
+from tests.helpers.samples import forget_sample_market
 from tests.helpers.settings import make_settings
 
 CATEGORY = "172282"
 CATEGORIES = [CATEGORY, "284507", "165793011", *(str(1_000 + i) for i in range(17))]
+AS_OF = datetime(2027, 1, 15, 12, tzinfo=UTC)
+"""The sample market drifts by day: tests that compare calls ask for one moment's market."""
 
 
 class FakeTime:
@@ -60,16 +62,19 @@ def is_valid_gtin(code: str) -> bool:
 
 async def all_products(limit: int = 50) -> list[Product]:
     amazon = SampleAmazonProvider()
-    return [p for category in CATEGORIES for p in await amazon.best_sellers(category, limit)]
+    products = []
+    for category in CATEGORIES:
+        products += await amazon.best_sellers(category, limit, as_of=AS_OF)
+    return products
 
 
 # --- sample Amazon ----------------------------------------------------------------------
 
 
 async def test_best_sellers_are_deterministic_and_ranked() -> None:
-    first = await SampleAmazonProvider().best_sellers(CATEGORY, 50)
-    sample_product.cache_clear()  # regenerate, rather than read the cache
-    second = await SampleAmazonProvider().best_sellers(CATEGORY, 50)
+    first = await SampleAmazonProvider().best_sellers(CATEGORY, 50, as_of=AS_OF)
+    forget_sample_market()  # regenerate, rather than read the caches
+    second = await SampleAmazonProvider().best_sellers(CATEGORY, 50, as_of=AS_OF)
     assert first == second
     assert [p.sales_rank for p in first] == list(range(1, 51))
     assert len({p.asin for p in first}) == 50
@@ -86,31 +91,30 @@ async def test_best_sellers_are_deterministic_and_ranked() -> None:
 
 async def test_golden_values_pin_the_generator() -> None:
     """Fails when the generator changes: stored results and benchmarks would shift."""
-    products = await SampleAmazonProvider().best_sellers(CATEGORY, 3)
+    products = await SampleAmazonProvider().best_sellers(CATEGORY, 3, as_of=AS_OF)
     first = products[0]
-    assert first.asin == "B0EW3T0RCH"
+    assert first.asin == "B041ZPUIGP"
     assert first.title == (
-        "Pixelon Wireless Earbuds WE-409 Lite, Bluetooth 5.3 Headphones, IPX7 Waterproof, "
-        "Deep Bass, Gray"
+        "Auricle Bluetooth Speaker BS-371 Lite, 360° Stereo Sound, 24H Playtime, "
+        "IPX7 Waterproof, Black"
     )
-    assert first.upcs == ("079021292954",)
-    assert first.price == Decimal("90.97")
-    assert [p.asin for p in products[1:]] == ["B0YE3UDZQH", "B0JCM81R8Q"]
-    assert products[2].gtin is None
-    listings = await SampleEbayProvider().search(products[2], 20)
-    assert len(listings) == 4
-    assert listings[0].item_id == "v1|432053402532|0"
-    assert listings[0].seller_username == "budget_garage_15"
-    assert listings[0].price == Decimal("70.31")
+    assert first.upcs == ("115044605651",)
+    assert first.price == Decimal("39.95")
+    assert [p.asin for p in products[1:]] == ["B0F9MOB6R1", "B0WNNGJ4P9"]
+    listings = await SampleEbayProvider().search(products[2], 20, as_of=AS_OF)
+    assert len(listings) == 3
+    assert listings[0].item_id == "v1|208435403021|0"
+    assert listings[0].seller_username == "familyshop"
+    assert listings[0].price == Decimal("134.39")
     assert sample_seller(0).username == "metro_express_72"
 
 
 async def test_shorter_lists_are_prefixes_of_longer_ones() -> None:
     amazon = SampleAmazonProvider()
-    longest = await amazon.best_sellers(CATEGORY, 100)
+    longest = await amazon.best_sellers(CATEGORY, 100, as_of=AS_OF)
     for limit in (1, 10, 50):
-        assert await amazon.best_sellers(CATEGORY, limit) == longest[:limit]
-    assert len(await amazon.best_sellers(CATEGORY, 500)) == 100
+        assert await amazon.best_sellers(CATEGORY, limit, as_of=AS_OF) == longest[:limit]
+    assert len(await amazon.best_sellers(CATEGORY, 500, as_of=AS_OF)) == 100
 
 
 async def test_categories_differ() -> None:
@@ -137,12 +141,12 @@ async def test_gtins_are_valid_and_some_products_have_none() -> None:
 
 
 async def test_listings_are_deterministic_distinct_and_plausible() -> None:
-    products = await SampleAmazonProvider().best_sellers(CATEGORY, 50)
+    products = await SampleAmazonProvider().best_sellers(CATEGORY, 50, as_of=AS_OF)
     ebay = SampleEbayProvider()
     for product in products:
-        listings = await ebay.search(product, 50)
-        assert listings == await SampleEbayProvider().search(product, 50)
-        assert await ebay.search(product, 3) == listings[:3]
+        listings = await ebay.search(product, 50, as_of=AS_OF)
+        assert listings == await SampleEbayProvider().search(product, 50, as_of=AS_OF)
+        assert await ebay.search(product, 3, as_of=AS_OF) == listings[:3]
         sellers = [listing.seller_username for listing in listings]
         assert len(sellers) == len(set(sellers))
         assert len({listing.item_id for listing in listings}) == len(listings)
@@ -176,7 +180,7 @@ async def test_sellers_are_long_tailed_and_consistent() -> None:
     listing_counts: list[int] = []
     seen: dict[str, tuple[int | None, Decimal | None]] = {}
     for product in await all_products():
-        listings = await ebay.search(product, 20)
+        listings = await ebay.search(product, 20, as_of=AS_OF)
         listing_counts.append(len(listings))
         for listing in listings:
             products_per_seller[listing.seller_username] += 1
@@ -307,7 +311,9 @@ class ScriptedEbay:
         self.outcomes = list(outcomes)
         self.attempts = 0
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
         outcome = self.outcomes[min(self.attempts, len(self.outcomes) - 1)]
         self.attempts += 1
         if outcome is HANG:
@@ -326,7 +332,9 @@ class FailingAmazon:
         self.error = error
         self.attempts = 0
 
-    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
+    async def best_sellers(
+        self, category_id: str, limit: int, *, as_of: datetime | None = None
+    ) -> list[Product]:
         self.attempts += 1
         raise self.error
 
@@ -502,5 +510,5 @@ async def test_build_providers_wraps_the_sample_providers() -> None:
     assert amazon.limiter is not ebay.limiter
     assert amazon.policy.max_attempts == settings.provider_max_attempts
     assert amazon.timeout == settings.provider_timeout_seconds
-    products = await amazon.best_sellers(CATEGORY, 5)
-    assert products == await SampleAmazonProvider().best_sellers(CATEGORY, 5)
+    products = await amazon.best_sellers(CATEGORY, 5, as_of=AS_OF)
+    assert products == await SampleAmazonProvider().best_sellers(CATEGORY, 5, as_of=AS_OF)

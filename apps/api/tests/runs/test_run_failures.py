@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from datetime import datetime
 from decimal import Decimal
 
 import httpx
@@ -40,7 +41,9 @@ class BrokenEbay:
         self.status_code = status_code
         self.calls = 0
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
         self.calls += 1
         raise ProviderError(
             f"HTTP {self.status_code} from broken",
@@ -91,7 +94,9 @@ class BuggyEbay:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
         self.calls += 1
         raise ValueError("a bug in the provider")
 
@@ -135,7 +140,9 @@ class OutlandishAmazon:
 
     name = "outlandish"
 
-    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
+    async def best_sellers(
+        self, category_id: str, limit: int, *, as_of: datetime | None = None
+    ) -> list[Product]:
         return [
             Product(
                 asin="B0OUTLAND1",
@@ -152,7 +159,9 @@ class OutlandishAmazon:
 class OutlandishEbay:
     name = "outlandish"
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
         return [
             Listing(
                 item_id="v1|1|0",

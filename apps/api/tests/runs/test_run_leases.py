@@ -19,6 +19,7 @@ from app.tables import CollectionRun, RunCategory, RunProduct
 from tests.helpers.actors import Actor
 from tests.helpers.runs import (
     create_run,
+    created_at,
     expected_listings,
     finished,
     orphan,
@@ -39,7 +40,7 @@ async def test_second_instance_takes_over_run_whose_owner_died(
     done = await wait_for(client, admin, run["id"], finished)
     assert done["status"] == "completed"
     assert set(await stored_listings(database, run["id"])) == await expected_listings(
-        ["172282", "541966"], 5, 20
+        ["172282", "541966"], 5, 20, as_of=created_at(run)
     )
 
 

@@ -4,7 +4,6 @@ about the run changes; withdrawing a pause; settling runs whose executor died.""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -17,40 +16,20 @@ from fastapi import FastAPI
 
 from app.core.clock import utcnow
 from app.core.database import Database
-from app.providers.base import Listing, Product
-from app.providers.sample import SampleEbayProvider
 from app.runs.executor import RunExecutor
 from app.runs.pipeline import Pipeline
 from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunSeller, RunStatus
 from tests.helpers.actors import Actor
 from tests.helpers.runs import (
+    GatedEbay,
     create_run,
+    created_at,
     expected_listings,
     finished,
     start,
     stored_listings,
     wait_for,
 )
-
-
-class GatedEbay:
-    """A sample eBay provider whose searches wait until the test allows them, one by one."""
-
-    name = "gated"
-
-    def __init__(self) -> None:
-        self.inner = SampleEbayProvider(latency_ms=0)
-        self.permits = asyncio.Semaphore(0)
-        self.calls = 0
-
-    def allow(self, searches: int) -> None:
-        for _ in range(searches):
-            self.permits.release()
-
-    async def search(self, product: Product, limit: int) -> list[Listing]:
-        self.calls += 1
-        await self.permits.acquire()
-        return await self.inner.search(product, limit)
 
 
 @pytest.fixture
@@ -174,7 +153,7 @@ async def test_pause_then_resume_finishes_with_exactly_the_uninterrupted_rows(
     assert resumed.json()["status"] == "running"
     done = await wait_for(client, admin, run["id"], finished)
     assert done["status"] == "completed"
-    expected = await expected_listings(["172282", "541966"], 10, 20)
+    expected = await expected_listings(["172282", "541966"], 10, 20, as_of=created_at(run))
     stored = await stored_listings(database, run["id"])
     assert len(stored) == len(set(stored))  # no duplicates
     assert set(stored) == expected
@@ -197,7 +176,7 @@ async def test_resume_while_pausing_withdraws_the_pause(
     done = await wait_for(client, admin, run["id"], finished)
     assert done["status"] == "completed"
     assert set(await stored_listings(database, run["id"])) == await expected_listings(
-        ["172282", "541966"], 10, 20
+        ["172282", "541966"], 10, 20, as_of=created_at(run)
     )
 
 

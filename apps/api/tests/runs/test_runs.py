@@ -15,6 +15,7 @@ from app.core.database import Database
 from tests.helpers.actors import Actor, Actors
 from tests.helpers.runs import (
     create_run,
+    created_at,
     expected_listings,
     finished,
     start,
@@ -55,7 +56,9 @@ async def test_run_from_preset_completes_with_consistent_progress(
     assert done["phase"] == "done"
     assert done["error"] is None
     progress = done["progress"]
-    expected = await expected_listings(["172282", "541966", "1055398"], 10, 20)
+    expected = await expected_listings(
+        ["172282", "541966", "1055398"], 10, 20, as_of=created_at(run)
+    )
     stored = await stored_listings(database, run["id"])
     assert sorted(stored) == sorted(expected)
     assert progress == {

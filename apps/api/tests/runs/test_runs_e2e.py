@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers.databases import temp_database
 from tests.helpers.processes import CLI, Server, bootstrap, clean_env, wait_healthy
-from tests.helpers.runs import expected_listings
+from tests.helpers.runs import created_at, expected_listings
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,8 @@ def test_sigkill_mid_run_then_restart_completes_with_exact_rows(
     rows = list(csv.DictReader(io.StringIO(out.read_text(), newline="")))
     stored = [(r["asin"], r["item_id"], r["seller_username"]) for r in rows]
     assert len(stored) == len(set(stored)), "a resumed run must not duplicate rows"
-    assert set(stored) == asyncio.run(expected_listings(CATEGORIES, PER_CATEGORY, 20))
+    expected = expected_listings(CATEGORIES, PER_CATEGORY, 20, as_of=created_at(run))
+    assert set(stored) == asyncio.run(expected)
     assert done["progress"]["listings_found"] == len(stored)
 
 

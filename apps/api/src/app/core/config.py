@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     sample_provider_latency_ms: int = Field(
         default=5, ge=0, le=60_000, description="Simulated latency of each sample provider call."
     )
+    sample_market_day_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        description="Length of a market day of the sample providers, whose market drifts from "
+        "one day to the next (sellers come and go, ranks and prices move); shorten it to see "
+        "change in demos and tests. A run reads the market of the day it was created.",
+    )
     amazon_requests_per_second: float | None = Field(
         default=None, gt=0, description="Rate limit of Amazon provider calls per instance."
     )

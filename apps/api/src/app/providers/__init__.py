@@ -38,14 +38,20 @@ def build_providers(
     if settings.amazon_provider == "keepa":
         amazon = KeepaAmazonProvider.from_settings(settings, _shared(http, "AMAZON_PROVIDER=keepa"))
     else:
-        amazon = SampleAmazonProvider(settings.sample_provider_latency_ms)
+        amazon = SampleAmazonProvider(
+            settings.sample_provider_latency_ms,
+            market_day_seconds=settings.sample_market_day_seconds,
+        )
     ebay: EbayProvider
     if settings.ebay_provider == "ebay":
         ebay = EbayBrowseProvider.from_settings(
             settings, _shared(http, "EBAY_PROVIDER=ebay"), database=database
         )
     else:
-        ebay = SampleEbayProvider(settings.sample_provider_latency_ms)
+        ebay = SampleEbayProvider(
+            settings.sample_provider_latency_ms,
+            market_day_seconds=settings.sample_market_day_seconds,
+        )
     policy = RetryPolicy.from_settings(settings)
     timeout = settings.provider_timeout_seconds
     return (

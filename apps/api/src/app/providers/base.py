@@ -108,20 +108,32 @@ class QuotaExhaustedError(ProviderError):
 
 
 class AmazonProvider(Protocol):
-    """Source of a category's best-selling products."""
+    """Source of a category's best-selling products.
+
+    `as_of` asks for the market as it was at that moment: a run passes its creation time,
+    so that a run resumed later (after a pause, a crash, a takeover) reads the market of
+    the day it was created. Only the offline sample market can honour it (it drifts by
+    market day); the real marketplaces answer with the present and ignore it.
+    """
 
     name: str
 
-    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
-        """Up to `limit` best sellers of `category_id`, best first."""
+    async def best_sellers(
+        self, category_id: str, limit: int, *, as_of: datetime | None = None
+    ) -> list[Product]:
+        """Up to `limit` best sellers of `category_id`, best first (as of `as_of`, where the
+        provider can tell)."""
         ...
 
 
 class EbayProvider(Protocol):
-    """Source of eBay listings for a product."""
+    """Source of eBay listings for a product; `as_of` as for `AmazonProvider`."""
 
     name: str
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
-        """Up to `limit` listings of the same item as `product`."""
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
+        """Up to `limit` listings of the same item as `product` (as of `as_of`, where the
+        provider can tell)."""
         ...

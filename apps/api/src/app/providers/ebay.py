@@ -177,8 +177,12 @@ class EbayBrowseProvider:
             request_timeout=settings.provider_timeout_seconds,
         )
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
-        """Up to `limit` listings of `product`, one per item, in eBay's order."""
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
+        """Up to `limit` listings of `product`, one per item, in eBay's order.
+
+        eBay lists what is for sale now: `as_of` is ignored."""
         if limit <= 0:
             return []
         gtin = product.gtin

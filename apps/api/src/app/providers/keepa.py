@@ -232,8 +232,12 @@ class KeepaAmazonProvider:
             request_timeout=settings.provider_timeout_seconds,
         )
 
-    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
+    async def best_sellers(
+        self, category_id: str, limit: int, *, as_of: datetime | None = None
+    ) -> list[Product]:
         """Up to `limit` best sellers of `category_id`, best first, with their product data.
+
+        Keepa answers with the present (or its cache of the last hour): `as_of` is ignored.
 
         `sales_rank` is the product's place in the category's list (1 = best selling).
         ASINs Keepa has no product data (or no title) for are left out.

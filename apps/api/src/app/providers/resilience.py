@@ -262,14 +262,16 @@ class ResilientAmazonProvider(_Resilient):
         )
         self.inner = inner
 
-    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
-        """Up to `limit` best sellers of `category_id`.
+    async def best_sellers(
+        self, category_id: str, limit: int, *, as_of: datetime | None = None
+    ) -> list[Product]:
+        """Up to `limit` best sellers of `category_id` (as of `as_of`: see AmazonProvider).
 
         Raises `ProviderFailedError`, or `QuotaExhaustedError` (unchanged) when out of quota.
         """
         return await self._call(
             f"Amazon best sellers of category {category_id}",
-            lambda: self.inner.best_sellers(category_id, limit),
+            lambda: self.inner.best_sellers(category_id, limit, as_of=as_of),
         )
 
 
@@ -291,12 +293,14 @@ class ResilientEbayProvider(_Resilient):
         )
         self.inner = inner
 
-    async def search(self, product: Product, limit: int) -> list[Listing]:
-        """Up to `limit` listings of `product`.
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
+        """Up to `limit` listings of `product` (as of `as_of`: see EbayProvider).
 
         Raises `ProviderFailedError`, or `QuotaExhaustedError` (unchanged) when out of quota.
         """
         return await self._call(
             f"eBay search for ASIN {product.asin}",
-            lambda: self.inner.search(product, limit),
+            lambda: self.inner.search(product, limit, as_of=as_of),
         )

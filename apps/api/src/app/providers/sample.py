@@ -1,4 +1,5 @@
-"""Offline sample providers: deterministic, realistic best sellers and eBay listings."""
+"""Offline sample providers: deterministic, realistic best sellers and eBay listings of a
+market that drifts from one market day to the next (the drift: `sample_market`)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,27 @@ import bisect
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from functools import cache, lru_cache
 from typing import TypeVar
 
+from app.core.clock import Clock, utcnow
+from app.providers import sample_market as market
 from app.providers.base import Listing, Product, gtin_check_digit
 
 _T = TypeVar("_T")
 Sleep = Callable[[float], Awaitable[None]]
 
-MAX_BEST_SELLERS = 100
-"""Amazon publishes the top 100 of a category; longer requests are cut to this."""
 SELLER_POOL_SIZE = 2000
 """Sellers shared by every product, so the same sellers turn up across categories."""
 MAX_LISTINGS = 150
 """The most listings any one product has."""
 DEFAULT_PRICE = Decimal("24.99")
 """Price listings are drawn around when the product has none."""
+DEFAULT_MARKET_DAY_SECONDS = 86_400
+"""A market day is a calendar day unless SAMPLE_MARKET_DAY_SECONDS says otherwise."""
 
 _ZIPF_EXPONENT = 1.0
 _NO_LISTINGS_SHARE = 0.06
@@ -455,7 +459,7 @@ def category_theme(category_id: str) -> str:
     return _THEME_NAMES[stable_seed("theme", category_id) % len(_THEME_NAMES)]
 
 
-def _pick(rng: random.Random, options: Sequence[_T]) -> _T:
+def _pick(rng: market.Uniform, options: Sequence[_T]) -> _T:
     # `rng.choice` without its rejection sampling: a third of the cost, bias < 2**-40.
     return options[int(rng.random() * len(options))]
 
@@ -488,10 +492,16 @@ def _ean(rng: random.Random) -> str:
     return body + gtin_check_digit(body)
 
 
+@lru_cache(maxsize=4096)
+def _category_key(category_id: str) -> int:
+    return stable_seed("market", category_id)
+
+
 @lru_cache(maxsize=8192)
-def sample_product(category_id: str, index: int) -> Product:
-    """The best seller at 0-based `index` of `category_id`; the same in every process."""
-    rng = random.Random(stable_seed("amazon", category_id, index))
+def sample_product(category_id: str, place: int, generation: int) -> Product:
+    """The product holding 0-based `place` of the list of `category_id` in its tenure
+    `generation`, at its list price and with the place's rank; the same in every process."""
+    rng = random.Random(stable_seed("amazon", category_id, place, generation))
     theme = _THEMES[category_theme(category_id)]
     asin = _asin(rng)
     brand = _pick(rng, theme.brands)
@@ -509,7 +519,7 @@ def sample_product(category_id: str, index: int) -> Product:
         asin=asin,
         title=title,
         category_id=category_id,
-        sales_rank=index + 1,
+        sales_rank=place + 1,
         brand=brand,
         price=price,
         currency="USD",
@@ -518,21 +528,65 @@ def sample_product(category_id: str, index: int) -> Product:
     )
 
 
-class SampleAmazonProvider:
-    """Best sellers generated offline: the same category always yields the same products."""
+def _drifted_price(price: Decimal | None, factor: float) -> Decimal | None:
+    """`price` with its dollars scaled by `factor` and its cents kept ($x.99 stays $y.99)."""
+    if price is None:
+        return None
+    dollars = int(price)
+    return max(1, round(dollars * factor)) + (price - dollars)
+
+
+@lru_cache(maxsize=256)
+def sample_best_sellers(category_id: str, day: int) -> tuple[Product, ...]:
+    """The whole list of `category_id` on market `day` (see `sample_market.market_day`),
+    best first, ranked and priced for the day."""
+    key = _category_key(category_id)
+    products = []
+    for rank, (place, generation) in enumerate(market.best_seller_places(key, day), start=1):
+        product = sample_product(category_id, place, generation)
+        factor = market.amazon_price_factor(key, place, generation, day)
+        price = _drifted_price(product.price, factor)
+        products.append(replace(product, sales_rank=rank, price=price))
+    return tuple(products)
+
+
+class _SampleMarket:
+    """What both sample providers share: simulated latency and the market day of a call."""
+
+    def __init__(
+        self,
+        latency_ms: int = 0,
+        *,
+        market_day_seconds: int = DEFAULT_MARKET_DAY_SECONDS,
+        clock: Clock = utcnow,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.latency_ms = latency_ms
+        self.market_day_seconds = market_day_seconds
+        self._clock = clock
+        self._sleep = sleep
+
+    async def _market_day(self, as_of: datetime | None) -> int:
+        """Wait the simulated latency; the market day of `as_of` (else of now)."""
+        if self.latency_ms > 0:
+            await self._sleep(self.latency_ms / 1000)
+        moment = as_of if as_of is not None else self._clock()
+        return market.market_day(moment, self.market_day_seconds)
+
+
+class SampleAmazonProvider(_SampleMarket):
+    """Best sellers generated offline: the same category and market day always yield the
+    same products; from day to day a few leave the list and ranks and prices move."""
 
     name = "sample"
 
-    def __init__(self, latency_ms: int = 0, *, sleep: Sleep = asyncio.sleep) -> None:
-        self.latency_ms = latency_ms
-        self._sleep = sleep
-
-    async def best_sellers(self, category_id: str, limit: int) -> list[Product]:
-        """The top `limit` (at most 100) products of `category_id`, best first."""
-        if self.latency_ms > 0:
-            await self._sleep(self.latency_ms / 1000)
-        count = max(0, min(limit, MAX_BEST_SELLERS))
-        return [sample_product(category_id, index) for index in range(count)]
+    async def best_sellers(
+        self, category_id: str, limit: int, *, as_of: datetime | None = None
+    ) -> list[Product]:
+        """The top `limit` products of `category_id` (at most the list's 100 places) on the
+        market day of `as_of` (default: now), best first."""
+        day = await self._market_day(as_of)
+        return list(sample_best_sellers(category_id, day)[: max(0, limit)])
 
 
 # --- eBay -----------------------------------------------------------------------------
@@ -638,15 +692,15 @@ _LISTING_SUFFIXES = (
 _MAX_TITLE = 80  # eBay's limit
 
 
-def _listing_title(product: Product, rng: random.Random) -> str:
+def _listing_title(product: Product, draws: market.Draws) -> str:
     head = product.title.split(",", 1)[0]
-    choice = rng.randrange(4)
+    choice = int(draws.random() * 4)
     if choice == 0:
         title = product.title
     elif choice == 1:
         title = f"NEW {head}"
     else:
-        title = head + rng.choice(_LISTING_SUFFIXES)
+        title = head + _pick(draws, _LISTING_SUFFIXES)
     if len(title) > _MAX_TITLE:
         title = title[:_MAX_TITLE].rsplit(" ", 1)[0].rstrip(",")
     return title
@@ -658,40 +712,53 @@ def _listing_count(rng: random.Random) -> int:
     return min(MAX_LISTINGS, max(1, int(rng.lognormvariate(1.6, 0.9))))
 
 
-class SampleEbayProvider:
-    """eBay listings generated offline from one shared pool of long-tailed sellers."""
+@lru_cache(maxsize=65_536)
+def _seller_slots(asin: str) -> tuple[int, int]:
+    """The seed of the product `asin` on eBay, and how many seller slots it has (0 for the
+    6 % of products nobody sells; the listings of a day are the slots not vacant)."""
+    key = stable_seed("ebay", asin)
+    return key, _listing_count(random.Random(key))
+
+
+class SampleEbayProvider(_SampleMarket):
+    """eBay listings generated offline from one shared pool of long-tailed sellers; from
+    day to day some listings end and others, mostly of other sellers, start."""
 
     name = "sample"
 
-    def __init__(self, latency_ms: int = 0, *, sleep: Sleep = asyncio.sleep) -> None:
-        self.latency_ms = latency_ms
-        self._sleep = sleep
-
-    async def search(self, product: Product, limit: int) -> list[Listing]:
-        """Up to `limit` listings of `product` by distinct sellers; the same for the same ASIN."""
-        if self.latency_ms > 0:
-            await self._sleep(self.latency_ms / 1000)
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
+        """Up to `limit` listings of `product` by distinct sellers on the market day of
+        `as_of` (default: now); the same for the same ASIN and day."""
+        day = await self._market_day(as_of)
         sellers, cumulative = _seller_pool()
         total_weight = cumulative[-1]
-        rng = random.Random(stable_seed("ebay", product.asin))
-        count = min(max(0, limit), _listing_count(rng))
+        product_key, slots = _seller_slots(product.asin)
         base_price = product.price if product.price is not None else DEFAULT_PRICE
         listings: list[Listing] = []
         seen: set[int] = set()
-        while len(listings) < count:
-            index = bisect.bisect_left(cumulative, rng.random() * total_weight)
-            if index in seen:  # one listing per seller and product
+        for slot in range(slots):
+            if len(listings) >= limit:
+                break
+            key = market.listing_key(
+                product_key, slot, market.listing_generation(product_key, slot, day)
+            )
+            if market.is_vacant(key):
                 continue
+            draws = market.Draws(key)
+            title = _listing_title(product, draws)
+            factor = market.listing_price_factor(key, 0.85 + 0.35 * draws.random(), day)
+            seller_draws = market.Draws(market.seller_key(key))
+            index = bisect.bisect_left(cumulative, seller_draws.random() * total_weight)
+            while index in seen:  # one listing per seller and product: another seller's
+                index = bisect.bisect_left(cumulative, seller_draws.random() * total_weight)
             seen.add(index)
             seller = sellers[index]
-            number = 100_000_000_000 + stable_seed("item", product.asin, len(listings)) % (
-                900_000_000_000
-            )
-            title = _listing_title(product, rng)
-            factor = Decimal(f"{rng.uniform(0.85, 1.2):.3f}")
+            number = 100_000_000_000 + market.hash64(key, index) % 900_000_000_000
             if title.endswith("Open Box"):
-                factor *= Decimal("0.8")
-            price = max(_CENT, (base_price * factor).quantize(_CENT))
+                factor *= 0.8
+            price = max(_CENT, (base_price * Decimal(f"{factor:.3f}")).quantize(_CENT))
             listings.append(
                 Listing(
                     item_id=f"v1|{number}|0",

@@ -235,7 +235,10 @@ class Pipeline:
     async def run_amazon_collection(
         self, lease: Lease, run: CollectionRun, stop: asyncio.Event | None = None
     ) -> None:
-        """Phase 1: each category's best sellers, one checkpoint per category."""
+        """Phase 1: each category's best sellers, one checkpoint per category.
+
+        Both phases ask the providers for the market as of the run's creation (`as_of`), so
+        the sample market gives a run resumed on a later market day its own day's data."""
         async with self.database.read() as session:
             pending = list(
                 await session.scalars(
@@ -246,7 +249,9 @@ class Pipeline:
             )
 
         async def collect(category: RunCategory) -> list[Product]:
-            return await self.amazon.best_sellers(category.category_id, run.products_per_category)
+            return await self.amazon.best_sellers(
+                category.category_id, run.products_per_category, as_of=run.created_at
+            )
 
         await self._fan_out(
             lease, pending, collect, partial(self._checkpoint_category, lease), stop
@@ -287,7 +292,9 @@ class Pipeline:
         """Phase 2: eBay listings of every collected product, one checkpoint per product."""
 
         async def search(product: RunProduct) -> list[Listing]:
-            return await self.ebay.search(rows.as_product(product), run.listings_per_product)
+            return await self.ebay.search(
+                rows.as_product(product), run.listings_per_product, as_of=run.created_at
+            )
 
         await self._fan_out(
             lease,
