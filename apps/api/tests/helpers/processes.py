@@ -30,7 +30,10 @@ def free_port() -> int:
 
 def clean_env(**overrides: str) -> dict[str, str]:
     """The environment for a child process, without the developer's service settings."""
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    # PYTHONPATH: a checkout tested with the shared virtualenv runs its own code in children too
+    keep = {
+        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")
+    }
     return {**keep, "LOG_LEVEL": "INFO", **overrides}
 
 
