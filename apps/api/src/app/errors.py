@@ -40,6 +40,10 @@ class InvalidError(AppError):
     """The request is not valid."""
 
 
+class UnprocessableError(InvalidError):
+    """The request is well-formed, but what it asks for cannot be done as asked."""
+
+
 class ForbiddenError(AppError):
     """The acting user may not do this."""
 

@@ -82,11 +82,12 @@ ACTIVE_RUN_STATUSES = (
     RunStatus.CANCELLING,
 )
 # The predicate of the partial unique index "one active run per organization"; inserts name
-# it as their conflict target, so skip-if-active is one atomic statement.
+# it as their conflict target, so skip-if-active is one atomic statement. "One queued run per
+# schedule" (buffer_one) leaves out backfill runs: a backfill queues one run per due time.
 ACTIVE_RUN_PREDICATE = sa.text(
     "status IN ('pending', 'running', 'pausing', 'paused', 'cancelling')"
 )
-QUEUED_RUN_PREDICATE = sa.text("status = 'queued'")
+QUEUED_RUN_PREDICATE = sa.text("status = 'queued' AND trigger <> 'backfill'")
 
 
 class FireOutcome(enum.StrEnum):
@@ -124,6 +125,7 @@ class RunTrigger(enum.StrEnum):
 
     MANUAL = "manual"
     SCHEDULE = "schedule"
+    BACKFILL = "backfill"  # a past due time of a schedule, run on request
 
 
 def _enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
@@ -137,6 +139,11 @@ def _enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
         values_callable=lambda members: [m.value for m in members],
         validate_strings=True,
     )
+
+
+def _partial(where: sa.TextClause) -> dict[str, Any]:
+    """The options of a partial index (`WHERE where`), the same on both databases."""
+    return {"sqlite_where": where, "postgresql_where": where}
 
 
 NAMING_CONVENTION = {
@@ -259,8 +266,7 @@ class CollectionRun(OrgOwned, Base):
             "uq_collection_runs_one_active_per_org",
             "org_id",
             unique=True,
-            sqlite_where=ACTIVE_RUN_PREDICATE,
-            postgresql_where=ACTIVE_RUN_PREDICATE,
+            **_partial(ACTIVE_RUN_PREDICATE),
         ),
         sa.Index("ix_collection_runs_status_lease", "status", "lease_expires_at"),
         sa.Index("ix_collection_runs_org_preset_created", "org_id", "preset_id", "created_at"),
@@ -269,8 +275,7 @@ class CollectionRun(OrgOwned, Base):
             "uq_collection_runs_one_queued_per_schedule",
             "schedule_id",
             unique=True,
-            sqlite_where=QUEUED_RUN_PREDICATE,
-            postgresql_where=QUEUED_RUN_PREDICATE,
+            **_partial(QUEUED_RUN_PREDICATE),
         ),
     )
 
@@ -319,6 +324,7 @@ class CollectionRun(OrgOwned, Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     results_purged_at: Mapped[datetime | None] = mapped_column(default=None)
+    scheduled_for: Mapped[datetime | None] = mapped_column(comment="a backfill run's due time")
 
 
 class RunCategory(Base):
@@ -408,18 +414,12 @@ class CollectionSchedule(OrgOwned, Base):
 
     __tablename__ = "collection_schedules"
     __table_args__ = (
-        sa.Index(
-            "ix_collection_schedules_due",
-            "next_run_at",
-            sqlite_where=sa.text("enabled"),
-            postgresql_where=sa.text("enabled"),
-        ),
+        sa.Index("ix_collection_schedules_due", "next_run_at", **_partial(sa.text("enabled"))),
         sa.Index(
             "uq_collection_schedules_one_default_per_org",
             "org_id",
             unique=True,
-            sqlite_where=sa.text("is_default"),
-            postgresql_where=sa.text("is_default"),
+            **_partial(sa.text("is_default")),
         ),
         sa.Index("ix_collection_schedules_org_id_created_at", "org_id", "created_at", "id"),
         sa.CheckConstraint("remaining_runs >= 0", name="remaining_runs_not_negative"),
@@ -470,16 +470,18 @@ class CollectionSchedule(OrgOwned, Base):
 
 
 class ScheduleFire(OrgOwned, Base):
-    """One due time of a schedule and its outcome; unique per (schedule, due time).
+    """One due time of a schedule and its outcome; unique per (schedule, due time, backfill).
 
     Inserting this row is how a scheduler claims a fire: when several replicas race for
-    the same due time, the unique constraint lets exactly one of them win.
+    the same due time, the unique constraint lets exactly one of them win. A backfill of a
+    due time is a row of its own (`backfill`), next to the schedule's own fire of it.
     """
 
     __tablename__ = "collection_schedule_fires"
     __table_args__ = (
-        sa.UniqueConstraint("schedule_id", "scheduled_for"),
+        sa.UniqueConstraint("schedule_id", "scheduled_for", "backfill"),
         sa.Index("ix_collection_schedule_fires_org_fired", "org_id", "fired_at", "id"),
+        sa.Index("ix_collection_schedule_fires_schedule_fired", "schedule_id", "fired_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -498,6 +500,7 @@ class ScheduleFire(OrgOwned, Base):
     detail: Mapped[str | None] = mapped_column(sa.Text, default=None)
     instance_id: Mapped[str] = mapped_column(sa.String(200))
     manual: Mapped[bool] = mapped_column(default=False, comment="from POST /schedule/trigger")
+    backfill: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class ProviderCallCount(Base):

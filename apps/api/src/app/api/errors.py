@@ -16,6 +16,7 @@ from app.errors import (
     NotFoundError,
     UnauthenticatedError,
     UnavailableError,
+    UnprocessableError,
 )
 
 STATUS_OF: dict[type[AppError], int] = {
@@ -26,6 +27,7 @@ STATUS_OF: dict[type[AppError], int] = {
     ConflictError: status.HTTP_409_CONFLICT,
     GoneError: status.HTTP_410_GONE,
     UnavailableError: status.HTTP_503_SERVICE_UNAVAILABLE,
+    UnprocessableError: status.HTTP_422_UNPROCESSABLE_CONTENT,
 }
 
 Responses = dict[int | str, dict[str, Any]]

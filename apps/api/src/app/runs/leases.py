@@ -26,7 +26,7 @@ from sqlalchemy.orm import aliased
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
 from app.core.database import Database
-from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunPhase, RunStatus
+from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunPhase, RunStatus, RunTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,11 @@ class Leases:
         return settled
 
     async def start_queued(self) -> list[uuid.UUID]:
-        """Start the oldest queued run of every organization that has no active run any more
-        (its schedule's fire found one active: overlap policy buffer_one or cancel_other).
+        """Start the first queued run of every organization that has no active run any more
+        (its schedule's fire found one active: overlap policy buffer_one or cancel_other; or
+        a backfill queued it). First come the schedules' own queued runs, oldest first, then
+        backfill runs by their due time (`scheduled_for`): one active run per organization,
+        so a backfill's runs run one after another, in due-time order.
 
         Each start is one conditional update, and the one-active-run index refuses a second
         active run, so a queued run starts exactly once whichever replicas sweep at the same
@@ -153,18 +156,30 @@ class Leases:
         active = sa.exists().where(
             ACTIVE.org_id == CollectionRun.org_id, ACTIVE.status.in_(ACTIVE_RUN_STATUSES)
         )
-        candidates = (
-            sa.select(CollectionRun.id, CollectionRun.org_id)
-            .where(CollectionRun.status == RunStatus.QUEUED, ~active)
-            .order_by(CollectionRun.created_at, CollectionRun.id)
+        backfill = sa.case((CollectionRun.trigger == RunTrigger.BACKFILL, 1), else_=0)
+        place = (
+            sa.func.row_number()
+            .over(
+                partition_by=CollectionRun.org_id,
+                order_by=(
+                    backfill,
+                    CollectionRun.scheduled_for,
+                    CollectionRun.created_at,
+                    CollectionRun.id,
+                ),
+            )
+            .label("place")
         )
+        queue = (
+            sa.select(CollectionRun.id, place)
+            .where(CollectionRun.status == RunStatus.QUEUED, ~active)
+            .subquery()
+        )
+        # each organization's first queued run only (a backfill may queue a hundred)
+        candidates = sa.select(queue.c.id).where(queue.c.place == 1)
         started: list[uuid.UUID] = []
         async with self.database.transaction() as session:
-            seen: set[uuid.UUID] = set()
-            for run_id, org_id in (await session.execute(candidates)).all():
-                if org_id in seen:
-                    continue
-                seen.add(org_id)
+            for run_id in (await session.scalars(candidates)).all():
                 try:
                     async with session.begin_nested():
                         result = await session.execute(

@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,6 +134,8 @@ class RunSpec:
     products_per_category: int | None = None
     listings_per_product: int | None = None
     start: bool = False
+    scheduled_for: datetime | None = None
+    """A backfill run's due time: queued backfill runs start in this order."""
 
 
 class RunLifecycle:
@@ -200,7 +202,8 @@ class RunLifecycle:
 
         `queued` runs (of a schedule whose fire found a run active) wait to start until it
         ends; None for each whose schedule has a queued run already (the conflict target
-        is the partial unique index on queued runs).
+        is the partial unique index on queued runs, which leaves backfill runs out: those
+        are always created).
         """
         if not specs:
             return []
@@ -230,6 +233,7 @@ class RunLifecycle:
                 "created_at": now,
                 "updated_at": now,
                 "started_at": now if spec.start and not queued else None,
+                "scheduled_for": spec.scheduled_for,
             }
             for run_id, spec in zip(run_ids, specs, strict=True)
         ]

@@ -1,5 +1,5 @@
 """What the API and the web pages do to schedules: change one (and wake the engine), run it
-now, preview a cron expression; and what they show of a schedule."""
+now, backfill past due times, preview a cron expression; and what they show of a schedule."""
 
 from __future__ import annotations
 
@@ -13,9 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import utcnow
 from app.errors import ConflictError, InvalidError
 from app.scheduling import settings
+from app.scheduling.backfill import Backfill, BackfilledTime, queue_backfill
 from app.scheduling.cron import CronError, parse
 from app.scheduling.engine import CollectionScheduler
-from app.scheduling.models import PreviewResponse, ScheduleDetail, ScheduleResponse
+from app.scheduling.models import (
+    BackfillDueTime,
+    BackfillResponse,
+    PreviewResponse,
+    ScheduleDetail,
+    ScheduleResponse,
+    run_url,
+)
 from app.scheduling.schedules import ScheduleService
 from app.tables import DEFAULT_CRON_EXPRESSION, CollectionSchedule, FireOutcome, ScheduleFire
 
@@ -125,6 +133,60 @@ class ScheduleCommands:
         if result.outcome is FireOutcome.FAILED:
             raise FireFailedError(result.fire_id, result.detail)
         return await session.get_one(ScheduleFire, result.fire_id)
+
+    async def backfill(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: uuid.UUID,
+        schedule_id: uuid.UUID,
+        start: datetime,
+        end: datetime,
+    ) -> BackfillResponse:
+        """Queue runs of the schedule's past due times in [start, end] (committed), each due
+        time at most once; the first starts at once when no run is active (this instance's
+        executor is poked; any replica's sweep would start it too)."""
+        done = await queue_backfill(
+            session,
+            self.schedules.runs,
+            org_id=org_id,
+            schedule_id=schedule_id,
+            start=start,
+            end=end,
+            now=self.schedules.clock(),
+            instance_id=self.schedules.instance_id,
+        )
+        await session.commit()
+        if done.fires:
+            self.engine.handle_fired(done.fires)  # metrics, logs, stops a replaced run here
+            self.engine.executor.poke()
+        return backfill_response(done)
+
+
+def backfill_response(done: Backfill) -> BackfillResponse:
+    """A backfill as the API shows it."""
+
+    def items(times: list[BackfilledTime]) -> list[BackfillDueTime]:
+        return [
+            BackfillDueTime(
+                scheduled_for=t.scheduled_for,
+                fire_id=t.fire_id,
+                run_id=t.run_id,
+                run_url=run_url(t.run_id),
+            )
+            for t in times
+        ]
+
+    return BackfillResponse(
+        schedule_id=done.schedule_id,
+        start=done.start,
+        end=done.end,
+        requested=done.requested,
+        queued=items(done.queued),
+        already_backfilled=items(done.already_backfilled),
+        already_ran=items(done.already_ran),
+        replaced_run_id=done.replaced_run_id,
+    )
 
 
 def preview(

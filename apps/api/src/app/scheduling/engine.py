@@ -50,7 +50,8 @@ class ScheduleMetrics:
         self.fires = Counter(
             "schedule_fires_total",
             "Schedule fires handled by this instance, by outcome, trigger (schedule: a due "
-            "time; manual: run now) and the schedule's overlap policy.",
+            "time; manual: run now; backfill: a past due time, on request) and the schedule's "
+            "overlap policy.",
             ["outcome", "trigger", "policy"],
             registry=registry,
         )
@@ -228,8 +229,12 @@ class CollectionScheduler:
         for result in results:
             log = {"schedule_id": str(result.schedule_id), "outcome": result.outcome.value}
             when = "run by hand" if result.manual else f"due {result.scheduled_for.isoformat()}"
+            if result.backfill:
+                when = f"backfill of {result.scheduled_for.isoformat()}"
             if self.metrics is not None:
-                trigger = "manual" if result.manual else "schedule"
+                trigger = (
+                    "backfill" if result.backfill else "manual" if result.manual else "schedule"
+                )
                 self.metrics.fires.labels(result.outcome.value, trigger, result.policy.value).inc()
             if result.outcome is FireOutcome.STARTED and result.run_id is not None:
                 started.append(result.run_id)
@@ -246,8 +251,9 @@ class CollectionScheduler:
                     extra=log,
                 )
             else:
+                level = logging.ERROR if result.outcome is FireOutcome.FAILED else logging.WARNING
                 logger.log(
-                    logging.ERROR if result.outcome is FireOutcome.FAILED else logging.WARNING,
+                    logging.INFO if result.backfill else level,  # a backfill queues by design
                     "schedule %s %s: %s (%s)",
                     result.schedule_id,
                     when,

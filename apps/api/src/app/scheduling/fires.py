@@ -1,6 +1,7 @@
 """One fire of a schedule, apart from writing it: the plan a due time gets (`FirePlan`), the
 words for its outcome (how late, why the database refused its run, why a preset cannot run, the
-run's name), counting the due times it coalesces, and purging old rows from the fire log."""
+run's name), counting the due times it coalesces, which fires a history shows (`FireFilter`),
+and purging old rows from the fire log."""
 
 from __future__ import annotations
 
@@ -48,6 +49,29 @@ class FirePlan:
     run_id: uuid.UUID | None = None
     replaced_run_id: uuid.UUID | None = None
     """The active run cancelled for this fire (overlap policy cancel_other)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FireFilter:
+    """Which fires a history shows: some outcomes (none given: all), due times in
+    [since, until), backfills or not (None: both)."""
+
+    outcomes: tuple[FireOutcome, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    backfill: bool | None = None
+
+    def apply(self, statement: sa.Select[Any]) -> sa.Select[Any]:
+        """`statement` (of fires) narrowed to the fires that match."""
+        if self.outcomes:
+            statement = statement.where(ScheduleFire.outcome.in_(self.outcomes))
+        if self.since is not None:
+            statement = statement.where(ScheduleFire.scheduled_for >= self.since)
+        if self.until is not None:
+            statement = statement.where(ScheduleFire.scheduled_for < self.until)
+        if self.backfill is not None:
+            statement = statement.where(ScheduleFire.backfill.is_(self.backfill))
+        return statement
 
 
 def run_spec(plan: FirePlan) -> RunSpec:

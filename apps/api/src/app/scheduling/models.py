@@ -6,7 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AwareDatetime,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    computed_field,
+    model_validator,
+)
 
 from app.models import PLAIN_TEXT, PartialUpdate, RequestModel, ResponseModel
 from app.tables import DEFAULT_CRON_EXPRESSION, FireOutcome, OverlapPolicy
@@ -61,15 +68,92 @@ class ScheduleResponse(ResponseModel):
     next_run_at: datetime | None
 
 
+def run_url(run_id: uuid.UUID | None) -> str | None:
+    """The API path of a run (null for none), as responses link runs."""
+    return None if run_id is None else f"/collection/runs/{run_id}"
+
+
 class FireResponse(ResponseModel):
     id: uuid.UUID
     schedule_id: uuid.UUID
     scheduled_for: datetime = Field(description="the due (cron) time, without jitter")
     fired_at: datetime
     outcome: FireOutcome
-    run_id: uuid.UUID | None = Field(description="the run started, or the active run skipped for")
+    run_id: uuid.UUID | None = Field(
+        description="the run started or queued, or the active run skipped for"
+    )
     detail: str | None
     manual: bool = Field(description="from POST /collection/schedule/trigger")
+    backfill: bool = Field(description="from POST /collection/schedules/{id}/backfill")
+
+    @computed_field(  # type: ignore[prop-decorator]  # pydantic's documented usage
+        description="`run_id` as a path of this API (GET it with the same token); null "
+        "without a run",
+        examples=["/collection/runs/0b6f7c3e-2f0c-4d4e-9a57-3f0d2b1c9e11"],
+    )
+    @property
+    def run_url(self) -> str | None:
+        return run_url(self.run_id)
+
+
+MAX_BACKFILL = 100
+"""Due times one backfill may run: a hundred collections is already days of provider calls."""
+
+
+class BackfillRequest(RequestModel):
+    """A window of past due times to run again."""
+
+    start: AwareDatetime = Field(
+        description="First moment of the window (inclusive), with its UTC offset.",
+        examples=["2027-01-01T00:00:00Z"],
+    )
+    end: AwareDatetime = Field(
+        description="Last moment of the window (inclusive), with its UTC offset; not in the "
+        "future.",
+        examples=["2027-03-01T00:00:00Z"],
+    )
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> BackfillRequest:
+        if self.end <= self.start:
+            raise ValueError(
+                f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})"
+            )
+        return self
+
+
+class BackfillDueTime(ResponseModel):
+    """One due time of a backfill, and the fire and run that stand for it."""
+
+    scheduled_for: datetime = Field(description="the due (cron) time")
+    fire_id: uuid.UUID | None = Field(description="its entry in the schedule's history")
+    run_id: uuid.UUID | None
+    run_url: str | None = Field(description="`run_id` as a path of this API")
+
+
+class BackfillResponse(ResponseModel):
+    """What a backfill did, due time by due time."""
+
+    schedule_id: uuid.UUID
+    start: datetime
+    end: datetime
+    requested: int = Field(
+        description=f"Due times in the window (at most {MAX_BACKFILL}), within the schedule's "
+        "starts_at/ends_at and before the due time it has still to fire itself."
+    )
+    queued: list[BackfillDueTime] = Field(
+        description="Backfilled now: one queued run each, started one after another in "
+        "due-time order."
+    )
+    already_backfilled: list[BackfillDueTime] = Field(
+        description="Backfilled by an earlier (or simultaneous) request: nothing new."
+    )
+    already_ran: list[BackfillDueTime] = Field(
+        description="The schedule's own fire of that due time started (or queued) a run."
+    )
+    replaced_run_id: uuid.UUID | None = Field(
+        description="The active run cancelled for the backfill (overlap policy cancel_other)."
+    )
 
 
 class PreviewResponse(ResponseModel):

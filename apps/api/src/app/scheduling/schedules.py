@@ -1,7 +1,8 @@
 """Collection schedules: settings per organization, and firing due times exactly once.
 
 A fire is claimed by inserting its row into the fire log, unique per (schedule, due
-time): whichever replica inserts it first owns the fire, the others' inserts do nothing.
+time, backfill): whichever replica inserts it first owns the fire, the others' inserts do
+nothing (a backfill of a due time, `app.scheduling.backfill`, is a row of its own).
 The run it starts is created by the same insert path as a manual run, whose conflict
 target is the "one active run per organization" index, so the skip rule is atomic too.
 Both happen, with advancing the schedule's `next_run_at`, in one transaction.
@@ -31,6 +32,7 @@ from app.scheduling import settings
 from app.scheduling.cron import CronError, parse
 from app.scheduling.fires import (
     REFUSALS,
+    FireFilter,
     FirePlan,
     ago,
     apply_overlap,
@@ -87,6 +89,8 @@ class FireResult:
     jitter: timedelta = timedelta(0)
     """The schedule's jitter offset: the fire was due at `scheduled_for + jitter`."""
     policy: OverlapPolicy = OverlapPolicy.SKIP
+    backfill: bool = False
+    """From POST /collection/schedules/{id}/backfill (a past due time, queued again)."""
 
 
 class ScheduleService:
@@ -193,8 +197,10 @@ class ScheduleService:
         org_id: uuid.UUID,
         page: PageParams,
         schedule_id: uuid.UUID | None = None,
+        only: FireFilter | None = None,
     ) -> tuple[list[ScheduleFire], str | None]:
-        """Fires of one schedule (default: the default schedule), newest first."""
+        """Fires of one schedule (default: the default schedule), newest first; `only` those
+        that match. A cursor continues the list it came from: pass it with the same filter."""
         if schedule_id is None:
             schedule, _ = await self.get(session, org_id=org_id)
             if schedule is None:
@@ -204,7 +210,9 @@ class ScheduleService:
             await settings.get_schedule(session, org_id, schedule_id)  # 404 if not ours
         return await paginate(
             session,
-            org_rows(ScheduleFire, org_id).where(ScheduleFire.schedule_id == schedule_id),
+            (only or FireFilter()).apply(
+                org_rows(ScheduleFire, org_id).where(ScheduleFire.schedule_id == schedule_id)
+            ),
             created_at=ScheduleFire.fired_at,
             row_id=ScheduleFire.id,
             params=page,
@@ -362,7 +370,9 @@ class ScheduleService:
         claimed = set(
             await session.scalars(
                 insert_ignoring_conflicts(
-                    session, ScheduleFire, index_elements=["schedule_id", "scheduled_for"]
+                    session,
+                    ScheduleFire,
+                    index_elements=["schedule_id", "scheduled_for", "backfill"],
                 ).returning(ScheduleFire.id),
                 [
                     {
@@ -373,6 +383,7 @@ class ScheduleService:
                         "fired_at": now,
                         "instance_id": self.instance_id,
                         "manual": manual,
+                        "backfill": False,
                     }
                     for plan in plans
                 ],

@@ -1,6 +1,6 @@
 """Schedules: an organization's schedules (`/collection/schedules`), the seed's one schedule
-(`/collection/schedule`, which acts on the default one), their fire history, run now, and a
-preview of any cron expression's next fire times."""
+(`/collection/schedule`, which acts on the default one), their fire history (filtered), run
+now, backfill, and a preview of any cron expression's next fire times."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime
 
 from app.api.deps import CanAutomate, CanView, ScheduleCommandsDep, Schedules, SessionDep
 from app.api.errors import AUTH_ERRORS, Responses
+from app.api.openapi import ERROR_SCHEMA
 from app.core.pagination import Page, PageParams, page_params
 from app.scheduling import settings
 from app.scheduling.commands import preview, schedule_detail, schedule_response
+from app.scheduling.fires import FireFilter
 from app.scheduling.models import (
+    BackfillRequest,
+    BackfillResponse,
     CronText,
     FireResponse,
     PreviewResponse,
@@ -26,8 +32,44 @@ from app.scheduling.models import (
     ScheduleUpdate,
     TimeZoneName,
 )
+from app.tables import FireOutcome
 
 router = APIRouter(prefix="/collection", tags=["collection"])
+
+
+def fire_filter(
+    outcome: Annotated[
+        list[FireOutcome] | None,
+        Query(description="Only fires with one of these outcomes (repeat for several)."),
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(description="Only due times at or after this moment (with its UTC offset)."),
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None,
+        Query(description="Only due times before this moment (with its UTC offset)."),
+    ] = None,
+    backfill: Annotated[
+        bool | None, Query(description="Only backfills (true), or none of them (false).")
+    ] = None,
+) -> FireFilter:
+    """The history's filters; a `next_cursor` continues the list of the same filters."""
+    if since is not None and until is not None and since >= until:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "until"),
+                    "msg": f"until ({until.isoformat()}) must be after since ({since.isoformat()})",
+                    "input": until.isoformat(),
+                }
+            ]
+        )
+    return FireFilter(tuple(outcome or ()), since, until, backfill)
+
+
+FireFilterDep = Annotated[FireFilter, Depends(fire_filter)]
 
 BAD_SCHEDULE: Responses = {
     400: {"description": "Invalid cron expression, time zone or preset (the message says which)."}
@@ -66,9 +108,11 @@ async def schedule_history(
     session: SessionDep,
     schedules: Schedules,
     page: Annotated[PageParams, Depends(page_params)],
+    only: FireFilterDep,
 ) -> Page[FireResponse]:
-    """Recent fires, newest first: due time, outcome and the run started (or skipped for)."""
-    fires, next_cursor = await schedules.history(session, org_id=ctx.org_id, page=page)
+    """Recent fires, newest first: due time, outcome and the run started (or skipped for);
+    filtered by outcome, due time and backfill when asked."""
+    fires, next_cursor = await schedules.history(session, org_id=ctx.org_id, page=page, only=only)
     return Page(items=[FireResponse.model_validate(f) for f in fires], next_cursor=next_cursor)
 
 
@@ -210,11 +254,14 @@ async def schedule_fires(
     session: SessionDep,
     schedules: Schedules,
     page: Annotated[PageParams, Depends(page_params)],
+    only: FireFilterDep,
 ) -> Page[FireResponse]:
-    """The schedule's fires, newest first: due time, outcome and the run started (or
-    skipped for). Admins only."""
+    """The schedule's fires, newest first: due time, outcome and the run started, queued
+    (or skipped for), backfills included; filtered by outcome (`?outcome=skipped&outcome=
+    missed`), due time (`since` inclusive, `until` exclusive) and `backfill` when asked.
+    Pass `next_cursor` back with the same filters. Admins only."""
     fires, next_cursor = await schedules.history(
-        session, org_id=ctx.org_id, page=page, schedule_id=schedule_id
+        session, org_id=ctx.org_id, page=page, schedule_id=schedule_id, only=only
     )
     return Page(items=[FireResponse.model_validate(f) for f in fires], next_cursor=next_cursor)
 
@@ -240,3 +287,53 @@ async def trigger_schedule_by_id(
     in its history either way, and not counted in `remaining_runs`. Admins only."""
     fire = await commands.trigger(session, org_id=ctx.org_id, schedule_id=schedule_id)
     return FireResponse.model_validate(fire)
+
+
+@router.post(
+    "/schedules/{schedule_id}/backfill",
+    response_model=BackfillResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    response_description="The due times queued now, and those backfilled or run before.",
+    responses={
+        **AUTH_ERRORS,
+        **SCHEDULE_NOT_FOUND,
+        400: {"description": "The schedule has no preset."},
+        409: {
+            "description": "A run is active and the schedule's overlap policy is skip "
+            "(nothing is written), or its preset cannot be run."
+        },
+        422: {
+            "description": "The body is not valid (a datetime without its offset, an unknown "
+            "field, end not after start), or the window does not fit: end in the future, no "
+            "due time in it, or more than 100. The message says what to change; nothing is "
+            "written.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/HTTPValidationError"},
+                            ERROR_SCHEMA,
+                        ]
+                    }
+                }
+            },
+        },
+    },
+)
+async def backfill_schedule(
+    schedule_id: uuid.UUID,
+    body: BackfillRequest,
+    ctx: CanAutomate,
+    session: SessionDep,
+    commands: ScheduleCommandsDep,
+) -> BackfillResponse:
+    """Run the schedule's past due times in a window again: each due time (its cron times
+    in [start, end], within starts_at/ends_at) gets a queued run, and the runs start one
+    after another in due-time order. At most 100 per request; each due time at most once,
+    even when asked twice; a due time whose own fire started a run is left alone. While a
+    run is active: `skip` refuses (409), `buffer_one` queues behind it, `cancel_other`
+    cancels it. Backfills do not count in `remaining_runs` and leave the schedule's
+    next and last run times alone; a disabled schedule can be backfilled. Admins only."""
+    return await commands.backfill(
+        session, org_id=ctx.org_id, schedule_id=schedule_id, start=body.start, end=body.end
+    )
