@@ -18,8 +18,8 @@ import pytest
 
 from app.core.database import Database
 from app.runs import sellers
-from app.tables import RunListing
 from tests.helpers.actors import Actor, Actors
+from tests.helpers.listings import random_products, write_listings
 
 CENT = Decimal("0.01")
 
@@ -34,30 +34,6 @@ class Expected:
     max_price: Decimal | None
     median_price: Decimal | None
     feedback_score: int | None
-
-
-def _random_products(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
-    """Listings per product as checkpoints write them: distinct item ids per product, few
-    seller names (so ties and sellers across products are common), some without price."""
-    names = [f"seller-{chr(97 + i)}" for i in range(rng.randint(1, 12))]
-    products: dict[str, list[dict[str, Any]]] = {}
-    for p in range(rng.randint(1, 15)):
-        asin = f"B{p:09d}"
-        products[asin] = [
-            {
-                "asin": asin,
-                "item_id": f"v1|{p}|{i}",
-                "title": "A listing",
-                "price": None if rng.random() < 0.15 else Decimal(rng.randint(100, 9999)) / 100,
-                "currency": "USD",
-                "seller_username": rng.choice(names),
-                "seller_feedback_score": None if rng.random() < 0.2 else rng.randint(0, 5000),
-                "seller_feedback_percentage": Decimal("99.1"),
-                "url": "https://www.ebay.com/itm/1",
-            }
-            for i in range(rng.randint(0, 6))
-        ]
-    return products
 
 
 def _expected(products: dict[str, list[dict[str, Any]]]) -> list[Expected]:
@@ -84,16 +60,6 @@ def _expected(products: dict[str, list[dict[str, Any]]]) -> list[Expected]:
         )
     rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
     return [Expected(rank, *row) for rank, row in enumerate(rows, start=1)]
-
-
-async def _write(database: Database, run_id: uuid.UUID, products: dict[str, Any]) -> None:
-    """Each product's listings in a transaction of its own, as the eBay checkpoints do."""
-    for listings in products.values():
-        async with database.transaction() as session:
-            rows = [{"run_id": run_id, **listing} for listing in listings]
-            if rows:
-                await session.execute(RunListing.__table__.insert(), rows)
-            await sellers.record(session, run_id, rows)
 
 
 async def _pages(
@@ -147,8 +113,8 @@ async def test_pages_in_every_order_are_the_ranking_of_the_listings(
     )
     assert created.status_code == 201, created.text
     run_id = uuid.UUID(created.json()["id"])
-    products = _random_products(random.Random(seed))
-    await _write(database, run_id, products)
+    products = random_products(random.Random(seed))
+    await write_listings(database, run_id, products)
     expected = _expected(products)
 
     for finished in (False, True):

@@ -148,19 +148,19 @@ def _ranked(rows: Sequence[Sequence[Any]]) -> list[RankedSeller]:
             username=row[1],
             products=row[2],
             listings=row[3],
-            min_price=_decimal(row[4]),
-            max_price=_decimal(row[5]),
+            min_price=money(row[4]),
+            max_price=money(row[5]),
             feedback_score=row[6],
-            feedback_percentage=_decimal(row[7]),
+            feedback_percentage=money(row[7]),
             new_since_last_run=None if row[8] is None else bool(row[8]),
-            median_price=_decimal(row[9]),
+            median_price=money(row[9]),
             currency=row[10],
         )
         for row in rows
     ]
 
 
-def _decimal(value: Any) -> Decimal | None:
+def money(value: Any) -> Decimal | None:
     # SQLite returns aggregates of NUMERIC columns as floats; keep money exact at the edge.
     if value is None:
         return None
@@ -278,7 +278,7 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
+def csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180: CRLF, minimal quoting
     writer.writerows([_cell(value) for value in row] for row in rows)
@@ -288,7 +288,7 @@ def _csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
 async def export_csv(database: Database, run: CollectionRun, kind: str) -> AsyncIterator[bytes]:
     """The run's sellers or listings as CSV, produced batch by batch (never all in memory)."""
     check_kept(run)
-    yield _csv_chunk([SELLER_COLUMNS if kind == "sellers" else LISTING_COLUMNS])
+    yield csv_chunk([SELLER_COLUMNS if kind == "sellers" else LISTING_COLUMNS])
     async with database.read() as session:
         statement: AnySelect
         if kind == "sellers":
@@ -354,7 +354,7 @@ async def export_csv(database: Database, run: CollectionRun, kind: str) -> Async
                 ]
             else:
                 rows = [list(row) for row in partition]
-            yield _csv_chunk(rows)
+            yield csv_chunk(rows)
 
 
 async def purge_expired_results(
