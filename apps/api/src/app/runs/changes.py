@@ -137,29 +137,6 @@ def _only_in(run_id: uuid.UUID, other_id: uuid.UUID) -> AnySelect:
     )
 
 
-def _movers(run_id: uuid.UUID, other_id: uuid.UUID, *, changed: bool = True) -> AnySelect:
-    """Sellers in both runs (whose rank or product count changed, or not), most moved
-    first: by places, then by products, then by rank in `run_id`."""
-    this, other = _ranked(run_id, "this"), _ranked(other_id, "other")
-    places = other.c.rank - this.c.rank
-    products = this.c.products - other.c.products
-    moved = sa.or_(places != 0, products != 0)
-    return (
-        sa.select(
-            this.c.username,
-            this.c.rank,
-            this.c.products,
-            this.c.listings,
-            other.c.rank,
-            other.c.products,
-            other.c.listings,
-        )
-        .join(other, other.c.username == this.c.username)
-        .where(moved if changed else ~moved)
-        .order_by(sa.func.abs(places).desc(), sa.func.abs(products).desc(), this.c.rank)
-    )
-
-
 def _price_changes(run_id: uuid.UUID, other_id: uuid.UUID) -> AnySelect:
     """Listings (same product, same eBay item) in both runs with a different price or
     currency, the largest relative change first."""
@@ -192,19 +169,79 @@ def _price_changes(run_id: uuid.UUID, other_id: uuid.UUID) -> AnySelect:
     )
 
 
-async def page(
+async def _ranking(session: AsyncSession, run_id: uuid.UUID) -> dict[str, tuple[int, int, int]]:
+    """Each seller's (rank, products, listings): one scan of the ranking's index."""
+    rows = await session.execute(
+        sa.select(RunSeller.username, RunSeller.products, RunSeller.listings)
+        .where(RunSeller.run_id == run_id)
+        .order_by(*ranking_order())
+    )
+    return {name: (rank, products, n) for rank, (name, products, n) in enumerate(rows, start=1)}
+
+
+def _movers(
+    this: dict[str, tuple[int, int, int]], other: dict[str, tuple[int, int, int]]
+) -> tuple[list[SellerChange], int]:
+    """Sellers of both rankings whose rank or product count changed, most moved first (by
+    places, then products, then rank now), and how many did not change.
+
+    Joined here rather than in SQL: both rankings are needed whole (a rank depends on every
+    seller), and SQLite joins two window-function subqueries by scanning one per row."""
+    moved = [
+        SellerChange(name, *now, *then)
+        for name, now in this.items()
+        if (then := other.get(name)) is not None and now[:2] != then[:2]
+    ]
+    moved.sort(key=lambda c: (-abs(c.rank_change or 0), -abs(c.products_change or 0), c.rank))
+    common = sum(1 for name in this if name in other)
+    return moved, common - len(moved)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Pages of the sections asked for (with whether more follow), and the summary when
+    every section was asked for."""
+
+    pages: dict[Section, tuple[list[SellerChange] | list[PriceChange], bool]]
+    summary: Summary | None
+
+
+async def compare(
     session: AsyncSession,
     run: CollectionRun,
     against: CollectionRun,
-    section: Section,
+    sections: Sequence[Section] = SECTIONS,
     *,
-    offset: int,
+    offset: int = 0,
     limit: int,
-) -> tuple[list[SellerChange] | list[PriceChange], bool]:
-    """One page of a section, and whether more follow."""
-    statement = _statement(run.id, against.id, section)
-    rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
-    return _items(section, rows[:limit]), len(rows) > limit
+) -> Comparison:
+    """A page of each of `sections`; with all of them, the summary as well. Each SQL
+    section counts its rows in the pass that sorts them (a window count)."""
+    pages: dict[Section, tuple[list[SellerChange] | list[PriceChange], bool]] = {}
+    totals: dict[str, int] = {}
+    for section in sections:
+        if section == "movers":
+            movers, totals["unchanged"] = _movers(
+                await _ranking(session, run.id), await _ranking(session, against.id)
+            )
+            totals[section] = len(movers)
+            pages[section] = movers[offset : offset + limit], len(movers) > offset + limit
+            continue
+        statement = _statement(run.id, against.id, section)
+        counted = statement.add_columns(sa.func.count().over().label("total"))
+        rows = (await session.execute(counted.offset(offset).limit(limit + 1))).all()
+        totals[section] = rows[0][-1] if rows else 0
+        pages[section] = _items(section, [row[:-1] for row in rows[:limit]]), len(rows) > limit
+    summary = None
+    if set(sections) == set(SECTIONS) and offset == 0:
+        summary = Summary(
+            new_sellers=totals["new_sellers"],
+            gone_sellers=totals["gone_sellers"],
+            movers=totals["movers"],
+            unchanged_sellers=totals["unchanged"],
+            price_changes=totals["price_changes"],
+        )
+    return Comparison(pages, summary)
 
 
 def _statement(run_id: uuid.UUID, against_id: uuid.UUID, section: Section) -> AnySelect:
@@ -212,8 +249,6 @@ def _statement(run_id: uuid.UUID, against_id: uuid.UUID, section: Section) -> An
         return _only_in(run_id, against_id)
     if section == "gone_sellers":
         return _only_in(against_id, run_id)
-    if section == "movers":
-        return _movers(run_id, against_id)
     return _price_changes(run_id, against_id)
 
 
@@ -222,8 +257,6 @@ def _items(section: Section, rows: Sequence[Any]) -> list[SellerChange] | list[P
         return [SellerChange(r[0], r[1], r[2], r[3], None, None, None) for r in rows]
     if section == "gone_sellers":
         return [SellerChange(r[0], None, None, None, r[1], r[2], r[3]) for r in rows]
-    if section == "movers":
-        return [SellerChange(*r) for r in rows]
     return [PriceChange(r[0], r[1], r[2], r[3], _money(r[4]), _money(r[5]), r[6]) for r in rows]
 
 
@@ -231,24 +264,6 @@ def _money(value: Any) -> Decimal:
     price = money(value)
     assert price is not None  # the statement keeps priced listings only
     return price
-
-
-async def summary(session: AsyncSession, run: CollectionRun, against: CollectionRun) -> Summary:
-    """How many items each section has, and how many sellers did not change."""
-
-    async def count(statement: AnySelect) -> int:
-        total = await session.scalar(
-            sa.select(sa.func.count()).select_from(statement.order_by(None).subquery())
-        )
-        return total or 0
-
-    return Summary(
-        new_sellers=await count(_only_in(run.id, against.id)),
-        gone_sellers=await count(_only_in(against.id, run.id)),
-        movers=await count(_movers(run.id, against.id)),
-        unchanged_sellers=await count(_movers(run.id, against.id, changed=False)),
-        price_changes=await count(_price_changes(run.id, against.id)),
-    )
 
 
 CSV_COLUMNS = [
@@ -302,6 +317,14 @@ async def export_csv(
     yield csv_chunk([CSV_COLUMNS])
     async with database.read() as session:
         for section in SECTIONS:
+            if section == "movers":
+                movers, _ = _movers(
+                    await _ranking(session, run.id), await _ranking(session, against.id)
+                )
+                for start in range(0, len(movers), EXPORT_BATCH):
+                    batch = movers[start : start + EXPORT_BATCH]
+                    yield csv_chunk([_csv_row(section, item) for item in batch])
+                continue
             statement = _statement(run.id, against.id, section)
             stream = await session.stream(statement.execution_options(yield_per=EXPORT_BATCH))
             async for partition in stream.partitions():

@@ -216,15 +216,18 @@ async def run_changes(
     other = await runs.get_run(session, org_id=ctx.org_id, run_id=against) if against else None
     other = await changes.run_to_compare(session, run, other)
     offset = decode_offset(page.cursor)
+    sections = (section,) if section else changes.SECTIONS
+    comparison = await changes.compare(
+        session, run, other, sections, offset=offset, limit=page.limit
+    )
     pages: dict[str, Page[Any]] = {}
-    for name in (section,) if section else changes.SECTIONS:
-        items, more = await changes.page(session, run, other, name, offset=offset, limit=page.limit)
+    for name, (items, more) in comparison.pages.items():
         model = PriceChangeResponse if name == "price_changes" else SellerChangeResponse
         pages[name] = Page[model](  # type: ignore[valid-type]
             items=[model.model_validate(item) for item in items],
             next_cursor=encode_offset(offset + len(items)) if more else None,
         )
-    summary = None if section else await changes.summary(session, run, other)
+    summary = comparison.summary
     return RunChanges(
         run_id=run.id,
         against_run_id=other.id,
