@@ -378,6 +378,13 @@ class SellerResponse(ResponseModel):
         description="Not a seller in the run it is compared with (`compared_with_run_id`: "
         "the previous completed run of the same preset); null when there is none."
     )
+    median_price: Decimal | None = Field(
+        description="The median of its listings' prices; null until the run has finished."
+    )
+    currency: str | None = Field(
+        description="ISO 4217 code of its prices (those of the run's eBay marketplace).",
+        examples=["USD"],
+    )
 
 
 class SellerPage(Page[SellerResponse]):

@@ -391,7 +391,14 @@ class RunListing(Base):
 
 
 class RunSeller(Base):
-    """A distinct eBay seller found by a run (the ranking itself is computed from listings)."""
+    """A distinct eBay seller found by a run, with its figures in the run.
+
+    Each eBay checkpoint (one product's listings) adds to the figures of the sellers it
+    found, in the checkpoint's transaction, so they are always those of the listings
+    written. `rank` and `median_price` need every listing: they are set when the run
+    finishes (completed or failed); until then they are NULL and a page computes ranks
+    from these rows, never from the listings.
+    """
 
     __tablename__ = "run_sellers"
 
@@ -399,6 +406,31 @@ class RunSeller(Base):
         sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True
     )
     username: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    products: Mapped[int] = mapped_column(default=0, comment="distinct products it lists")
+    listings: Mapped[int] = mapped_column(default=0)
+    min_price: Mapped[Decimal | None] = mapped_column(PRICE, default=None)
+    max_price: Mapped[Decimal | None] = mapped_column(PRICE, default=None)
+    median_price: Mapped[Decimal | None] = mapped_column(
+        PRICE, default=None, comment="set when the run finishes"
+    )
+    currency: Mapped[str | None] = mapped_column(
+        sa.String(3), default=None, comment="of its listings' prices (one eBay marketplace)"
+    )
+    feedback_score: Mapped[int | None] = mapped_column(default=None)
+    feedback_percentage: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 2), default=None)
+    rank: Mapped[int | None] = mapped_column(
+        default=None, comment="1 = most products; set when the run finishes"
+    )
+
+
+# The ranking's order (most products, then listings, then name): a page is a range of it.
+sa.Index(
+    "ix_run_sellers_ranking",
+    RunSeller.run_id,
+    RunSeller.products.desc(),
+    RunSeller.listings.desc(),
+    RunSeller.username,
+)
 
 
 DEFAULT_CRON_EXPRESSION = "0 0 1 * *"

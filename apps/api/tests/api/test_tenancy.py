@@ -75,6 +75,8 @@ ORG_ENDPOINTS = [
     Endpoint("GET", "/collection/runs/{run}", "collection.view"),
     Endpoint("GET", "/collection/runs/{run}/sellers", "collection.view"),
     Endpoint("GET", "/collection/runs/{run}/export.csv", "collection.view"),
+    # No earlier completed run to compare the world's run with: a permitted caller gets 409.
+    Endpoint("GET", "/collection/runs/{run}/changes", "collection.view", ok=409),
     # The world's runs are cancelled, so a permitted caller reaches the lifecycle rule (409).
     Endpoint("POST", "/collection/runs/{run}/start", "collection.run", ok=409),
     Endpoint("POST", "/collection/runs/{run}/pause", "collection.run", ok=409),

@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from app import migrate
 from app.core.config import Settings
 from app.core.database import create_engine
-from app.tables import Base
+from app.tables import Base, CollectionRun, Organization, RunListing, RunSeller
 from tests.helpers.databases import temp_database
 from tests.helpers.processes import CLI, clean_env
 from tests.helpers.settings import make_settings
@@ -96,3 +99,101 @@ def test_concurrent_migrations_from_separate_processes(fresh_settings: Settings)
     _, diff, revision = asyncio.run(_inspect(fresh_settings))
     assert revision == migrate.head_revision(fresh_settings)
     assert diff == []
+
+
+def test_seller_figures_of_existing_runs_are_computed_from_their_listings(
+    fresh_settings: Settings,
+) -> None:
+    """0013 gives the runs made before it their sellers' figures, and finished runs their
+    ranks and medians, as the pipeline would have."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(fresh_settings))
+    before = script.get_revision("0013").down_revision
+    assert isinstance(before, str)
+    migrate.upgrade(fresh_settings, before)
+    org_id, run_id = uuid.uuid4(), uuid.uuid4()
+    listings = [  # (asin, item, seller, price): b has 2 products, a 1 product and 3 listings
+        ("B1", "1", "a", "10.00"),
+        ("B1", "2", "a", "20.00"),
+        ("B1", "3", "a", "40.01"),
+        ("B1", "4", "b", "5.00"),
+        ("B2", "5", "b", "6.01"),
+        ("B2", "6", "c", None),
+    ]
+
+    async def seed() -> None:
+        engine = create_engine(fresh_settings)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    sa.insert(Organization.__table__), [{"id": org_id, "name": "Acme"}]
+                )
+                await connection.execute(
+                    sa.insert(CollectionRun.__table__),
+                    [
+                        {
+                            "id": run_id,
+                            "org_id": org_id,
+                            "name": "old run",
+                            "status": "completed",
+                            "trigger": "manual",
+                            "category_ids": ["1"],
+                            "products_per_category": 2,
+                            "listings_per_product": 5,
+                        }
+                    ],
+                )
+                await connection.execute(
+                    sa.insert(RunListing.__table__),
+                    [
+                        {
+                            "run_id": run_id,
+                            "asin": asin,
+                            "item_id": item,
+                            "title": "t",
+                            "price": None if price is None else Decimal(price),
+                            "currency": "USD",
+                            "seller_username": seller,
+                            "seller_feedback_score": 7,
+                            "seller_feedback_percentage": None,
+                            "url": "https://www.ebay.com/itm/1",
+                        }
+                        for asin, item, seller, price in listings
+                    ],
+                )
+                for seller in "abc":  # the table's columns before 0013: raw SQL
+                    await connection.execute(
+                        sa.text("INSERT INTO run_sellers (run_id, username) VALUES (:r, :u)"),
+                        {"r": run_id.hex if "sqlite" in str(engine.url) else run_id, "u": seller},
+                    )
+        finally:
+            await engine.dispose()
+
+    async def figures() -> list[tuple[object, ...]]:
+        engine = create_engine(fresh_settings)
+        try:
+            async with engine.connect() as connection:
+                table = RunSeller.__table__.c
+                rows = await connection.execute(
+                    sa.select(
+                        table.username,
+                        table.products,
+                        table.listings,
+                        table.min_price,
+                        table.max_price,
+                        table.median_price,
+                        table.rank,
+                        table.currency,
+                    ).order_by(table.username)
+                )
+                return [tuple(row) for row in rows]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+    migrate.upgrade(fresh_settings)
+    money = Decimal
+    assert asyncio.run(figures()) == [
+        ("a", 1, 3, money("10.00"), money("40.01"), money("20.00"), 2, "USD"),
+        ("b", 2, 2, money("5.00"), money("6.01"), money("5.51"), 1, "USD"),
+        ("c", 1, 1, None, None, None, 3, "USD"),
+    ]

@@ -143,3 +143,14 @@ async def orphan(database: Database, run_id: str, owner: str, expired: bool) -> 
                 lease_expires_at=utcnow() + offset,
             )
         )
+
+
+async def finished_run(client: httpx.AsyncClient, actor: Actor, body: dict[str, Any]) -> str:
+    """The id of a run of `body` (POST /collection/runs) started and run to completion."""
+    response = await client.post("/collection/runs", json=body, headers=actor.headers)
+    assert response.status_code == 201, response.text
+    run_id: str = response.json()["id"]
+    assert (await start(client, actor, run_id)).status_code == 200
+    run = await wait_for(client, actor, run_id, finished)
+    assert run["status"] == "completed", run
+    return run_id

@@ -11,6 +11,7 @@ from decimal import Decimal
 import httpx
 
 from app.core.database import Database
+from app.runs import sellers as run_sellers
 from app.tables import RunListing
 from tests.helpers.actors import Actor, Actors
 from tests.helpers.browser import BrowserFactory
@@ -20,23 +21,24 @@ FETCH = {"x-requested-with": "fetch"}  # what app.js sends with the parts it ref
 
 
 async def _listings(database: Database, run_id: str, sellers: list[str]) -> None:
-    """Listings as the eBay phase writes them, one product per seller."""
-    async with database.transaction() as session:
-        session.add_all(
-            RunListing(
-                run_id=uuid.UUID(run_id),
-                asin=f"B0{i:08d}",
-                item_id=f"item-{i}",
-                title="A listing",
-                price=Decimal("9.99"),
-                currency="USD",
-                seller_username=seller,
-                seller_feedback_score=10,
-                seller_feedback_percentage=Decimal("99.5"),
-                url="https://www.ebay.com/itm/1",
-            )
-            for i, seller in enumerate(sellers)
-        )
+    """Listings as the eBay phase writes them, one product per seller, with their sellers'
+    figures."""
+    for i, seller in enumerate(sellers):
+        row = {
+            "run_id": uuid.UUID(run_id),
+            "asin": f"B0{i:08d}",
+            "item_id": f"item-{i}",
+            "title": "A listing",
+            "price": Decimal("9.99"),
+            "currency": "USD",
+            "seller_username": seller,
+            "seller_feedback_score": 10,
+            "seller_feedback_percentage": Decimal("99.5"),
+            "url": "https://www.ebay.com/itm/1",
+        }
+        async with database.transaction() as session:
+            await session.execute(RunListing.__table__.insert(), [row])
+            await run_sellers.record(session, uuid.UUID(run_id), [row])
 
 
 async def _schedule(

@@ -23,7 +23,7 @@ from app.core.config import Settings
 from app.core.database import Database, insert_ignoring_conflicts
 from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, QuotaExhaustedError
 from app.providers.resilience import ProviderFailedError
-from app.runs import rows
+from app.runs import rows, sellers
 from app.runs.leases import Lease, LeaseLostError, Leases
 from app.tables import (
     CollectionRun,
@@ -31,7 +31,6 @@ from app.tables import (
     RunListing,
     RunPhase,
     RunProduct,
-    RunSeller,
     RunStatus,
 )
 
@@ -157,6 +156,7 @@ class Pipeline:
                     sa.select(CollectionRun.status).where(CollectionRun.id == lease.run_id)
                 )
                 raise RunInterruptedError(RunStatus(current or RunStatus.CANCELLED))
+            await sellers.finish(session, lease.run_id)
         return status
 
     async def _wait_for_quota(
@@ -346,16 +346,14 @@ class Pipeline:
 
         async def write(session: AsyncSession) -> dict[str, int]:
             listing_rows = [rows.listing_row(product, listing) for listing in unique]
-            sellers = sorted({listing.seller_username for listing in unique})
-            seller_rows = [{"run_id": product.run_id, "username": name} for name in sellers]
+            listings_found = await _insert_new(
+                session, RunListing, ["run_id", "asin", "item_id"], listing_rows
+            )
+            # The product is checkpointed once, so every one of its listings was new.
             return {
                 "products_searched": 1,
-                "listings_found": await _insert_new(
-                    session, RunListing, ["run_id", "asin", "item_id"], listing_rows
-                ),
-                "sellers_found": await _insert_new(
-                    session, RunSeller, ["run_id", "username"], seller_rows
-                ),
+                "listings_found": listings_found,
+                "sellers_found": await sellers.record(session, product.run_id, listing_rows),
             }
 
         return await self._checkpoint(lease, done, write)

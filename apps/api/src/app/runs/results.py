@@ -15,10 +15,11 @@ from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.orm import QueryableAttribute, aliased
 
 from app.core.database import Database
 from app.errors import GoneError
+from app.runs import sellers
 from app.tables import CollectionRun, RunCategory, RunListing, RunProduct, RunSeller, RunStatus
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class RankedSeller:
     feedback_score: int | None
     feedback_percentage: Decimal | None
     new_since_last_run: bool | None
+    median_price: Decimal | None = None
+    """Set once the run has finished."""
+    currency: str | None = None
 
 
 async def previous_completed_run(session: AsyncSession, run: CollectionRun) -> CollectionRun | None:
@@ -80,86 +84,83 @@ SellerSort = Literal["rank", "seller", "products", "listings", "price", "feedbac
 SELLER_SORTS: tuple[SellerSort, ...] = get_args(SellerSort)
 
 
-def _ranking(run_id: uuid.UUID, previous_run_id: uuid.UUID | None) -> AnySelect:
-    """Sellers by distinct products listed, then listings, then name (deterministic ties)."""
-    products = sa.func.count(sa.distinct(RunListing.asin)).label("products")
-    listings = sa.func.count().label("listings")
+def _page_columns(previous_run_id: uuid.UUID | None) -> tuple[Any, ...]:
+    """The columns of a ranking row after its rank: figures, then whether it is new."""
     if previous_run_id is None:
-        is_new: sa.ColumnElement[Any] = sa.null().label("new_since_last_run")
+        is_new: sa.ColumnElement[Any] = sa.null()
     else:
-        seen_before = (
-            sa.exists()
-            .where(
-                RunSeller.run_id == previous_run_id,
-                RunSeller.username == RunListing.seller_username,
+        earlier = aliased(RunSeller)
+        is_new = sa.not_(
+            sa.exists().where(
+                earlier.run_id == previous_run_id, earlier.username == RunSeller.username
             )
-            .correlate(RunListing)
         )
-        is_new = sa.not_(seen_before).label("new_since_last_run")
     return (
-        sa.select(
-            RunListing.seller_username.label("username"),
-            products,
-            listings,
-            sa.func.min(RunListing.price).label("min_price"),
-            sa.func.max(RunListing.price).label("max_price"),
-            sa.func.max(RunListing.seller_feedback_score).label("feedback_score"),
-            sa.func.max(RunListing.seller_feedback_percentage).label("feedback_percentage"),
-            is_new,
-        )
-        .where(RunListing.run_id == run_id)
-        .group_by(RunListing.seller_username)
-        .order_by(products.desc(), listings.desc(), RunListing.seller_username)
+        RunSeller.username,
+        RunSeller.products,
+        RunSeller.listings,
+        RunSeller.min_price,
+        RunSeller.max_price,
+        RunSeller.feedback_score,
+        RunSeller.feedback_percentage,
+        is_new.label("new_since_last_run"),
+        RunSeller.median_price,
+        RunSeller.currency,
     )
 
 
+SORT_KEYS: dict[SellerSort, Any] = {
+    "seller": sa.func.lower(RunSeller.username),
+    "products": RunSeller.products,
+    "listings": RunSeller.listings,
+    "price": RunSeller.min_price,
+    "feedback": RunSeller.feedback_score,
+}
+
+
 def _sorted_ranking(
-    run_id: uuid.UUID, previous_run_id: uuid.UUID | None, sort: SellerSort, descending: bool
+    run_id: uuid.UUID,
+    previous_run_id: uuid.UUID | None,
+    sort: SellerSort,
+    descending: bool,
+    *,
+    rank: Any,
 ) -> AnySelect:
-    """The ranking in another order, each seller keeping its rank (the first column).
+    """The ranking in the order of `sort`, each seller with its `rank` (the first column).
 
     Ties of the chosen column, and sellers without a value (last either way), stay in
     ranking order, so paging through any order is deterministic.
     """
-    ranking = _ranking(run_id, previous_run_id).order_by(None).subquery("ranking")
-    c = ranking.c
-    rank = (
-        sa.func.row_number()
-        .over(order_by=(c.products.desc(), c.listings.desc(), c.username))
-        .label("rank")
-    )
-    key: sa.ColumnElement[Any] = {
-        "rank": rank,
-        "seller": sa.func.lower(c.username),
-        "products": c.products,
-        "listings": c.listings,
-        "price": c.min_price,
-        "feedback": c.feedback_score,
-    }[sort]
-    return sa.select(rank, *c).order_by(
-        (key.desc() if descending else key.asc()).nulls_last(), rank
+    statement = sa.select(rank, *_page_columns(previous_run_id)).where(RunSeller.run_id == run_id)
+    if sort == "rank":
+        return statement.order_by(*sellers.ranking_order(reverse=descending))
+    key = SORT_KEYS[sort]
+    return statement.order_by(
+        (key.desc() if descending else key.asc()).nulls_last(), *sellers.ranking_order()
     )
 
 
-def _ranked(rows: Sequence[Any]) -> list[RankedSeller]:
-    """Rows of `_sorted_ranking` (the rank first, then the columns of `_ranking`)."""
+def _ranked(rows: Sequence[Sequence[Any]]) -> list[RankedSeller]:
+    """Rows of `_sorted_ranking` (the rank first, then `_page_columns`)."""
     return [
         RankedSeller(
             rank=row[0],
             username=row[1],
             products=row[2],
             listings=row[3],
-            min_price=_decimal(row[4]),
-            max_price=_decimal(row[5]),
+            min_price=money(row[4]),
+            max_price=money(row[5]),
             feedback_score=row[6],
-            feedback_percentage=_decimal(row[7]),
+            feedback_percentage=money(row[7]),
             new_since_last_run=None if row[8] is None else bool(row[8]),
+            median_price=money(row[9]),
+            currency=row[10],
         )
         for row in rows
     ]
 
 
-def _decimal(value: Any) -> Decimal | None:
+def money(value: Any) -> Decimal | None:
     # SQLite returns aggregates of NUMERIC columns as floats; keep money exact at the edge.
     if value is None:
         return None
@@ -190,8 +191,23 @@ async def rank_sellers(
     sellers not in `compared_with` (its `previous_completed_run`) are marked new."""
     check_kept(run)
     previous_id = compared_with.id if compared_with else None
-    statement = _sorted_ranking(run.id, previous_id, sort, descending)
-    rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
+    rows: Sequence[Sequence[Any]]
+    if sort == "rank":  # the index's order: a seller's rank is its position in it
+        statement = _sorted_ranking(run.id, previous_id, sort, descending, rank=sa.null())
+        rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
+        if descending:
+            last = await count_sellers(session, run) - offset
+            ranks = range(last, last - len(rows), -1)
+        else:
+            ranks = range(offset + 1, offset + len(rows) + 1)
+        rows = [(rank, *row[1:]) for rank, row in zip(ranks, rows, strict=True)]
+    else:
+        statement = _sorted_ranking(run.id, previous_id, sort, descending, rank=RunSeller.rank)
+        rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
+        if any(row[0] is None for row in rows):  # not finished: number the ranking now
+            live_rank = sa.func.row_number().over(order_by=sellers.ranking_order())
+            statement = _sorted_ranking(run.id, previous_id, sort, descending, rank=live_rank)
+            rows = (await session.execute(statement.offset(offset).limit(limit + 1))).all()
     return _ranked(rows[:limit]), len(rows) > limit
 
 
@@ -199,9 +215,7 @@ async def count_sellers(session: AsyncSession, run: CollectionRun) -> int:
     """How many distinct sellers the run's listings have."""
     check_kept(run)
     count = await session.scalar(
-        sa.select(sa.func.count(sa.distinct(RunListing.seller_username))).where(
-            RunListing.run_id == run.id
-        )
+        sa.select(sa.func.count()).select_from(RunSeller).where(RunSeller.run_id == run.id)
     )
     return count or 0
 
@@ -216,6 +230,8 @@ SELLER_COLUMNS = [
     "feedback_score",
     "feedback_percentage",
     "new_since_last_run",
+    "median_price",
+    "currency",
 ]
 LISTING_COLUMNS = [
     "asin",
@@ -262,7 +278,7 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
+def csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180: CRLF, minimal quoting
     writer.writerows([_cell(value) for value in row] for row in rows)
@@ -272,13 +288,13 @@ def _csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
 async def export_csv(database: Database, run: CollectionRun, kind: str) -> AsyncIterator[bytes]:
     """The run's sellers or listings as CSV, produced batch by batch (never all in memory)."""
     check_kept(run)
-    yield _csv_chunk([SELLER_COLUMNS if kind == "sellers" else LISTING_COLUMNS])
+    yield csv_chunk([SELLER_COLUMNS if kind == "sellers" else LISTING_COLUMNS])
     async with database.read() as session:
         statement: AnySelect
         if kind == "sellers":
             previous = await previous_completed_run(session, run)
             statement = _sorted_ranking(
-                run.id, previous.id if previous else None, "rank", descending=False
+                run.id, previous.id if previous else None, "rank", False, rank=sa.null()
             )
         else:
             statement = (
@@ -312,9 +328,14 @@ async def export_csv(database: Database, run: CollectionRun, kind: str) -> Async
                 )
             )
         stream = await session.stream(statement.execution_options(yield_per=EXPORT_BATCH))
+        position = 0
         async for partition in stream.partitions():
             if kind == "sellers":
-                ranked = _ranked(partition)
+                ranks = range(position + 1, position + len(partition) + 1)
+                position += len(partition)
+                ranked = _ranked(
+                    [(rank, *row[1:]) for rank, row in zip(ranks, partition, strict=True)]
+                )
                 rows: list[Sequence[Any]] = [
                     [
                         s.rank,
@@ -326,12 +347,14 @@ async def export_csv(database: Database, run: CollectionRun, kind: str) -> Async
                         s.feedback_score,
                         s.feedback_percentage,
                         "" if s.new_since_last_run is None else str(s.new_since_last_run).lower(),
+                        s.median_price,
+                        s.currency,
                     ]
                     for s in ranked
                 ]
             else:
                 rows = [list(row) for row in partition]
-            yield _csv_chunk(rows)
+            yield csv_chunk(rows)
 
 
 async def purge_expired_results(

@@ -4,7 +4,7 @@ their results (the ranked sellers, CSV exports)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import StreamingResponse
@@ -12,11 +12,19 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import CanRun, CanView, DatabaseDep, RunCommandsDep, Runs, SessionDep
 from app.api.errors import AUTH_ERRORS, Responses
 from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
+from app.errors import InvalidError
 from app.models import RunCreate, RunResponse, SellerPage, SellerResponse
-from app.runs import results
+from app.runs import changes, results
+from app.runs.models import (
+    ChangesSummary,
+    PriceChangeResponse,
+    RunChanges,
+    SellerChangeResponse,
+)
 from app.tables import RunStatus
 
 router = APIRouter(prefix="/collection", tags=["collection"])
+
 
 RUN_NOT_FOUND: Responses = {404: {"description": "No such run in the acting organization."}}
 CONFLICT: Responses = {
@@ -169,6 +177,68 @@ async def list_sellers(
 
 
 @router.get(
+    "/runs/{run_id}/changes",
+    response_model=RunChanges,
+    responses={
+        **AUTH_ERRORS,
+        404: {"description": "No such run (or `against` run) in the acting organization."},
+        409: {
+            "description": "No run to compare with (no earlier completed run of the same "
+            "preset), or the runs' categories differ."
+        },
+        **GONE,
+    },
+)
+async def run_changes(
+    run_id: uuid.UUID,
+    ctx: CanView,
+    session: SessionDep,
+    runs: Runs,
+    page: Annotated[PageParams, Depends(page_params)],
+    against: Annotated[
+        uuid.UUID | None,
+        Query(
+            description="The run to compare with; default: the previous completed run of "
+            "the same preset (of the same categories for a run of a category list)."
+        ),
+    ] = None,
+    section: Annotated[
+        changes.Section | None,
+        Query(description="One section only, for its further pages (`cursor`)."),
+    ] = None,
+) -> RunChanges:
+    """What changed since another run of the same categories: sellers that appeared or
+    went, sellers whose rank or product count moved, listings whose price changed. Each
+    section is a page (`limit` items); `?section=…&cursor=…` gives the next ones."""
+    if page.cursor is not None and section is None:
+        raise InvalidError("a cursor belongs to one section: pass section= with it")
+    run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
+    other = await runs.get_run(session, org_id=ctx.org_id, run_id=against) if against else None
+    other = await changes.run_to_compare(session, run, other)
+    offset = decode_offset(page.cursor)
+    sections = (section,) if section else changes.SECTIONS
+    comparison = await changes.compare(
+        session, run, other, sections, offset=offset, limit=page.limit
+    )
+    pages: dict[str, Page[Any]] = {}
+    for name, (items, more) in comparison.pages.items():
+        model = PriceChangeResponse if name == "price_changes" else SellerChangeResponse
+        pages[name] = Page[model](  # type: ignore[valid-type]
+            items=[model.model_validate(item) for item in items],
+            next_cursor=encode_offset(offset + len(items)) if more else None,
+        )
+    summary = comparison.summary
+    return RunChanges(
+        run_id=run.id,
+        against_run_id=other.id,
+        against_run_name=other.name,
+        against_created_at=other.created_at,
+        summary=ChangesSummary.model_validate(summary) if summary else None,
+        **{name: pages.get(name) for name in changes.SECTIONS},
+    )
+
+
+@router.get(
     "/runs/{run_id}/export.csv",
     response_class=StreamingResponse,
     responses={
@@ -185,15 +255,31 @@ async def export_run(
     runs: Runs,
     database: DatabaseDep,
     kind: Annotated[
-        Literal["sellers", "listings"], Query(description="The ranking, or every listing.")
+        Literal["sellers", "listings", "changes"],
+        Query(
+            description="The ranking, every listing, or the changes since another run "
+            "(every section of GET /collection/runs/{id}/changes; a `section` column)."
+        ),
     ] = "sellers",
+    against: Annotated[
+        uuid.UUID | None,
+        Query(description="With kind=changes: the run to compare with (default as there)."),
+    ] = None,
 ) -> StreamingResponse:
-    """The run's seller ranking or listings as CSV, streamed."""
+    """The run's seller ranking, listings or changes as CSV, streamed."""
+    if against is not None and kind != "changes":
+        raise InvalidError("against= applies to kind=changes only")
     run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
     results.check_kept(run)  # before the 200 starts streaming
     filename = f"run-{run.id}-{kind}.csv"
+    if kind == "changes":
+        other = await runs.get_run(session, org_id=ctx.org_id, run_id=against) if against else None
+        other = await changes.run_to_compare(session, run, other)
+        body = changes.export_csv(database, run, other)
+    else:
+        body = results.export_csv(database, run, kind)
     return StreamingResponse(
-        results.export_csv(database, run, kind),
+        body,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -1,0 +1,204 @@
+"""The sellers of a run and their figures, kept as the run goes.
+
+A run's seller ranking (most distinct products listed, then most listings, then name) is
+read on every page of the run's sellers, by exports, digests and comparisons. Computing
+it from the listings costs time linear in the run's listings on every read. Instead:
+
+- each eBay checkpoint adds the sellers' figures of its product to `run_sellers`, in the
+  checkpoint's own transaction (a checkpoint is written exactly once, so the sums are
+  exactly those of the listings written);
+- when the run finishes, `finish` numbers the ranking and computes each seller's median
+  price, in the transaction that finishes it.
+
+A page of the ranking is then a range of the index `ix_run_sellers_ranking`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.database import insert_ignoring_conflicts
+from app.tables import RunListing, RunSeller
+
+
+@dataclass(slots=True)
+class _Figures:
+    """One seller's figures in one product's listings."""
+
+    listings: int = 0
+    currency: str | None = None
+    prices: list[Decimal] = field(default_factory=list)
+    feedback_score: int | None = None
+    feedback_percentage: Decimal | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.listings += 1
+        self.currency = self.currency or row["currency"]
+        if row["price"] is not None:
+            self.prices.append(row["price"])
+        self.feedback_score = _greatest(self.feedback_score, row["seller_feedback_score"])
+        self.feedback_percentage = _greatest(
+            self.feedback_percentage, row["seller_feedback_percentage"]
+        )
+
+
+def _greatest(a: Any, b: Any) -> Any:
+    """The greater of two values, ignoring None."""
+    if a is None:
+        return b
+    return a if b is None or a >= b else b
+
+
+def _least_sql(current: Any, new: Any) -> sa.ColumnElement[Any]:
+    """The smaller of two values where NULL means "none" (SQL's MIN/LEAST disagree on it)."""
+    return sa.case(
+        (current.is_(None), new), (new.is_(None), current), (new < current, new), else_=current
+    )
+
+
+def _greatest_sql(current: Any, new: Any) -> sa.ColumnElement[Any]:
+    return sa.case(
+        (current.is_(None), new), (new.is_(None), current), (new > current, new), else_=current
+    )
+
+
+async def record(
+    session: AsyncSession, run_id: uuid.UUID, listing_rows: Sequence[dict[str, Any]]
+) -> int:
+    """Add one product's listings (rows of `run_listings`, distinct item ids, already
+    inserted) to their sellers' figures; return how many sellers are new to the run.
+
+    A seller's currency is that of its first listings: a run searches one eBay
+    marketplace, whose prices share one currency."""
+    figures: dict[str, _Figures] = {}
+    for row in listing_rows:
+        figures.setdefault(row["seller_username"], _Figures()).add(row)
+    if not figures:
+        return 0
+    values = [
+        {
+            "run_id": run_id,
+            "username": username,
+            "products": 1,
+            "listings": seller.listings,
+            "min_price": min(seller.prices, default=None),
+            "max_price": max(seller.prices, default=None),
+            "feedback_score": seller.feedback_score,
+            "feedback_percentage": seller.feedback_percentage,
+            "currency": seller.currency,
+        }
+        for username, seller in sorted(figures.items())
+    ]
+    new = set(
+        await session.scalars(
+            insert_ignoring_conflicts(
+                session, RunSeller, index_elements=["run_id", "username"]
+            ).returning(RunSeller.username),
+            values,
+        )
+    )
+    known = [row for row in values if row["username"] not in new]
+    if known:  # one executemany UPDATE adding this product's figures to theirs
+        await session.execute(
+            _ADD_FIGURES, [{f"b_{k}": v for k, v in row.items()} for row in known]
+        )
+    return len(new)
+
+
+def _add_figures() -> sa.Update:
+    table = RunSeller.metadata.tables[RunSeller.__tablename__]
+    seller = table.c
+
+    def new(name: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(f"b_{name}", type_=seller[name].type)
+
+    return (
+        sa.update(table)
+        .where(seller.run_id == new("run_id"), seller.username == new("username"))
+        .values(
+            products=seller.products + 1,
+            listings=seller.listings + new("listings"),
+            min_price=_least_sql(seller.min_price, new("min_price")),
+            max_price=_greatest_sql(seller.max_price, new("max_price")),
+            feedback_score=_greatest_sql(seller.feedback_score, new("feedback_score")),
+            feedback_percentage=_greatest_sql(
+                seller.feedback_percentage, new("feedback_percentage")
+            ),
+        )
+    )
+
+
+_ADD_FIGURES = _add_figures()
+
+
+def ranking_order(*, reverse: bool = False) -> tuple[sa.ColumnElement[Any], ...]:
+    """The ranking's order: most products, then most listings, then name (or its reverse:
+    the index serves both)."""
+    if reverse:
+        return (RunSeller.products.asc(), RunSeller.listings.asc(), RunSeller.username.desc())
+    return (RunSeller.products.desc(), RunSeller.listings.desc(), RunSeller.username.asc())
+
+
+async def finish(session: AsyncSession, run_id: uuid.UUID) -> None:
+    """Number the run's ranking and set each seller's median listing price: called in the
+    transaction that finishes the run, once every listing is written."""
+    ranked = (
+        sa.select(
+            RunSeller.username,
+            sa.func.row_number().over(order_by=ranking_order()).label("rank"),
+        )
+        .where(RunSeller.run_id == run_id)
+        .subquery("ranked")
+    )
+    await session.execute(
+        sa.update(RunSeller)
+        .where(RunSeller.run_id == run_id, RunSeller.username == ranked.c.username)
+        .values(rank=ranked.c.rank)
+        .execution_options(synchronize_session=False)
+    )
+    medians = _medians(run_id)
+    await session.execute(
+        sa.update(RunSeller)
+        .where(RunSeller.run_id == run_id, RunSeller.username == medians.c.username)
+        .values(median_price=medians.c.median_price)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _medians(run_id: uuid.UUID) -> sa.Subquery:
+    """Each seller's median listing price in the run: the middle price, or the mean of the
+    middle two rounded half up to the cent. Portable SQL: window functions number each
+    seller's prices; the arithmetic is in whole cents, so SQLite's floats cannot round it
+    differently from PostgreSQL's numerics."""
+    cents = sa.cast(sa.func.round(RunListing.price * 100), sa.Integer)
+    ordered = (
+        sa.select(
+            RunListing.seller_username.label("username"),
+            cents.label("cents"),
+            sa.func.row_number()
+            .over(partition_by=RunListing.seller_username, order_by=RunListing.price)
+            .label("position"),
+            sa.func.count().over(partition_by=RunListing.seller_username).label("count"),
+        )
+        .where(RunListing.run_id == run_id, RunListing.price.is_not(None))
+        .subquery("ordered")
+    )
+    middle = sa.or_(
+        ordered.c.position == (ordered.c.count + 1) // 2,
+        ordered.c.position == (ordered.c.count + 2) // 2,
+    )
+    total, middles = sa.func.sum(ordered.c.cents), sa.func.count()
+    median_cents = (total + middles - 1) // middles  # 1 middle: itself; 2: mean, half up
+    return (
+        sa.select(ordered.c.username, (median_cents / 100).label("median_price"))
+        .where(middle)
+        .group_by(ordered.c.username)
+        .subquery("medians")
+    )

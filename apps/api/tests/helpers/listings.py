@@ -1,0 +1,73 @@
+"""Listings of a run written as its eBay checkpoints write them, and random ones."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from app.core.database import Database
+from app.runs import sellers
+from app.tables import RunListing
+
+Products = dict[str, list[dict[str, Any]]]
+"""Listings (rows of `run_listings` without `run_id`) per product ASIN."""
+
+
+def random_products(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
+    """Listings per product as checkpoints write them: distinct item ids per product, few
+    seller names (so ties and sellers across products are common), some without price."""
+    names = [f"seller-{chr(97 + i)}" for i in range(rng.randint(1, 12))]
+    products: dict[str, list[dict[str, Any]]] = {}
+    for p in range(rng.randint(1, 15)):
+        asin = f"B{p:09d}"
+        products[asin] = [
+            {
+                "asin": asin,
+                "item_id": f"v1|{p}|{i}",
+                "title": "A listing",
+                "price": None if rng.random() < 0.15 else Decimal(rng.randint(100, 9999)) / 100,
+                "currency": "USD",
+                "seller_username": rng.choice(names),
+                "seller_feedback_score": None if rng.random() < 0.2 else rng.randint(0, 5000),
+                "seller_feedback_percentage": Decimal("99.1"),
+                "url": "https://www.ebay.com/itm/1",
+            }
+            for i in range(rng.randint(0, 6))
+        ]
+    return products
+
+
+async def write_listings(database: Database, run_id: uuid.UUID, products: Products) -> None:
+    """Each product's listings in a transaction of its own, as the eBay checkpoints do."""
+    for listings in products.values():
+        async with database.transaction() as session:
+            rows = [{"run_id": run_id, **listing} for listing in listings]
+            if rows:
+                await session.execute(RunListing.__table__.insert(), rows)
+            await sellers.record(session, run_id, rows)
+
+
+def later_products(products: Products, rng: random.Random) -> Products:
+    """The same market some time later: listings dropped, re-priced or taken over by new
+    sellers, and new products."""
+    later: Products = {}
+    for asin, listings in products.items():
+        kept = []
+        for listing in listings:
+            if rng.random() < 0.2:
+                continue
+            listing = dict(listing)
+            if rng.random() < 0.3 and listing["price"] is not None:
+                listing["price"] = Decimal(rng.randint(100, 9999)) / 100
+            if rng.random() < 0.1:
+                listing["seller_username"] = f"newcomer-{rng.randint(1, 5)}"
+            kept.append(listing)
+        later[asin] = kept
+    for p in range(len(products), len(products) + rng.randint(0, 3)):
+        later[f"B{p:09d}"] = [
+            {**template, "asin": f"B{p:09d}", "item_id": f"v1|{p}|{i}"}
+            for i, template in enumerate(random_products(rng).get("B000000000", []))
+        ]
+    return later
