@@ -22,7 +22,8 @@ burst
     on PostgreSQL (one on SQLite) fire them; the bench polls the database every 100 ms and
     reports when every fire is committed (T → all visible; a fire and its run commit
     together), the CPU time the replicas used meanwhile, fires, runs started and fires
-    skipped, fires per replica, duplicates and misses.
+    skipped, fires per replica, duplicates and misses. The runs' sample providers wait
+    60 s per call, so the runs stay active and spend no CPU during the burst.
     Peer: one process (a MemoryJobStore cannot be shared) with the same B cron jobs due
     at T, each creating its organization's run in its own transaction with the app's
     `RunLifecycle.create_runs` (which refuses a second active run), with APScheduler's
