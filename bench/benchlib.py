@@ -118,6 +118,18 @@ def current_rss_kib(pid: int | None = None) -> int:
     return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process `pid` has used so far, from /proc/<pid>/stat.
+
+    Raises OSError where /proc is missing (not Linux) or the process is gone.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # the command name (field 2) may hold spaces: count fields after its closing parenthesis
+    fields = stat.rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
 def format_table(
     columns: Sequence[str], rows: Sequence[Sequence[str]], *, text_columns: int = 2
 ) -> str:

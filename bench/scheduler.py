@@ -4,8 +4,10 @@ Our design keeps every schedule in the database (`next_run_at`) and one APSchedu
 per instance that wakes at the earliest due time. The peer is the straightforward design
 the issue names: one APScheduler 3 cron job per schedule in a `MemoryJobStore`.
 
-Scenarios (each on a fresh database, our side always real `collection-api serve`
-processes):
+Every scenario seeds its schedules `--per-org` to an organization (default 10): one of
+them the organization's default, each with its own name and the organization's preset.
+Each runs on a fresh database; our side is always real `collection-api serve` processes
+running this checkout's code.
 
 startup
     N enabled schedules (default 100,000). Ours: time from spawning `serve` until
@@ -15,23 +17,33 @@ startup
     grows by (it has not even read the schedules from a database yet).
 burst
     B schedules (default 10,000) with the default `0 0 1 * *`, all due at one instant T.
-    Ours: `--replicas` processes on PostgreSQL (one on SQLite) fire them; the bench polls
-    the database every 100 ms and reports when every fire and run is committed (T → all
-    visible), the latest fire decision, fires per replica, duplicates and misses.
-    Peer: one process (a MemoryJobStore cannot be shared) with B cron jobs due at T, each
-    creating its run in its own transaction, with APScheduler's default
-    `misfire_grace_time` (1 s); jobs it drops as misfired are misses.
+    An organization has one active run at most, so of its `--per-org` fires one starts a
+    run and the others are skipped (overlap policy `skip`). Ours: `--replicas` processes
+    on PostgreSQL (one on SQLite) fire them; the bench polls the database every 100 ms and
+    reports when every fire is committed (T → all visible; a fire and its run commit
+    together), the CPU time the replicas used meanwhile, fires, runs started and fires
+    skipped, fires per replica, duplicates and misses. The runs' sample providers wait
+    60 s per call, so the runs stay active and spend no CPU during the burst.
+    Peer: one process (a MemoryJobStore cannot be shared) with the same B cron jobs due
+    at T, each creating its organization's run in its own transaction with the app's
+    `RunLifecycle.create_runs` (which refuses a second active run), with APScheduler's
+    default `misfire_grace_time` (1 s) and without a limit; jobs it drops as misfired are
+    misses.
 lone
-    K schedules due one at a time, `--lone-spacing` apart. Ours: fire delay = the due
-    time until the replica decided the fire and wrote the run (`fired_at` of the fire log,
-    the figure of the `schedule_fire_delay_seconds` histogram). Peer: the due time until
-    the job's function starts (DateTrigger jobs).
+    K schedules due one at a time, `--lone-spacing` apart, without jitter. Ours: fire
+    delay = the due time until the replica decided the fire and wrote the run (`fired_at`
+    of the fire log). Peer: the due time until the job's function starts (DateTrigger jobs).
+jitter
+    The same K schedules with `--jitter-seconds` of jitter: each fires a fixed offset
+    (`jitter_offset` of its id) after its cron time. Reported per fire, as p50 / p99: the
+    total delay after the cron time (`fired_at - scheduled_for`), the jitter offset, and
+    the engine's own delay (total - offset, what `schedule_fire_delay_seconds` records).
 
-Nothing is asserted: the script prints the table. Usage (from the repository root)::
+Nothing is asserted: the script prints the tables. Usage (from the repository root)::
 
     .venv/bin/python bench/scheduler.py
-    .venv/bin/python bench/scheduler.py --db sqlite --scenarios lone
-    .venv/bin/python bench/scheduler.py --schedules 20000 --burst 2000 --help
+    .venv/bin/python bench/scheduler.py --db sqlite --scenarios lone,jitter
+    .venv/bin/python bench/scheduler.py --schedules 20000 --burst 2000 --per-org 5 --help
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ from benchlib import (
     DEFAULT_PG_URL,
     bench_settings,
     child_environment,
+    cpu_seconds,
     current_rss_kib,
     databases_to_measure,
     format_table,
@@ -70,10 +83,29 @@ from benchlib import (
 from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = ROOT / ".venv" / "bin" / "collection-api"
+SOURCE = ROOT / "apps" / "api" / "src"  # the code measured: this checkout's, in every process
 POLL_SECONDS = 2.0  # SCHEDULER_POLL_SECONDS of our replicas (the default)
-SEED_CHUNK = 5000
-SCENARIOS = ("startup", "burst", "lone")
+SEED_CHUNK = 5000  # schedules per seeding transaction
+SCENARIOS = ("startup", "burst", "lone", "jitter")
+
+
+def app_environment(**values: str) -> dict[str, str]:
+    """A child's clean environment that imports `app` from this checkout (a worktree's
+    code, not whatever the virtualenv's editable install points at), plus `values`."""
+    return {**child_environment(), "PYTHONPATH": str(SOURCE), **values}
+
+
+def check_measured_code() -> None:
+    """Refuse to measure when this process imports `app` from another checkout: it seeds
+    and reads the database with that code's tables while the replicas run this one's."""
+    import app
+
+    imported = Path(app.__file__).resolve().parent
+    if not imported.is_relative_to(SOURCE.resolve()):
+        raise SystemExit(
+            f"bench/scheduler.py imports app from {imported}, not from this checkout; "
+            f"run it with PYTHONPATH={SOURCE}"
+        )
 
 
 # --- our side: seeding and real server processes ----------------------------------------------
@@ -85,50 +117,75 @@ def migrate(database_url: str, data_dir: Path) -> None:
     upgrade(bench_settings(database_url, data_dir))
 
 
-async def seed(database_url: str, data_dir: Path, count: int, next_run_at: datetime) -> None:
-    """`count` organizations, each with a one-category preset and an enabled schedule."""
+def schedule_name(index: int) -> str:
+    return "Default" if index == 0 else f"Schedule {index + 1}"
+
+
+async def seed(
+    database_url: str,
+    data_dir: Path,
+    count: int,
+    per_org: int,
+    next_run_at: datetime,
+    jitter_seconds: int = 0,
+) -> int:
+    """`count` enabled schedules, `per_org` to an organization (the last one may have
+    fewer); return the number of organizations.
+
+    Rows as the app makes them: each organization has a one-category preset that all its
+    schedules collect, and its first schedule is its one default ("Default", the others
+    "Schedule 2", "Schedule 3"...); the migrations' constraints (one default per
+    organization, the jitter's range) check them.
+    """
     from app.core.database import Database
     from app.tables import CategoryPreset, CollectionSchedule, Organization
 
     database = Database.from_settings(bench_settings(database_url, data_dir))
     now = datetime.now(UTC)
+    org_count = -(-count // per_org)
+    orgs_per_chunk = max(1, SEED_CHUNK // per_org)
     try:
-        for start in range(0, count, SEED_CHUNK):
-            size = min(SEED_CHUNK, count - start)
-            orgs = [uuid.uuid4() for _ in range(size)]
-            presets = [uuid.uuid4() for _ in range(size)]
+        for first_org in range(0, org_count, orgs_per_chunk):
+            numbers = range(first_org, min(org_count, first_org + orgs_per_chunk))
+            orgs = {n: (uuid.uuid4(), uuid.uuid4()) for n in numbers}  # org id, preset id
             async with database.transaction() as session:
                 await session.execute(
                     sa.insert(Organization),
-                    [{"id": o, "name": f"Org {start + i}"} for i, o in enumerate(orgs)],
+                    [{"id": org, "name": f"Org {n}"} for n, (org, _) in orgs.items()],
                 )
                 await session.execute(
                     sa.insert(CategoryPreset),
                     [
                         {
-                            "id": p,
-                            "org_id": o,
+                            "id": preset,
+                            "org_id": org,
                             "name": "Electronics",
+                            "name_key": "electronics",  # the ORM's validator sets it
                             "category_ids": ["172282"],
                         }
-                        for o, p in zip(orgs, presets, strict=True)
+                        for org, preset in orgs.values()
                     ],
                 )
                 await session.execute(
                     sa.insert(CollectionSchedule),
                     [
                         {
-                            "org_id": o,
-                            "preset_id": p,
+                            "org_id": org,
+                            "preset_id": preset,
+                            "name": schedule_name(i),
+                            "is_default": i == 0,
                             "enabled": True,
+                            "jitter_seconds": jitter_seconds,
                             "next_run_at": next_run_at,
-                            "created_at": now,
+                            "created_at": now + timedelta(microseconds=i),
                         }
-                        for o, p in zip(orgs, presets, strict=True)
+                        for n, (org, preset) in orgs.items()
+                        for i in range(min(per_org, count - n * per_org))
                     ],
                 )
     finally:
         await database.dispose()
+    return org_count
 
 
 async def set_due(
@@ -136,29 +193,51 @@ async def set_due(
     data_dir: Path,
     first: datetime,
     spacing: timedelta = timedelta(0),
-) -> None:
-    """Make every schedule due at `first`, or one after the other `spacing` apart."""
+) -> dict[uuid.UUID, datetime]:
+    """Give every schedule the cron time `first`, or one after the other `spacing` apart;
+    each fires its jitter offset later (`next_run_at` = cron time + offset, as the app
+    saves it). Return each schedule's cron time."""
     from app.core.database import Database
+    from app.scheduling.settings import jitter_offset
     from app.tables import CollectionSchedule
 
     database = Database.from_settings(bench_settings(database_url, data_dir))
     try:
         async with database.transaction() as session:
-            if not spacing:
+            rows = (
+                await session.execute(
+                    sa.select(CollectionSchedule.id, CollectionSchedule.jitter_seconds)
+                )
+            ).all()
+            cron_times = {row.id: first + n * spacing for n, row in enumerate(rows)}
+            if not spacing and not any(row.jitter_seconds for row in rows):
                 await session.execute(sa.update(CollectionSchedule).values(next_run_at=first))
-                return
-            ids = (await session.scalars(sa.select(CollectionSchedule.id))).all()
+                return cron_times
             await session.execute(
                 sa.update(CollectionSchedule),
-                [{"id": i, "next_run_at": first + n * spacing} for n, i in enumerate(ids)],
+                [
+                    {
+                        "id": row.id,
+                        "next_run_at": cron_times[row.id]
+                        + jitter_offset(row.id, row.jitter_seconds),
+                    }
+                    for row in rows
+                ],
             )
+            return cron_times
     finally:
         await database.dispose()
 
 
 async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
-    """What the fire log and the runs table say after a scenario."""
+    """What the fire log and the runs table say after a scenario.
+
+    Per fire: `total` = fired_at - scheduled_for (scheduled_for is the cron time),
+    `offsets` = the schedule's jitter offset, `engine` = total - offset (the engine's own
+    delay past the fire time).
+    """
     from app.core.database import Database
+    from app.scheduling.settings import jitter_offset
     from app.tables import CollectionRun, CollectionSchedule, RunTrigger, ScheduleFire
 
     database = Database.from_settings(bench_settings(database_url, data_dir))
@@ -172,7 +251,8 @@ async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
                         ScheduleFire.fired_at,
                         ScheduleFire.instance_id,
                         ScheduleFire.outcome,
-                    )
+                        CollectionSchedule.jitter_seconds,
+                    ).join(CollectionSchedule, CollectionSchedule.id == ScheduleFire.schedule_id)
                 )
             ).all()
             runs = int(
@@ -196,6 +276,8 @@ async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
         outcome = fire.outcome.value if fire.outcome else "unset"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     keys = {(f.schedule_id, f.scheduled_for) for f in fires}
+    total = [(_aware(f.fired_at) - _aware(f.scheduled_for)).total_seconds() for f in fires]
+    offsets = [jitter_offset(f.schedule_id, f.jitter_seconds).total_seconds() for f in fires]
     return {
         "fires": len(fires),
         "runs": runs,
@@ -203,7 +285,10 @@ async def fire_stats(database_url: str, data_dir: Path) -> dict[str, Any]:
         "misses": schedules - len({f.schedule_id for f in fires}),
         "per_instance": per_instance,
         "outcomes": outcomes,
-        "delays": [(_aware(f.fired_at) - _aware(f.scheduled_for)).total_seconds() for f in fires],
+        "total": total,
+        "offsets": offsets,
+        "engine": [t - o for t, o in zip(total, offsets, strict=True)],
+        "cron_times": {f.schedule_id: _aware(f.scheduled_for) for f in fires},
         "last_fired_at": max((_aware(f.fired_at) for f in fires), default=None),
     }
 
@@ -231,9 +316,14 @@ def _aware(moment: datetime) -> datetime:
 
 
 class Replica:
-    """`collection-api serve` with the scheduler on, its log in a file."""
+    """`collection-api serve` (this checkout's) with the scheduler on, its log in a file.
 
-    def __init__(self, database_url: str, data_dir: Path, name: str) -> None:
+    `environment` adds settings (e.g. the sample providers' latency).
+    """
+
+    def __init__(
+        self, database_url: str, data_dir: Path, name: str, environment: dict[str, str]
+    ) -> None:
         from socket import socket
 
         with socket() as probe:
@@ -241,19 +331,19 @@ class Replica:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"{name}.log"
-        env = {
-            **child_environment(),
-            "DATABASE_URL": database_url,
-            "DATA_DIR": str(data_dir),
-            "JWT_SECRET": BENCH_SECRET,
-            "INSTANCE_ID": name,
-            "SCHEDULER_POLL_SECONDS": str(POLL_SECONDS),
-            "LOG_LEVEL": "WARNING",
-        }
+        env = app_environment(
+            DATABASE_URL=database_url,
+            DATA_DIR=str(data_dir),
+            JWT_SECRET=BENCH_SECRET,
+            INSTANCE_ID=name,
+            SCHEDULER_POLL_SECONDS=str(POLL_SECONDS),
+            LOG_LEVEL="WARNING",
+            **environment,
+        )
         self.started = time.perf_counter()
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(CLI), "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
                 env=env,
                 stdout=log,
                 stderr=log,
@@ -277,6 +367,13 @@ class Replica:
     def rss_kib(self) -> int:
         return current_rss_kib(self.process.pid)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the process has used so far; None where /proc cannot tell."""
+        try:
+            return cpu_seconds(self.process.pid)
+        except (OSError, IndexError, ValueError):
+            return None
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -287,8 +384,10 @@ class Replica:
 
 
 @contextmanager
-def replicas(database_url: str, data_dir: Path, count: int) -> Iterator[list[Replica]]:
-    started = [Replica(database_url, data_dir, f"replica-{i}") for i in range(count)]
+def replicas(
+    database_url: str, data_dir: Path, count: int, **environment: str
+) -> Iterator[list[Replica]]:
+    started = [Replica(database_url, data_dir, f"replica-{i}", environment) for i in range(count)]
     try:
         yield started
     finally:
@@ -357,33 +456,38 @@ async def peer_startup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def peer_burst(args: argparse.Namespace) -> dict[str, Any]:
-    """B cron jobs due at one instant, each creating its run as the app would."""
+    """One cron job per seeded schedule, all due at one instant, each creating its
+    organization's run as the app would (a second active run of an organization is
+    refused: that fire is skipped)."""
     from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
 
     from app.core.database import Database
     from app.runs.lifecycle import RunLifecycle, RunSpec
-    from app.tables import CategoryPreset, RunTrigger
+    from app.tables import CollectionSchedule, RunTrigger
 
     settings = bench_settings(args.database_url, Path(args.data_dir))
     database = Database.from_settings(settings)
     collection = RunLifecycle(settings)
     async with database.read() as session:
-        presets = (await session.execute(sa.select(CategoryPreset.org_id, CategoryPreset.id))).all()
+        schedules = (
+            await session.execute(sa.select(CollectionSchedule.id, CollectionSchedule.org_id))
+        ).all()
     finished: list[float] = []
+    started: list[uuid.UUID] = []
     missed: list[str] = []
     failed: list[str] = []
     settled = asyncio.Event()  # every job ran, missed or failed
 
     def note(outcomes: list[Any], outcome: Any) -> None:
         outcomes.append(outcome)
-        if len(finished) + len(missed) + len(failed) == len(presets):
+        if len(finished) + len(missed) + len(failed) == len(schedules):
             settled.set()
 
-    async def collect(org_id: uuid.UUID) -> None:
+    async def collect(schedule_id: uuid.UUID, org_id: uuid.UUID) -> None:
         async with database.transaction() as session:
-            await collection.create_runs(
+            (run_id,) = await collection.create_runs(
                 session,
                 [
                     RunSpec(
@@ -392,34 +496,46 @@ async def peer_burst(args: argparse.Namespace) -> dict[str, Any]:
                         category_ids=["172282"],
                         created_by=None,
                         trigger=RunTrigger.SCHEDULE,
+                        schedule_id=schedule_id,
                         start=True,
                     )
                 ],
             )
+        if run_id is not None:
+            started.append(run_id)
         note(finished, time.time())
 
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_listener(lambda event: note(missed, event.job_id), EVENT_JOB_MISSED)
     scheduler.add_listener(lambda event: note(failed, event.job_id), EVENT_JOB_ERROR)
     scheduler.start()
-    due = at_whole_second(3 + len(presets) / 5000)
+    due = at_whole_second(3 + len(schedules) / 5000)
     trigger = CronTrigger(hour=due.hour, minute=due.minute, second=due.second, timezone=UTC)
     grace = None if args.grace == "none" else int(args.grace)
-    for org_id, preset_id in presets:
+    for schedule_id, org_id in schedules:
         scheduler.add_job(
-            collect, trigger, args=[org_id], id=str(preset_id), misfire_grace_time=grace
+            collect,
+            trigger,
+            args=[schedule_id, org_id],
+            id=str(schedule_id),
+            misfire_grace_time=grace,
         )
+    cpu_before = time.process_time()  # waiting for the due time costs next to nothing
     due_ts = due.timestamp()
     with suppress(TimeoutError):
         await asyncio.wait_for(settled.wait(), timeout=due_ts + args.timeout - time.time())
+    cpu = time.process_time() - cpu_before
     scheduler.shutdown(wait=False)
     await database.dispose()
     return {
-        "jobs": len(presets),
-        "runs": len(finished),
+        "jobs": len(schedules),
+        "ran": len(finished),
+        "runs": len(started),
+        "skipped": len(finished) - len(started),
         "missed": len(missed),
         "failed": len(failed),
         "seconds": (max(finished) - due_ts) if finished else None,
+        "cpu_seconds": cpu,
     }
 
 
@@ -457,7 +573,7 @@ def run_peer(scenario: str, budget: float, **options: Any) -> dict[str, Any]:
         command,
         stdout=subprocess.PIPE,
         text=True,
-        env=child_environment(),
+        env=app_environment(),
         timeout=budget + 120,
         check=False,
     )
@@ -479,10 +595,21 @@ class Row:
     peer: str
     goal: str
     notes: list[str] = field(default_factory=list)
+    jitter: list[str] | None = None
+    """The cells of this row in the jitter table (the jitter scenario only)."""
 
 
 def mib(kib: float) -> str:
     return f"{round(kib / 1024, 1) or 0.0:.1f} MiB"  # `or`: no "-0.0" for a tiny decrease
+
+
+def ms(values: Sequence[float], *fractions: float) -> str:
+    """Percentiles of `values` (seconds) in milliseconds: "p50 / p99 / ... ms"."""
+    return " / ".join(f"{percentile(values, q) * 1000:,.0f}" for q in fractions) + " ms"
+
+
+def spread(args: argparse.Namespace, schedules: int, orgs: int) -> str:
+    return f"{schedules:,} schedules in {orgs:,} organizations ({args.per_org} per organization)"
 
 
 def start_once(database_url: str, data_dir: Path) -> tuple[float, int]:
@@ -497,7 +624,7 @@ def scenario_startup(db: str, pg_server: URL, args: argparse.Namespace) -> list[
     with fresh_database(db, pg_server) as (url, data_dir):
         empty = [start_once(url, data_dir) for _ in range(args.repeat)]
         seeded = time.perf_counter()
-        asyncio.run(seed(url, data_dir, args.schedules, far_future()))
+        orgs = asyncio.run(seed(url, data_dir, args.schedules, args.per_org, far_future()))
         seed_seconds = time.perf_counter() - seeded
         full = [start_once(url, data_dir) for _ in range(args.repeat)]
     peer = run_peer("startup", 300, count=args.schedules)
@@ -514,7 +641,7 @@ def scenario_startup(db: str, pg_server: URL, args: argparse.Namespace) -> list[
             f"{ready_full:.2f} s (empty: {ready_empty:.2f} s)",
             f"{peer['seconds']:.2f} s to add the jobs",
             "< 2 s",
-            [f"seeding {n} schedules took {seed_seconds:.1f} s"],
+            [f"seeding {spread(args, args.schedules, orgs)} took {seed_seconds:.1f} s"],
         ),
         Row(
             "startup",
@@ -527,33 +654,40 @@ def scenario_startup(db: str, pg_server: URL, args: argparse.Namespace) -> list[
     ]
 
 
+# The runs a burst starts wait this long in their first provider call, so that they stay
+# active (an organization's later fires are skipped, as in production where a run takes
+# minutes) and spend no CPU next to the fires, as the peer's runs, which nobody executes.
+BURST_PROVIDER_LATENCY_MS = "60000"
+
+
 def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row]:
     count = args.replicas if db == "postgresql" else 1
     with fresh_database(db, pg_server) as (url, data_dir):
-        asyncio.run(seed(url, data_dir, args.burst, far_future()))
-        with replicas(url, data_dir, count) as started:
+        orgs = asyncio.run(seed(url, data_dir, args.burst, args.per_org, far_future()))
+        with replicas(
+            url, data_dir, count, SAMPLE_PROVIDER_LATENCY_MS=BURST_PROVIDER_LATENCY_MS
+        ) as started:
             for replica in started:
                 replica.wait_ready()
             due = at_whole_second(2 * POLL_SECONDS + 1)
             asyncio.run(set_due(url, data_dir, due))
             wait_until(due)
+            cpu_before = [replica.cpu_seconds() for replica in started]
             seen: float | None = None
             deadline = time.time() + args.timeout
             while time.time() < deadline:
-                fires, runs = asyncio.run(count_fires_and_runs(url, data_dir))
-                if fires >= args.burst and runs >= args.burst:
+                fires, _ = asyncio.run(count_fires_and_runs(url, data_dir))
+                if fires >= args.burst:  # a fire commits with its run (or its skip)
                     seen = time.time() - due.timestamp()
                     break
                 time.sleep(0.1)
+            cpu_after = [replica.cpu_seconds() for replica in started]
             time.sleep(POLL_SECONDS + 0.5)  # a few more polls: nothing may fire twice
         stats = asyncio.run(fire_stats(url, data_dir))
     peers = {}
-    for grace in (
-        "1",
-        "none",
-    ):  # APScheduler's default misfire_grace_time, and no limit
+    for grace in ("1", "none"):  # APScheduler's default misfire_grace_time, and no limit
         with fresh_database(db, pg_server) as (url, data_dir):
-            asyncio.run(seed(url, data_dir, args.burst, far_future()))
+            asyncio.run(seed(url, data_dir, args.burst, args.per_org, far_future()))
             peers[grace] = run_peer(
                 "burst",
                 args.timeout,
@@ -564,32 +698,48 @@ def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Ro
             )
     last = (stats["last_fired_at"] - due).total_seconds() if stats["last_fired_at"] else None
     goal = "< 15 s" if db == "postgresql" else "< 30 s"
+    read = [
+        (b, a)
+        for b, a in zip(cpu_before, cpu_after, strict=True)
+        if b is not None and a is not None
+    ]
+    cpu = sum(a - b for b, a in read) if len(read) == count else None  # None: no /proc
 
     def peer_time(peer: dict[str, Any]) -> str:
-        if peer["runs"] < args.burst:
-            return f"never ({peer['runs']:,} runs)"
+        if peer["ran"] < args.burst:
+            return f"never ({peer['ran']:,} jobs ran)"
         return f"{peer['seconds']:.2f} s"
+
+    def peer_cpu(peer: dict[str, Any]) -> str:
+        if not peer["ran"]:
+            return "n/a"
+        per_fire = peer["cpu_seconds"] / peer["ran"] * 1000
+        return f"{per_fire:.2f} ms ({peer['cpu_seconds']:.2f} s CPU)"
 
     peer, unlimited = peers["1"], peers["none"]
     n = f"{args.burst:,}"
+    outcomes = stats["outcomes"]
+    plural = "s" if count > 1 else ""
     return [
         Row(
             "burst",
             db,
-            f"{n} due at once: all runs committed",
-            f"{seen:.2f} s ({count} replica{'s' if count > 1 else ''})"
+            f"{n} due at once: all fires committed",
+            f"{seen:.2f} s ({count} replica{plural})"
             if seen is not None
             else f"not within {args.timeout:.0f} s",
             f"grace 1 s: {peer_time(peer)}; no grace limit: {peer_time(unlimited)}",
             goal,
             [
+                spread(args, args.burst, orgs),
                 f"latest fire decision {last:.2f} s after due" if last is not None else "",
                 "fires per replica: "
                 + ", ".join(f"{k}={v}" for k, v in sorted(stats["per_instance"].items())),
-                "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["outcomes"].items())),
+                "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())),
                 *(
-                    f"peer (misfire grace {grace}): {p['runs']} runs created, "
-                    f"{p['missed']} jobs dropped as misfired, {p['failed']} failed"
+                    f"peer (misfire grace {grace}): {p['ran']} jobs ran ({p['runs']} runs "
+                    f"created, {p['skipped']} refused), {p['missed']} dropped as misfired, "
+                    f"{p['failed']} failed"
                     for grace, p in peers.items()
                 ),
             ],
@@ -597,47 +747,122 @@ def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Ro
         Row(
             "burst",
             db,
+            f"{n} due at once: fires / runs started / skipped",
+            f"{stats['fires']:,} / {outcomes.get('started', 0):,} / "
+            f"{outcomes.get('skipped', 0):,} (runs: {stats['runs']:,})",
+            f"no grace limit: {unlimited['ran']:,} / {unlimited['runs']:,} / "
+            f"{unlimited['skipped']:,}",
+            f"{n} / {orgs:,} / {args.burst - orgs:,}",
+        ),
+        Row(
+            "burst",
+            db,
             f"{n} due at once: duplicates / misses",
-            f"{stats['duplicates']} / {stats['misses']} (runs: {stats['runs']:,})",
+            f"{stats['duplicates']} / {stats['misses']}",
             f"n/a / {peer['missed']:,} (grace 1 s); n/a / {unlimited['missed']} (no limit)",
             "0 / 0",
+        ),
+        Row(
+            "burst",
+            db,
+            f"{n} due at once: CPU per fire (all replicas)",
+            f"{cpu / stats['fires'] * 1000:.2f} ms ({cpu:.2f} s CPU in {seen:.2f} s wall)"
+            if cpu is not None and seen is not None and stats["fires"]
+            else "n/a",
+            f"no grace limit: {peer_cpu(unlimited)}",
+            "—",
         ),
     ]
 
 
-def scenario_lone(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row]:
+def fire_one_by_one(
+    db: str, pg_server: URL, args: argparse.Namespace, jitter_seconds: int
+) -> tuple[dict[str, Any], dict[uuid.UUID, datetime]]:
+    """`--lone-samples` schedules with cron times `--lone-spacing` apart (each firing its
+    jitter offset later) on one replica; the fire log's figures and the cron times set."""
     with fresh_database(db, pg_server) as (url, data_dir):
-        asyncio.run(seed(url, data_dir, args.lone_samples, far_future()))
+        asyncio.run(
+            seed(url, data_dir, args.lone_samples, args.per_org, far_future(), jitter_seconds)
+        )
         with replicas(url, data_dir, 1) as (replica,):
             replica.wait_ready()
             first = at_whole_second(2 * POLL_SECONDS + 1)
             spacing = timedelta(seconds=args.lone_spacing)
-            asyncio.run(set_due(url, data_dir, first, spacing))
-            wait_until(first + args.lone_samples * spacing)
+            cron_times = asyncio.run(set_due(url, data_dir, first, spacing))
+            wait_until(first + args.lone_samples * spacing + timedelta(seconds=jitter_seconds))
             deadline = time.time() + 30
             while time.time() < deadline:
                 if asyncio.run(count_fires_and_runs(url, data_dir))[0] >= args.lone_samples:
                     break
                 time.sleep(0.1)
-        stats = asyncio.run(fire_stats(url, data_dir))
+        return asyncio.run(fire_stats(url, data_dir)), cron_times
+
+
+def scenario_lone(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row]:
+    stats, _ = fire_one_by_one(db, pg_server, args, 0)
     peer = run_peer("lone", 60, count=args.lone_samples, spacing=args.lone_spacing)
-    ours, theirs = stats["delays"], peer["delays"]
+    ours, theirs = stats["total"], peer["delays"]
+    orgs = -(-args.lone_samples // args.per_org)
     return [
         Row(
             "lone",
             db,
-            f"fire delay p50 / p99 / max ({len(ours)} fires)",
-            " / ".join(f"{percentile(ours, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0)) + " ms",
-            " / ".join(f"{percentile(theirs, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0)) + " ms",
+            f"fire delay p50 / p99 / max ({len(ours)} fires, no jitter)",
+            ms(ours, 0.5, 0.99, 1.0),
+            ms(theirs, 0.5, 0.99, 1.0),
             "p99 < 1 s",
-            [f"{stats['misses']} of {args.lone_samples} schedules did not fire"]
-            if stats["misses"]
-            else [],
+            [
+                spread(args, args.lone_samples, orgs),
+                "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["outcomes"].items())),
+                f"{stats['misses']} of {args.lone_samples} schedules did not fire"
+                if stats["misses"]
+                else "",
+            ],
         )
     ]
 
 
-RUNNERS = {"startup": scenario_startup, "burst": scenario_burst, "lone": scenario_lone}
+def scenario_jitter(db: str, pg_server: URL, args: argparse.Namespace) -> list[Row]:
+    stats, cron_times = fire_one_by_one(db, pg_server, args, args.jitter_seconds)
+    total, offsets, engine = stats["total"], stats["offsets"], stats["engine"]
+    orgs = -(-args.lone_samples // args.per_org)
+    wrong = sum(1 for i, t in stats["cron_times"].items() if cron_times.get(i) != t)
+    return [
+        Row(
+            "jitter",
+            db,
+            f"engine's delay p50 / p99 / max ({len(engine)} fires, jitter "
+            f"< {args.jitter_seconds} s)",
+            ms(engine, 0.5, 0.99, 1.0),
+            "— (see lone)",
+            "p99 < 1 s",
+            [
+                spread(args, args.lone_samples, orgs),
+                "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["outcomes"].items())),
+                f"{stats['misses']} of {args.lone_samples} schedules did not fire"
+                if stats["misses"]
+                else "",
+                f"scheduled_for is the cron time set in {len(total) - wrong} of {len(total)} fires",
+            ],
+            jitter=[
+                db,
+                f"{len(total)}",
+                f"{args.jitter_seconds}",
+                ms(total, 0.5, 0.99),
+                ms(offsets, 0.5, 0.99),
+                ms(engine, 0.5, 0.99),
+                ms(engine, 1.0),
+            ],
+        )
+    ]
+
+
+RUNNERS = {
+    "startup": scenario_startup,
+    "burst": scenario_burst,
+    "lone": scenario_lone,
+    "jitter": scenario_jitter,
+}
 COLUMNS = (
     "scenario",
     "db",
@@ -646,9 +871,19 @@ COLUMNS = (
     "peer (APScheduler MemoryJobStore)",
     "goal",
 )
+JITTER_COLUMNS = (
+    "db",
+    "fires",
+    "jitter_seconds",
+    "total delay p50 / p99",
+    "jitter offset p50 / p99",
+    "engine's delay p50 / p99",
+    "engine's max",
+)
 
 
 def parent_main(args: argparse.Namespace) -> int:
+    check_measured_code()
     pg_server = make_url(args.pg_url)
     databases, notes = databases_to_measure(args.db, pg_server)
     rows: list[Row] = []
@@ -671,6 +906,12 @@ def parent_main(args: argparse.Namespace) -> int:
             text_columns=6,
         )
     )
+    jitter = [row.jitter for row in rows if row.jitter is not None]
+    if jitter:
+        print()
+        print("Fires with jitter: delay after the cron time = jitter offset + engine's delay")
+        print()
+        print(format_table(JITTER_COLUMNS, jitter, text_columns=1))
     print()
     for row in rows:
         for note in filter(None, row.notes):
@@ -693,13 +934,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(SCENARIOS),
         help=f"comma-separated, from {','.join(SCENARIOS)}",
     )
+    parser.add_argument(
+        "--per-org", type=int, default=10, help="schedules per organization, every scenario"
+    )
     parser.add_argument("--schedules", type=int, default=100_000, help="startup: schedules")
     parser.add_argument("--repeat", type=int, default=3, help="startup: starts per database")
     parser.add_argument("--burst", type=int, default=10_000, help="burst: schedules due")
     parser.add_argument("--replicas", type=int, default=3, help="burst: replicas on PostgreSQL")
     parser.add_argument("--timeout", type=float, default=120.0, help="burst: give up after")
-    parser.add_argument("--lone-samples", type=int, default=40, help="lone: fires measured")
-    parser.add_argument("--lone-spacing", type=float, default=0.5, help="lone: seconds apart")
+    parser.add_argument("--lone-samples", type=int, default=40, help="lone, jitter: fires measured")
+    parser.add_argument(
+        "--lone-spacing", type=float, default=0.5, help="lone, jitter: seconds apart"
+    )
+    parser.add_argument(
+        "--jitter-seconds", type=int, default=10, help="jitter: the schedules' jitter_seconds"
+    )
     # a peer measurement in a fresh process (internal)
     parser.add_argument("--peer", choices=sorted(PEER_SCENARIOS), help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
@@ -711,6 +960,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    if args.per_org < 1:
+        parser.error("--per-org must be at least 1")
+    if not 1 <= args.jitter_seconds <= 3600:
+        parser.error("--jitter-seconds must be within 1-3600 (the column's range)")
     return args
 
 
