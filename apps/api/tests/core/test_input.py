@@ -417,9 +417,9 @@ def test_json_logs_are_one_valid_object_per_line() -> None:
     ],
 )
 def test_csv_cells_that_a_spreadsheet_would_run_get_a_leading_quote(title: str) -> None:
-    from app.runs.results import _csv_chunk
+    from app.runs.results import csv_chunk
 
-    chunk = _csv_chunk([[title, "Gadget - Black", " plain", "x=1"]]).decode()
+    chunk = csv_chunk([[title, "Gadget - Black", " plain", "x=1"]]).decode()
     cells = next(csv.reader(io.StringIO(chunk, newline="")))
     assert cells == ["'" + title, "Gadget - Black", " plain", "x=1"]
 
