@@ -152,17 +152,17 @@ async def test_listings_csv_has_every_listing_with_rfc4180_quoting(
 
 
 async def test_csv_quotes_commas_quotes_and_newlines(database: Database) -> None:
-    from app.runs.results import _csv_chunk
+    from app.runs.results import csv_chunk
 
-    chunk = _csv_chunk([["a,b", 'say "hi"', "two\nlines", None, Decimal("1.50")]]).decode()
+    chunk = csv_chunk([["a,b", 'say "hi"', "two\nlines", None, Decimal("1.50")]]).decode()
     assert chunk == '"a,b","say ""hi""","two\nlines",,1.50\r\n'
 
 
 async def test_csv_cells_never_run_as_spreadsheet_formulas(database: Database) -> None:
-    from app.runs.results import _csv_chunk
+    from app.runs.results import csv_chunk
 
     titles = ['=HYPERLINK("http://x.example","click")', "+1+cmd|' /C calc'!A0", "@SUM(1)", "-2"]
-    chunk = _csv_chunk([[*titles, Decimal("-1.50"), -3, "Gadget - Black"]]).decode()
+    chunk = csv_chunk([[*titles, Decimal("-1.50"), -3, "Gadget - Black"]]).decode()
     cells = next(csv.reader(io.StringIO(chunk)))
     assert cells[:4] == ["'" + title for title in titles]
     assert cells[4:] == ["-1.50", "-3", "Gadget - Black"]  # numbers and inner dashes untouched

@@ -12,9 +12,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from app import orgs as org_service
-from app import users as user_service
-from app import web_sessions
+from app import orgs as org_service, users as user_service, web_sessions
 from app.api.deps import SessionDep
 from app.api.errors import status_of
 from app.auth import Principal, authenticate

@@ -14,8 +14,7 @@ from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from app import presets as preset_service
-from app import users as user_service
+from app import presets as preset_service, users as user_service
 from app.api.deps import ScheduleCommandsDep, Schedules, SessionDep
 from app.core.pagination import PageParams
 from app.errors import AppError, InvalidError, NotFoundError

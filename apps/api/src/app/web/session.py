@@ -26,8 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import orgs as org_service
-from app import web_sessions
+from app import orgs as org_service, web_sessions
 from app.auth import ROLE_PERMISSIONS, OrgContext, Principal
 from app.core.config import Settings
 from app.core.database import DbActor, acting_as
