@@ -156,6 +156,9 @@ async def _running_run(
                 categories_done=2,
                 products_found=100,
                 products_searched=len(searched),
+                # executed by another instance (so this one's sweep leaves it alone)
+                lease_owner="elsewhere",
+                lease_expires_at=NOW + timedelta(days=365),
             )
         )
         await session.execute(
@@ -272,19 +275,26 @@ async def test_the_amazon_phase_borrows_the_ebay_pace_of_the_last_completed_run(
                 started_at=NOW - timedelta(seconds=60),
                 categories_done=1,
                 products_found=20,
+                lease_owner="elsewhere",
+                lease_expires_at=NOW + timedelta(days=365),
             )
         )
     alone = (await client.get(f"/collection/runs/{run_id}", headers=admin.headers)).json()
     assert alone["eta"]["remaining_seconds"] is None  # another organization's pace is not used
     assert "until the eBay searches begin" in alone["eta"]["note"]
 
-    await client.post(f"/collection/runs/{run_id}/cancel", headers=admin.headers)  # (room)
+    async with database.transaction() as session:  # (room for the next run)
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run_id))
+            .values(status=RunStatus.CANCELLED)
+        )
     await _finished_earlier(client, admin, database, searched=200, seconds=100)
     async with database.transaction() as session:
         await session.execute(
             sa.update(CollectionRun)
             .where(CollectionRun.id == uuid.UUID(run_id))
-            .values(status=RunStatus.RUNNING, finished_at=None)
+            .values(status=RunStatus.RUNNING, finished_at=None, lease_owner="elsewhere")
         )
     # 1 category left at 60 s, then 40 products (20 a category) at 0.5 s each
     body = (await client.get(f"/collection/runs/{run_id}", headers=admin.headers)).json()
