@@ -53,6 +53,7 @@ async def test_the_list_is_filtered_and_the_form_keeps_the_filter(
     early = await _run(client, admin, preset_id=electronics)
     clock.set(EPOCH + timedelta(hours=5))  # 2027-01-16 02:00 in Tokyo, still the 15th in UTC
     late = await _run(client, admin, preset_id=electronics)
+    clock.set(EPOCH + timedelta(hours=6))
     other = await _run(client, admin, preset_id=toys)
     signed_in = await _tokyo(browser, admin)
 

@@ -21,7 +21,7 @@ from app.core.pagination import PageParams, decode_offset, encode_offset
 from app.errors import NotFoundError
 from app.runs import changes
 from app.runs.lifecycle import RunFilter, RunLifecycle
-from app.runs.results import ResultsPurgedError
+from app.runs.results import ResultsPurgedError, previous_completed_run
 from app.tables import CollectionRun, RunStatus
 from app.web.errors import WebError
 
@@ -73,6 +73,8 @@ class ChangesView:
     summary: changes.Summary | None = None
     sections: list[SectionPage] = field(default_factory=list)
     choices: list[CollectionRun] = field(default_factory=list)
+    has_previous: bool = False
+    """Whether there is a previous completed run to compare with by default."""
     problem: str | None = None
     status_code: int = status.HTTP_200_OK
 
@@ -180,11 +182,14 @@ async def changes_section(
         return ChangesView()
     view = ChangesView(shown=True, against_param=against)
     view.choices = await comparable_runs(session, runs, row)
+    if against:
+        view.has_previous = await previous_completed_run(session, row) is not None
     try:
         view.against = await compared_run(session, runs, row, against)
     except _Unavailable as exc:
         view.problem, view.status_code = exc.message, exc.status_code
         return view
+    view.has_previous = view.has_previous or not against
     comparison = await changes.compare(session, row, view.against, limit=CHANGES_PER_PAGE)
     view.summary = comparison.summary
     totals = _totals(comparison.summary)
