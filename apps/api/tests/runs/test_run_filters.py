@@ -113,6 +113,8 @@ async def test_runs_filtered_by_preset_trigger_status_and_time(
         ({"since": "2027-01-16T00:00:00Z", "until": "2027-01-15T00:00:00Z"}, "must be after"),
         ({"since": "2027-01-16T00:00:00Z", "until": "2027-01-16T01:00:00+01:00"}, "must be after"),
         ({"preset_id": "electronics"}, "UUID"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "lies outside the calendar in UTC"),
+        ({"until": "9999-12-31T23:59:59-01:00"}, "lies outside the calendar in UTC"),
     ],
 )
 async def test_filters_that_cannot_be_read_are_refused(

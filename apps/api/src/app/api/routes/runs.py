@@ -4,7 +4,7 @@ their results (the ranked sellers, CSV exports)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
@@ -92,23 +92,34 @@ def run_filter(
     ] = None,
 ) -> RunFilter:
     """The list's filters; a `next_cursor` continues the list of the same filters."""
+    since, until = _in_utc("since", since), _in_utc("until", until)
     if since is not None and until is not None and since >= until:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "until"),
-                    "msg": f"until ({until.isoformat()}) must be after since ({since.isoformat()})",
-                    "input": until.isoformat(),
-                }
-            ]
-        )
+        message = f"until ({until.isoformat()}) must be after since ({since.isoformat()})"
+        raise _invalid_query("until", message, until.isoformat())
     return RunFilter(
         preset_id=preset_id,
         triggers=tuple(dict.fromkeys(trigger or ())),
         statuses=tuple(dict.fromkeys(status_filter or ())),
         since=since,
         until=until,
+    )
+
+
+def _in_utc(name: str, moment: datetime | None) -> datetime | None:
+    """The moment in UTC, as it is stored; 422 for one UTC cannot express (year 1 at
+    +01:00, year 9999 at -01:00)."""
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        message = f"{name} ({moment.isoformat()}) lies outside the calendar in UTC"
+        raise _invalid_query(name, message, moment.isoformat()) from None
+
+
+def _invalid_query(name: str, message: str, value: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
     )
 
 
