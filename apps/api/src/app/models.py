@@ -317,6 +317,18 @@ class RunProgress(ResponseModel):
     sellers_found: int
 
 
+class RunEta(ResponseModel):
+    remaining_seconds: int | None = Field(
+        description="About how long the run has left; null when it cannot be estimated "
+        "(paused, not started, too early to tell: `note` says which)."
+    )
+    finishes_at: datetime | None = Field(description="Now plus `remaining_seconds`.")
+    note: str = Field(
+        description="How the estimate was made, or why there is none.",
+        examples=["From the pace of the last 50 eBay searches."],
+    )
+
+
 class RunResponse(ResponseModel):
     id: uuid.UUID
     name: str
@@ -354,12 +366,27 @@ class RunResponse(ResponseModel):
     started_at: datetime | None
     finished_at: datetime | None
     results_purged_at: datetime | None
+    elapsed_seconds: int | None = Field(
+        default=None,
+        description="Seconds from start to finish, or to now while the run has not finished "
+        "(pauses included); null before it starts. Set by GET /collection/runs and GET "
+        "/collection/runs/{id}; null in the answers of the other endpoints.",
+    )
+    eta: RunEta | None = Field(
+        default=None,
+        description="About how long the run has left, in GET /collection/runs/{id} only "
+        "(null elsewhere, and once the run has finished).",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _progress_from_row(cls, data: Any) -> Any:
         if hasattr(data, "categories_total"):  # an ORM row: gather the counters
-            values = {name: getattr(data, name) for name in cls.model_fields if name != "progress"}
+            values = {
+                name: getattr(data, name)
+                for name in cls.model_fields
+                if name not in ("progress", "elapsed_seconds", "eta")  # (not columns)
+            }
             values["progress"] = {name: getattr(data, name) for name in RunProgress.model_fields}
             return values
         return data

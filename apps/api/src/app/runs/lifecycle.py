@@ -121,6 +121,37 @@ class TransitionNotAllowedError(ConflictError):
 
 
 @dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a list shows: of one preset, with some triggers and statuses (none given:
+    all), created in [since, until). A list's cursor continues the list of the same filter."""
+
+    preset_id: uuid.UUID | None = None
+    triggers: tuple[RunTrigger, ...] = ()
+    statuses: tuple[RunStatus, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def apply(self, statement: sa.Select[Any]) -> sa.Select[Any]:
+        """`statement` (of runs) narrowed to the runs that match."""
+        if self.preset_id is not None:
+            statement = statement.where(CollectionRun.preset_id == self.preset_id)
+        if self.triggers:
+            statement = statement.where(CollectionRun.trigger.in_(self.triggers))
+        if self.statuses:
+            statement = statement.where(CollectionRun.status.in_(self.statuses))
+        if self.since is not None:
+            statement = statement.where(CollectionRun.created_at >= self.since)
+        if self.until is not None:
+            statement = statement.where(CollectionRun.created_at < self.until)
+        return statement
+
+    @property
+    def narrows(self) -> bool:
+        """Whether any run could be left out."""
+        return self != RunFilter()
+
+
+@dataclass(frozen=True, slots=True)
 class RunSpec:
     """What a new run collects, and for whom."""
 
@@ -284,15 +315,12 @@ class RunLifecycle:
         *,
         org_id: uuid.UUID,
         page: PageParams,
-        statuses: Sequence[RunStatus] = (),
+        only: RunFilter | None = None,
     ) -> tuple[list[CollectionRun], str | None]:
-        """The organization's runs, newest first, optionally only those in `statuses`."""
-        statement = org_rows(CollectionRun, org_id)
-        if statuses:
-            statement = statement.where(CollectionRun.status.in_(statuses))
+        """The organization's runs, newest first; `only` those that match."""
         return await paginate(
             session,
-            statement,
+            (only or RunFilter()).apply(org_rows(CollectionRun, org_id)),
             created_at=CollectionRun.created_at,
             row_id=CollectionRun.id,
             params=page,

@@ -4,24 +4,28 @@ their results (the ranked sellers, CSV exports)."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
 from app.api.deps import CanRun, CanView, DatabaseDep, RunCommandsDep, Runs, SessionDep
 from app.api.errors import AUTH_ERRORS, Responses
 from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
 from app.errors import InvalidError
-from app.models import RunCreate, RunResponse, SellerPage, SellerResponse
-from app.runs import changes, results
+from app.models import RunCreate, RunEta, RunResponse, SellerPage, SellerResponse
+from app.runs import changes, pace, results
+from app.runs.lifecycle import RunFilter
 from app.runs.models import (
     ChangesSummary,
     PriceChangeResponse,
     RunChanges,
     SellerChangeResponse,
 )
-from app.tables import RunStatus
+from app.tables import CollectionRun, RunStatus, RunTrigger
 
 router = APIRouter(prefix="/collection", tags=["collection"])
 
@@ -65,30 +69,114 @@ async def create_run(
     return RunResponse.model_validate(run)
 
 
+def run_filter(
+    preset_id: Annotated[
+        uuid.UUID | None,
+        Query(description="Only runs made from this preset (also after it was deleted)."),
+    ] = None,
+    trigger: Annotated[
+        list[RunTrigger] | None,
+        Query(description="Only runs started this way (repeat for several)."),
+    ] = None,
+    status_filter: Annotated[
+        list[RunStatus] | None,
+        Query(alias="status", description="Only runs in these statuses (repeat for several)."),
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(description="Only runs created at or after this moment (with its UTC offset)."),
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None,
+        Query(description="Only runs created before this moment (with its UTC offset)."),
+    ] = None,
+) -> RunFilter:
+    """The list's filters; a `next_cursor` continues the list of the same filters."""
+    since, until = _in_utc("since", since), _in_utc("until", until)
+    if since is not None and until is not None and since >= until:
+        message = f"until ({until.isoformat()}) must be after since ({since.isoformat()})"
+        raise _invalid_query("until", message, until.isoformat())
+    return RunFilter(
+        preset_id=preset_id,
+        triggers=tuple(dict.fromkeys(trigger or ())),
+        statuses=tuple(dict.fromkeys(status_filter or ())),
+        since=since,
+        until=until,
+    )
+
+
+def _in_utc(name: str, moment: datetime | None) -> datetime | None:
+    """The moment in UTC, as it is stored; 422 for one UTC cannot express (year 1 at
+    +01:00, year 9999 at -01:00)."""
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        message = f"{name} ({moment.isoformat()}) lies outside the calendar in UTC"
+        raise _invalid_query(name, message, moment.isoformat()) from None
+
+
+def _invalid_query(name: str, message: str, value: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
+    )
+
+
+def timed(row: CollectionRun, timing: pace.Timing) -> RunResponse:
+    """The run with its elapsed time and, while it is not finished, its estimate."""
+    elapsed = timing.elapsed
+    eta = None
+    if row.finished_at is None:
+        eta = RunEta(
+            remaining_seconds=None
+            if timing.remaining is None
+            else int(timing.remaining.total_seconds()),
+            finishes_at=timing.finishes_at,
+            note=timing.note,
+        )
+    return RunResponse.model_validate(row).model_copy(
+        update={
+            "elapsed_seconds": None if elapsed is None else int(elapsed.total_seconds()),
+            "eta": eta,
+        }
+    )
+
+
 @router.get("/runs", response_model=Page[RunResponse], responses=AUTH_ERRORS)
 async def list_runs(
     ctx: CanView,
     session: SessionDep,
     runs: Runs,
     page: Annotated[PageParams, Depends(page_params)],
-    status_filter: Annotated[
-        list[RunStatus] | None,
-        Query(alias="status", description="Only runs in these statuses (repeatable)."),
-    ] = None,
+    only: Annotated[RunFilter, Depends(run_filter)],
 ) -> Page[RunResponse]:
-    """Runs of the acting organization, newest first."""
-    rows, next_cursor = await runs.list_runs(
-        session, org_id=ctx.org_id, page=page, statuses=status_filter or ()
-    )
-    return Page(items=[RunResponse.model_validate(r) for r in rows], next_cursor=next_cursor)
+    """Runs of the acting organization, newest first; filtered by preset, trigger
+    (`?trigger=manual&trigger=schedule`), status (repeatable too) and creation time
+    (`since` inclusive, `until` exclusive, each with its UTC offset). Pass `next_cursor`
+    back with the same filters. `elapsed_seconds` is set; `eta` only for one run."""
+    rows, next_cursor = await runs.list_runs(session, org_id=ctx.org_id, page=page, only=only)
+    now = runs.clock()
+    items = [
+        RunResponse.model_validate(row).model_copy(update={"elapsed_seconds": _seconds(row, now)})
+        for row in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def _seconds(row: CollectionRun, now: datetime) -> int | None:
+    elapsed = pace.elapsed(row, now)
+    return None if elapsed is None else int(elapsed.total_seconds())
 
 
 @router.get(
     "/runs/{run_id}", response_model=RunResponse, responses={**AUTH_ERRORS, **RUN_NOT_FOUND}
 )
 async def get_run(run_id: uuid.UUID, ctx: CanView, session: SessionDep, runs: Runs) -> RunResponse:
-    """One run with its phase and progress counters."""
-    return RunResponse.model_validate(await runs.get_run(session, org_id=ctx.org_id, run_id=run_id))
+    """One run with its phase and progress counters, how long it has been going and, while
+    it runs, about how long it has left (`eta`: from the pace of its latest checkpoints)."""
+    run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
+    return timed(run, await pace.timing(session, run, now=runs.clock()))
 
 
 @router.post("/runs/{run_id}/start", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
