@@ -4,19 +4,17 @@ their results (the ranked sellers, CSV exports)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from app.api.deps import CanRun, CanView, DatabaseDep, RunCommandsDep, Runs, SessionDep
-from app.api.errors import AUTH_ERRORS, Responses
+from app.api.errors import AUTH_ERRORS, Responses, invalid_query
 from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
 from app.errors import InvalidError
-from app.models import RunCreate, RunEta, RunResponse, SellerPage, SellerResponse
+from app.models import RunCreate, RunEta, RunResponse, SellerPage, SellerResponse, UtcMoment
 from app.runs import changes, pace, results
 from app.runs.lifecycle import RunFilter
 from app.runs.models import (
@@ -83,43 +81,24 @@ def run_filter(
         Query(alias="status", description="Only runs in these statuses (repeat for several)."),
     ] = None,
     since: Annotated[
-        AwareDatetime | None,
+        UtcMoment | None,
         Query(description="Only runs created at or after this moment (with its UTC offset)."),
     ] = None,
     until: Annotated[
-        AwareDatetime | None,
+        UtcMoment | None,
         Query(description="Only runs created before this moment (with its UTC offset)."),
     ] = None,
 ) -> RunFilter:
     """The list's filters; a `next_cursor` continues the list of the same filters."""
-    since, until = _in_utc("since", since), _in_utc("until", until)
     if since is not None and until is not None and since >= until:
         message = f"until ({until.isoformat()}) must be after since ({since.isoformat()})"
-        raise _invalid_query("until", message, until.isoformat())
+        raise invalid_query("until", message, until.isoformat())
     return RunFilter(
         preset_id=preset_id,
         triggers=tuple(dict.fromkeys(trigger or ())),
         statuses=tuple(dict.fromkeys(status_filter or ())),
         since=since,
         until=until,
-    )
-
-
-def _in_utc(name: str, moment: datetime | None) -> datetime | None:
-    """The moment in UTC, as it is stored; 422 for one UTC cannot express (year 1 at
-    +01:00, year 9999 at -01:00)."""
-    if moment is None:
-        return None
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        message = f"{name} ({moment.isoformat()}) lies outside the calendar in UTC"
-        raise _invalid_query(name, message, moment.isoformat()) from None
-
-
-def _invalid_query(name: str, message: str, value: str) -> RequestValidationError:
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
     )
 
 
