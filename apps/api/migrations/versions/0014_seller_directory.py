@@ -257,6 +257,10 @@ def upgrade() -> None:
         for table in TABLES:
             op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
             op.execute(f"CREATE POLICY {table}_members ON {table} FOR ALL USING ({MEMBERS})")
+            # statistics now, not at autovacuum's next pass: without them the planner takes
+            # the freshly filled directory for empty and sorts a scope instead of reading
+            # the index of its order (300 ms instead of 3 at 100,000 sellers)
+            op.execute(f"ANALYZE {table}")
 
 
 def downgrade() -> None:

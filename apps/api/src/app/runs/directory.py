@@ -272,12 +272,17 @@ def _record_in_all(dialect: str, run: _Run) -> sa.Insert:
             sa.literal(1),
             *(scoped.c[name] for name in _COLUMNS[6:]),
         )
+        .select_from(RunSeller)
         .join(
-            RunSeller,
-            sa.and_(RunSeller.run_id == run.run_id, RunSeller.username == scoped.c.username),
+            scoped,
+            sa.and_(
+                scoped.c.org_id == run.org_id,
+                scoped.c.scope_id == run.scope_id,
+                scoped.c.username == RunSeller.username,
+            ),
         )
-        .where(scoped.c.org_id == run.org_id, scoped.c.scope_id == run.scope_id)
-        .order_by(scoped.c.username)
+        .where(RunSeller.run_id == run.run_id)  # the run's sellers, each found by key
+        .order_by(RunSeller.username)
     )
     insert = dialect_insert(dialect, _SELLERS).from_select(_COLUMNS, rows)
     new, seller = insert.excluded, _SELLERS.c
