@@ -251,9 +251,9 @@ def peer_first_page(org_id: uuid.UUID) -> Any:
 
 async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -> list[list[str]]:
     from app.core.database import SYSTEM, Database, DbActor, acting_as
+    from app.directory_tables import DIRECTORY_ALL, DirectorySeller
     from app.migrate import upgrade
     from app.runs import directory_pages
-    from app.tables import DIRECTORY_ALL, DirectorySeller
 
     settings = bench_settings(url, data_dir)
     await asyncio.to_thread(upgrade, settings)  # Alembic runs its own event loop

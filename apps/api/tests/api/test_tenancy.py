@@ -24,13 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import presets as preset_service
 from app.core.clock import utcnow
 from app.core.database import SYSTEM, Database, DbActor, acting_as
+from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
 from app.tables import (
-    DIRECTORY_ALL,
     CategoryPreset,
     CollectionRun,
     CollectionSchedule,
-    DirectoryScope,
-    DirectorySeller,
     FireOutcome,
     Invitation,
     Membership,

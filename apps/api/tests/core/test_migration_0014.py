@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from app import migrate
 from app.core.config import Settings
 from app.core.database import Database, create_engine
+from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
 from app.runs import directory
-from app.tables import DIRECTORY_ALL, CollectionRun, DirectoryScope, DirectorySeller
+from app.tables import CollectionRun
 from tests.helpers.databases import temp_database
 from tests.helpers.settings import make_settings
 

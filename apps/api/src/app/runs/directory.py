@@ -41,11 +41,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import dialect_insert
+from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
 from app.tables import (
-    DIRECTORY_ALL,
     CollectionRun,
-    DirectoryScope,
-    DirectorySeller,
     RunSeller,
     RunStatus,
 )

@@ -15,16 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import INVALID_CURSOR, decode_keyset, encode_keyset
+from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
 from app.errors import InvalidError, NotFoundError
 from app.presets import PresetNotFoundError
 from app.runs.directory import Trend, scope_of, trend
 from app.runs.results import AnySelect, money
 from app.tables import (
-    DIRECTORY_ALL,
     CategoryPreset,
     CollectionRun,
-    DirectoryScope,
-    DirectorySeller,
     RunListing,
     RunProduct,
     RunSeller,
