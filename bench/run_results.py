@@ -36,12 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from benchlib import (
     databases_to_measure,
     format_table,
     postgres_database,
+    timed,
 )
 
 PAGE = 50
@@ -153,18 +153,6 @@ def old_first_page(run_id: uuid.UUID) -> Any:
         .order_by(products.desc(), listings.desc(), RunListing.seller_username)
         .limit(PAGE)
     )
-
-
-async def timed(repeat: int, operation: Callable[[], Awaitable[Any]]) -> tuple[float, float, float]:
-    """Median and slowest wall ms, and median CPU ms, of `repeat` calls."""
-    await operation()  # warm the caches and the statement cache
-    walls, cpus = [], []
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), time.process_time()
-        await operation()
-        walls.append((time.perf_counter() - wall) * 1000)
-        cpus.append((time.process_time() - cpu) * 1000)
-    return statistics.median(walls), max(walls), statistics.median(cpus)
 
 
 async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -> list[list[str]]:

@@ -1,4 +1,5 @@
-"""SQLAlchemy tables: one definition that runs unchanged on SQLite and PostgreSQL."""
+"""SQLAlchemy tables: one definition that runs unchanged on SQLite and PostgreSQL (those of
+the seller directory are in app.directory_tables)."""
 
 from __future__ import annotations
 
@@ -256,6 +257,9 @@ class CollectionRun(OrgOwned, Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     results_purged_at: Mapped[datetime | None] = mapped_column(default=None)
+    directory_recorded_at: Mapped[datetime | None] = mapped_column(
+        default=None, comment="when its sellers were added to the seller directory (once)"
+    )
     scheduled_for: Mapped[datetime | None] = mapped_column(comment="a backfill run's due time")
 
 

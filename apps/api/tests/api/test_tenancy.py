@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import presets as preset_service
 from app.core.clock import utcnow
 from app.core.database import SYSTEM, Database, DbActor, acting_as
+from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
 from app.tables import (
     CategoryPreset,
     CollectionRun,
@@ -42,6 +43,7 @@ from app.tables import (
 )
 from tests.helpers.actors import Actor, Actors
 from tests.helpers.browser import browsers
+from tests.helpers.directory import completed_run, listings
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ ORG_ENDPOINTS = [
     Endpoint("POST", "/collection/runs/{run}/pause", "collection.run", ok=409),
     Endpoint("POST", "/collection/runs/{run}/resume", "collection.run", ok=409),
     Endpoint("POST", "/collection/runs/{run}/cancel", "collection.run", ok=409),
+    Endpoint("GET", "/collection/sellers", "collection.view"),
+    Endpoint("GET", "/collection/sellers/{seller}", "collection.view"),
 ]
 RESOURCE_ENDPOINTS = [e for e in ORG_ENDPOINTS if "{" in e.path]
 USER_ENDPOINTS = [Endpoint("GET", "/me", None), Endpoint("POST", "/orgs", None, {"name": "O"}, 201)]
@@ -94,7 +98,8 @@ ROLE_PERMISSIONS = {
 
 @dataclass
 class World:
-    """Two organizations, each with a preset, a run, a viewer and a pending invitation."""
+    """Two organizations, each with a preset, a run, a viewer and a pending invitation,
+    and a seller its completed run saw (A: seller-a, B: seller-b)."""
 
     admin: Actor
     preset_id: str
@@ -112,12 +117,14 @@ class World:
                 "run": self.run_id,
                 "member": str(self.viewer.user_id),
                 "invitation": INVITED[0],
+                "seller": "seller-a",
             }
         return {
             "preset": self.other_preset_id,
             "run": self.other_run_id,
             "member": str(self.other_viewer.user_id),
             "invitation": INVITED[1],
+            "seller": "seller-b",
         }
 
 
@@ -147,13 +154,21 @@ async def _invite(client: httpx.AsyncClient, actor: Actor, email: str) -> None:
     assert response.status_code == 201, response.text
 
 
+async def _seller_seen(
+    client: httpx.AsyncClient, database: Database, actor: Actor, seller: str
+) -> None:
+    """A completed run of another category list that saw `seller-<seller>` (so the run
+    of the matrix still has no earlier run to compare with)."""
+    await completed_run(client, database, actor, listings(seller), utcnow())
+
+
 @pytest.fixture
-async def world(client: httpx.AsyncClient, actors: Actors) -> World:
+async def world(client: httpx.AsyncClient, actors: Actors, database: Database) -> World:
     admin = await actors.admin("Org A")
     other = await actors.admin("Org B")
     await _invite(client, admin, INVITED[0])
     await _invite(client, other, INVITED[1])
-    return World(
+    world = World(
         admin=admin,
         preset_id=await _preset(client, admin, "A's preset"),
         run_id=await _cancelled_run(client, admin),
@@ -163,6 +178,9 @@ async def world(client: httpx.AsyncClient, actors: Actors) -> World:
         other_run_id=await _cancelled_run(client, other),
         other_viewer=await actors.member(other, "viewer"),
     )
+    await _seller_seen(client, database, admin, "a")
+    await _seller_seen(client, database, other, "b")
+    return world
 
 
 async def _call(
@@ -240,6 +258,7 @@ async def test_missing_resource_looks_like_another_orgs(
         "run": missing_id,
         "member": missing_id,
         "invitation": f"nobody-{missing_id[:8]}@example.com",
+        "seller": f"nobody-{missing_id[:8]}",
     }
     missing = await _call(client, endpoint, missing_ids, world.admin.headers)
     foreign = await _call(client, endpoint, world.ids(own=False), world.admin.headers)
@@ -293,6 +312,8 @@ TENANT_TABLES: list[type[Any]] = [
     RunSeller,
     CollectionSchedule,
     ScheduleFire,
+    DirectoryScope,
+    DirectorySeller,
 ]
 ADMIN_ONLY_TABLES = {Invitation, CollectionSchedule, ScheduleFire}
 
@@ -377,6 +398,10 @@ async def walled(client: httpx.AsyncClient, world: World, database: Database) ->
     async with database.transaction() as session:  # no actor: the owner, who sees everything
         for run_id, org_id in runs.items():
             await _seed_results(session, org_id, run_id)
+        # and the runs that saw the world's sellers, with their results
+        runs |= dict(
+            (await session.execute(sa.select(CollectionRun.id, CollectionRun.org_id))).all()
+        )
     return Walled(world, org_a, org_b, runs)
 
 
@@ -459,6 +484,27 @@ def _foreign_row(model: type[Any], walled: Walled, schedule_b: uuid.UUID) -> Any
             scheduled_for=utcnow() + timedelta(days=1),
             outcome=FireOutcome.STARTED,
             instance_id="test",
+        ),
+        DirectoryScope: DirectoryScope(
+            org_id=org_b,
+            scope_id=uuid.uuid4(),
+            category_ids=["1"],
+            runs=1,
+            latest_run_id=run_b,
+            latest_run_at=utcnow(),
+        ),
+        DirectorySeller: DirectorySeller(
+            org_id=org_b,
+            scope_id=DIRECTORY_ALL,
+            username="planted",
+            first_seen_at=utcnow(),
+            last_seen_at=utcnow(),
+            runs_seen=1,
+            last_scope_id=uuid.uuid4(),
+            last_run_id=run_b,
+            last_rank=1,
+            last_products=1,
+            last_listings=1,
         ),
     }
     return rows[model]
