@@ -22,7 +22,7 @@ from app.core.pagination import PageParams
 from app.errors import AppError, ConflictError, NotFoundError
 from app.instance import instance_of
 from app.models import RunCreate, RunResponse
-from app.runs import results
+from app.runs import listings, results
 from app.runs.lifecycle import ALLOWED_FROM, RunLifecycle
 from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
 from app.web.errors import FORM, WebError, field_errors, web_error
@@ -255,7 +255,7 @@ async def _sellers(
     """What the sellers section shows: one page of the ranking, in the order asked for."""
     chosen: results.SellerSort = next((key for key in results.SELLER_SORTS if key == sort), "rank")
     # The natural direction of each column: best first (rank 1, most products, ...).
-    natural_descending = chosen in ("products", "listings", "feedback")
+    natural_descending = chosen in ("products", "listings", "feedback", "margin")
     descending = natural_descending if order not in ("asc", "desc") else order == "desc"
     page_number = requested_page(page)
     sellers: list[results.RankedSeller] = []
@@ -448,7 +448,9 @@ async def export_run(
         ) from None
     chosen = "listings" if kind == "listings" else "sellers"
     return StreamingResponse(
-        results.export_csv(database, row, chosen),
+        listings.export_csv(database, row)
+        if chosen == "listings"
+        else results.export_csv(database, row),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="run-{row.id}-{chosen}.csv"'},
     )
