@@ -212,14 +212,10 @@ class RunLifecycle:
         now = self.clock()
         run_ids = [uuid.uuid4() for _ in specs]
         # Each run keeps its organization's fee % of now: its margins never change after.
-        fee_percents: dict[uuid.UUID, Any] = {
-            org_id: fee_percent
-            for org_id, fee_percent in await session.execute(
-                sa.select(Organization.id, Organization.expected_fee_percent).where(
-                    Organization.id.in_({spec.org_id for spec in specs})
-                )
-            )
-        }
+        fee_of = sa.select(Organization.id, Organization.expected_fee_percent).where(
+            Organization.id.in_({spec.org_id for spec in specs})
+        )
+        fee_percents: dict[uuid.UUID, Any] = dict((await session.execute(fee_of)).all())
         rows: list[dict[str, Any]] = [
             {
                 "id": run_id,
