@@ -1,5 +1,5 @@
 """A run's eBay listings next to the Amazon price of their product, with estimated margins:
-pages of them (all, or one seller's), and their rows in the listings CSV."""
+pages of them (all, or one seller's, with the seller's figures), and the listings CSV."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.database import Database
 from app.core.pagination import decode_key, encode_key
 from app.runs import margins
-from app.runs.results import EXPORT_BATCH, AnySelect, check_kept, csv_chunk, money
-from app.tables import CollectionRun, RunListing, RunProduct
+from app.runs.results import EXPORT_BATCH, AnySelect, RankedSeller, check_kept, csv_chunk, money
+from app.tables import CollectionRun, RunListing, RunProduct, RunSeller
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +151,43 @@ async def list_listings(
     views = [_view(row, run.fee_percent) for row in rows[:limit]]
     next_cursor = encode_key(views[-1].asin, views[-1].item_id) if len(rows) > limit else None
     return views, next_cursor
+
+
+async def seller_in_run(
+    session: AsyncSession, run: CollectionRun, username: str
+) -> RankedSeller | None:
+    """One seller's figures in the run and its rank (numbered now while the run goes on);
+    None when the run has no such seller."""
+    check_kept(run)
+    seller = await session.get(RunSeller, (run.id, username))
+    if seller is None:
+        return None
+    rank = seller.rank
+    if rank is None:  # not finished: its place in the ranking's order, now
+        ahead = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(RunSeller)
+            .where(
+                RunSeller.run_id == run.id,
+                sa.tuple_(-RunSeller.products, -RunSeller.listings, RunSeller.username)
+                < sa.tuple_(-seller.products, -seller.listings, seller.username),
+            )
+        )
+        rank = (ahead or 0) + 1
+    return RankedSeller(
+        rank=rank,
+        username=seller.username,
+        products=seller.products,
+        listings=seller.listings,
+        min_price=money(seller.min_price),
+        max_price=money(seller.max_price),
+        feedback_score=seller.feedback_score,
+        feedback_percentage=money(seller.feedback_percentage),
+        new_since_last_run=None,
+        median_price=money(seller.median_price),
+        currency=seller.currency,
+        median_margin=money(seller.median_margin),
+    )
 
 
 CSV_COLUMNS = [
