@@ -9,7 +9,9 @@ seller's median estimated margin.
 - `run_listings.shipping` and `shipping_currency`: what the buyer pays for shipping (0:
   free); NULL, unknown, for the listings collected before;
 - `run_sellers.median_margin`, set when a run finishes; computed here for the runs that
-  finished before (their shipping is unknown, so it counts as 0, as app.runs.margins says).
+  finished before (their shipping is unknown, so it counts as 0, as app.runs.margins says);
+- `ix_run_listings_run_seller` gains the listing's key (asin, item_id), so a page of one
+  seller's listings (GET /collection/runs/{id}/listings?seller=) is one range of it.
 
 Revision ID: 0015
 Revises: 0013
@@ -31,6 +33,7 @@ FEE_PERCENT = sa.Numeric(5, 2)
 DEFAULT_FEE_PERCENT = "13.25"
 DEFAULT_FEE_BP = 1325
 
+SELLER_INDEX = "ix_run_listings_run_seller"
 FINISHED = "SELECT id FROM collection_runs WHERE status IN ('completed', 'failed')"
 # app.runs.margins in whole cents, with no shipping known: price - fees - Amazon price, for
 # listings priced in their product's currency (and in their seller's).
@@ -112,9 +115,17 @@ def upgrade() -> None:
             )
         )
     op.execute(MEDIAN_MARGINS)
+    _seller_index("run_id", "seller_username", "asin", "item_id")
+
+
+def _seller_index(*columns: str) -> None:
+    with op.batch_alter_table("run_listings", schema=None) as batch_op:
+        batch_op.drop_index(SELLER_INDEX)
+        batch_op.create_index(SELLER_INDEX, list(columns), unique=False)
 
 
 def downgrade() -> None:
+    _seller_index("run_id", "seller_username")
     with op.batch_alter_table("run_sellers", schema=None) as batch_op:
         batch_op.drop_column("median_margin")
     with op.batch_alter_table("run_listings", schema=None) as batch_op:

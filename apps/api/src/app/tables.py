@@ -329,7 +329,9 @@ class RunListing(Base):
     """An eBay listing of a run's product."""
 
     __tablename__ = "run_listings"
-    __table_args__ = (sa.Index("ix_run_listings_run_seller", "run_id", "seller_username"),)
+    __table_args__ = (  # a seller's listings in key order: one page of them reads one range
+        sa.Index("ix_run_listings_run_seller", "run_id", "seller_username", "asin", "item_id"),
+    )
 
     run_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True

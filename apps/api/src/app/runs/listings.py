@@ -63,28 +63,32 @@ class ListingView:
         return self.margin.fees
 
 
+_PRODUCT_COLUMNS = (
+    RunProduct.title,
+    RunProduct.brand,
+    RunProduct.category_id,
+    RunProduct.sales_rank,
+    RunProduct.price,
+    RunProduct.currency,
+)
+_LISTING_COLUMNS = (
+    RunListing.item_id,
+    RunListing.title,
+    RunListing.price,
+    RunListing.currency,
+    RunListing.shipping,
+    RunListing.shipping_currency,
+    RunListing.seller_username,
+    RunListing.seller_feedback_score,
+    RunListing.seller_feedback_percentage,
+    RunListing.url,
+)
+
+
 def _statement(run_id: uuid.UUID) -> AnySelect:
-    """Every listing of the run with its product (if the run stored it)."""
+    """Every listing of the run with its product (if the run stored it): rows for `_view`."""
     return (
-        sa.select(
-            RunListing.asin,
-            RunProduct.title,
-            RunProduct.brand,
-            RunProduct.category_id,
-            RunProduct.sales_rank,
-            RunProduct.price,
-            RunProduct.currency,
-            RunListing.item_id,
-            RunListing.title,
-            RunListing.price,
-            RunListing.currency,
-            RunListing.shipping,
-            RunListing.shipping_currency,
-            RunListing.seller_username,
-            RunListing.seller_feedback_score,
-            RunListing.seller_feedback_percentage,
-            RunListing.url,
-        )
+        sa.select(RunListing.asin, *_PRODUCT_COLUMNS, *_LISTING_COLUMNS)
         .outerjoin(
             RunProduct,
             sa.and_(RunProduct.run_id == RunListing.run_id, RunProduct.asin == RunListing.asin),
@@ -138,17 +142,35 @@ async def list_listings(
     item id, and the cursor of the next page (None on the last). Keyset-paged on the
     listings' primary key, so a page costs the same however deep."""
     check_kept(run)
-    statement = _statement(run.id)
+    # The page of listings first, read in the primary key's order, then the products of
+    # that page by key: one join could make the planner (PostgreSQL with row-level
+    # security) scan the run's products for every listing, or sort the run's listings.
+    statement = sa.select(RunListing.asin, *_LISTING_COLUMNS).where(RunListing.run_id == run.id)
     if seller is not None:
         statement = statement.where(RunListing.seller_username == seller)
     if cursor is not None:
         asin, item_id = decode_key(cursor, 2)
         statement = statement.where(
-            sa.tuple_(RunListing.asin, RunListing.item_id) > sa.tuple_(asin, item_id)
+            # (asin >= ... says the same; PostgreSQL estimates the rows left from it, where
+            # it guesses a handful for the row comparison and sorts them all instead)
+            RunListing.asin >= asin,
+            sa.tuple_(RunListing.asin, RunListing.item_id) > sa.tuple_(asin, item_id),
         )
     statement = statement.order_by(RunListing.asin, RunListing.item_id).limit(limit + 1)
     rows = (await session.execute(statement)).all()
-    views = [_view(row, run.fee_percent) for row in rows[:limit]]
+    products: dict[str, tuple[Any, ...]] = {}
+    if asins := sorted({row[0] for row in rows[:limit]}):
+        found = await session.execute(
+            sa.select(RunProduct.asin, *_PRODUCT_COLUMNS).where(
+                RunProduct.run_id == run.id, RunProduct.asin.in_(asins)
+            )
+        )
+        products = {row[0]: tuple(row[1:]) for row in found}
+    missing = (None,) * len(_PRODUCT_COLUMNS)
+    views = [
+        _view((row[0], *products.get(row[0], missing), *row[1:]), run.fee_percent)
+        for row in rows[:limit]
+    ]
     next_cursor = encode_key(views[-1].asin, views[-1].item_id) if len(rows) > limit else None
     return views, next_cursor
 
