@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic_core import core_schema
 from app.categories import MAX_CATEGORY_ID_DIGITS, parse_category_id
 from app.core.pagination import Page
 from app.core.text import REFUSED_CLASS, refused_character
+from app.runs.margins import FEE_EXPLAINED, MARGIN_EXPLAINED
 from app.tables import Role, RunPhase, RunStatus, RunTrigger
 
 MAX_CATEGORIES_PER_PRESET = 100
@@ -183,6 +184,49 @@ class OrgResponse(ResponseModel):
     id: uuid.UUID
     name: str
     created_at: datetime
+
+
+def _to_the_hundredth(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
+FEE_PERCENT_DESCRIPTION = (
+    "eBay's fees as a percentage of price + shipping, 0 to 100 (rounded to two decimals), "
+    "which estimated margins take off. " + FEE_EXPLAINED
+)
+FeePercent = Annotated[
+    Decimal,
+    Field(ge=0, le=100),
+    AfterValidator(_to_the_hundredth),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 100},
+                {"type": "string", "pattern": r"^\s*(100(\.0*)?|[0-9]{1,2}(\.[0-9]*)?)\s*$"},
+            ],
+            "description": FEE_PERCENT_DESCRIPTION,
+            "examples": ["13.25"],
+        }
+    ),
+]
+
+
+class OrgSettingsResponse(ResponseModel):
+    expected_fee_percent: Decimal = Field(
+        description="eBay's fees as a percentage of price + shipping, taken off estimated "
+        "margins. A run keeps the value it was created with (`fee_percent` of the run), so "
+        "changing it changes the margins of runs created afterwards only. " + FEE_EXPLAINED,
+        examples=["13.25"],
+    )
+    margin_explained: str = Field(
+        default=MARGIN_EXPLAINED, description="What an estimated margin includes, in words."
+    )
+
+
+class OrgSettingsUpdate(PartialUpdate):
+    """A partial update: fields left out keep their value; null is not a value."""
+
+    expected_fee_percent: FeePercent | None = None
 
 
 class MembershipInfo(ResponseModel):
@@ -390,6 +434,12 @@ class RunResponse(ResponseModel):
         description="About how long the run has left, in GET /collection/runs/{id} only "
         "(null elsewhere, and once the run has finished).",
     )
+    fee_percent: Decimal = Field(
+        description="eBay's fees (% of price + shipping) its estimated margins take off: the "
+        "organization's `expected_fee_percent` when the run was created, kept so that a "
+        "later change of the setting does not change this run's results.",
+        examples=["13.25"],
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -422,8 +472,15 @@ class SellerResponse(ResponseModel):
         description="The median of its listings' prices; null until the run has finished."
     )
     currency: str | None = Field(
-        description="ISO 4217 code of its prices (those of the run's eBay marketplace).",
+        description="ISO 4217 code of its prices and margins (those of the run's eBay "
+        "marketplace).",
         examples=["USD"],
+    )
+    median_margin: Decimal | None = Field(
+        default=None,
+        description="The median estimated margin of its listings that have one (in "
+        "`currency`, with the run's `fee_percent`); null until the run has finished, or "
+        "when none has one. " + MARGIN_EXPLAINED,
     )
 
 

@@ -65,6 +65,8 @@ ORG_ENDPOINTS = [
     Endpoint("PATCH", "/orgs/current/members/{member}", "members.manage", {"role": "member"}),
     Endpoint("DELETE", "/orgs/current/members/{member}", "members.manage", ok=204),
     Endpoint("DELETE", "/orgs/current/invitations/{invitation}", "members.manage", ok=204),
+    Endpoint("GET", "/orgs/current/settings", None),
+    Endpoint("PATCH", "/orgs/current/settings", "org.settings", {"expected_fee_percent": 12}),
     Endpoint("GET", "/collection/presets", "collection.view"),
     Endpoint(
         "POST", "/collection/presets", "presets.manage", {"name": "n", "category_ids": ["1"]}, 201
@@ -76,6 +78,7 @@ ORG_ENDPOINTS = [
     Endpoint("POST", "/collection/runs", "collection.run", {"category_ids": ["1"]}, 201),
     Endpoint("GET", "/collection/runs/{run}", "collection.view"),
     Endpoint("GET", "/collection/runs/{run}/sellers", "collection.view"),
+    Endpoint("GET", "/collection/runs/{run}/listings", "collection.view"),
     Endpoint("GET", "/collection/runs/{run}/export.csv", "collection.view"),
     # No earlier completed run to compare the world's run with: a permitted caller gets 409.
     Endpoint("GET", "/collection/runs/{run}/changes", "collection.view", ok=409),
@@ -90,7 +93,13 @@ ORG_ENDPOINTS = [
 RESOURCE_ENDPOINTS = [e for e in ORG_ENDPOINTS if "{" in e.path]
 USER_ENDPOINTS = [Endpoint("GET", "/me", None), Endpoint("POST", "/orgs", None, {"name": "O"}, 201)]
 ROLE_PERMISSIONS = {
-    "admin": {"collection.view", "collection.run", "presets.manage", "members.manage"},
+    "admin": {
+        "collection.view",
+        "collection.run",
+        "presets.manage",
+        "members.manage",
+        "org.settings",
+    },
     "member": {"collection.view", "collection.run", "presets.manage"},
     "viewer": {"collection.view"},
 }

@@ -176,3 +176,23 @@ def decode_keyset(cursor: str) -> list[Any]:
     if not isinstance(values, list):
         raise InvalidError(INVALID_CURSOR)
     return values
+
+
+def encode_key(*parts: str) -> str:
+    """Cursor for lists ordered by a key of strings (the key of the last item shown)."""
+    return base64.urlsafe_b64encode(json.dumps({"key": parts}).encode()).decode().rstrip("=")
+
+
+def decode_key(cursor: str, parts: int) -> tuple[str, ...]:
+    """The key in a cursor made by `encode_key`, of `parts` strings."""
+    try:
+        key = _json(cursor)["key"]
+    except _UNDECODABLE:
+        key = None
+    if (
+        not isinstance(key, list)
+        or len(key) != parts
+        or not all(isinstance(part, str) and "\x00" not in part for part in key)
+    ):  # (PostgreSQL refuses NUL in text: a forged one would be a 500)
+        raise InvalidError(INVALID_CURSOR)
+    return tuple(key)

@@ -40,9 +40,11 @@ from app.runs.leases import CHECKPOINTING, SETTLES_TO, status_literal, timestamp
 from app.tables import (
     ACTIVE_RUN_PREDICATE,
     ACTIVE_RUN_STATUSES,
+    DEFAULT_FEE_PERCENT,
     QUEUED_RUN_PREDICATE,
     CategoryPreset,
     CollectionRun,
+    Organization,
     RunCategory,
     RunPhase,
     RunStatus,
@@ -240,6 +242,11 @@ class RunLifecycle:
             return []
         now = self.clock()
         run_ids = [uuid.uuid4() for _ in specs]
+        # Each run keeps its organization's fee % of now: its margins never change after.
+        fee_of = sa.select(Organization.id, Organization.expected_fee_percent).where(
+            Organization.id.in_({spec.org_id for spec in specs})
+        )
+        fee_percents: dict[uuid.UUID, Any] = dict((await session.execute(fee_of)).all())
         rows: list[dict[str, Any]] = [
             {
                 "id": run_id,
@@ -265,6 +272,7 @@ class RunLifecycle:
                 "updated_at": now,
                 "started_at": now if spec.start and not queued else None,
                 "scheduled_for": spec.scheduled_for,
+                "fee_percent": fee_percents.get(spec.org_id, DEFAULT_FEE_PERCENT),
             }
             for run_id, spec in zip(run_ids, specs, strict=True)
         ]

@@ -17,7 +17,18 @@ from app.api.body_limit import BodyTooLargeError
 from app.api.errors import app_error_handler, status_of
 from app.core.clock import utcnow
 from app.errors import AppError
-from app.web import account, members, presets, runs, runs_list, schedule, schedule_form, schedules
+from app.web import (
+    account,
+    members,
+    org_settings,
+    presets,
+    run_sellers,
+    runs,
+    runs_list,
+    schedule,
+    schedule_form,
+    schedules,
+)
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render
 from app.web.session import KeepActingOrg
@@ -33,6 +44,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (account, runs_list, runs, presets, members, schedule, schedules, schedule_form):
+        app.include_router(module.router)
+    for module in (run_sellers, org_settings):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)

@@ -143,9 +143,11 @@ def number(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-def money(value: Decimal | None) -> str:
-    """A price with two decimals."""
-    return "—" if value is None else f"{value:,.2f}"
+def money(value: Decimal | None, currency: str | None = None) -> str:
+    """An amount with two decimals and, when given, its currency code: `1,234.50 USD`."""
+    if value is None:
+        return "—"
+    return f"{value:,.2f} {currency}" if currency else f"{value:,.2f}"
 
 
 def percent(part: int, whole: int) -> int:

@@ -23,7 +23,7 @@ from app.core.pagination import PageParams
 from app.errors import AppError, ConflictError, NotFoundError
 from app.instance import instance_of
 from app.models import RunCreate, RunResponse
-from app.runs import changes, pace, results
+from app.runs import changes, listings, pace, results
 from app.runs.lifecycle import ALLOWED_FROM, PresetMissingError, RunLifecycle
 from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
 from app.web import run_changes
@@ -223,7 +223,7 @@ async def _sellers(
     """What the sellers section shows: one page of the ranking, in the order asked for."""
     chosen: results.SellerSort = next((key for key in results.SELLER_SORTS if key == sort), "rank")
     # The natural direction of each column: best first (rank 1, most products, ...).
-    natural_descending = chosen in ("products", "listings", "feedback")
+    natural_descending = chosen in ("products", "listings", "feedback", "margin")
     descending = natural_descending if order not in ("asc", "desc") else order == "desc"
     page_number = requested_page(page)
     sellers: list[results.RankedSeller] = []
@@ -529,8 +529,10 @@ async def export_run(
     if chosen == "changes":
         other = await run_changes.compared_run(session, runs, row, against)
         body = changes.export_csv(database, row, other)
+    elif chosen == "listings":
+        body = listings.export_csv(database, row)
     else:
-        body = results.export_csv(database, row, "listings" if kind == "listings" else "sellers")
+        body = results.export_csv(database, row)
     return StreamingResponse(
         body,
         media_type="text/csv; charset=utf-8",

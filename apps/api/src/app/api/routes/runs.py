@@ -13,10 +13,12 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import CanRun, CanView, DatabaseDep, RunCommandsDep, Runs, SessionDep
 from app.api.errors import AUTH_ERRORS, Responses, invalid_query
 from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
+from app.core.text import REFUSED_CLASS
 from app.errors import InvalidError
 from app.models import RunCreate, RunEta, RunResponse, SellerPage, SellerResponse, UtcMoment
-from app.runs import changes, pace, results
+from app.runs import changes, listings, pace, results
 from app.runs.lifecycle import RunFilter
+from app.runs.listing_models import ListingPage, ListingResponse
 from app.runs.models import (
     ChangesSummary,
     PriceChangeResponse,
@@ -215,15 +217,17 @@ async def list_sellers(
         results.SellerSort,
         Query(
             description="Order of the list: the ranking (default), or by seller name, "
-            "products, listings, lowest price or feedback score. Each seller keeps its rank; "
-            "ties and sellers without a value (last) stay in ranking order."
+            "products, listings, lowest price, feedback score or median estimated margin "
+            "(`margin`, once the run has finished). Each seller keeps its rank; ties and "
+            "sellers without a value (last) stay in ranking order."
         ),
     ] = "rank",
     order: Annotated[Literal["asc", "desc"], Query(description="Direction of `sort`.")] = "asc",
 ) -> SellerPage:
     """eBay sellers ranked by how many distinct collected products they list (then by
-    listings, then name), with price range, feedback, and whether each is new since the
-    previous completed run of the same preset (`compared_with_run_id`)."""
+    listings, then name), with price range, median price and median estimated margin (in
+    `currency`), feedback, and whether each is new since the previous completed run of the
+    same preset (`compared_with_run_id`). A seller's listings: GET .../listings?seller=."""
     run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
     offset = decode_offset(page.cursor)
     previous = await results.previous_completed_run(session, run)
@@ -240,6 +244,41 @@ async def list_sellers(
         items=[SellerResponse.model_validate(s) for s in sellers],
         next_cursor=encode_offset(offset + len(sellers)) if more else None,
         compared_with_run_id=previous.id if previous else None,
+    )
+
+
+@router.get(
+    "/runs/{run_id}/listings",
+    response_model=ListingPage,
+    responses={**AUTH_ERRORS, **RUN_NOT_FOUND, **GONE},
+)
+async def list_listings(
+    run_id: uuid.UUID,
+    ctx: CanView,
+    session: SessionDep,
+    runs: Runs,
+    page: Annotated[PageParams, Depends(page_params)],
+    seller: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=f"^[^{REFUSED_CLASS}]+$",
+            description="Only this seller's listings (its `username`, exactly).",
+        ),
+    ] = None,
+) -> ListingPage:
+    """The run's eBay listings (all, or one seller's), each with the Amazon price of its
+    product, its shipping and its estimated margin, by ASIN then eBay item id. Every amount
+    carries its ISO 4217 currency code; the margins use the run's `fee_percent`."""
+    run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
+    items, next_cursor = await listings.list_listings(
+        session, run, seller=seller, cursor=page.cursor, limit=page.limit
+    )
+    return ListingPage(
+        items=[ListingResponse.model_validate(item) for item in items],
+        next_cursor=next_cursor,
+        fee_percent=run.fee_percent,
     )
 
 
@@ -324,8 +363,10 @@ async def export_run(
     kind: Annotated[
         Literal["sellers", "listings", "changes"],
         Query(
-            description="The ranking, every listing, or the changes since another run "
-            "(every section of GET /collection/runs/{id}/changes; a `section` column)."
+            description="The ranking, every listing (with the Amazon price of its product, "
+            "shipping and estimated margin, each amount next to its currency code), or the "
+            "changes since another run (every section of GET /collection/runs/{id}/changes; "
+            "a `section` column)."
         ),
     ] = "sellers",
     against: Annotated[
@@ -343,8 +384,10 @@ async def export_run(
         other = await runs.get_run(session, org_id=ctx.org_id, run_id=against) if against else None
         other = await changes.run_to_compare(session, run, other)
         body = changes.export_csv(database, run, other)
+    elif kind == "listings":
+        body = listings.export_csv(database, run)
     else:
-        body = results.export_csv(database, run, kind)
+        body = results.export_csv(database, run)
     return StreamingResponse(
         body,
         media_type="text/csv; charset=utf-8",
