@@ -189,7 +189,9 @@ def _medians(run_id: uuid.UUID) -> sa.Subquery:
     middle two rounded half up to the cent. Portable SQL: window functions number each
     seller's prices; the arithmetic is in whole cents, so SQLite's floats cannot round it
     differently from PostgreSQL's numerics."""
-    cents = sa.cast(sa.func.round(RunListing.price * 100), sa.Integer)
+    cents = sa.cast(
+        sa.func.round(RunListing.price * 100), sa.BigInteger
+    )  # 64-bit: prices up to 10^10 fit
     ordered = (
         sa.select(
             RunListing.seller_username.label("username"),
