@@ -160,6 +160,7 @@ async def seed(
                     listings_per_product=10,
                     created_at=T0 + timedelta(hours=number),
                     finished_at=T0 + timedelta(hours=number, minutes=30),
+                    directory_recorded_at=T0 + timedelta(hours=number, minutes=30),
                 )
             )
             await session.flush()
@@ -205,9 +206,12 @@ async def seed(
                     await session.execute(
                         RunListing.__table__.insert(), listing_rows[start : start + INSERT_BATCH]
                     )
+        completed = directory.CompletedRun(
+            run_id, org_id, presets[preset], [str(preset)], T0 + timedelta(hours=number)
+        )
         started = time.perf_counter()
-        async with database.transaction() as session:
-            assert await directory.record_run(session, run_id, now=T0)
+        async with database.transaction() as session:  # what it adds to the run's finish
+            await directory.record_run(session, completed)
         recordings.append((time.perf_counter() - started) * 1000)
         if database.dialect == "postgresql" and number % VACUUM_EVERY == VACUUM_EVERY - 1:
             await vacuum(database)

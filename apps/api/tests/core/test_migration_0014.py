@@ -126,10 +126,14 @@ async def _replayed(database: Database, run_ids: list[uuid.UUID]) -> list[tuple[
     async with database.transaction() as session:
         await session.execute(sa.delete(DirectorySeller))
         await session.execute(sa.delete(DirectoryScope))
-        await session.execute(sa.update(CollectionRun).values(directory_recorded_at=None))
     for run_id in run_ids:
         async with database.transaction() as session:
-            await directory.record_run(session, run_id, now=T0)
+            run = (
+                await session.execute(
+                    sa.select(*directory.COMPLETED_RUN_COLUMNS).where(CollectionRun.id == run_id)
+                )
+            ).one()
+            await directory.record_run(session, directory.CompletedRun(*run))
     return await _directory(database)
 
 

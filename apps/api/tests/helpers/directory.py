@@ -44,17 +44,35 @@ async def set_created_at(database: Database, run_id: uuid.UUID, created_at: date
 async def complete(
     database: Database, run_id: uuid.UUID, *, status: RunStatus = RunStatus.COMPLETED
 ) -> bool:
-    """What the pipeline's finish does to a run: its status, its ranking, and (completed
-    runs only) its sellers in the directory, in one transaction. Whether it was recorded."""
+    """What the pipeline's finish does to a run, in one transaction: one conditional
+    update of its status (with `directory_recorded_at` when completed), its ranking, and
+    (completed runs only) its sellers in the directory. The runs here are cancelled when
+    made, so that the organization may make the next; a run already completed or failed
+    is not finished again (the pipeline's update is fenced by the lease the same way).
+    Whether it was recorded."""
     now = utcnow()
+    values: dict[str, Any] = {"status": status, "finished_at": now}
+    if status is RunStatus.COMPLETED:
+        values["directory_recorded_at"] = now
     async with database.transaction() as session:
-        await session.execute(
-            sa.update(CollectionRun)
-            .where(CollectionRun.id == run_id)
-            .values(status=status, finished_at=now)
-        )
+        finished = (
+            await session.execute(
+                sa.update(CollectionRun)
+                .where(
+                    CollectionRun.id == run_id,
+                    CollectionRun.status.not_in([RunStatus.COMPLETED, RunStatus.FAILED]),
+                )
+                .values(**values)
+                .returning(*directory.COMPLETED_RUN_COLUMNS)
+            )
+        ).one_or_none()
+        if finished is None:
+            return False
         await sellers.finish(session, run_id)
-        return await directory.record_run(session, run_id, now=now)
+        if status is not RunStatus.COMPLETED:
+            return False
+        await directory.record_run(session, directory.CompletedRun(*finished))
+        return True
 
 
 async def completed_run(

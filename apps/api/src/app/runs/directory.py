@@ -20,8 +20,9 @@ Every change is commutative: counts add up, first and last seen are a minimum an
 maximum, and the last two sightings are the greatest two by (creation time, run id) — so
 runs recorded in any order, or concurrently on several replicas, leave the same rows.
 Rows are written in username order, so two transactions recording runs of different
-presets lock shared rows in the same order and cannot deadlock. A run is recorded once:
-`collection_runs.directory_recorded_at` is set in the same statement that claims it.
+presets lock shared rows in the same order and cannot deadlock. A run is recorded once,
+in the transaction that completes it: the conditional update that completes it (it
+happens once, fenced by the run's lease) sets `collection_runs.directory_recorded_at`.
 
 **Trend** of a seller in a scope, against the scope's latest completed run L and the one
 before it P (`seller_directory_scopes`): `new` when it is in L but not in P (or L is the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -45,7 +47,6 @@ from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
 from app.tables import (
     CollectionRun,
     RunSeller,
-    RunStatus,
 )
 
 Trend = Literal["up", "down", "same", "new", "gone"]
@@ -86,38 +87,43 @@ def trend(
     return None
 
 
-async def record_run(session: AsyncSession, run_id: uuid.UUID, *, now: datetime) -> bool:
-    """Add a completed run's sellers to its organization's directory, in the transaction
-    that completes it (after `sellers.finish` ranked them). Once per run: a run not
-    completed, or already recorded, changes nothing (False)."""
-    claimed = (
-        await session.execute(
-            sa.update(CollectionRun)
-            .where(
-                CollectionRun.id == run_id,
-                CollectionRun.status == RunStatus.COMPLETED,
-                CollectionRun.directory_recorded_at.is_(None),
-            )
-            .values(directory_recorded_at=now)
-            .returning(
-                CollectionRun.org_id,
-                CollectionRun.preset_id,
-                CollectionRun.category_ids,
-                CollectionRun.created_at,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    ).one_or_none()
-    if claimed is None:
-        return False
-    org_id, preset_id, category_ids, created_at = claimed
-    scope_id = scope_of(preset_id, category_ids)
+@dataclass(frozen=True, slots=True)
+class CompletedRun:
+    """A run that completes in the current transaction, as the directory records it."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    preset_id: uuid.UUID | None
+    category_ids: list[str]
+    created_at: datetime
+
+
+COMPLETED_RUN_COLUMNS = (
+    CollectionRun.id,
+    CollectionRun.org_id,
+    CollectionRun.preset_id,
+    CollectionRun.category_ids,
+    CollectionRun.created_at,
+)
+"""What the update that completes a run returns for `CompletedRun`."""
+
+
+async def record_run(session: AsyncSession, run: CompletedRun) -> None:
+    """Add the sellers of a run completing in this transaction to its organization's
+    directory, after `sellers.finish` ranked them.
+
+    Once per run: call it in the transaction whose conditional update completes the run
+    (and sets `directory_recorded_at`), as the pipeline's finish does; that update
+    happens once. The run's row is not updated again here on purpose: on PostgreSQL, a
+    second update of a row the transaction already changed re-checks its foreign keys
+    (FOR KEY SHARE of its schedule), which deadlocked with a scheduler firing that
+    schedule while waiting for this transaction's run to leave the active statuses."""
+    scope_id = scope_of(run.preset_id, run.category_ids)
     dialect = session.get_bind().dialect.name
-    run = _Run(org_id, scope_id, run_id, created_at)
-    await session.execute(_record_in_scope_state(dialect, run, preset_id, category_ids))
-    await session.execute(_record_in_scope(dialect, run))
-    await session.execute(_record_in_all(dialect, run))
-    return True
+    bound = _Run(run.org_id, scope_id, run.id, run.created_at)
+    await session.execute(_record_in_scope_state(dialect, bound, run.preset_id, run.category_ids))
+    await session.execute(_record_in_scope(dialect, bound))
+    await session.execute(_record_in_all(dialect, bound))
 
 
 class _Run:

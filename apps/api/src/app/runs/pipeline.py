@@ -141,23 +141,27 @@ class Pipeline:
             }
             if status is RunStatus.COMPLETED:
                 values["phase"] = RunPhase.DONE
-            final = await session.scalar(
-                sa.update(CollectionRun)
-                .where(
-                    CollectionRun.id == lease.run_id,
-                    CollectionRun.lease_owner == lease.owner,
-                    CollectionRun.status == RunStatus.RUNNING,
+                values["directory_recorded_at"] = now  # recorded below, in this transaction
+            final = (
+                await session.execute(
+                    sa.update(CollectionRun)
+                    .where(
+                        CollectionRun.id == lease.run_id,
+                        CollectionRun.lease_owner == lease.owner,
+                        CollectionRun.status == RunStatus.RUNNING,
+                    )
+                    .values(**values)
+                    .returning(*directory.COMPLETED_RUN_COLUMNS)
                 )
-                .values(**values)
-                .returning(CollectionRun.status)
-            )
+            ).one_or_none()
             if final is None:  # paused or cancelled meanwhile, or taken over
                 current = await session.scalar(
                     sa.select(CollectionRun.status).where(CollectionRun.id == lease.run_id)
                 )
                 raise RunInterruptedError(RunStatus(current or RunStatus.CANCELLED))
             await sellers.finish(session, lease.run_id)
-            await directory.record_run(session, lease.run_id, now=now)  # completed runs only
+            if status is RunStatus.COMPLETED:
+                await directory.record_run(session, directory.CompletedRun(*final))
         return status
 
     async def _wait_for_quota(
