@@ -90,7 +90,8 @@ def body(digest: Digest) -> str:
     if run.finished_at is not None:
         lines.append(f"Completed: {run.finished_at:%Y-%m-%d %H:%M} UTC")
     if against is not None:
-        lines.append(f"Compared with: {against.name} (created {against.created_at:%Y-%m-%d})")
+        since = against.finished_at or against.created_at
+        lines.append(f"Compared with: {against.name}, completed {since:%Y-%m-%d %H:%M} UTC")
     sections: list[tuple[str, list[SellerChange], Callable[[SellerChange], str]]] = [
         (f"New sellers in the top {wanted.top_n}", digest.new_in_top, _ranked),
         ("Watched sellers that appeared", digest.watched_appeared, _ranked),
