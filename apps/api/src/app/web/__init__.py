@@ -17,7 +17,16 @@ from app.api.body_limit import BodyTooLargeError
 from app.api.errors import app_error_handler, status_of
 from app.core.clock import utcnow
 from app.errors import AppError
-from app.web import account, members, presets, runs, schedule, schedule_form, schedules
+from app.web import (
+    account,
+    members,
+    presets,
+    runs,
+    schedule,
+    schedule_form,
+    schedules,
+    watchlist,
+)
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render
 from app.web.session import KeepActingOrg
@@ -32,7 +41,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (account, runs, presets, members, schedule, schedules, schedule_form):
+    for module in (account, runs, presets, members, schedule, schedules, schedule_form, watchlist):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)

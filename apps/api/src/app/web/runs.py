@@ -28,6 +28,7 @@ from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
 from app.web.errors import FORM, WebError, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
+from app.web.watchlist import run_digest, watched_sellers
 
 router = APIRouter(include_in_schema=False)
 
@@ -287,6 +288,7 @@ async def _sellers(
         "past_end": page_number > pages,
         "per_page": SELLERS_PER_PAGE,
         "compared_with": compared_with,
+        "watched": await watched_sellers(session, row, [seller.username for seller in sellers]),
     }
 
 
@@ -315,6 +317,7 @@ async def _run_page(
         actions=allowed_actions(run, context),
         live=is_active(run),
         error=error,
+        digest=await run_digest(session, context, row),
         **sellers,
     )
 
