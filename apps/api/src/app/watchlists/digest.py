@@ -178,8 +178,13 @@ async def run_news(session: AsyncSession, run: CollectionRun, *, top_n: int) -> 
         return RunNews(run, None, note, top_n, [], [])
     top = await _top(session, run.id, top_n)
     in_against = await _present(session, against.id, [change.username for change in top])
-    now = await _watched_figures(session, run)
-    then = await _watched_figures(session, against)
+    names = list(
+        await session.scalars(
+            sa.select(WatchedSeller.username).where(WatchedSeller.org_id == run.org_id)
+        )
+    )
+    now = await _figures(session, run, names)
+    then = await _figures(session, against, names)
     none = (None, None, None)
     watched = [
         SellerChange(name, *now.get(name, none), *then.get(name, none))
@@ -232,22 +237,19 @@ async def _present(session: AsyncSession, run_id: uuid.UUID, usernames: list[str
     return set(rows)
 
 
-async def _watched_figures(
-    session: AsyncSession, run: CollectionRun
+async def _figures(
+    session: AsyncSession, run: CollectionRun, usernames: list[str]
 ) -> dict[str, tuple[int, int, int]]:
-    """(rank, products, listings) of each watched seller the run has. A finished run's
-    ranks are stored; a run still going is ranked here, whole, once."""
+    """(rank, products, listings) of those of `usernames` the run has: primary-key probes
+    (the watchlist is bounded), the ranks stored when the run finished; a run still going
+    is ranked here, whole, once."""
+    if not usernames:
+        return {}
     rows = (
         await session.execute(
-            sa.select(RunSeller.username, RunSeller.rank, RunSeller.products, RunSeller.listings)
-            .join(
-                WatchedSeller,
-                sa.and_(
-                    WatchedSeller.org_id == run.org_id,
-                    WatchedSeller.username == RunSeller.username,
-                ),
-            )
-            .where(RunSeller.run_id == run.id)
+            sa.select(
+                RunSeller.username, RunSeller.rank, RunSeller.products, RunSeller.listings
+            ).where(RunSeller.run_id == run.id, RunSeller.username.in_(usernames))
         )
     ).all()
     stored = {name: (rank, products, n) for name, rank, products, n in rows if rank is not None}

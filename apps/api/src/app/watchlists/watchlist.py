@@ -175,7 +175,10 @@ async def last_seen(
         .join(CollectionRun, CollectionRun.id == RunSeller.run_id)
         .where(
             CollectionRun.org_id == org_id,
-            CollectionRun.status == RunStatus.COMPLETED,
+            # Through a function, so that SQLite (without statistics) reads the
+            # organization's runs by its index, not every organization's completed runs
+            # by the index on status.
+            sa.func.coalesce(CollectionRun.status, "") == RunStatus.COMPLETED.value,
             CollectionRun.results_purged_at.is_(None),
             RunSeller.username.in_(list(usernames)),
         )
