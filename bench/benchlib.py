@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import os
 import resource
+import statistics
 import sys
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +153,16 @@ def format_table(
     ]
     rule = "|" + "|".join(dashes) + "|"
     return "\n".join([line(columns), rule, *(line(row) for row in rows)])
+
+
+async def timed(repeat: int, operation: Callable[[], Awaitable[Any]]) -> tuple[float, float, float]:
+    """Median and slowest wall ms, and median CPU ms, of `repeat` calls (after one call
+    that warms the caches and the statement cache)."""
+    await operation()
+    walls, cpus = [], []
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        await operation()
+        walls.append((time.perf_counter() - wall) * 1000)
+        cpus.append((time.process_time() - cpu) * 1000)
+    return statistics.median(walls), max(walls), statistics.median(cpus)

@@ -11,9 +11,13 @@ dropped afterwards), through the service functions the API calls:
   sellers' figures, `app.runs.sellers.record`), then a page of 50 sellers is read
   `--repeat` times: the first page, one in the middle, and the first page by lowest
   price — while the run is unfinished (ranks numbered per request from `run_sellers`) and
-  once it is finished (`sellers.finish` stored ranks and medians; its time is reported).
-  Next to it, the peer: the same first page computed the way it was before figures were
-  kept, by aggregating the run's listings on every request.
+  once it is finished (`sellers.finish` stored ranks, median prices and median estimated
+  margins; its time is reported). Next to it, the peer: the same first page computed the
+  way it was before figures were kept, by aggregating the run's listings on every request.
+* **listings page**: `GET /collection/runs/{id}/listings`' work (each listing with its
+  product's Amazon price and its estimated margin, `app.runs.listings`): the first page,
+  a page from the middle of the run (keyset: the cursor of the listing there), and the
+  first page of the busiest seller's listings (`?seller=`).
 * **comparison**: two runs of `--compare-listings` listings each (default 50,000; the
   second is the first with a fifth of its listings dropped, a third re-priced and a tenth
   taken over by new sellers), and the time of `GET /collection/runs/{id}/changes`'
@@ -40,12 +44,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,7 @@ from benchlib import (
     databases_to_measure,
     format_table,
     postgres_database,
+    timed,
 )
 
 PAGE = 50
@@ -68,8 +72,10 @@ PRODUCTS_PER_TRANSACTION = 50
 
 
 def make_products(listings: int, seed: int) -> dict[str, list[dict[str, Any]]]:
-    """`listings` listings, 20 per product, sellers from a skewed pool of listings / 5."""
+    """`listings` listings, 20 per product, sellers from a skewed pool of listings / 5;
+    half ship free, a third at a price, the rest unknown."""
     rng = random.Random(seed)
+    shipping_rng = random.Random(seed + 1_000)  # its own: the other draws stay as they were
     pool = max(1, listings // 5)
     products: dict[str, list[dict[str, Any]]] = {}
     for p in range(listings // LISTINGS_PER_PRODUCT):
@@ -85,10 +91,19 @@ def make_products(listings: int, seed: int) -> dict[str, list[dict[str, Any]]]:
                 "seller_feedback_score": rng.randint(0, 50000),
                 "seller_feedback_percentage": Decimal("99.2"),
                 "url": f"https://www.ebay.com/itm/{p}{i}",
+                **_shipping(shipping_rng),
             }
             for i in range(LISTINGS_PER_PRODUCT)
         ]
     return products
+
+
+def _shipping(rng: random.Random) -> dict[str, Any]:
+    draw = rng.random()
+    if draw < 0.2:
+        return {"shipping": None, "shipping_currency": None}
+    cost = Decimal(0) if draw < 0.7 else Decimal(rng.randint(299, 999)) / 100
+    return {"shipping": cost, "shipping_currency": "USD"}
 
 
 def later(products: dict[str, list[dict[str, Any]]], seed: int) -> dict[str, list[dict[str, Any]]]:
@@ -112,7 +127,7 @@ def later(products: dict[str, list[dict[str, Any]]], seed: int) -> dict[str, lis
 
 async def seed_run(database: Any, org_id: uuid.UUID, products: dict[str, Any]) -> Any:
     from app.runs import sellers
-    from app.tables import CollectionRun, RunListing, RunStatus
+    from app.tables import CollectionRun, RunListing, RunProduct, RunStatus
 
     async with database.transaction() as session:
         run = CollectionRun(
@@ -127,9 +142,30 @@ async def seed_run(database: Any, org_id: uuid.UUID, products: dict[str, Any]) -
         await session.flush()
         run_id = run.id
     items = list(products.values())
+    amazon = random.Random(len(items))
     for start in range(0, len(items), PRODUCTS_PER_TRANSACTION):
         async with database.transaction() as session:
-            for listings in items[start : start + PRODUCTS_PER_TRANSACTION]:
+            batch = items[start : start + PRODUCTS_PER_TRANSACTION]
+            await session.execute(
+                RunProduct.__table__.insert(),
+                [
+                    {
+                        "run_id": run_id,
+                        "asin": listings[0]["asin"],
+                        "category_id": "1",
+                        "category_position": 0,
+                        "sales_rank": start + offset + 1,
+                        "title": "A product",
+                        "price": Decimal(amazon.randint(100, 99999)) / 100,
+                        "currency": "USD",
+                        "upcs": [],
+                        "eans": [],
+                    }
+                    for offset, listings in enumerate(batch)
+                    if listings
+                ],
+            )
+            for listings in batch:
                 rows = [{"run_id": run_id, **listing} for listing in listings]
                 await session.execute(RunListing.__table__.insert(), rows)
                 await sellers.record(session, run_id, rows)
@@ -159,22 +195,11 @@ def old_first_page(run_id: uuid.UUID) -> Any:
     )
 
 
-async def timed(repeat: int, operation: Callable[[], Awaitable[Any]]) -> tuple[float, float, float]:
-    """Median and slowest wall ms, and median CPU ms, of `repeat` calls."""
-    await operation()  # warm the caches and the statement cache
-    walls, cpus = [], []
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), time.process_time()
-        await operation()
-        walls.append((time.perf_counter() - wall) * 1000)
-        cpus.append((time.process_time() - cpu) * 1000)
-    return statistics.median(walls), max(walls), statistics.median(cpus)
-
-
 async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -> list[list[str]]:
     from app.core.database import SYSTEM, Database, acting_as
+    from app.core.pagination import encode_key
     from app.migrate import upgrade
-    from app.runs import changes, results, sellers
+    from app.runs import changes, listings, results, sellers
     from app.tables import CollectionRun, Organization, RunSeller, RunStatus
     from app.watchlists import digest as digests
     from app.watchlists.tables import WatchedSeller
@@ -226,7 +251,7 @@ async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -
                     rows.append(
                         [
                             db,
-                            f"finishing the run: ranks and medians ({label})",
+                            f"finishing the run: ranks, medians, median margins ({label})",
                             f"{(time.perf_counter() - wall) * 1000:.0f}",
                             "",
                             f"{(time.process_time() - cpu) * 1000:.0f}",
@@ -249,7 +274,41 @@ async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -
                     await timed(args.repeat, lambda: page(0, "price")),
                     "< 50 ms",
                 )
+                if finished:
+                    row(
+                        "first page by median margin, finished",
+                        await timed(args.repeat, lambda: page(0, "margin")),
+                        "< 50 ms",
+                    )
             row("peer: first page from the listings (before)", await timed(args.repeat, old), "")
+
+            async with database.read() as session:
+                busiest = (
+                    await results.rank_sellers(session, run, offset=0, limit=1, compared_with=None)
+                )[0][0]
+            middle_asin = f"B{args.listings // LISTINGS_PER_PRODUCT // 2:09d}"
+
+            async def listings_page(seller: str | None, cursor: str | None) -> None:
+                async with database.read() as session:
+                    await listings.list_listings(
+                        session, run, seller=seller, cursor=cursor, limit=PAGE
+                    )
+
+            row(
+                f"listings with margins: first page ({args.listings:,} listings)",
+                await timed(args.repeat, lambda: listings_page(None, None)),
+                "< 50 ms",
+            )
+            row(
+                "listings with margins: a page in the middle (keyset)",
+                await timed(args.repeat, lambda: listings_page(None, encode_key(middle_asin, ""))),
+                "< 50 ms",
+            )
+            row(
+                f"listings with margins: the busiest seller's ({busiest.listings:,} listings)",
+                await timed(args.repeat, lambda: listings_page(busiest.username, None)),
+                "< 50 ms",
+            )
 
             first_products = make_products(args.compare_listings, 2)
             first = await seed_run(database, org_id, first_products)

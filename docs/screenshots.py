@@ -215,6 +215,21 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await page.locator("#sellers").scroll_into_view_if_needed()
         await shoot(page, "run-results-by-feedback", full_page=False)
 
+        # Margins: the sellers by median margin (the explanation open), a seller's listings.
+        seller = api.call(
+            "GET",
+            f"/collection/runs/{data['completed']}/sellers",
+            params={"sort": "listings", "order": "desc", "limit": 1},
+        )["items"][0]["username"]
+        await page.goto(f"{url}/runs/{data['completed']}?sort=margin#sellers")
+        await page.get_by_text("What the median margin includes").click()
+        await page.locator("#sellers").scroll_into_view_if_needed()
+        await shoot(page, "run-results-by-margin", full_page=False)
+        await page.goto(f"{url}/runs/{data['completed']}/sellers/{seller}")
+        await shoot(page, "run-seller-margins")
+        await page.goto(f"{url}/settings")
+        await shoot(page, "settings")
+
         await page.goto(f"{url}/runs/new?preset_id={data['presets']['Toys & games']}")
         await shoot(page, "run-new")
 
@@ -254,6 +269,11 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await shoot(small, "phone-digest", full_page=False)
         await small.locator("#sellers").scroll_into_view_if_needed()
         await shoot(small, "phone-stars", full_page=False)
+        await small.goto(f"{url}/runs/{data['completed']}?sort=margin#sellers")
+        await small.locator("#sellers").scroll_into_view_if_needed()
+        await shoot(small, "phone-run-margins", full_page=False)
+        await small.goto(f"{url}/runs/{data['completed']}/sellers/{seller}")
+        await shoot(small, "phone-seller-margins")
         await small.goto(f"{url}/schedule")
         await shoot(small, "phone-schedule", full_page=False)
         await small.goto(f"{url}/schedules#calendar-heading")

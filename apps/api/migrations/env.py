@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.pool import NullPool
 
+from app import directory_tables  # noqa: F401  (its tables join Base.metadata)
 from app.core.config import Settings
 from app.core.database import create_engine
 from app.tables import Base

@@ -64,7 +64,7 @@ UPDATE run_sellers SET median_price = medians.median_price
 FROM (
   SELECT run_id, username, ((sum(cents) + count(*) - 1) / count(*)) / 100.0 AS median_price
   FROM (
-    SELECT run_id, seller_username AS username, CAST(round(price * 100) AS INTEGER) AS cents,
+    SELECT run_id, seller_username AS username, CAST(round(price * 100) AS BIGINT) AS cents,
            row_number() OVER (PARTITION BY run_id, seller_username ORDER BY price) AS position,
            count(*) OVER (PARTITION BY run_id, seller_username) AS total
     FROM run_listings WHERE price IS NOT NULL AND run_id IN ({FINISHED})

@@ -35,6 +35,7 @@ ALL_PERMISSIONS = frozenset(
         "presets.manage",
         "members.manage",
         "admin.automation",
+        "org.settings",
     }
 )
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
-from decimal import Decimal
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,6 +27,7 @@ from pydantic_core import core_schema
 from app.categories import MAX_CATEGORY_ID_DIGITS, parse_category_id
 from app.core.pagination import Page
 from app.core.text import REFUSED_CLASS, refused_character
+from app.runs.margins import FEE_EXPLAINED, MARGIN_EXPLAINED
 from app.tables import Role, RunPhase, RunStatus, RunTrigger
 
 MAX_CATEGORIES_PER_PRESET = 100
@@ -94,6 +96,18 @@ Email = Annotated[
     BeforeValidator(email_address),
     WithJsonSchema({"type": "string", "pattern": EMAIL_PATTERN, "maxLength": MAX_EMAIL_LENGTH}),
 ]
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 at +01:00, year 9999 at -01:00
+        raise ValueError(f"{moment.isoformat()} lies outside the calendar in UTC") from None
+
+
+UtcMoment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A moment given with its UTC offset (a naive one is refused), converted to UTC as stored;
+one that UTC cannot express is refused as well (422, never a 500)."""
 
 
 class RequestModel(BaseModel):
@@ -170,6 +184,49 @@ class OrgResponse(ResponseModel):
     id: uuid.UUID
     name: str
     created_at: datetime
+
+
+def _to_the_hundredth(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
+FEE_PERCENT_DESCRIPTION = (
+    "eBay's fees as a percentage of price + shipping, 0 to 100 (rounded to two decimals), "
+    "which estimated margins take off. " + FEE_EXPLAINED
+)
+FeePercent = Annotated[
+    Decimal,
+    Field(ge=0, le=100),
+    AfterValidator(_to_the_hundredth),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 100},
+                {"type": "string", "pattern": r"^\s*(100(\.0*)?|[0-9]{1,2}(\.[0-9]*)?)\s*$"},
+            ],
+            "description": FEE_PERCENT_DESCRIPTION,
+            "examples": ["13.25"],
+        }
+    ),
+]
+
+
+class OrgSettingsResponse(ResponseModel):
+    expected_fee_percent: Decimal = Field(
+        description="eBay's fees as a percentage of price + shipping, taken off estimated "
+        "margins. A run keeps the value it was created with (`fee_percent` of the run), so "
+        "changing it changes the margins of runs created afterwards only. " + FEE_EXPLAINED,
+        examples=["13.25"],
+    )
+    margin_explained: str = Field(
+        default=MARGIN_EXPLAINED, description="What an estimated margin includes, in words."
+    )
+
+
+class OrgSettingsUpdate(PartialUpdate):
+    """A partial update: fields left out keep their value; null is not a value."""
+
+    expected_fee_percent: FeePercent | None = None
 
 
 class MembershipInfo(ResponseModel):
@@ -317,6 +374,18 @@ class RunProgress(ResponseModel):
     sellers_found: int
 
 
+class RunEta(ResponseModel):
+    remaining_seconds: int | None = Field(
+        description="About how long the run has left; null when it cannot be estimated "
+        "(paused, not started, too early to tell: `note` says which)."
+    )
+    finishes_at: datetime | None = Field(description="Now plus `remaining_seconds`.")
+    note: str = Field(
+        description="How the estimate was made, or why there is none.",
+        examples=["From the pace of the last 50 eBay searches."],
+    )
+
+
 class RunResponse(ResponseModel):
     id: uuid.UUID
     name: str
@@ -354,12 +423,33 @@ class RunResponse(ResponseModel):
     started_at: datetime | None
     finished_at: datetime | None
     results_purged_at: datetime | None
+    elapsed_seconds: int | None = Field(
+        default=None,
+        description="Seconds from start to finish, or to now while the run has not finished "
+        "(pauses included); null before it starts. Set by GET /collection/runs and GET "
+        "/collection/runs/{id}; null in the answers of the other endpoints.",
+    )
+    eta: RunEta | None = Field(
+        default=None,
+        description="About how long the run has left, in GET /collection/runs/{id} only "
+        "(null elsewhere, and once the run has finished).",
+    )
+    fee_percent: Decimal = Field(
+        description="eBay's fees (% of price + shipping) its estimated margins take off: the "
+        "organization's `expected_fee_percent` when the run was created, kept so that a "
+        "later change of the setting does not change this run's results.",
+        examples=["13.25"],
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _progress_from_row(cls, data: Any) -> Any:
         if hasattr(data, "categories_total"):  # an ORM row: gather the counters
-            values = {name: getattr(data, name) for name in cls.model_fields if name != "progress"}
+            values = {
+                name: getattr(data, name)
+                for name in cls.model_fields
+                if name not in ("progress", "elapsed_seconds", "eta")  # (not columns)
+            }
             values["progress"] = {name: getattr(data, name) for name in RunProgress.model_fields}
             return values
         return data
@@ -382,8 +472,15 @@ class SellerResponse(ResponseModel):
         description="The median of its listings' prices; null until the run has finished."
     )
     currency: str | None = Field(
-        description="ISO 4217 code of its prices (those of the run's eBay marketplace).",
+        description="ISO 4217 code of its prices and margins (those of the run's eBay "
+        "marketplace).",
         examples=["USD"],
+    )
+    median_margin: Decimal | None = Field(
+        default=None,
+        description="The median estimated margin of its listings that have one (in "
+        "`currency`, with the run's `fee_percent`); null until the run has finished, or "
+        "when none has one. " + MARGIN_EXPLAINED,
     )
 
 

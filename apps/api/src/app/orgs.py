@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +45,26 @@ async def create_org(session: AsyncSession, *, name: str, admin_id: uuid.UUID) -
     session.add(org)
     await session.flush()
     session.add(Membership(org_id=org.id, user_id=admin_id, role=Role.ADMIN))
+    await session.flush()
+    return org
+
+
+async def get_org(session: AsyncSession, *, org_id: uuid.UUID) -> Organization:
+    """The acting organization's row (its name and settings)."""
+    org = await session.get(Organization, org_id)
+    if org is None:  # the acting organization was deleted mid-request
+        raise NotFoundError(f"organization {org_id} not found")
+    return org
+
+
+async def update_settings(
+    session: AsyncSession, *, org_id: uuid.UUID, expected_fee_percent: Decimal | None
+) -> Organization:
+    """Change the organization's settings given (None: keep). A new fee % applies to runs
+    created from now on: each run keeps the fee % it was created with."""
+    org = await get_org(session, org_id=org_id)
+    if expected_fee_percent is not None:
+        org.expected_fee_percent = expected_fee_percent
     await session.flush()
     return org
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy tables: one definition that runs unchanged on SQLite and PostgreSQL."""
+"""SQLAlchemy tables: one definition that runs unchanged on SQLite and PostgreSQL (those of
+the seller directory are in app.directory_tables)."""
 
 from __future__ import annotations
 
@@ -108,14 +109,30 @@ class OrgOwned:
     org_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("organizations.id", ondelete="CASCADE"))
 
 
+FEE_PERCENT = sa.Numeric(5, 2)
+DEFAULT_FEE_PERCENT = Decimal("13.25")
+"""eBay's final value fee for most categories on ebay.com (its fixed per-order fee aside)."""
+
+
 class Organization(Base):
     """A tenant: every preset, run and schedule belongs to one."""
 
     __tablename__ = "organizations"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "expected_fee_percent >= 0 AND expected_fee_percent <= 100", name="fee_percent_range"
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expected_fee_percent: Mapped[Decimal] = mapped_column(
+        FEE_PERCENT,
+        default=DEFAULT_FEE_PERCENT,
+        server_default=str(DEFAULT_FEE_PERCENT),
+        comment="eBay fees as a % of price + shipping, for estimated margins; runs copy it",
+    )
 
 
 class User(Base):
@@ -209,6 +226,7 @@ class CollectionRun(OrgOwned, Base):
             unique=True,
             **_partial(QUEUED_RUN_PREDICATE),
         ),
+        sa.CheckConstraint("fee_percent >= 0 AND fee_percent <= 100", name="fee_percent_range"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -256,7 +274,16 @@ class CollectionRun(OrgOwned, Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     results_purged_at: Mapped[datetime | None] = mapped_column(default=None)
+    directory_recorded_at: Mapped[datetime | None] = mapped_column(
+        default=None, comment="when its sellers were added to the seller directory (once)"
+    )
     scheduled_for: Mapped[datetime | None] = mapped_column(comment="a backfill run's due time")
+    fee_percent: Mapped[Decimal] = mapped_column(
+        FEE_PERCENT,
+        default=DEFAULT_FEE_PERCENT,
+        server_default=str(DEFAULT_FEE_PERCENT),
+        comment="the organization's expected fee % when the run was created: its margins' fees",
+    )
 
 
 class RunCategory(Base):
@@ -306,7 +333,9 @@ class RunListing(Base):
     """An eBay listing of a run's product."""
 
     __tablename__ = "run_listings"
-    __table_args__ = (sa.Index("ix_run_listings_run_seller", "run_id", "seller_username"),)
+    __table_args__ = (  # a seller's listings in key order: one page of them reads one range
+        sa.Index("ix_run_listings_run_seller", "run_id", "seller_username", "asin", "item_id"),
+    )
 
     run_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("collection_runs.id", ondelete="CASCADE"), primary_key=True
@@ -320,6 +349,10 @@ class RunListing(Base):
     seller_feedback_score: Mapped[int | None]
     seller_feedback_percentage: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 2))
     url: Mapped[str] = mapped_column(sa.Text)
+    shipping: Mapped[Decimal | None] = mapped_column(
+        PRICE, default=None, comment="charged to the buyer; 0: free; NULL: unknown"
+    )
+    shipping_currency: Mapped[str | None] = mapped_column(sa.String(3), default=None)
 
 
 class RunSeller(Base):
@@ -352,6 +385,9 @@ class RunSeller(Base):
     feedback_percentage: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 2), default=None)
     rank: Mapped[int | None] = mapped_column(
         default=None, comment="1 = most products; set when the run finishes"
+    )
+    median_margin: Mapped[Decimal | None] = mapped_column(
+        PRICE, default=None, comment="of its listings' estimated margins (in `currency`)"
     )
 
 

@@ -27,6 +27,7 @@ async def test_create_org_makes_caller_admin(client: httpx.AsyncClient, actors: 
                 "collection.run",
                 "collection.view",
                 "members.manage",
+                "org.settings",
                 "presets.manage",
             ],
         }

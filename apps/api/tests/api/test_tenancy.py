@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import presets as preset_service
 from app.core.clock import utcnow
 from app.core.database import SYSTEM, Database, DbActor, acting_as
+from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
 from app.tables import (
     CategoryPreset,
     CollectionRun,
@@ -43,6 +44,7 @@ from app.tables import (
 from app.watchlists.tables import DigestPreference, WatchedSeller
 from tests.helpers.actors import Actor, Actors
 from tests.helpers.browser import browsers
+from tests.helpers.directory import completed_run, listings
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ ORG_ENDPOINTS = [
     Endpoint("PATCH", "/orgs/current/members/{member}", "members.manage", {"role": "member"}),
     Endpoint("DELETE", "/orgs/current/members/{member}", "members.manage", ok=204),
     Endpoint("DELETE", "/orgs/current/invitations/{invitation}", "members.manage", ok=204),
+    Endpoint("GET", "/orgs/current/settings", None),
+    Endpoint("PATCH", "/orgs/current/settings", "org.settings", {"expected_fee_percent": 12}),
     Endpoint("GET", "/collection/presets", "collection.view"),
     Endpoint(
         "POST", "/collection/presets", "presets.manage", {"name": "n", "category_ids": ["1"]}, 201
@@ -75,6 +79,7 @@ ORG_ENDPOINTS = [
     Endpoint("POST", "/collection/runs", "collection.run", {"category_ids": ["1"]}, 201),
     Endpoint("GET", "/collection/runs/{run}", "collection.view"),
     Endpoint("GET", "/collection/runs/{run}/sellers", "collection.view"),
+    Endpoint("GET", "/collection/runs/{run}/listings", "collection.view"),
     Endpoint("GET", "/collection/runs/{run}/export.csv", "collection.view"),
     # No earlier completed run to compare the world's run with: a permitted caller gets 409.
     Endpoint("GET", "/collection/runs/{run}/changes", "collection.view", ok=409),
@@ -87,14 +92,22 @@ ORG_ENDPOINTS = [
     Endpoint("GET", "/collection/runs/{run}/digest", "collection.view"),
     Endpoint("GET", "/collection/watchlist", "collection.view"),
     Endpoint("PUT", "/collection/watchlist/newly-starred", "collection.run", ok=201),
-    Endpoint("DELETE", "/collection/watchlist/{seller}", "collection.run", ok=204),
+    Endpoint("DELETE", "/collection/watchlist/{watched}", "collection.run", ok=204),
     Endpoint("GET", "/me/digest", "collection.view"),
     Endpoint("PATCH", "/me/digest", "collection.view", {"subscribed": True, "top_n": 3}),
+    Endpoint("GET", "/collection/sellers", "collection.view"),
+    Endpoint("GET", "/collection/sellers/{seller}", "collection.view"),
 ]
 RESOURCE_ENDPOINTS = [e for e in ORG_ENDPOINTS if "{" in e.path]
 USER_ENDPOINTS = [Endpoint("GET", "/me", None), Endpoint("POST", "/orgs", None, {"name": "O"}, 201)]
 ROLE_PERMISSIONS = {
-    "admin": {"collection.view", "collection.run", "presets.manage", "members.manage"},
+    "admin": {
+        "collection.view",
+        "collection.run",
+        "presets.manage",
+        "members.manage",
+        "org.settings",
+    },
     "member": {"collection.view", "collection.run", "presets.manage"},
     "viewer": {"collection.view"},
 }
@@ -103,7 +116,7 @@ ROLE_PERMISSIONS = {
 @dataclass
 class World:
     """Two organizations, each with a preset, a run, a viewer, a pending invitation and a
-    watched seller."""
+    watched seller, and a seller its completed run saw (A: seller-a, B: seller-b)."""
 
     admin: Actor
     preset_id: str
@@ -121,14 +134,16 @@ class World:
                 "run": self.run_id,
                 "member": str(self.viewer.user_id),
                 "invitation": INVITED[0],
-                "seller": WATCHED[0],
+                "seller": "seller-a",
+                "watched": WATCHED[0],
             }
         return {
             "preset": self.other_preset_id,
             "run": self.other_run_id,
             "member": str(self.other_viewer.user_id),
             "invitation": INVITED[1],
-            "seller": WATCHED[1],
+            "seller": "seller-b",
+            "watched": WATCHED[1],
         }
 
 
@@ -159,8 +174,16 @@ async def _invite(client: httpx.AsyncClient, actor: Actor, email: str) -> None:
     assert response.status_code == 201, response.text
 
 
+async def _seller_seen(
+    client: httpx.AsyncClient, database: Database, actor: Actor, seller: str
+) -> None:
+    """A completed run of another category list that saw `seller-<seller>` (so the run
+    of the matrix still has no earlier run to compare with)."""
+    await completed_run(client, database, actor, listings(seller), utcnow())
+
+
 @pytest.fixture
-async def world(client: httpx.AsyncClient, actors: Actors) -> World:
+async def world(client: httpx.AsyncClient, actors: Actors, database: Database) -> World:
     admin = await actors.admin("Org A")
     other = await actors.admin("Org B")
     await _invite(client, admin, INVITED[0])
@@ -168,7 +191,7 @@ async def world(client: httpx.AsyncClient, actors: Actors) -> World:
     for actor, seller in ((admin, WATCHED[0]), (other, WATCHED[1])):
         starred = await client.put(f"/collection/watchlist/{seller}", headers=actor.headers)
         assert starred.status_code == 201, starred.text
-    return World(
+    world = World(
         admin=admin,
         preset_id=await _preset(client, admin, "A's preset"),
         run_id=await _cancelled_run(client, admin),
@@ -178,6 +201,9 @@ async def world(client: httpx.AsyncClient, actors: Actors) -> World:
         other_run_id=await _cancelled_run(client, other),
         other_viewer=await actors.member(other, "viewer"),
     )
+    await _seller_seen(client, database, admin, "a")
+    await _seller_seen(client, database, other, "b")
+    return world
 
 
 async def _call(
@@ -247,7 +273,7 @@ async def test_other_orgs_resource_is_404(
     assert [w["username"] for w in watched.json()["items"]] == [WATCHED[1]]
 
 
-NOT_FOUND = {"seller": "seller {id} not found on the watchlist"}
+NOT_FOUND = {"watched": "seller {id} not found on the watchlist"}
 """The 404 messages that say more than `{kind} {id} not found`."""
 
 
@@ -262,6 +288,7 @@ async def test_missing_resource_looks_like_another_orgs(
         "member": missing_id,
         "invitation": f"nobody-{missing_id[:8]}@example.com",
         "seller": f"nobody-{missing_id[:8]}",
+        "watched": f"nobody-{missing_id[:8]}",
     }
     missing = await _call(client, endpoint, missing_ids, world.admin.headers)
     foreign = await _call(client, endpoint, world.ids(own=False), world.admin.headers)
@@ -318,6 +345,8 @@ TENANT_TABLES: list[type[Any]] = [
     ScheduleFire,
     WatchedSeller,
     DigestPreference,
+    DirectoryScope,
+    DirectorySeller,
 ]
 ADMIN_ONLY_TABLES = {Invitation, CollectionSchedule, ScheduleFire}
 OWN_ROWS_TABLES = {DigestPreference}
@@ -411,6 +440,10 @@ async def walled(client: httpx.AsyncClient, world: World, database: Database) ->
     async with database.transaction() as session:  # no actor: the owner, who sees everything
         for run_id, org_id in runs.items():
             await _seed_results(session, org_id, run_id)
+        # and the runs that saw the world's sellers, with their results
+        runs |= dict(
+            (await session.execute(sa.select(CollectionRun.id, CollectionRun.org_id))).all()
+        )
     return Walled(world, org_a, org_b, runs)
 
 
@@ -496,6 +529,27 @@ def _foreign_row(model: type[Any], walled: Walled, schedule_b: uuid.UUID) -> Any
             scheduled_for=utcnow() + timedelta(days=1),
             outcome=FireOutcome.STARTED,
             instance_id="test",
+        ),
+        DirectoryScope: DirectoryScope(
+            org_id=org_b,
+            scope_id=uuid.uuid4(),
+            category_ids=["1"],
+            runs=1,
+            latest_run_id=run_b,
+            latest_run_at=utcnow(),
+        ),
+        DirectorySeller: DirectorySeller(
+            org_id=org_b,
+            scope_id=DIRECTORY_ALL,
+            username="planted",
+            first_seen_at=utcnow(),
+            last_seen_at=utcnow(),
+            runs_seen=1,
+            last_scope_id=uuid.uuid4(),
+            last_run_id=run_b,
+            last_rank=1,
+            last_products=1,
+            last_listings=1,
         ),
     }
     return rows[model]

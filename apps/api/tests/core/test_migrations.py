@@ -8,6 +8,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -101,6 +102,37 @@ def test_concurrent_migrations_from_separate_processes(fresh_settings: Settings)
     assert diff == []
 
 
+def _old_table(table: sa.Table, *names: str) -> sa.TableClause:
+    """`table` with the columns it had before later migrations (and no Python defaults)."""
+    return sa.table(table.name, *(sa.column(name, table.c[name].type) for name in names))
+
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+COMMON_RUN_COLUMNS = ("id", "org_id", "name", "status", "trigger", "category_ids")
+OLD_ORGANIZATIONS = _old_table(Organization.__table__, "id", "name", "created_at")
+OLD_RUNS = _old_table(
+    CollectionRun.__table__,
+    *COMMON_RUN_COLUMNS,
+    "products_per_category",
+    "listings_per_product",
+    "created_at",
+    "updated_at",
+)
+OLD_LISTINGS = _old_table(
+    RunListing.__table__,
+    "run_id",
+    "asin",
+    "item_id",
+    "title",
+    "price",
+    "currency",
+    "seller_username",
+    "seller_feedback_score",
+    "seller_feedback_percentage",
+    "url",
+)
+
+
 def test_seller_figures_of_existing_runs_are_computed_from_their_listings(
     fresh_settings: Settings,
 ) -> None:
@@ -125,10 +157,11 @@ def test_seller_figures_of_existing_runs_are_computed_from_their_listings(
         try:
             async with engine.begin() as connection:
                 await connection.execute(
-                    sa.insert(Organization.__table__), [{"id": org_id, "name": "Acme"}]
+                    sa.insert(OLD_ORGANIZATIONS),
+                    [{"id": org_id, "name": "Acme", "created_at": NOW}],
                 )
                 await connection.execute(
-                    sa.insert(CollectionRun.__table__),
+                    sa.insert(OLD_RUNS),
                     [
                         {
                             "id": run_id,
@@ -139,11 +172,13 @@ def test_seller_figures_of_existing_runs_are_computed_from_their_listings(
                             "category_ids": ["1"],
                             "products_per_category": 2,
                             "listings_per_product": 5,
+                            "created_at": NOW,
+                            "updated_at": NOW,
                         }
                     ],
                 )
                 await connection.execute(
-                    sa.insert(RunListing.__table__),
+                    sa.insert(OLD_LISTINGS),
                     [
                         {
                             "run_id": run_id,

@@ -309,8 +309,10 @@ def ebay_item(
     price: str | None = "24.99",
     feedback_score: int | None = 1500,
     feedback_percentage: str | None = "99.2",
+    shipping: str | list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """An itemSummary as the Browse API sends it (amounts and percentages as strings)."""
+    """An itemSummary as the Browse API sends it (amounts and percentages as strings);
+    `shipping` is one FIXED shipping cost in USD, or the `shippingOptions` themselves."""
     number = next(_item_numbers)
     item: dict[str, Any] = {
         "itemId": f"v1|{number}|0",
@@ -327,6 +329,11 @@ def ebay_item(
         item["seller"]["feedbackScore"] = feedback_score
     if feedback_percentage is not None:
         item["seller"]["feedbackPercentage"] = feedback_percentage
+    if isinstance(shipping, str):
+        cost = {"value": shipping, "currency": "USD"}
+        item["shippingOptions"] = [{"shippingCostType": "FIXED", "shippingCost": cost}]
+    elif shipping is not None:
+        item["shippingOptions"] = shipping
     return item
 
 

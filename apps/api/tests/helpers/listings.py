@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from app.core.clock import utcnow
 from app.core.database import Database
 from app.runs import sellers
-from app.tables import CollectionRun, RunListing, RunStatus
+from app.tables import CollectionRun, RunListing, RunProduct, RunStatus
 
 Products = dict[str, list[dict[str, Any]]]
 """Listings (rows of `run_listings` without `run_id`) per product ASIN."""
@@ -87,3 +87,47 @@ def later_products(products: Products, rng: random.Random) -> Products:
             for i, template in enumerate(random_products(rng).get("B000000000", []))
         ]
     return later
+
+
+def random_market(rng: random.Random) -> tuple[Products, dict[str, dict[str, Any]]]:
+    """Listings as `random_products` makes them, with shipping (unknown, free or priced)
+    and a few prices in other currencies; and the Amazon product of each ASIN (rows of
+    `run_products` without `run_id`), some without price, in other currencies, or missing."""
+    products = random_products(rng)
+    amazon: dict[str, dict[str, Any]] = {}
+    for position, (asin, listings) in enumerate(products.items()):
+        for listing in listings:
+            listing["currency"] = "EUR" if rng.random() < 0.1 else "USD"
+            draw = rng.random()
+            if draw < 0.2:
+                listing["shipping"], listing["shipping_currency"] = None, None
+            else:
+                cost = Decimal(0) if draw < 0.5 else Decimal(rng.randint(1, 2500)) / 100
+                other = rng.random() < 0.05
+                listing["shipping"] = cost
+                listing["shipping_currency"] = "GBP" if other else listing["currency"]
+        if rng.random() < 0.05:
+            continue  # listings of a product the run did not store
+        amazon[asin] = {
+            "asin": asin,
+            "category_id": "172282",
+            "category_position": 0,
+            "sales_rank": position + 1,
+            "title": f"Product {asin}",
+            "brand": None,
+            "price": None if rng.random() < 0.1 else Decimal(rng.randint(100, 12000)) / 100,
+            "currency": "EUR" if rng.random() < 0.1 else "USD",
+            "upcs": [],
+            "eans": [],
+        }
+    return products, amazon
+
+
+async def write_products(
+    database: Database, run_id: uuid.UUID, products: dict[str, dict[str, Any]]
+) -> None:
+    """The run's Amazon products (rows of `run_products` without `run_id`)."""
+    if products:
+        async with database.transaction() as session:
+            rows = [{"run_id": run_id, **product} for product in products.values()]
+            await session.execute(RunProduct.__table__.insert(), rows)

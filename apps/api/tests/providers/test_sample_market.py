@@ -217,6 +217,30 @@ async def test_listing_prices_stay_in_their_band_around_the_amazon_price() -> No
                 assert 0.6 < ratio < 1.3, (product, listing)
 
 
+async def test_listings_ship_free_at_a_flat_rate_or_unknown_at_the_documented_shares() -> None:
+    amazon, ebay = SampleAmazonProvider(), SampleEbayProvider()
+    products: list[Product] = []
+    for category in CATEGORIES:
+        products += await amazon.best_sellers(category, 30, as_of=AS_OF)
+    shipping: dict[str, tuple[object, object]] = {}
+    for day in days(10):
+        for product in products:
+            for listing in await ebay.search(product, 200, as_of=day):
+                cost = (listing.shipping, listing.shipping_currency)
+                assert shipping.setdefault(listing.item_id, cost) == cost  # never drifts
+                if "Free Shipping" in listing.title:
+                    assert cost == (0, product.currency)
+                elif listing.shipping is not None:
+                    assert cost[1] == product.currency
+                    assert str(listing.shipping) in ("0.00", *sample_market.SHIPPING_RATES)
+    costs = [cost for cost, _ in shipping.values()]
+    free = sum(cost == 0 for cost in costs) / len(costs)
+    unknown = sum(cost is None for cost in costs) / len(costs)
+    assert 0.5 <= free <= 0.65  # 55 %, and the listings titled "Free Shipping"
+    assert 0.06 <= unknown <= 0.12
+    assert 0.25 <= 1 - free - unknown <= 0.4
+
+
 # --- runs ---------------------------------------------------------------------------------
 
 

@@ -144,11 +144,10 @@ async def test_listings_csv_has_every_listing_with_rfc4180_quoting(
     reader = csv.reader(io.StringIO(response.text, newline=""))
     header = next(reader)
     assert header[:3] == ["asin", "product_title", "brand"]
-    rows = list(reader)
+    rows = [dict(zip(header, row, strict=True)) for row in reader]
     assert len(rows) == run["progress"]["listings_found"]
     stored = await stored_listings(database, run["id"])
-    assert {(r[0], r[5], r[9]) for r in rows} == set(stored)
-    assert all(len(r) == len(header) for r in rows)
+    assert {(r["asin"], r["item_id"], r["seller_username"]) for r in rows} == set(stored)
 
 
 async def test_csv_quotes_commas_quotes_and_newlines(database: Database) -> None:

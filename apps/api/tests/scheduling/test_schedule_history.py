@@ -159,3 +159,35 @@ async def test_filters_combine_with_pagination_and_the_seed_s_history(
     seed = await history(client, org, None, outcome="skipped", backfill="false")
     assert [hour for hour, _, _ in due(seed)] == [14, 15]
     await cancel_all(client, org.admin)
+
+
+EDGES = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")  # outside UTC's calendar
+
+
+@pytest.mark.parametrize("moment", EDGES)
+async def test_a_moment_utc_cannot_express_is_a_422_everywhere_never_a_500(
+    client: httpx.AsyncClient, org: Org, schedule: dict[str, Any], moment: str
+) -> None:
+    headers = org.admin.headers
+    answers = [
+        await client.get(
+            f"/collection/schedules/{schedule['id']}/history",
+            params={"since": moment},
+            headers=headers,
+        ),
+        await client.get("/collection/schedule/history", params={"until": moment}, headers=headers),
+        await client.get("/collection/runs", params={"since": moment}, headers=headers),
+        await client.post(
+            f"/collection/schedules/{schedule['id']}/backfill",
+            json={"start": moment, "end": "2027-01-15T10:00:00Z"},
+            headers=headers,
+        ),
+        await client.patch(
+            f"/collection/schedules/{schedule['id']}", json={"ends_at": moment}, headers=headers
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert "outside the calendar in UTC" in answer.text, answer.text
+    unchanged = await client.get(f"/collection/schedules/{schedule['id']}", headers=headers)
+    assert unchanged.json()["ends_at"] is None

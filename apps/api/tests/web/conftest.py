@@ -20,16 +20,20 @@ from tests.helpers.processes import Server, clean_env, wait_healthy
 
 
 @pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, dict[str, str]]]:
     """A fresh embedded-default deployment (no JWT_SECRET) with fast, small runs, one per
     test: the one-time sign-in link belongs to whoever administers the first organization,
-    so a test must not inherit another's."""
+    so a test must not inherit another's. A test parametrizes it (indirect) with settings
+    of its own."""
     tmp_path = tmp_path_factory.mktemp("web-e2e")
     settings = {
         "DATA_DIR": str(tmp_path / "data"),
         "SAMPLE_PROVIDER_LATENCY_MS": "0",
         "RUN_PRODUCTS_PER_CATEGORY": "5",
         "RUN_LISTINGS_PER_PRODUCT": "5",
+        **getattr(request, "param", {}),
     }
     base = os.environ.get("TEST_DATABASE_URL")
     database = temp_database(base, "web") if base else contextlib.nullcontext(None)

@@ -56,8 +56,10 @@ async def test_an_admin_signs_in_runs_a_preset_and_schedules_it(
     await expect(page.locator("table.sellers tbody tr").first).to_be_visible()
     assert await page.locator("#amazon-progress").get_attribute("value") == "2"
     created = page.locator("dd time").first  # in the reader's time zone; UTC on hover
-    await expect(created).to_contain_text("GMT+9")
-    await expect(created).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$"))
+    await expect(created).to_have_text(re.compile(r"^\w{3} \d{4}-\d\d-\d\d \d\d:\d\d JST$"))
+    await expect(created).to_have_attribute(
+        "title", re.compile(r"^\w{3} \d{4}-\d\d-\d\d \d\d:\d\d UTC$")
+    )
 
     async with page.expect_download() as download:
         await page.get_by_role("link", name="Download sellers (CSV)").click()
@@ -147,5 +149,5 @@ async def test_a_member_signs_in_with_a_token_and_is_refused_the_schedule(
     await page.get_by_role("link", name="Go to the runs").click()
     await expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
     await expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Runs", "Presets", "Watchlist", "Members"]
+        ["Runs", "Presets", "Watchlist", "Members", "Settings"]
     )

@@ -131,7 +131,7 @@ async def test_a_run_from_a_preset_with_live_progress_and_results(
     api_sellers = (
         await client.get(f"/collection/runs/{run_id}/sellers?limit=25", headers=admin.headers)
     ).json()["items"]
-    shown = re.findall(r'<td class="seller">([^<]+)</td>', page.text)
+    shown = re.findall(r'<td class="seller"><a [^>]*>([^<]+)</a></td>', page.text)
     assert shown == [s["username"] for s in api_sellers]  # the API's ranking, page one
     assert f'href="/runs/{run_id}/export.csv?kind=sellers"' in page.text
     assert "No earlier completed run of this preset to compare with" in page.text
@@ -171,7 +171,7 @@ async def test_sellers_sort_paginate_and_mark_new_sellers(
     signed_in = await browser(admin)
 
     def sellers_of(html: str) -> list[str]:
-        return re.findall(r'<td class="seller">([^<]+)</td>', html)
+        return re.findall(r'<td class="seller"><a [^>]*>([^<]+)</a></td>', html)
 
     page = await signed_in.get(f"/runs/{run_id}")
     assert '<span class="badge new">New</span>' in page.text
@@ -185,7 +185,8 @@ async def test_sellers_sort_paginate_and_mark_new_sellers(
     assert sellers_of(page.text) == [s["username"] for s in everyone[:25]]
     new_on_page = [s["username"] for s in everyone[:25] if s["new_since_last_run"]]
     marked = re.findall(
-        r'<tr class="is-new">\s*<td class="num">\d+</td>\s*<td class="seller">([^<]+)', page.text
+        r'<tr class="is-new">\s*<td class="num">\d+</td>\s*<td class="seller"><a [^>]*>([^<]+)',
+        page.text,
     )
     assert marked == new_on_page
 
@@ -235,7 +236,8 @@ async def test_run_buttons_follow_the_allowed_transitions(
     assert cancelled.status_code == 303
     page = await signed_in.get(f"/runs/{run_id}")
     assert "Run cancelled" in page.text
-    assert f'action="/runs/{run_id}/' not in page.text  # nothing left to press
+    # nothing left to press but Run again
+    assert re.findall(f'action="/runs/{run_id}/([a-z]+)"', page.text) == ["again"]
     api = await client.get(f"/collection/runs/{run_id}", headers=admin.headers)
     assert api.json()["status"] == "cancelled"
 

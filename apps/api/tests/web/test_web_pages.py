@@ -75,7 +75,10 @@ async def test_the_sellers_table_refreshes_while_the_run_is_active(
     fresh = await signed_in.get(f"/runs/{run_id}/sellers?sort=seller", headers=FETCH)
     assert fresh.status_code == 200
     assert fresh.text.lstrip().startswith('<section id="sellers"')
-    assert re.findall(r'<td class="seller">([^<]+)</td>', fresh.text) == ["alpha-shop", "zeta-shop"]
+    assert re.findall(r'<td class="seller"><a [^>]*>([^<]+)</a></td>', fresh.text) == [
+        "alpha-shop",
+        "zeta-shop",
+    ]
     assert "data-live-url" in fresh.text
 
     await client.post(f"/collection/runs/{run_id}/cancel", headers=admin.headers)

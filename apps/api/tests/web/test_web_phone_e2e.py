@@ -1,7 +1,8 @@
 """No page scrolls sideways on a phone: every page at 375 px wide in headless Chromium,
 with data that stretches it (a 100-character preset name without spaces, a long
 organization name and email, a run with results, the schedule and its history, members
-and an invitation). A screenshot of each page is kept in the test's tmp_path."""
+and an invitation, a seller's listings with margins, the settings). A screenshot of each
+page is kept in the test's tmp_path."""
 
 from __future__ import annotations
 
@@ -52,11 +53,15 @@ async def _seed(url: str, env: dict[str, str]) -> dict[str, Any]:
             enabled=True,
             notify_email=True,
         )
+        sellers = await call(
+            "GET", f"/collection/runs/{run['id']}/sellers?sort=listings&order=desc"
+        )
+        seller = sellers["items"][0]["username"]
         fired = await call("POST", "/collection/schedule/trigger")
         await call("POST", f"/collection/runs/{fired['run_id']}/cancel")
         await call("POST", "/orgs/current/members", email=f"x.{LONG_EMAIL}", role="member")
         await call("PUT", f"/collection/watchlist/{LONG_SELLER}")
-    return {"token": boot["token"], "preset": preset["id"], "run": run["id"]}
+    return {"token": boot["token"], "preset": preset["id"], "run": run["id"], "seller": seller}
 
 
 async def test_no_page_scrolls_sideways_at_375_px(
@@ -81,6 +86,8 @@ async def test_no_page_scrolls_sideways_at_375_px(
             "/runs/new",
             f"/runs/{run}",
             f"/runs/{run}?page=99",
+            f"/runs/{run}/sellers/{data['seller']}",
+            "/settings",
             "/presets",
             "/presets/new",
             f"/presets/{preset}",

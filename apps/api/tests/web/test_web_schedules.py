@@ -126,7 +126,8 @@ async def test_create_edit_pause_resume_and_delete_a_schedule(
     # The next fire in the schedule's zone, and marked for app.js to show in the reader's.
     assert re.search(r'<time datetime="2027-02-01T06:0\d:\d\d[.\d]*\+01:00">', listing.text)
     assert re.search(
-        r'<time datetime="2027-02-01T05:0\d:\d\d[.\d]*\+00:00" data-local>', listing.text
+        r'<time datetime="2027-02-01T05:0\d:\d\d[.\d]*\+00:00" data-local data-zone="UTC"',
+        listing.text,
     )
     assert "Default" in words
 

@@ -74,3 +74,4 @@ CanRun = Annotated[OrgContext, Depends(require_permission_key("collection.run"))
 CanManagePresets = Annotated[OrgContext, Depends(require_permission_key("presets.manage"))]
 CanManageMembers = Annotated[OrgContext, Depends(require_permission_key("members.manage"))]
 CanAutomate = Annotated[OrgContext, Depends(require_permission_key("admin.automation"))]
+CanChangeSettings = Annotated[OrgContext, Depends(require_permission_key("org.settings"))]

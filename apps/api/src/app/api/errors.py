@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from app.errors import (
@@ -61,3 +62,11 @@ async def app_error_handler(_request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Answer every AppError an endpoint raises with its status and message."""
     app.add_exception_handler(AppError, app_error_handler)
+
+
+def invalid_query(name: str, message: str, value: str) -> RequestValidationError:
+    """A 422 for query parameter `name`, shaped like FastAPI's own (a rule across several
+    parameters, such as `until` after `since`, that a parameter's type cannot say)."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
+    )

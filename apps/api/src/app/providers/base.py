@@ -50,7 +50,10 @@ def is_gtin(code: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """An eBay listing of a product, with the seller who lists it."""
+    """An eBay listing of a product, with the seller who lists it.
+
+    `shipping` is what the buyer pays for shipping (0: free), None when the marketplace
+    does not say (calculated at checkout, or not given)."""
 
     item_id: str
     title: str
@@ -60,6 +63,8 @@ class Listing:
     seller_feedback_score: int | None
     seller_feedback_percentage: Decimal | None
     url: str
+    shipping: Decimal | None = None
+    shipping_currency: str | None = None
 
 
 class ProviderError(Exception):

@@ -44,6 +44,7 @@ def parse_listing(raw: object, default_currency: str) -> Listing | None:
     url = item.get("itemWebUrl") or item.get("itemHref") or ""
     if not isinstance(url, str):
         raise malformed(f"itemWebUrl of {item_id} is not a string")
+    shipping, shipping_currency = _shipping(item.get("shippingOptions"), item_id, currency)
     return Listing(
         item_id=item_id,
         title=title.strip(),
@@ -55,7 +56,31 @@ def parse_listing(raw: object, default_currency: str) -> Listing | None:
             seller.get("feedbackPercentage"), f"feedbackPercentage of {item_id}"
         ),
         url=url,
+        shipping=shipping,
+        shipping_currency=shipping_currency,
     )
+
+
+def _shipping(options: object, item_id: str, currency: str) -> tuple[Decimal | None, str | None]:
+    """What the buyer pays for shipping, from an itemSummary's `shippingOptions`: the
+    cheapest option's `shippingCost` (`{"value": "0.00", ...}` is free shipping), preferring
+    those in the price's currency. (None, None) when no option has a cost: none given, or
+    `CALCULATED` shipping eBay does not price without the buyer's location."""
+    costs: list[tuple[bool, Decimal, str]] = []
+    for index, raw in enumerate(as_list(options, f"shippingOptions of {item_id}")):
+        option = as_mapping(raw, f"shippingOptions[{index}] of {item_id}")
+        cost = as_mapping(option.get("shippingCost") or {}, f"shippingCost of {item_id}")
+        value = _decimal(cost.get("value"), f"shippingCost.value of {item_id}")
+        if value is None:
+            continue
+        cost_currency = cost.get("currency") or currency
+        if not isinstance(cost_currency, str):
+            raise malformed(f"shippingCost.currency of {item_id} is not a string")
+        costs.append((cost_currency != currency, value, cost_currency))
+    if not costs:
+        return None, None
+    _, value, cost_currency = min(costs)
+    return value, cost_currency
 
 
 def _decimal(value: object, what: str) -> Decimal | None:

@@ -759,6 +759,7 @@ class SampleEbayProvider(_SampleMarket):
             if title.endswith("Open Box"):
                 factor *= 0.8
             price = max(_CENT, (base_price * Decimal(f"{factor:.3f}")).quantize(_CENT))
+            shipping = "0.00" if "Free Shipping" in title else market.listing_shipping(key)
             listings.append(
                 Listing(
                     item_id=f"v1|{number}|0",
@@ -769,6 +770,8 @@ class SampleEbayProvider(_SampleMarket):
                     seller_feedback_score=seller.feedback_score,
                     seller_feedback_percentage=seller.feedback_percentage,
                     url=f"https://www.ebay.com/itm/{number}",
+                    shipping=None if shipping is None else Decimal(shipping),
+                    shipping_currency=None if shipping is None else product.currency,
                 )
             )
         return listings

@@ -29,6 +29,9 @@ The rates, per market day (tests/providers/test_sample_market.py measures them):
   10-40 days a listing is repriced: its first price kept (60 %) or moved 5-15 % up or down,
   always between 0.8 and 1.25 of the product's Amazon price before the drift (x 0.8 for
   open-box listings). About 3 % of listings jump by 5-40 % on a given day.
+- **eBay shipping.** A listing's shipping does not drift: 55 % ship free (and every listing
+  titled "Free Shipping"), 35 % charge a flat rate of 3.99-9.99, and 10 % leave it
+  unknown (calculated at checkout, as eBay's search gives no cost for those).
 - Seller profiles (usernames, feedback) and currencies do not drift.
 """
 
@@ -72,7 +75,12 @@ PRICE_FACTOR_BOUNDS = (0.8, 1.25)
 _MASK = (1 << 64) - 1
 # Salts that keep the hashes drawn for different purposes of one entity independent.
 _LENGTH, _PHASE, _KNOT, _PLACE, _VACANT, _REPRICE = range(1, 7)
-_MOVE, _RANK, _PRICE, _SELLER, _DRAW = range(7, 12)
+_MOVE, _RANK, _PRICE, _SELLER, _DRAW, _SHIPPING = range(7, 13)
+
+FREE_SHIPPING_SHARE = 0.55
+UNKNOWN_SHIPPING_SHARE = 0.1
+SHIPPING_RATES = ("3.99", "4.99", "5.99", "6.49", "7.99", "9.99")
+"""The flat shipping rates listings charge."""
 
 
 def market_day(moment: datetime, day_seconds: int) -> int:
@@ -204,3 +212,14 @@ def listing_price_factor(key: int, base: float, day: int) -> float:
         factor = min(high, max(low, factor))
     drift = smooth_noise(hash64(key, _PRICE), day, LISTING_PRICE_PERIOD_DAYS)
     return factor * (1 + LISTING_PRICE_DRIFT * drift)
+
+
+def listing_shipping(key: int) -> str | None:
+    """What the listing `key` charges for shipping: "0.00" (free), a flat rate, or None
+    (unknown: calculated at checkout)."""
+    draw = unit(key, _SHIPPING)
+    if draw < FREE_SHIPPING_SHARE:
+        return "0.00"
+    if draw < FREE_SHIPPING_SHARE + UNKNOWN_SHIPPING_SHARE:
+        return None
+    return SHIPPING_RATES[int(unit(key, _SHIPPING, 1) * len(SHIPPING_RATES))]

@@ -40,9 +40,11 @@ from app.runs.leases import CHECKPOINTING, SETTLES_TO, status_literal, timestamp
 from app.tables import (
     ACTIVE_RUN_PREDICATE,
     ACTIVE_RUN_STATUSES,
+    DEFAULT_FEE_PERCENT,
     QUEUED_RUN_PREDICATE,
     CategoryPreset,
     CollectionRun,
+    Organization,
     RunCategory,
     RunPhase,
     RunStatus,
@@ -118,6 +120,37 @@ class TransitionNotAllowedError(ConflictError):
         self.run_id = run_id
         self.action = action
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a list shows: of one preset, with some triggers and statuses (none given:
+    all), created in [since, until). A list's cursor continues the list of the same filter."""
+
+    preset_id: uuid.UUID | None = None
+    triggers: tuple[RunTrigger, ...] = ()
+    statuses: tuple[RunStatus, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def apply(self, statement: sa.Select[Any]) -> sa.Select[Any]:
+        """`statement` (of runs) narrowed to the runs that match."""
+        if self.preset_id is not None:
+            statement = statement.where(CollectionRun.preset_id == self.preset_id)
+        if self.triggers:
+            statement = statement.where(CollectionRun.trigger.in_(self.triggers))
+        if self.statuses:
+            statement = statement.where(CollectionRun.status.in_(self.statuses))
+        if self.since is not None:
+            statement = statement.where(CollectionRun.created_at >= self.since)
+        if self.until is not None:
+            statement = statement.where(CollectionRun.created_at < self.until)
+        return statement
+
+    @property
+    def narrows(self) -> bool:
+        """Whether any run could be left out."""
+        return self != RunFilter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +242,11 @@ class RunLifecycle:
             return []
         now = self.clock()
         run_ids = [uuid.uuid4() for _ in specs]
+        # Each run keeps its organization's fee % of now: its margins never change after.
+        fee_of = sa.select(Organization.id, Organization.expected_fee_percent).where(
+            Organization.id.in_({spec.org_id for spec in specs})
+        )
+        fee_percents: dict[uuid.UUID, Any] = dict((await session.execute(fee_of)).all())
         rows: list[dict[str, Any]] = [
             {
                 "id": run_id,
@@ -234,6 +272,7 @@ class RunLifecycle:
                 "updated_at": now,
                 "started_at": now if spec.start and not queued else None,
                 "scheduled_for": spec.scheduled_for,
+                "fee_percent": fee_percents.get(spec.org_id, DEFAULT_FEE_PERCENT),
             }
             for run_id, spec in zip(run_ids, specs, strict=True)
         ]
@@ -284,15 +323,12 @@ class RunLifecycle:
         *,
         org_id: uuid.UUID,
         page: PageParams,
-        statuses: Sequence[RunStatus] = (),
+        only: RunFilter | None = None,
     ) -> tuple[list[CollectionRun], str | None]:
-        """The organization's runs, newest first, optionally only those in `statuses`."""
-        statement = org_rows(CollectionRun, org_id)
-        if statuses:
-            statement = statement.where(CollectionRun.status.in_(statuses))
+        """The organization's runs, newest first; `only` those that match."""
         return await paginate(
             session,
-            statement,
+            (only or RunFilter()).apply(org_rows(CollectionRun, org_id)),
             created_at=CollectionRun.created_at,
             row_id=CollectionRun.id,
             params=page,

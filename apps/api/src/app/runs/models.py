@@ -1,10 +1,12 @@
-"""Response bodies of what changed between runs (GET /collection/runs/{id}/changes)."""
+"""Response bodies of what changed between runs (GET /collection/runs/{id}/changes) and of
+the seller directory (GET /collection/sellers, /collection/sellers/{username})."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import Field
 
@@ -69,3 +71,99 @@ class RunChanges(ResponseModel):
     price_changes: Page[PriceChangeResponse] | None = Field(
         description="Listings in both with a different price; largest relative change first."
     )
+
+
+# --- the seller directory ----------------------------------------------------------------------
+
+TREND = (
+    "Against the latest completed run of the preset of its latest run and the one before: "
+    "`new` in the latest but not the one before (or the preset's first run), `up` / `down` / "
+    "`same` in both with a better / worse / equal rank, `gone` in the one before but not "
+    "in the latest; null in neither."
+)
+
+
+class DirectorySellerResponse(ResponseModel):
+    """A seller across the organization's completed runs (of one preset with `preset_id`)."""
+
+    username: str
+    first_seen_at: datetime = Field(description="Creation time of the first run that saw it.")
+    last_seen_at: datetime = Field(description="Creation time of the latest run that saw it.")
+    runs_seen: int = Field(description="Completed runs that saw it (kept after retention).")
+    last_run_id: uuid.UUID = Field(description="The latest run that saw it.")
+    last_preset_id: uuid.UUID | None = Field(
+        description="That run's preset; null for a run of a category list."
+    )
+    rank: int = Field(description="Its rank in the latest run that saw it (1 = most products).")
+    products: int = Field(description="Distinct products it lists in that run.")
+    listings: int = Field(description="Its listings in that run.")
+    trend: Literal["up", "down", "same", "new", "gone"] | None = Field(description=TREND)
+
+
+class SellerRunResponse(ResponseModel):
+    run_id: uuid.UUID
+    run_name: str
+    created_at: datetime
+    rank: int | None = Field(description="1 = most products in that run.")
+    products: int = Field(description="Distinct products it lists in that run.")
+    listings: int
+    min_price: Decimal | None
+    max_price: Decimal | None
+    median_price: Decimal | None
+    currency: str | None = Field(description="ISO 4217 code of its prices.", examples=["USD"])
+
+
+class SellerPresetHistory(DirectorySellerResponse):
+    """The seller in the runs of one preset (or of one category list): the directory's
+    figures in those runs, and each run whose results are kept."""
+
+    preset_id: uuid.UUID | None = Field(description="Null: runs of a category list.")
+    preset_name: str | None = Field(
+        description="The preset's name now; null once deleted, or for a category list."
+    )
+    category_ids: list[str] = Field(description="Of the latest of these runs.")
+    runs: list[SellerRunResponse] = Field(
+        description="Newest first. Runs whose results retention deleted are not listed, "
+        "though `runs_seen` still counts them."
+    )
+
+
+class ListedProductResponse(ResponseModel):
+    """The Amazon best seller the listing was found for."""
+
+    asin: str
+    title: str
+    price: Decimal | None = Field(description="Amazon price when the run collected it.")
+    currency: str = Field(examples=["USD"])
+
+
+class SellerListingResponse(ResponseModel):
+    item_id: str = Field(description="The eBay item.")
+    title: str
+    price: Decimal | None = Field(description="eBay price.")
+    currency: str = Field(examples=["USD"])
+    url: str
+    product: ListedProductResponse
+
+
+class SellerListingsResponse(ResponseModel):
+    """The seller's listings in the latest run that saw it."""
+
+    run_id: uuid.UUID
+    created_at: datetime
+    results_purged: bool = Field(
+        description="True when retention deleted that run's results: no listings to show."
+    )
+    total: int = Field(description="Its listings in that run (at most 500 are in `items`).")
+    items: list[SellerListingResponse] = Field(description="In the order of the run's products.")
+
+
+class SellerDetailResponse(DirectorySellerResponse):
+    """A seller across all the organization's completed runs, per preset, and its current
+    listings."""
+
+    history: list[SellerPresetHistory] = Field(
+        description="One entry per preset (or category list) whose runs saw it, most "
+        "recently seen first."
+    )
+    current_listings: SellerListingsResponse

@@ -23,7 +23,7 @@ from app.core.config import Settings
 from app.core.database import Database, insert_ignoring_conflicts
 from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, QuotaExhaustedError
 from app.providers.resilience import ProviderFailedError
-from app.runs import rows, sellers
+from app.runs import directory, rows, sellers
 from app.runs.leases import Lease, LeaseLostError, Leases
 from app.tables import (
     CollectionRun,
@@ -157,6 +157,7 @@ class Pipeline:
                 )
                 raise RunInterruptedError(RunStatus(current or RunStatus.CANCELLED))
             await sellers.finish(session, lease.run_id)
+            await directory.record_run(session, lease.run_id, now=now)  # completed runs only
         return status
 
     async def _wait_for_quota(

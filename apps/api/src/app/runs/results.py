@@ -1,4 +1,4 @@
-"""Results of runs: the seller ranking, CSV exports streamed in batches, and retention."""
+"""Results of runs: the seller ranking, its CSV export streamed in batches, and retention."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class RankedSeller:
     median_price: Decimal | None = None
     """Set once the run has finished."""
     currency: str | None = None
+    median_margin: Decimal | None = None
+    """Of its listings' estimated margins (app.runs.margins); set once the run has finished."""
 
 
 async def previous_completed_run(session: AsyncSession, run: CollectionRun) -> CollectionRun | None:
@@ -80,7 +82,7 @@ async def previous_completed_run(session: AsyncSession, run: CollectionRun) -> C
     )
 
 
-SellerSort = Literal["rank", "seller", "products", "listings", "price", "feedback"]
+SellerSort = Literal["rank", "seller", "products", "listings", "price", "feedback", "margin"]
 SELLER_SORTS: tuple[SellerSort, ...] = get_args(SellerSort)
 
 
@@ -106,6 +108,7 @@ def _page_columns(previous_run_id: uuid.UUID | None) -> tuple[Any, ...]:
         is_new.label("new_since_last_run"),
         RunSeller.median_price,
         RunSeller.currency,
+        RunSeller.median_margin,
     )
 
 
@@ -115,6 +118,7 @@ SORT_KEYS: dict[SellerSort, Any] = {
     "listings": RunSeller.listings,
     "price": RunSeller.min_price,
     "feedback": RunSeller.feedback_score,
+    "margin": RunSeller.median_margin,
 }
 
 
@@ -155,6 +159,7 @@ def _ranked(rows: Sequence[Sequence[Any]]) -> list[RankedSeller]:
             new_since_last_run=None if row[8] is None else bool(row[8]),
             median_price=money(row[9]),
             currency=row[10],
+            median_margin=money(row[11]),
         )
         for row in rows
     ]
@@ -232,21 +237,8 @@ SELLER_COLUMNS = [
     "new_since_last_run",
     "median_price",
     "currency",
-]
-LISTING_COLUMNS = [
-    "asin",
-    "product_title",
-    "brand",
-    "category_id",
-    "sales_rank",
-    "item_id",
-    "listing_title",
-    "price",
-    "currency",
-    "seller_username",
-    "seller_feedback_score",
-    "seller_feedback_percentage",
-    "url",
+    "median_margin",
+    "fee_percent",
 ]
 
 
@@ -285,58 +277,24 @@ def csv_chunk(rows: Sequence[Sequence[Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def export_csv(database: Database, run: CollectionRun, kind: str) -> AsyncIterator[bytes]:
-    """The run's sellers or listings as CSV, produced batch by batch (never all in memory)."""
+async def export_csv(database: Database, run: CollectionRun) -> AsyncIterator[bytes]:
+    """The run's seller ranking as CSV, produced batch by batch (never all in memory); the
+    listings' CSV is `app.runs.listings.export_csv`."""
     check_kept(run)
-    yield csv_chunk([SELLER_COLUMNS if kind == "sellers" else LISTING_COLUMNS])
+    yield csv_chunk([SELLER_COLUMNS])
     async with database.read() as session:
-        statement: AnySelect
-        if kind == "sellers":
-            previous = await previous_completed_run(session, run)
-            statement = _sorted_ranking(
-                run.id, previous.id if previous else None, "rank", False, rank=sa.null()
-            )
-        else:
-            statement = (
-                sa.select(
-                    RunListing.asin,
-                    RunProduct.title,
-                    RunProduct.brand,
-                    RunProduct.category_id,
-                    RunProduct.sales_rank,
-                    RunListing.item_id,
-                    RunListing.title,
-                    RunListing.price,
-                    RunListing.currency,
-                    RunListing.seller_username,
-                    RunListing.seller_feedback_score,
-                    RunListing.seller_feedback_percentage,
-                    RunListing.url,
-                )
-                .join(
-                    RunProduct,
-                    sa.and_(
-                        RunProduct.run_id == RunListing.run_id, RunProduct.asin == RunListing.asin
-                    ),
-                )
-                .where(RunListing.run_id == run.id)
-                .order_by(
-                    RunProduct.category_position,
-                    RunProduct.sales_rank,
-                    RunListing.asin,
-                    RunListing.item_id,
-                )
-            )
+        previous = await previous_completed_run(session, run)
+        statement = _sorted_ranking(
+            run.id, previous.id if previous else None, "rank", False, rank=sa.null()
+        )
         stream = await session.stream(statement.execution_options(yield_per=EXPORT_BATCH))
         position = 0
         async for partition in stream.partitions():
-            if kind == "sellers":
-                ranks = range(position + 1, position + len(partition) + 1)
-                position += len(partition)
-                ranked = _ranked(
-                    [(rank, *row[1:]) for rank, row in zip(ranks, partition, strict=True)]
-                )
-                rows: list[Sequence[Any]] = [
+            ranks = range(position + 1, position + len(partition) + 1)
+            position += len(partition)
+            ranked = _ranked([(rank, *row[1:]) for rank, row in zip(ranks, partition, strict=True)])
+            yield csv_chunk(
+                [
                     [
                         s.rank,
                         s.username,
@@ -349,12 +307,12 @@ async def export_csv(database: Database, run: CollectionRun, kind: str) -> Async
                         "" if s.new_since_last_run is None else str(s.new_since_last_run).lower(),
                         s.median_price,
                         s.currency,
+                        s.median_margin,
+                        run.fee_percent,
                     ]
                     for s in ranked
                 ]
-            else:
-                rows = [list(row) for row in partition]
-            yield csv_chunk(rows)
+            )
 
 
 async def purge_expired_results(

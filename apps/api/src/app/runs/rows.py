@@ -26,7 +26,8 @@ def text(value: str, length: int) -> str:
 
 
 def price(value: Decimal | None) -> Decimal | None:
-    if value is None or not value.is_finite() or not -PRICE_LIMIT < value < PRICE_LIMIT:
+    """A price to the cent; None for what is not one (a negative price, too)."""
+    if value is None or not value.is_finite() or not 0 <= value < PRICE_LIMIT:
         return None
     return value.quantize(CENT)
 
@@ -83,4 +84,17 @@ def listing_row(product: RunProduct, listing: Listing) -> dict[str, Any]:
         "seller_feedback_score": count(listing.seller_feedback_score),
         "seller_feedback_percentage": percentage(listing.seller_feedback_percentage),
         "url": listing.url,
+        **shipping(listing),
+    }
+
+
+def shipping(listing: Listing) -> dict[str, Any]:
+    """The listing's shipping and its currency (that of the price when not given); both
+    None when unknown."""
+    cost = price(listing.shipping)
+    if cost is None:
+        return {"shipping": None, "shipping_currency": None}
+    return {
+        "shipping": cost,
+        "shipping_currency": (listing.shipping_currency or listing.currency)[:3],
     }

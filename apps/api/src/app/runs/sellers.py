@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import insert_ignoring_conflicts
-from app.tables import RunListing, RunSeller
+from app.runs import margins as margins_sql
+from app.tables import CollectionRun, RunListing, RunProduct, RunSeller
 
 
 @dataclass(slots=True)
@@ -147,8 +148,9 @@ def ranking_order(*, reverse: bool = False) -> tuple[sa.ColumnElement[Any], ...]
 
 
 async def finish(session: AsyncSession, run_id: uuid.UUID) -> None:
-    """Number the run's ranking and set each seller's median listing price: called in the
-    transaction that finishes the run, once every listing is written."""
+    """Number the run's ranking and set each seller's median listing price and median
+    estimated margin (with the run's fee %): called in the transaction that finishes the
+    run, once every listing is written."""
     ranked = (
         sa.select(
             RunSeller.username,
@@ -170,6 +172,16 @@ async def finish(session: AsyncSession, run_id: uuid.UUID) -> None:
         .values(median_price=medians.c.median_price)
         .execution_options(synchronize_session=False)
     )
+    fee_percent = await session.scalar(
+        sa.select(CollectionRun.fee_percent).where(CollectionRun.id == run_id)
+    )
+    margins = _median_margins(run_id, margins_sql.basis_points(fee_percent or Decimal(0)))
+    await session.execute(
+        sa.update(RunSeller)
+        .where(RunSeller.run_id == run_id, RunSeller.username == margins.c.username)
+        .values(median_margin=margins.c.median_margin)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _medians(run_id: uuid.UUID) -> sa.Subquery:
@@ -177,7 +189,9 @@ def _medians(run_id: uuid.UUID) -> sa.Subquery:
     middle two rounded half up to the cent. Portable SQL: window functions number each
     seller's prices; the arithmetic is in whole cents, so SQLite's floats cannot round it
     differently from PostgreSQL's numerics."""
-    cents = sa.cast(sa.func.round(RunListing.price * 100), sa.Integer)
+    cents = sa.cast(
+        sa.func.round(RunListing.price * 100), sa.BigInteger
+    )  # 64-bit: prices up to 10^10 fit
     ordered = (
         sa.select(
             RunListing.seller_username.label("username"),
@@ -201,4 +215,64 @@ def _medians(run_id: uuid.UUID) -> sa.Subquery:
         .where(middle)
         .group_by(ordered.c.username)
         .subquery("medians")
+    )
+
+
+# Added to a sum of one or two margins (in cents) before integer division, so the division
+# never sees a negative number (SQL truncates those toward zero; the median rounds up).
+_OFFSET_CENTS = 10**14
+
+
+def _median_margins(run_id: uuid.UUID, fee_bp: int) -> sa.Subquery:
+    """Each seller's median estimated margin (`app.runs.margins`) over its listings that
+    have one, in the seller's currency: the middle margin, or the mean of the middle two
+    with a half cent rounded up. Whole cents throughout, as in `_medians`."""
+    margin = margins_sql.margin_cents_sql(
+        price=RunListing.price,
+        currency=RunListing.currency,
+        shipping=RunListing.shipping,
+        shipping_currency=RunListing.shipping_currency,
+        amazon_price=RunProduct.price,
+        amazon_currency=RunProduct.currency,
+        fee_bp=fee_bp,
+    )
+    with_margins = (
+        sa.select(RunListing.seller_username.label("username"), margin.label("cents"))
+        .join(RunProduct, sa.and_(RunProduct.run_id == run_id, RunProduct.asin == RunListing.asin))
+        .join(
+            RunSeller,
+            sa.and_(
+                RunSeller.run_id == run_id,
+                RunSeller.username == RunListing.seller_username,
+                RunSeller.currency == RunListing.currency,
+            ),
+        )
+        .where(RunListing.run_id == run_id)
+        .subquery("with_margins")
+    )
+    ordered = (
+        sa.select(
+            with_margins.c.username,
+            with_margins.c.cents,
+            sa.func.row_number()
+            .over(partition_by=with_margins.c.username, order_by=with_margins.c.cents)
+            .label("position"),
+            sa.func.count().over(partition_by=with_margins.c.username).label("count"),
+        )
+        .where(with_margins.c.cents.is_not(None))
+        .subquery("ordered_margins")
+    )
+    middle = sa.or_(
+        ordered.c.position == (ordered.c.count + 1) // 2,
+        ordered.c.position == (ordered.c.count + 2) // 2,
+    )
+    total = sa.cast(sa.func.sum(ordered.c.cents), sa.BigInteger)
+    middles = sa.cast(sa.func.count(), sa.BigInteger)
+    # 1 middle: itself; 2: their mean, a half cent rounded up (toward +infinity).
+    median_cents = (total + middles - 1 + middles * _OFFSET_CENTS) // middles - _OFFSET_CENTS
+    return (
+        sa.select(ordered.c.username, (median_cents / 100).label("median_margin"))
+        .where(middle)
+        .group_by(ordered.c.username)
+        .subquery("median_margins")
     )

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime,
     Field,
     StringConstraints,
     WithJsonSchema,
@@ -15,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.models import PLAIN_TEXT, PartialUpdate, RequestModel, ResponseModel
+from app.models import PLAIN_TEXT, PartialUpdate, RequestModel, ResponseModel, UtcMoment
 from app.tables import DEFAULT_CRON_EXPRESSION, FireOutcome, OverlapPolicy
 
 TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
@@ -103,11 +102,11 @@ MAX_BACKFILL = 100
 class BackfillRequest(RequestModel):
     """A window of past due times to run again."""
 
-    start: AwareDatetime = Field(
+    start: UtcMoment = Field(
         description="First moment of the window (inclusive), with its UTC offset.",
         examples=["2027-01-01T00:00:00Z"],
     )
-    end: AwareDatetime = Field(
+    end: UtcMoment = Field(
         description="Last moment of the window (inclusive), with its UTC offset; not in the "
         "future.",
         examples=["2027-03-01T00:00:00Z"],
@@ -220,8 +219,8 @@ class ScheduleCreate(RequestModel):
     jitter_seconds: Jitter = Field(default=DEFAULT_JITTER_SECONDS, description=JITTER_HELP)
     overlap_policy: OverlapPolicy = Field(default=OverlapPolicy.SKIP, description=OVERLAP_HELP)
     paused_note: PauseNote | None = Field(default=None, description=PAUSE_HELP)
-    starts_at: AwareDatetime | None = Field(default=None, description="No fire before this.")
-    ends_at: AwareDatetime | None = Field(default=None, description="No fire after this.")
+    starts_at: UtcMoment | None = Field(default=None, description="No fire before this.")
+    ends_at: UtcMoment | None = Field(default=None, description="No fire after this.")
     remaining_runs: RemainingRuns | None = Field(default=None, description=REMAINING_HELP)
 
 
@@ -245,8 +244,8 @@ class ScheduleChange(PartialUpdate):
     jitter_seconds: Jitter | None = Field(default=None, description=JITTER_HELP)
     overlap_policy: OverlapPolicy | None = Field(default=None, description=OVERLAP_HELP)
     paused_note: PauseNote | None = Field(default=None, description=PAUSE_HELP)
-    starts_at: AwareDatetime | None = Field(default=None, description="No fire before this.")
-    ends_at: AwareDatetime | None = Field(default=None, description="No fire after this.")
+    starts_at: UtcMoment | None = Field(default=None, description="No fire before this.")
+    ends_at: UtcMoment | None = Field(default=None, description="No fire after this.")
     remaining_runs: RemainingRuns | None = Field(default=None, description=REMAINING_HELP)
 
 

@@ -20,8 +20,11 @@ from app.errors import AppError
 from app.web import (
     account,
     members,
+    org_settings,
     presets,
+    run_sellers,
     runs,
+    runs_list,
     schedule,
     schedule_form,
     schedules,
@@ -41,7 +44,9 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (account, runs, presets, members, schedule, schedules, schedule_form, watchlist):
+    for module in (account, runs_list, runs, presets, members, schedule, schedules, schedule_form):
+        app.include_router(module.router)
+    for module in (run_sellers, org_settings, watchlist):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)

@@ -19,10 +19,13 @@ from markupsafe import Markup
 
 from app import __version__
 from app.core.clock import utcnow
+from app.scheduling.cron import CronError, parse_timezone
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 FLASH_COOKIE = "collection_flash"
+ZONE_COOKIE = "collection_zone"
+"""The reader's IANA time zone, set by app.js: pages write moments in it."""
 
 # Pages load nothing but this site's own files: no inline script, no third party.
 SECURITY_HEADERS = {
@@ -42,19 +45,50 @@ HSTS = "max-age=31536000"
 """Over https, browsers keep to https for a year (plain-http visits stay as they are)."""
 
 
-def when(moment: datetime | None, timezone: str | None = None) -> Markup:
-    """A `<time>` element showing the moment in the given IANA time zone, or else in UTC,
-    marked `data-local` for app.js to show in the reader's own time zone."""
+def moment_text(moment: datetime) -> str:
+    """The one way pages write a moment: `Mon 2026-12-07 06:00 CET`, in the moment's own
+    zone (app.js writes the same pattern in the reader's zone)."""
+    return f"{moment:%a %Y-%m-%d %H:%M} {moment.tzname()}"
+
+
+def viewer_zone(request: Request) -> str | None:
+    """The reader's IANA time zone, as app.js records it in a cookie (None until it has,
+    or when the cookie names no zone this server knows)."""
+    name = urllib.parse.unquote(request.cookies.get(ZONE_COOKIE, ""))
+    if not name:
+        return None
+    try:
+        return parse_timezone(name).key
+    except CronError:
+        return None
+
+
+@jinja2.pass_context
+def when(
+    context: jinja2.runtime.Context, moment: datetime | None, timezone: str | None = None
+) -> Markup:
+    """A `<time>` element showing the moment: in the given IANA time zone (a schedule's own),
+    else in the reader's (`viewer_zone`; UTC until app.js has said which), marked
+    `data-local` for app.js to show in the reader's zone should it differ. Moments shown
+    in another zone than UTC carry the UTC time as their tooltip."""
     if moment is None:
         return Markup('<span class="muted">—</span>')
     if timezone:
         local = moment.astimezone(ZoneInfo(timezone))
-        text = f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
-        return Markup('<time datetime="{}">{}</time>').format(local.isoformat(), text)
-    utc = moment.astimezone(UTC)
-    return Markup('<time datetime="{}" data-local>{}</time>').format(
-        utc.isoformat(), f"{utc:%Y-%m-%d %H:%M} UTC"
+        return Markup('<time datetime="{}">{}</time>').format(local.isoformat(), moment_text(local))
+    zone = context.get("viewer_zone") or "UTC"
+    local = moment.astimezone(ZoneInfo(zone))
+    utc = moment_text(moment.astimezone(UTC))
+    return Markup('<time datetime="{}" data-local data-zone="{}" title="{}">{}</time>').format(
+        moment.astimezone(UTC).isoformat(), zone, utc, moment_text(local)
     )
+
+
+@jinja2.pass_context
+def when_text(context: jinja2.runtime.Context, moment: datetime) -> str:
+    """The moment as `when` writes it, as plain text (for an `<option>`, which holds no
+    element): in the reader's zone, UTC until app.js has said which."""
+    return moment_text(moment.astimezone(ZoneInfo(context.get("viewer_zone") or "UTC")))
 
 
 def in_zone(moment: datetime, timezone: str) -> datetime:
@@ -85,14 +119,35 @@ def span(length: timedelta | float) -> str:
     return f"{seconds // 86_400} d" + (f" {rest} h" if rest else "")
 
 
+def about(length: timedelta) -> str:
+    """A remaining time as an estimate reads: `less than a minute`, else `about 4 min`,
+    `about 1 h 5 min` (whole minutes, rounded up: an estimate that runs out early is worse
+    than one that runs out late)."""
+    seconds = length.total_seconds()
+    if seconds < 60:
+        return "less than a minute"
+    return f"about {span(-(-seconds // 60) * 60)}"
+
+
+def signed(value: int | Decimal | None, places: int = 0) -> str:
+    """A change with its sign: `+3`, `0`, and `-1.50` written with a true minus sign
+    (U+2212), which screen readers say and which lines up with the plus."""
+    if value is None:
+        return "—"
+    text = f"{abs(value):,.{places}f}"
+    return f"+{text}" if value > 0 else f"\u2212{text}" if value < 0 else text
+
+
 def number(value: int | None) -> str:
     """An integer with thousands separators."""
     return "—" if value is None else f"{value:,}"
 
 
-def money(value: Decimal | None) -> str:
-    """A price with two decimals."""
-    return "—" if value is None else f"{value:,.2f}"
+def money(value: Decimal | None, currency: str | None = None) -> str:
+    """An amount with two decimals and, when given, its currency code: `1,234.50 USD`."""
+    if value is None:
+        return "—"
+    return f"{value:,.2f} {currency}" if currency else f"{value:,.2f}"
 
 
 def percent(part: int, whole: int) -> int:
@@ -142,6 +197,9 @@ environment.filters.update(
     email=display_email,
     span=span,
     in_zone=in_zone,
+    about=about,
+    signed=signed,
+    when_text=when_text,
 )
 environment.globals.update(
     duration=duration,
@@ -162,6 +220,7 @@ def render(
         web=getattr(request.state, "web", None),
         flash=flash.removeprefix("!") or None,
         flash_error=flash.startswith("!"),
+        viewer_zone=viewer_zone(request),
         **context,
     )
     headers = SECURITY_HEADERS

@@ -1,5 +1,6 @@
-"""Run pages: the list, a new run from a preset, one run with live progress, lifecycle
-buttons, its ranked sellers (sortable, paginated) and CSV downloads.
+"""Run pages: a new run from a preset, one run with live progress and timing, lifecycle
+buttons, "Run again", its ranked sellers (sortable, paginated), its changes since another
+run (`web/run_changes.py`) and CSV downloads. The list is in `web/runs_list.py`.
 
 Every action goes through the same commands as the JSON API (`app.runs.commands`), so the
 lifecycle rules, the one-active-run rule and the tenant scoping are the API's own.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request, status
+from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,9 +23,10 @@ from app.core.pagination import PageParams
 from app.errors import AppError, ConflictError, NotFoundError
 from app.instance import instance_of
 from app.models import RunCreate, RunResponse
-from app.runs import results
-from app.runs.lifecycle import ALLOWED_FROM, RunLifecycle
+from app.runs import changes, listings, pace, results
+from app.runs.lifecycle import ALLOWED_FROM, PresetMissingError, RunLifecycle
 from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
+from app.web import run_changes
 from app.web.errors import FORM, WebError, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
@@ -32,7 +34,6 @@ from app.web.watchlist import run_digest, watched_sellers
 
 router = APIRouter(include_in_schema=False)
 
-RUNS_PER_PAGE = 25
 SELLERS_PER_PAGE = 25
 ACTIONS = ("start", "pause", "resume", "cancel")
 # What an action did, by the status it left the run in.
@@ -64,52 +65,23 @@ def allowed_actions(run: RunResponse, context: WebContext) -> list[str]:
     return [action for action in ACTIONS if run.status in ALLOWED_FROM[action]]
 
 
+def can_run_again(row: CollectionRun) -> bool:
+    """Whether "Run again" applies: the run has finished (completed, failed or cancelled)."""
+    return row.status in run_changes.FINISHED
+
+
 def is_active(run: RunResponse) -> bool:
     """Whether the run may still change (queued, or pending to cancelling): its page and
     the list refresh while it does."""
     return run.status in ACTIVE_RUN_STATUSES or run.status is RunStatus.QUEUED
 
 
-# --- the list ----------------------------------------------------------------------------------
-
-
-@router.get("/runs")
-async def runs_page(
-    request: Request,
-    context: CanView,
-    session: SessionDep,
-    runs: Runs,
-    status_filter: Annotated[str, Query(alias="status")] = "",
-    cursor: str | None = None,
-    fragment: str = "",
-) -> Response:
-    """The organization's runs, newest first, refreshing while any of them is active."""
-    statuses = [RunStatus(status_filter)] if status_filter in set(RunStatus) else []
-    rows, next_cursor = await runs.list_runs(
-        session,
-        org_id=context.org.org_id,
-        page=PageParams(cursor=cursor, limit=RUNS_PER_PAGE),
-        statuses=statuses,
-    )
-    items = [RunResponse.model_validate(row) for row in rows]
-    has_presets = bool(items) or bool(
-        (
-            await preset_service.list_presets(
-                session, org_id=context.org.org_id, page=PageParams(limit=1)
-            )
-        )[0]
-    )
-    return render(
-        request,
-        "runs/_table.html" if fragment else "runs/list.html",
-        nav="runs",
-        runs=items,
-        next_cursor=next_cursor,
-        cursor=cursor,
-        status_filter=status_filter if statuses else "",
-        statuses=list(RunStatus),
-        has_presets=has_presets,
-        live=any(is_active(run) for run in items),
+def one_at_a_time(context: WebContext, active: CollectionRun, then: str) -> str:
+    """Why a run was not created while another is active, and what to do."""
+    return (
+        f"Not created: the run {active.name} is still {active.status.value}, and "
+        f"{context.org_name} runs one collection at a time. Wait for it to finish, "
+        f"or cancel it, then {then}."
     )
 
 
@@ -213,11 +185,7 @@ async def create_run(
             return await again({"preset_id": message}, status.HTTP_404_NOT_FOUND)
         active = await runs.active_run(session, org_id=context.org.org_id)
         if isinstance(exc, ConflictError) and active is not None:
-            message = (
-                f"Not created: the run {active.name} is still {active.status.value}, and "
-                f"{context.org_name} runs one collection at a time. Wait for it to finish, "
-                "or cancel it, then create this one."
-            )
+            message = one_at_a_time(context, active, "create this one")
             return await again({FORM: message}, status.HTTP_409_CONFLICT)
         return await again({FORM: exc.message}, status_of(exc))
     message = "Run created: start it when you are ready."
@@ -256,7 +224,7 @@ async def _sellers(
     """What the sellers section shows: one page of the ranking, in the order asked for."""
     chosen: results.SellerSort = next((key for key in results.SELLER_SORTS if key == sort), "rank")
     # The natural direction of each column: best first (rank 1, most products, ...).
-    natural_descending = chosen in ("products", "listings", "feedback")
+    natural_descending = chosen in ("products", "listings", "feedback", "margin")
     descending = natural_descending if order not in ("asc", "desc") else order == "desc"
     page_number = requested_page(page)
     sellers: list[results.RankedSeller] = []
@@ -302,22 +270,29 @@ async def _run_page(
     sort: str = "rank",
     order: str = "",
     page: str = "1",
+    compare: dict[str, str] | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
     row = await _run_row(context, session, runs, run_id)
     run = RunResponse.model_validate(row)
     sellers = await _sellers(session, row, sort=sort, order=order, page=page)
+    changed = await run_changes.changes_section(session, runs, row, **(compare or {}))
+    if status_code == status.HTTP_200_OK:
+        status_code = status.HTTP_404_NOT_FOUND if sellers["past_end"] else changed.status_code
     return render(
         request,
         "runs/detail.html",
-        status_code=status.HTTP_404_NOT_FOUND if sellers["past_end"] else status_code,
+        status_code=status_code,
         nav="runs",
         run=run,
+        timing=await pace.timing(session, row, now=runs.clock()),
         actions=allowed_actions(run, context),
+        run_again=context.can("collection.run") and can_run_again(row),
         live=is_active(run),
         error=error,
         digest=await run_digest(session, context, row),
+        changes=changed,
         **sellers,
     )
 
@@ -349,11 +324,47 @@ async def run_page(
     sort: str = "rank",
     order: str = "",
     page: str = "1",
+    against: str = "",
+    section: str = "",
+    cursor: str = "",
 ) -> Response:
-    """One run: live progress, lifecycle buttons, ranked sellers and downloads."""
+    """One run: live progress and timing, lifecycle buttons, ranked sellers, its changes
+    since another run (`against`, default the previous completed one; `section` from
+    `cursor` on) and downloads."""
+    compare = {"against": against, "section": section, "cursor": cursor}
+    run_uuid = _uuid(run_id, "run")
     return await _run_page(
-        request, context, session, runs, _uuid(run_id, "run"), sort=sort, order=order, page=page
+        request,
+        context,
+        session,
+        runs,
+        run_uuid,
+        sort=sort,
+        order=order,
+        page=page,
+        compare=compare,
     )
+
+
+@router.get("/runs/{run_id}/changes")
+async def run_changes_page(
+    request: Request,
+    run_id: str,
+    context: CanView,
+    session: SessionDep,
+    runs: Runs,
+    against: str = "",
+    section: str = "",
+    cursor: str = "",
+) -> Response:
+    """A further page of one section of the run's changes, which app.js appends."""
+    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
+    found, problem, status_code = await run_changes.section_page(
+        session, runs, row, against=against, section=section, cursor=cursor
+    )
+    if found is None:
+        raise WebError(status_code, problem or "There are no such changes.")
+    return render(request, "runs/_change_page.html", run=row, page=found, against=against)
 
 
 @router.get("/runs/{run_id}/sellers")
@@ -378,15 +389,81 @@ async def run_sellers(
 async def run_live(
     request: Request, run_id: str, context: CanView, session: SessionDep, runs: Runs
 ) -> Response:
-    """The live part of a run's page (status, progress, buttons), polled while it runs."""
-    run = RunResponse.model_validate(await _run_row(context, session, runs, _uuid(run_id, "run")))
+    """The live part of a run's page (status, progress, timing, buttons), polled while it
+    runs."""
+    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
+    run = RunResponse.model_validate(row)
     return render(
         request,
         "runs/_live.html",
         run=run,
+        timing=await pace.timing(session, row, now=runs.clock()),
         actions=allowed_actions(run, context),
+        run_again=context.can("collection.run") and can_run_again(row),
         live=is_active(run),
     )
+
+
+@router.post("/runs/{run_id}/again")
+async def run_again(
+    request: Request,
+    run_id: str,
+    context: CanRun,
+    session: SessionDep,
+    runs: Runs,
+    commands: RunCommandsDep,
+) -> Response:
+    """A new run of a finished run's preset (or, if the preset was deleted, of its
+    categories) and size, started at once (POST /collection/runs, then /start)."""
+    run_uuid = _uuid(run_id, "run")
+    row = await _run_row(context, session, runs, run_uuid)
+    # (read now: a rollback below expires the row)
+    name, preset_id, category_ids = row.name, row.preset_id, list(row.category_ids)
+    sizes = row.products_per_category, row.listings_per_product
+
+    async def refused(message: str, status_code: int) -> Response:
+        await session.rollback()
+        return await _run_page(
+            request, context, session, runs, run_uuid, error=message, status_code=status_code
+        )
+
+    if not can_run_again(row):
+        message = f"This run is {row.status.value}: run it again once it has finished."
+        return await refused(message, status.HTTP_409_CONFLICT)
+
+    async def create(**source: Any) -> CollectionRun:
+        return await commands.create(
+            session,
+            org_id=context.org.org_id,
+            created_by=context.org.user_id,
+            products_per_category=sizes[0],
+            listings_per_product=sizes[1],
+            **source,
+        )
+
+    note = ""
+    try:
+        try:
+            if preset_id is None:
+                new = await create(category_ids=category_ids)
+            else:
+                new = await create(preset_id=preset_id)
+        except PresetMissingError:
+            await session.rollback()
+            note = " Its preset was deleted, so this run collects the same categories."
+            new = await create(category_ids=category_ids)
+    except ConflictError as exc:
+        await session.rollback()
+        active = await runs.active_run(session, org_id=context.org.org_id)
+        message = one_at_a_time(context, active, "run this one again") if active else exc.message
+        return await refused(message, status.HTTP_409_CONFLICT)
+    try:
+        await commands.start(session, org_id=context.org.org_id, run_id=new.id)
+        message = f"Running {name} again, with the same size.{note}"
+    except AppError as exc:
+        message = f"Run created but not started: {exc.message}. Use Start below.{note}"
+    response = RedirectResponse(f"/runs/{new.id}", status_code=status.HTTP_303_SEE_OTHER)
+    return flash(response, request, message)
 
 
 @router.post("/runs/{run_id}/{action}")
@@ -438,8 +515,10 @@ async def export_run(
     runs: Runs,
     database: DatabaseDep,
     kind: str = "sellers",
+    against: str = "",
 ) -> StreamingResponse:
-    """The run's sellers or listings as CSV (the API's export, with the session cookie)."""
+    """The run's sellers, listings or changes since another run (`against`, default the
+    previous completed one) as CSV: the API's export, with the session cookie."""
     row = await _run_row(context, session, runs, _uuid(run_id, "run"))
     try:
         results.check_kept(row)
@@ -449,9 +528,16 @@ async def export_run(
             "The results of this run were deleted by the retention policy, so there is "
             "nothing to download. Start a new run to collect fresh data.",
         ) from None
-    chosen = "listings" if kind == "listings" else "sellers"
+    chosen = kind if kind in ("listings", "changes") else "sellers"
+    if chosen == "changes":
+        other = await run_changes.compared_run(session, runs, row, against)
+        body = changes.export_csv(database, row, other)
+    elif chosen == "listings":
+        body = listings.export_csv(database, row)
+    else:
+        body = results.export_csv(database, row)
     return StreamingResponse(
-        results.export_csv(database, row, chosen),
+        body,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="run-{row.id}-{chosen}.csv"'},
     )

@@ -384,6 +384,7 @@ PERMISSION_NAMES = {
     "presets.manage": "create, change and delete presets",
     "members.manage": "manage members",
     "admin.automation": "manage the schedule",
+    "org.settings": "change the organization's settings",
 }
 
 
@@ -412,3 +413,4 @@ CanRun = Annotated[WebContext, Depends(require("collection.run"))]
 CanManagePresets = Annotated[WebContext, Depends(require("presets.manage"))]
 CanManageMembers = Annotated[WebContext, Depends(require("members.manage"))]
 CanAutomate = Annotated[WebContext, Depends(require("admin.automation"))]
+CanChangeSettings = Annotated[WebContext, Depends(require("org.settings"))]

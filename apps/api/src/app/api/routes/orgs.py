@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from app import orgs as org_service
-from app.api.deps import CanManageMembers, SessionDep
+from app.api.deps import CanChangeSettings, CanManageMembers, SessionDep
 from app.api.errors import AUTH_ERRORS, Responses
 from app.auth import (
     ROLE_PERMISSIONS,
@@ -25,6 +25,8 @@ from app.models import (
     MeResponse,
     OrgCreate,
     OrgResponse,
+    OrgSettingsResponse,
+    OrgSettingsUpdate,
 )
 
 router = APIRouter(tags=["organizations"])
@@ -56,6 +58,35 @@ async def create_org(
     org = await org_service.create_org(session, name=body.name, admin_id=principal.user_id)
     await session.commit()
     return OrgResponse.model_validate(org)
+
+
+@router.get("/orgs/current/settings", response_model=OrgSettingsResponse, responses=AUTH_ERRORS)
+async def get_settings(ctx: CurrentOrg, session: SessionDep) -> OrgSettingsResponse:
+    """The acting organization's settings (any member may look): the expected eBay fee
+    percentage that estimated margins take off."""
+    org = await org_service.get_org(session, org_id=ctx.org_id)
+    return OrgSettingsResponse.model_validate(org)
+
+
+@router.patch(
+    "/orgs/current/settings",
+    response_model=OrgSettingsResponse,
+    responses={
+        **AUTH_ERRORS,
+        422: {"description": "A value out of range (the message names the field and range)."},
+    },
+)
+async def update_settings(
+    body: OrgSettingsUpdate, ctx: CanChangeSettings, session: SessionDep
+) -> OrgSettingsResponse:
+    """Change the organization's settings (admins). A new `expected_fee_percent` applies to
+    runs created from now on: each run keeps the fee % it was created with, so the
+    margins of earlier runs do not change."""
+    org = await org_service.update_settings(
+        session, org_id=ctx.org_id, expected_fee_percent=body.expected_fee_percent
+    )
+    await session.commit()
+    return OrgSettingsResponse.model_validate(org)
 
 
 @router.get("/orgs/current/members", response_model=Page[MemberResponse], responses=AUTH_ERRORS)

@@ -4,24 +4,28 @@ their results (the ranked sellers, CSV exports)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CanRun, CanView, DatabaseDep, RunCommandsDep, Runs, SessionDep
-from app.api.errors import AUTH_ERRORS, Responses
+from app.api.errors import AUTH_ERRORS, Responses, invalid_query
 from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
+from app.core.text import REFUSED_CLASS
 from app.errors import InvalidError
-from app.models import RunCreate, RunResponse, SellerPage, SellerResponse
-from app.runs import changes, results
+from app.models import RunCreate, RunEta, RunResponse, SellerPage, SellerResponse, UtcMoment
+from app.runs import changes, listings, pace, results
+from app.runs.lifecycle import RunFilter
+from app.runs.listing_models import ListingPage, ListingResponse
 from app.runs.models import (
     ChangesSummary,
     PriceChangeResponse,
     RunChanges,
     SellerChangeResponse,
 )
-from app.tables import RunStatus
+from app.tables import CollectionRun, RunStatus, RunTrigger
 
 router = APIRouter(prefix="/collection", tags=["collection"])
 
@@ -65,30 +69,95 @@ async def create_run(
     return RunResponse.model_validate(run)
 
 
+def run_filter(
+    preset_id: Annotated[
+        uuid.UUID | None,
+        Query(description="Only runs made from this preset (also after it was deleted)."),
+    ] = None,
+    trigger: Annotated[
+        list[RunTrigger] | None,
+        Query(description="Only runs started this way (repeat for several)."),
+    ] = None,
+    status_filter: Annotated[
+        list[RunStatus] | None,
+        Query(alias="status", description="Only runs in these statuses (repeat for several)."),
+    ] = None,
+    since: Annotated[
+        UtcMoment | None,
+        Query(description="Only runs created at or after this moment (with its UTC offset)."),
+    ] = None,
+    until: Annotated[
+        UtcMoment | None,
+        Query(description="Only runs created before this moment (with its UTC offset)."),
+    ] = None,
+) -> RunFilter:
+    """The list's filters; a `next_cursor` continues the list of the same filters."""
+    if since is not None and until is not None and since >= until:
+        message = f"until ({until.isoformat()}) must be after since ({since.isoformat()})"
+        raise invalid_query("until", message, until.isoformat())
+    return RunFilter(
+        preset_id=preset_id,
+        triggers=tuple(dict.fromkeys(trigger or ())),
+        statuses=tuple(dict.fromkeys(status_filter or ())),
+        since=since,
+        until=until,
+    )
+
+
+def timed(row: CollectionRun, timing: pace.Timing) -> RunResponse:
+    """The run with its elapsed time and, while it is not finished, its estimate."""
+    elapsed = timing.elapsed
+    eta = None
+    if row.finished_at is None:
+        eta = RunEta(
+            remaining_seconds=None
+            if timing.remaining is None
+            else int(timing.remaining.total_seconds()),
+            finishes_at=timing.finishes_at,
+            note=timing.note,
+        )
+    return RunResponse.model_validate(row).model_copy(
+        update={
+            "elapsed_seconds": None if elapsed is None else int(elapsed.total_seconds()),
+            "eta": eta,
+        }
+    )
+
+
 @router.get("/runs", response_model=Page[RunResponse], responses=AUTH_ERRORS)
 async def list_runs(
     ctx: CanView,
     session: SessionDep,
     runs: Runs,
     page: Annotated[PageParams, Depends(page_params)],
-    status_filter: Annotated[
-        list[RunStatus] | None,
-        Query(alias="status", description="Only runs in these statuses (repeatable)."),
-    ] = None,
+    only: Annotated[RunFilter, Depends(run_filter)],
 ) -> Page[RunResponse]:
-    """Runs of the acting organization, newest first."""
-    rows, next_cursor = await runs.list_runs(
-        session, org_id=ctx.org_id, page=page, statuses=status_filter or ()
-    )
-    return Page(items=[RunResponse.model_validate(r) for r in rows], next_cursor=next_cursor)
+    """Runs of the acting organization, newest first; filtered by preset, trigger
+    (`?trigger=manual&trigger=schedule`), status (repeatable too) and creation time
+    (`since` inclusive, `until` exclusive, each with its UTC offset). Pass `next_cursor`
+    back with the same filters. `elapsed_seconds` is set; `eta` only for one run."""
+    rows, next_cursor = await runs.list_runs(session, org_id=ctx.org_id, page=page, only=only)
+    now = runs.clock()
+    items = [
+        RunResponse.model_validate(row).model_copy(update={"elapsed_seconds": _seconds(row, now)})
+        for row in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def _seconds(row: CollectionRun, now: datetime) -> int | None:
+    elapsed = pace.elapsed(row, now)
+    return None if elapsed is None else int(elapsed.total_seconds())
 
 
 @router.get(
     "/runs/{run_id}", response_model=RunResponse, responses={**AUTH_ERRORS, **RUN_NOT_FOUND}
 )
 async def get_run(run_id: uuid.UUID, ctx: CanView, session: SessionDep, runs: Runs) -> RunResponse:
-    """One run with its phase and progress counters."""
-    return RunResponse.model_validate(await runs.get_run(session, org_id=ctx.org_id, run_id=run_id))
+    """One run with its phase and progress counters, how long it has been going and, while
+    it runs, about how long it has left (`eta`: from the pace of its latest checkpoints)."""
+    run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
+    return timed(run, await pace.timing(session, run, now=runs.clock()))
 
 
 @router.post("/runs/{run_id}/start", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)
@@ -148,15 +217,17 @@ async def list_sellers(
         results.SellerSort,
         Query(
             description="Order of the list: the ranking (default), or by seller name, "
-            "products, listings, lowest price or feedback score. Each seller keeps its rank; "
-            "ties and sellers without a value (last) stay in ranking order."
+            "products, listings, lowest price, feedback score or median estimated margin "
+            "(`margin`, once the run has finished). Each seller keeps its rank; ties and "
+            "sellers without a value (last) stay in ranking order."
         ),
     ] = "rank",
     order: Annotated[Literal["asc", "desc"], Query(description="Direction of `sort`.")] = "asc",
 ) -> SellerPage:
     """eBay sellers ranked by how many distinct collected products they list (then by
-    listings, then name), with price range, feedback, and whether each is new since the
-    previous completed run of the same preset (`compared_with_run_id`)."""
+    listings, then name), with price range, median price and median estimated margin (in
+    `currency`), feedback, and whether each is new since the previous completed run of the
+    same preset (`compared_with_run_id`). A seller's listings: GET .../listings?seller=."""
     run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
     offset = decode_offset(page.cursor)
     previous = await results.previous_completed_run(session, run)
@@ -173,6 +244,41 @@ async def list_sellers(
         items=[SellerResponse.model_validate(s) for s in sellers],
         next_cursor=encode_offset(offset + len(sellers)) if more else None,
         compared_with_run_id=previous.id if previous else None,
+    )
+
+
+@router.get(
+    "/runs/{run_id}/listings",
+    response_model=ListingPage,
+    responses={**AUTH_ERRORS, **RUN_NOT_FOUND, **GONE},
+)
+async def list_listings(
+    run_id: uuid.UUID,
+    ctx: CanView,
+    session: SessionDep,
+    runs: Runs,
+    page: Annotated[PageParams, Depends(page_params)],
+    seller: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=f"^[^{REFUSED_CLASS}]+$",
+            description="Only this seller's listings (its `username`, exactly).",
+        ),
+    ] = None,
+) -> ListingPage:
+    """The run's eBay listings (all, or one seller's), each with the Amazon price of its
+    product, its shipping and its estimated margin, by ASIN then eBay item id. Every amount
+    carries its ISO 4217 currency code; the margins use the run's `fee_percent`."""
+    run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
+    items, next_cursor = await listings.list_listings(
+        session, run, seller=seller, cursor=page.cursor, limit=page.limit
+    )
+    return ListingPage(
+        items=[ListingResponse.model_validate(item) for item in items],
+        next_cursor=next_cursor,
+        fee_percent=run.fee_percent,
     )
 
 
@@ -257,8 +363,10 @@ async def export_run(
     kind: Annotated[
         Literal["sellers", "listings", "changes"],
         Query(
-            description="The ranking, every listing, or the changes since another run "
-            "(every section of GET /collection/runs/{id}/changes; a `section` column)."
+            description="The ranking, every listing (with the Amazon price of its product, "
+            "shipping and estimated margin, each amount next to its currency code), or the "
+            "changes since another run (every section of GET /collection/runs/{id}/changes; "
+            "a `section` column)."
         ),
     ] = "sellers",
     against: Annotated[
@@ -276,8 +384,10 @@ async def export_run(
         other = await runs.get_run(session, org_id=ctx.org_id, run_id=against) if against else None
         other = await changes.run_to_compare(session, run, other)
         body = changes.export_csv(database, run, other)
+    elif kind == "listings":
+        body = listings.export_csv(database, run)
     else:
-        body = results.export_csv(database, run, kind)
+        body = results.export_csv(database, run)
     return StreamingResponse(
         body,
         media_type="text/csv; charset=utf-8",

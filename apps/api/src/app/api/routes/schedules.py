@@ -9,13 +9,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime
 
 from app.api.deps import CanAutomate, CanView, ScheduleCommandsDep, Schedules, SessionDep
-from app.api.errors import AUTH_ERRORS, Responses
+from app.api.errors import AUTH_ERRORS, Responses, invalid_query
 from app.api.openapi import ERROR_SCHEMA
 from app.core.pagination import Page, PageParams, page_params
+from app.models import UtcMoment
 from app.scheduling import settings
 from app.scheduling.commands import preview, schedule_detail, schedule_response
 from app.scheduling.fires import FireFilter
@@ -43,11 +42,11 @@ def fire_filter(
         Query(description="Only fires with one of these outcomes (repeat for several)."),
     ] = None,
     since: Annotated[
-        AwareDatetime | None,
+        UtcMoment | None,
         Query(description="Only due times at or after this moment (with its UTC offset)."),
     ] = None,
     until: Annotated[
-        AwareDatetime | None,
+        UtcMoment | None,
         Query(description="Only due times before this moment (with its UTC offset)."),
     ] = None,
     backfill: Annotated[
@@ -56,16 +55,8 @@ def fire_filter(
 ) -> FireFilter:
     """The history's filters; a `next_cursor` continues the list of the same filters."""
     if since is not None and until is not None and since >= until:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "until"),
-                    "msg": f"until ({until.isoformat()}) must be after since ({since.isoformat()})",
-                    "input": until.isoformat(),
-                }
-            ]
-        )
+        message = f"until ({until.isoformat()}) must be after since ({since.isoformat()})"
+        raise invalid_query("until", message, until.isoformat())
     return FireFilter(tuple(outcome or ()), since, until, backfill)
 
 

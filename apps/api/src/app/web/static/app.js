@@ -1,6 +1,7 @@
 // Collection web UI: small enhancements on top of server-rendered pages. Every page works
-// without this file; with it, run progress refreshes by itself, the schedule forms
-// preview the cron expression as it is typed and dates show in the reader's time zone.
+// without this file; with it, run progress refreshes by itself, further changes of a run
+// load in place, the schedule forms preview the cron expression as it is typed and dates
+// show in the reader's time zone.
 (function () {
   "use strict";
 
@@ -77,23 +78,89 @@
     window.setTimeout(tick, interval);
   }
 
-  // <time data-local> elements carry a UTC moment: show it in the reader's time zone, with
-  // the UTC text (what a browser without this script shows) as the tooltip.
-  var LOCAL_TIME = window.Intl ? new Intl.DateTimeFormat(undefined, {
-    year: "numeric", month: "2-digit", day: "2-digit",
-    hour: "2-digit", minute: "2-digit", timeZoneName: "short"
-  }) : null;
+  // Moments are written one way on every page: "Mon 2026-12-07 06:00 CET". The server
+  // writes them in the reader's zone once this script has told it which (a cookie), else in
+  // UTC; <time data-local> elements in another zone than the reader's are rewritten here,
+  // with the UTC time as their tooltip.
+  var HERE = null;
+  try {
+    HERE = window.Intl ? Intl.DateTimeFormat().resolvedOptions().timeZone : null;
+  } catch (error) {
+    HERE = null;
+  }
+  var ZONE_COOKIE = "collection_zone";
+
+  function momentText(moment, zone) {
+    var parts = {};
+    new Intl.DateTimeFormat("en-US", {
+      timeZone: zone, weekday: "short", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short"
+    }).formatToParts(moment).forEach(function (part) { parts[part.type] = part.value; });
+    return parts.weekday + " " + parts.year + "-" + parts.month + "-" + parts.day + " " +
+      parts.hour + ":" + parts.minute + " " + parts.timeZoneName;
+  }
 
   function localizeTimes(root) {
-    if (!LOCAL_TIME) return;
+    if (!HERE) return;
     Array.prototype.forEach.call(root.querySelectorAll("time[data-local]"), function (element) {
+      if (element.getAttribute("data-zone") === HERE) return;
       var moment = new Date(element.getAttribute("datetime"));
       if (isNaN(moment.getTime())) return;
-      element.title = element.textContent;
-      element.textContent = LOCAL_TIME.format(moment);
-      element.removeAttribute("data-local");
+      if (!element.title) element.title = element.textContent;
+      element.textContent = momentText(moment, HERE);
+      element.setAttribute("data-zone", HERE);
+    });
+    Array.prototype.forEach.call(root.querySelectorAll("[data-viewer-zone]"), function (element) {
+      element.textContent = HERE;
     });
   }
+
+  function rememberZone() {
+    if (!HERE) return;
+    var current = document.cookie.split("; ").filter(function (pair) {
+      return pair.indexOf(ZONE_COOKIE + "=") === 0;
+    })[0];
+    var value = encodeURIComponent(HERE);
+    if (current === ZONE_COOKIE + "=" + value) return;
+    document.cookie = ZONE_COOKIE + "=" + value + "; path=/; max-age=31536000; samesite=lax" +
+      (window.location.protocol === "https:" ? "; secure" : "");
+  }
+
+  // "Show more" of a run's changes: the next page of rows is appended in place (without
+  // this script the link opens the run's page with that next page).
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-more]");
+    if (!link) return;
+    var section = link.closest(".change-section");
+    var body = section && section.querySelector("tbody");
+    if (!body) return;
+    event.preventDefault();
+    link.setAttribute("aria-disabled", "true");
+    fetchFragment(link.getAttribute("data-more")).then(function (html) {
+      var fresh = html === null ? null : elementFrom(html);
+      if (!fresh) {
+        window.location.assign(link.href);
+        return;
+      }
+      localizeTimes(fresh);
+      var rows = Array.prototype.slice.call(fresh.querySelectorAll("tbody > tr"));
+      rows.forEach(function (row) { body.appendChild(row); });
+      var next = fresh.querySelector("a[data-more]");
+      var count = section.querySelector(".more-count");
+      if (count && count.getAttribute("data-total")) {
+        var first = Number(count.getAttribute("data-first"));
+        count.textContent = first + "–" + (first + body.rows.length - 1) + " of " + count.getAttribute("data-total");
+      }
+      if (next) {
+        link.href = next.href;
+        link.setAttribute("data-more", next.getAttribute("data-more"));
+        link.removeAttribute("aria-disabled");
+      } else {
+        link.remove();
+      }
+      if (rows.length) rows[0].focus();
+    });
+  });
 
   // Forms with data-confirm ask first (cancelling a run, deleting a preset).
   document.addEventListener("submit", function (event) {
@@ -179,6 +246,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    rememberZone();
     localizeTimes(document);
     Array.prototype.forEach.call(document.querySelectorAll("[data-live-url]"), poll);
     schedulePreview();

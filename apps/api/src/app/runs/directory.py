@@ -1,0 +1,300 @@
+"""The seller directory: every seller an organization's completed runs saw, kept as runs
+complete so that a page of it reads a few rows of an index, whatever the number of runs.
+
+Aggregating `run_sellers` of all the organization's runs per request (hundreds of
+thousands of rows) costs seconds on SQLite. Instead, the transaction that completes a run
+adds its sellers to `seller_directory` (`record_run`), one row per seller and **scope**:
+
+- each preset is a scope (`scope_id` = the preset's id); runs of a category list without a
+  preset form one scope per list (`scope_id` derived from the list, as
+  `previous_completed_run` compares them);
+- `DIRECTORY_ALL` counts every completed run of the organization.
+
+Only completed runs count: failed runs stop part-way and cancelled ones never finished.
+A row holds the first and last time the seller was seen (the creation times of the runs),
+the number of runs that saw it, and its rank, products and listings in the latest run that
+saw it (`last_*`) and in the one before that (`prev_*`), in the scope. The all-runs row
+copies `last_*` and `prev_*` from the scope of the latest run that saw the seller.
+
+Every change is commutative: counts add up, first and last seen are a minimum and a
+maximum, and the last two sightings are the greatest two by (creation time, run id) — so
+runs recorded in any order, or concurrently on several replicas, leave the same rows.
+Rows are written in username order, so two transactions recording runs of different
+presets lock shared rows in the same order and cannot deadlock. A run is recorded once:
+`collection_runs.directory_recorded_at` is set in the same statement that claims it.
+
+**Trend** of a seller in a scope, against the scope's latest completed run L and the one
+before it P (`seller_directory_scopes`): `new` when it is in L but not in P (or L is the
+scope's first run), `up` / `down` / `same` when it is in both and its rank in L is better /
+worse / equal, `gone` when it is in P but not in L, and none (null) when it is in neither.
+The all-runs row's trend is its trend in the scope of the latest run that saw it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.database import dialect_insert
+from app.directory_tables import DIRECTORY_ALL, DirectoryScope, DirectorySeller
+from app.tables import (
+    CollectionRun,
+    RunSeller,
+    RunStatus,
+)
+
+Trend = Literal["up", "down", "same", "new", "gone"]
+
+_CATEGORY_LISTS = uuid.UUID("6f1c2d1e-8a4b-5c3d-9e7f-0a1b2c3d4e5f")
+"""Namespace of the scope ids of category lists (UUID version 5 of the list)."""
+
+_SELLERS: sa.Table = DirectorySeller.__table__  # type: ignore[assignment]
+_SCOPES: sa.Table = DirectoryScope.__table__  # type: ignore[assignment]
+
+
+def scope_of(preset_id: uuid.UUID | None, category_ids: list[str]) -> uuid.UUID:
+    """The directory scope of a run: its preset, or else its exact category list."""
+    if preset_id is not None:
+        return preset_id
+    return uuid.uuid5(_CATEGORY_LISTS, json.dumps(list(category_ids)))
+
+
+def trend(
+    *,
+    last_run_id: uuid.UUID,
+    prev_run_id: uuid.UUID | None,
+    last_rank: int,
+    prev_rank: int | None,
+    latest_run_id: uuid.UUID | None,
+    previous_run_id: uuid.UUID | None,
+) -> Trend | None:
+    """A seller's trend (see the module's docstring) from its last two sightings in a
+    scope and that scope's latest two runs."""
+    if last_run_id == latest_run_id:
+        if previous_run_id is None or prev_run_id != previous_run_id or prev_rank is None:
+            return "new"
+        if last_rank < prev_rank:
+            return "up"
+        return "down" if last_rank > prev_rank else "same"
+    if previous_run_id is not None and last_run_id == previous_run_id:
+        return "gone"
+    return None
+
+
+async def record_run(session: AsyncSession, run_id: uuid.UUID, *, now: datetime) -> bool:
+    """Add a completed run's sellers to its organization's directory, in the transaction
+    that completes it (after `sellers.finish` ranked them). Once per run: a run not
+    completed, or already recorded, changes nothing (False)."""
+    claimed = (
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(
+                CollectionRun.id == run_id,
+                CollectionRun.status == RunStatus.COMPLETED,
+                CollectionRun.directory_recorded_at.is_(None),
+            )
+            .values(directory_recorded_at=now)
+            .returning(
+                CollectionRun.org_id,
+                CollectionRun.preset_id,
+                CollectionRun.category_ids,
+                CollectionRun.created_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if claimed is None:
+        return False
+    org_id, preset_id, category_ids, created_at = claimed
+    scope_id = scope_of(preset_id, category_ids)
+    dialect = session.get_bind().dialect.name
+    run = _Run(org_id, scope_id, run_id, created_at)
+    await session.execute(_record_in_scope_state(dialect, run, preset_id, category_ids))
+    await session.execute(_record_in_scope(dialect, run))
+    await session.execute(_record_in_all(dialect, run))
+    return True
+
+
+class _Run:
+    """The run being recorded, as bound parameters of the statements."""
+
+    def __init__(
+        self, org_id: uuid.UUID, scope_id: uuid.UUID, run_id: uuid.UUID, created_at: datetime
+    ) -> None:
+        seller = _SELLERS.c
+        self.org_id = sa.literal(org_id, seller.org_id.type)
+        self.scope_id = sa.literal(scope_id, seller.scope_id.type)
+        self.run_id = sa.literal(run_id, seller.last_run_id.type)
+        self.created_at = sa.literal(created_at, seller.last_seen_at.type)
+        self.ids = org_id, scope_id, run_id
+
+
+def _later(
+    at: sa.ColumnElement[Any],
+    run_id: sa.ColumnElement[Any],
+    than_at: sa.ColumnElement[Any],
+    than_run_id: sa.ColumnElement[Any],
+) -> sa.ColumnElement[bool]:
+    """Whether a run comes after another, by creation time then id (the order of
+    `previous_completed_run`)."""
+    return sa.tuple_(at, run_id) > sa.tuple_(than_at, than_run_id)
+
+
+def _record_in_scope_state(
+    dialect: str, run: _Run, preset_id: uuid.UUID | None, category_ids: list[str]
+) -> sa.Insert:
+    """Count the run in its scope, and keep the scope's latest two runs."""
+    org_id, scope_id, run_id = run.ids
+    insert = dialect_insert(dialect, _SCOPES).values(
+        org_id=org_id,
+        scope_id=scope_id,
+        preset_id=preset_id,
+        category_ids=category_ids,
+        runs=1,
+        latest_run_id=run_id,
+        latest_run_at=run.created_at,
+        previous_run_id=None,
+        previous_run_at=None,
+    )
+    new, scope = insert.excluded, _SCOPES.c
+    latest = _later(new.latest_run_at, new.latest_run_id, scope.latest_run_at, scope.latest_run_id)
+    second = sa.or_(
+        scope.previous_run_id.is_(None),
+        _later(new.latest_run_at, new.latest_run_id, scope.previous_run_at, scope.previous_run_id),
+    )
+    return insert.on_conflict_do_update(
+        index_elements=["org_id", "scope_id"],
+        set_={
+            "runs": scope.runs + 1,
+            "category_ids": sa.case((latest, new.category_ids), else_=scope.category_ids),
+            "latest_run_id": sa.case((latest, new.latest_run_id), else_=scope.latest_run_id),
+            "latest_run_at": sa.case((latest, new.latest_run_at), else_=scope.latest_run_at),
+            "previous_run_id": sa.case(
+                (latest, scope.latest_run_id),
+                (second, new.latest_run_id),
+                else_=scope.previous_run_id,
+            ),
+            "previous_run_at": sa.case(
+                (latest, scope.latest_run_at),
+                (second, new.latest_run_at),
+                else_=scope.previous_run_at,
+            ),
+        },
+    )
+
+
+_COLUMNS = [
+    "org_id",
+    "scope_id",
+    "username",
+    "first_seen_at",
+    "last_seen_at",
+    "runs_seen",
+    "last_scope_id",
+    "last_run_id",
+    "last_rank",
+    "last_products",
+    "last_listings",
+    "prev_run_id",
+    "prev_seen_at",
+    "prev_rank",
+]
+_LAST = ["last_seen_at", "last_run_id", "last_rank", "last_products", "last_listings"]
+_PREV = {"prev_seen_at": "last_seen_at", "prev_run_id": "last_run_id", "prev_rank": "last_rank"}
+
+
+def _record_in_scope(dialect: str, run: _Run) -> sa.Insert:
+    """Each seller of the run in its scope: one more run, and the run among its last two
+    sightings if it is one of them."""
+    rows = (
+        sa.select(
+            run.org_id,
+            run.scope_id,
+            RunSeller.username,
+            run.created_at,
+            run.created_at,
+            sa.literal(1),
+            run.scope_id,
+            run.run_id,
+            RunSeller.rank,
+            RunSeller.products,
+            RunSeller.listings,
+            sa.null(),
+            sa.null(),
+            sa.null(),
+        )
+        .where(RunSeller.run_id == run.run_id)
+        .order_by(RunSeller.username)
+    )
+    insert = dialect_insert(dialect, _SELLERS).from_select(_COLUMNS, rows)
+    new, seller = insert.excluded, _SELLERS.c
+    latest = _later(new.last_seen_at, new.last_run_id, seller.last_seen_at, seller.last_run_id)
+    second = sa.or_(
+        seller.prev_run_id.is_(None),
+        _later(new.last_seen_at, new.last_run_id, seller.prev_seen_at, seller.prev_run_id),
+    )
+    changes: dict[str, Any] = {
+        "runs_seen": seller.runs_seen + 1,
+        "first_seen_at": _earlier_of(new.first_seen_at, seller.first_seen_at),
+    }
+    for name in _LAST:
+        changes[name] = sa.case((latest, new[name]), else_=seller[name])
+    for name, last in _PREV.items():
+        changes[name] = sa.case((latest, seller[last]), (second, new[last]), else_=seller[name])
+    return insert.on_conflict_do_update(
+        index_elements=["org_id", "scope_id", "username"], set_=changes
+    )
+
+
+def _earlier_of(new: Any, current: Any) -> sa.ColumnElement[Any]:
+    return sa.case((new < current, new), else_=current)
+
+
+def _record_in_all(dialect: str, run: _Run) -> sa.Insert:
+    """Each seller of the run among all runs: one more run, and its latest sighting (with
+    the one before it in the same scope) copied from the scope row just written when that
+    row's latest sighting is the latest of all."""
+    scoped = sa.alias(_SELLERS, "scoped")
+    rows = (
+        sa.select(
+            scoped.c.org_id,
+            sa.literal(DIRECTORY_ALL, _SELLERS.c.scope_id.type),
+            scoped.c.username,
+            run.created_at,
+            *(scoped.c[name] for name in _COLUMNS[4:5]),
+            sa.literal(1),
+            *(scoped.c[name] for name in _COLUMNS[6:]),
+        )
+        .select_from(RunSeller)
+        .join(
+            scoped,
+            sa.and_(
+                scoped.c.org_id == run.org_id,
+                scoped.c.scope_id == run.scope_id,
+                scoped.c.username == RunSeller.username,
+            ),
+        )
+        .where(RunSeller.run_id == run.run_id)  # the run's sellers, each found by key
+        .order_by(RunSeller.username)
+    )
+    insert = dialect_insert(dialect, _SELLERS).from_select(_COLUMNS, rows)
+    new, seller = insert.excluded, _SELLERS.c
+    # The same sighting (a tie) comes from the same scope row, whose `prev_*` may just
+    # have changed: take it.
+    latest = sa.not_(
+        _later(seller.last_seen_at, seller.last_run_id, new.last_seen_at, new.last_run_id)
+    )
+    changes: dict[str, Any] = {
+        "runs_seen": seller.runs_seen + 1,
+        "first_seen_at": _earlier_of(new.first_seen_at, seller.first_seen_at),
+    }
+    for name in [*_COLUMNS[6:], "last_seen_at"]:
+        changes[name] = sa.case((latest, new[name]), else_=seller[name])
+    return insert.on_conflict_do_update(
+        index_elements=["org_id", "scope_id", "username"], set_=changes
+    )

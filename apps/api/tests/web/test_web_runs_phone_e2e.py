@@ -1,0 +1,185 @@
+"""A run's changes and the filtered runs list on a phone, in headless Chromium against a
+real `serve` whose sample market moves every second: two runs of a preset a market day
+apart, the changes of the second (more rows loaded in place by app.js, another run chosen
+to compare with), the list filtered, Run again, dates in the reader's zone; no page scrolls
+sideways at 390 px. Screenshots are kept in the test's tmp_path (and SHOTS_DIR if set)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.chromium import TIMEOUT_MS, WIDE_ELEMENTS, expect
+from tests.helpers.processes import Server, run_cli
+
+pytestmark = pytest.mark.slow
+
+PHONE = {"width": 390, "height": 844}
+MOVING_MARKET = {
+    "SAMPLE_MARKET_DAY_SECONDS": "1",
+    "RUN_PRODUCTS_PER_CATEGORY": "20",
+    "RUN_LISTINGS_PER_PRODUCT": "10",
+}
+MOMENT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{4}-\d\d-\d\d \d\d:\d\d JST$")
+
+
+async def _seed(url: str, env: dict[str, str]) -> dict[str, Any]:
+    """An organization with a preset of two categories and two completed runs of it, the
+    second created at least one market day after the first."""
+    boot = json.loads(
+        await asyncio.to_thread(
+            run_cli, env, "bootstrap", "--org", "Acme Research", "--email", "ana@example.com"
+        )
+    )
+    headers = {"Authorization": f"Bearer {boot['token']}", "X-Org-Id": boot["org_id"]}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as api:
+
+        async def call(method: str, path: str, **body: Any) -> Any:
+            response = await api.request(method, path, json=body or None)
+            assert response.is_success, (path, response.text)
+            return response.json()
+
+        preset = await call(
+            "POST",
+            "/collection/presets",
+            name="Home and kitchen",
+            category_ids=["1055398", "284507"],
+        )
+        runs = []
+        for _ in range(2):
+            run = await call("POST", "/collection/runs", preset_id=preset["id"])
+            await call("POST", f"/collection/runs/{run['id']}/start")
+            for _ in range(600):
+                if (await call("GET", f"/collection/runs/{run['id']}"))["status"] == "completed":
+                    break
+                await asyncio.sleep(0.1)
+            runs.append(run)
+            await asyncio.sleep(1.1)  # the next market day
+    return {"token": boot["token"], "preset": preset, "runs": runs}
+
+
+@pytest.mark.parametrize("server", [MOVING_MARKET], indirect=True)
+async def test_a_runs_changes_and_the_filtered_list_fit_a_phone(
+    server: tuple[Server, dict[str, str]], chromium: Any, tmp_path: Path
+) -> None:
+    process, env = server
+    data = await _seed(process.url, env)
+    first, second = data["runs"]
+    context = await chromium.new_context(
+        viewport=PHONE, is_mobile=True, locale="en-US", timezone_id="Asia/Tokyo"
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    wide: dict[str, Any] = {}
+    try:
+        await page.goto(f"{process.url}/sign-in")
+        await page.get_by_label("Access token").fill(data["token"])
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+
+        # The second run's changes since the first, in the reader's zone.
+        await page.goto(f"{process.url}/runs/{second['id']}")
+        changes = page.locator("#changes")
+        await expect(changes.locator(".compared")).to_contain_text(
+            f"Compared with run {first['name']} of"
+        )
+        assert MOMENT.match(await changes.locator(".compared time").inner_text())
+        assert MOMENT.match(await page.locator("dd time").first.inner_text())
+        summary = await changes.locator(".changes-summary dd").all_inner_texts()
+        assert len(summary) == 5
+        assert sum(int(n.replace(",", "")) for n in summary[:3]) > 0, summary  # it moved
+        wide["run with changes"] = await _overflow(page, tmp_path, "run-changes")
+
+        # A reader whose zone the server does not know yet: app.js writes the moment in the
+        # same pattern (Intl's name for the zone), with UTC as the tooltip, and tells it.
+        await context.clear_cookies(name="collection_zone")
+        await page.reload()
+        created = page.locator("dd time").first
+        await expect(created).to_have_text(re.compile(r"^\w{3} \d{4}-\d\d-\d\d \d\d:\d\d GMT\+9$"))
+        await expect(created).to_have_attribute("title", re.compile(r" UTC$"))
+        zone = [c["value"] for c in await context.cookies() if c["name"] == "collection_zone"]
+        assert zone == ["Asia%2FTokyo"]
+
+        # "Show more" appends the next rows in place, and moves focus to the first of them.
+        expandable = page.locator(".change-section", has=page.locator("a[data-more]")).first
+        if await expandable.count():
+            section = page.locator(f"#{await expandable.get_attribute('id')}")
+            more = section.locator("a[data-more]")
+            rows = section.locator("tbody tr")
+            before = await rows.count()
+            await more.click()
+            await expect(rows).not_to_have_count(before)
+            assert page.url.endswith(f"/runs/{second['id']}")  # no page load
+            await expect(rows.nth(before)).to_be_focused()
+            wide["run with more changes"] = await _overflow(page, tmp_path, "run-changes-more")
+
+        # Another run to compare with, chosen in the form.
+        await changes.get_by_label("Compare with").select_option(first["id"])
+        await changes.get_by_role("button", name="Compare").click()
+        await expect(page.locator("#changes .compared")).to_contain_text(first["name"])
+        href = await page.get_by_role("link", name="Download changes (CSV)").get_attribute("href")
+        assert href == f"/runs/{second['id']}/export.csv?kind=changes&against={first['id']}"
+
+        # The first run has nothing earlier to compare with, and says so.
+        await page.goto(f"{process.url}/runs/{first['id']}")
+        await expect(page.locator("#changes")).to_contain_text("Nothing to compare with yet")
+        wide["run without changes"] = await _overflow(page, tmp_path, "run-first")
+
+        # The list, filtered: the form keeps what was chosen.
+        await page.goto(f"{process.url}/runs")
+        await page.get_by_label("Preset").select_option(label="Home and kitchen")
+        await page.get_by_label("Status").select_option("completed")
+        await page.get_by_label("Started by").select_option("manual")
+        await page.get_by_label("Created from").fill(first["created_at"][:10])
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page.locator("td.run-name")).to_have_count(2)
+        await expect(page.get_by_label("Status")).to_have_value("completed")
+        await expect(page.locator("#dates-hint")).to_contain_text("Asia/Tokyo")
+        assert MOMENT.match(await page.locator("td time").first.inner_text())
+        wide["filtered list"] = await _overflow(page, tmp_path, "runs-filtered")
+        await page.get_by_label("Created from").fill("2001-01-01")
+        await page.get_by_label("to (included)").fill("2001-01-02")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page.get_by_role("heading", name="No completed runs match")).to_be_visible()
+        wide["empty filtered list"] = await _overflow(page, tmp_path, "runs-filtered-empty")
+
+        # Run again: a new run of the same preset, followed live until it completes.
+        await page.goto(f"{process.url}/runs/{second['id']}")
+        await page.get_by_role("button", name="Run again").click()
+        await expect(page.get_by_role("status").first).to_contain_text("again, with the same size")
+        await expect(page.locator("#run-live .badge")).to_have_text("Completed")
+        await expect(page.locator("#changes .compared")).to_contain_text(second["name"])
+        wide["run again"] = await _overflow(page, tmp_path, "run-again")
+    finally:
+        await context.close()
+        _keep_screenshots(tmp_path)
+
+    assert {name: found for name, found in wide.items() if found} == {}, (
+        f"pages wider than {PHONE['width']} px (screenshots in {tmp_path})"
+    )
+
+
+async def _overflow(page: Any, directory: Path, name: str) -> dict[str, Any] | None:
+    """How far the page is wider than the viewport, and what sticks out; None if nothing."""
+    await page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
+    width: int = await page.evaluate("document.scrollingElement.scrollWidth")
+    if width <= PHONE["width"]:
+        return None
+    return {"width": width, "elements": await page.evaluate(WIDE_ELEMENTS)}
+
+
+def _keep_screenshots(directory: Path) -> None:
+    """Copies of the screenshots in SHOTS_DIR, when it is set (to look at them)."""
+    shots = os.environ.get("SHOTS_DIR")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        for shot in directory.glob("*.png"):
+            shutil.copy(shot, shots)
