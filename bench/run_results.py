@@ -22,6 +22,10 @@ dropped afterwards), through the service functions the API calls:
   second is the first with a fifth of its listings dropped, a third re-priced and a tenth
   taken over by new sellers), and the time of `GET /collection/runs/{id}/changes`'
   work: the first page of each of its four sections and the summary counts.
+* **digest**: `GET /collection/runs/{id}/digest`'s work on the same two runs (the first
+  marked completed, so it is the second's default comparison), with 100 watched sellers
+  and the default preferences (top 10): while the second run is unfinished (ranked once,
+  whole) and once finished (index probes only).
 
 Times are wall clock, median and slowest of the repeats, in this process (the API's own
 per-request overhead is not included: `bench/` has no HTTP client here). CPU is this
@@ -196,7 +200,9 @@ async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -
     from app.core.pagination import encode_key
     from app.migrate import upgrade
     from app.runs import changes, listings, results, sellers
-    from app.tables import Organization
+    from app.tables import CollectionRun, Organization, RunSeller, RunStatus
+    from app.watchlists import digest as digests
+    from app.watchlists.tables import WatchedSeller
 
     settings = bench_settings(url, data_dir)
     await asyncio.to_thread(upgrade, settings)  # Alembic runs its own event loop
@@ -317,6 +323,38 @@ async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -
                 await timed(max(3, args.repeat // 4), compare),
                 "< 1000 ms",
             )
+
+            async with database.transaction() as session:
+                await sellers.finish(session, first.id)
+                await session.execute(
+                    sa.update(CollectionRun)
+                    .where(CollectionRun.id == first.id)
+                    .values(status=RunStatus.COMPLETED)
+                )
+                names = list(
+                    await session.scalars(
+                        sa.select(RunSeller.username).where(RunSeller.run_id == second.id)
+                    )
+                )
+                session.add_all(
+                    WatchedSeller(org_id=org_id, username=name)
+                    for name in random.Random(4).sample(names, min(100, len(names)))
+                )
+
+            async def digest() -> None:
+                async with database.read() as session:
+                    await digests.run_digest(session, second, user_id=uuid.uuid4())
+
+            for finished in (False, True):
+                if finished:
+                    async with database.transaction() as session:
+                        await sellers.finish(session, second.id)
+                state = "finished" if finished else "unfinished"
+                row(
+                    f"digest, {state}: top 10 + 100 watched sellers",
+                    await timed(max(3, args.repeat // 4), digest),
+                    "< comparison",
+                )
     finally:
         await database.dispose()
     return rows

@@ -131,6 +131,7 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
     fire = admin.call("POST", "/collection/schedule/trigger")
     admin.wait(fire["run_id"], lambda r: r["status"] == "completed")
     latest = fire["run_id"]
+    watch_some_changes(admin, latest)
     live = admin.run(
         presets["Home & kitchen"],
         name="Home & kitchen, deep",
@@ -158,6 +159,19 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
         "schedule": schedule_id,
         "api": admin,
     }
+
+
+def watch_some_changes(admin: Api, run_id: str) -> None:
+    """Star a few sellers that changed in the run (so its digest has watched news), and
+    subscribe the admin to digests."""
+    changes = admin.call("GET", f"/collection/runs/{run_id}/changes")
+    movers = [m for m in changes["movers"]["items"] if abs(m["rank_change"]) >= 5]
+    for item in (
+        changes["new_sellers"]["items"][:2] + changes["gone_sellers"]["items"][:1] + movers[:2]
+    ):
+        admin.call("PUT", f"/collection/watchlist/{item['username']}")
+    admin.call("PUT", "/collection/watchlist/harbor_outlet_42")  # not seen by any run yet
+    admin.call("PATCH", "/me/digest", json={"subscribed": True, "top_n": 10, "rank_threshold": 5})
 
 
 async def sign_in(page: Page, url: str, token: str) -> None:
@@ -229,6 +243,10 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
 
         await page.goto(f"{url}/members")
         await shoot(page, "members")
+        await page.goto(f"{url}/watchlist")
+        await shoot(page, "watchlist")
+        await page.goto(f"{url}/account")
+        await shoot(page, "account-digest")
 
         await page.goto(f"{url}/schedules")
         await shoot(page, "schedules")
@@ -247,6 +265,10 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await sign_in(small, url, data["admin_token"])
         await small.goto(f"{url}/runs/{data['completed']}")
         await shoot(small, "phone-run", full_page=False)
+        await small.goto(f"{url}/runs/{data['completed']}#digest")
+        await shoot(small, "phone-digest", full_page=False)
+        await small.locator("#sellers").scroll_into_view_if_needed()
+        await shoot(small, "phone-stars", full_page=False)
         await small.goto(f"{url}/runs/{data['completed']}?sort=margin#sellers")
         await small.locator("#sellers").scroll_into_view_if_needed()
         await shoot(small, "phone-run-margins", full_page=False)

@@ -12,6 +12,9 @@ from app import directory_tables  # noqa: F401  (its tables join Base.metadata)
 from app.core.config import Settings
 from app.core.database import create_engine
 from app.tables import Base
+from app.watchlists import tables as watchlist_tables
+
+del watchlist_tables  # imported for its tables, which it registers on Base.metadata
 
 # Any constant works; it only has to be the same in every process of this service.
 MIGRATION_LOCK_KEY = 0x436F6C6C  # "Coll"

@@ -133,8 +133,17 @@ def test_web_imports_nothing_from_the_cli() -> None:
 
 
 def test_domain_packages_import_no_http_layer() -> None:
-    """runs/, scheduling/ and the domain modules know nothing of routes, pages or the CLI."""
-    domain = ("app.runs", "app.scheduling", "app.core", "app.presets", "app.orgs", "app.users")
+    """runs/, scheduling/, watchlists/ and the domain modules know nothing of routes, pages
+    or the CLI."""
+    domain = (
+        "app.runs",
+        "app.scheduling",
+        "app.core",
+        "app.presets",
+        "app.orgs",
+        "app.users",
+        "app.watchlists",
+    )
     outer = ("app.api", "app.web", "app.cli", "app.main")
     offending = {
         (module, target)

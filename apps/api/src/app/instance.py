@@ -23,6 +23,7 @@ from app.runs.pipeline import Pipeline
 from app.scheduling.commands import ScheduleCommands
 from app.scheduling.engine import CollectionScheduler, ScheduleMetrics
 from app.scheduling.schedules import ScheduleService
+from app.watchlists.mail import mail_digests
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class Instance:
         pipeline = Pipeline(database, settings, leases, amazon=amazon, ebay=ebay)
         executor = RunExecutor(leases, pipeline, settings)
         executor.on_finished.append(partial(notify_run_ended, database, mailer))
+        executor.on_finished.append(partial(mail_digests, database, mailer))
         schedules = ScheduleService(database, settings, runs)
         metrics = ScheduleMetrics(registry) if registry is not None else None
         scheduler = CollectionScheduler(schedules, executor, mailer, settings, metrics=metrics)

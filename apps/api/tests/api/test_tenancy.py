@@ -41,6 +41,7 @@ from app.tables import (
     RunStatus,
     ScheduleFire,
 )
+from app.watchlists.tables import DigestPreference, WatchedSeller
 from tests.helpers.actors import Actor, Actors
 from tests.helpers.browser import browsers
 from tests.helpers.directory import completed_run, listings
@@ -87,6 +88,13 @@ ORG_ENDPOINTS = [
     Endpoint("POST", "/collection/runs/{run}/pause", "collection.run", ok=409),
     Endpoint("POST", "/collection/runs/{run}/resume", "collection.run", ok=409),
     Endpoint("POST", "/collection/runs/{run}/cancel", "collection.run", ok=409),
+    # No earlier completed run either: the digest says so, with empty sections (200).
+    Endpoint("GET", "/collection/runs/{run}/digest", "collection.view"),
+    Endpoint("GET", "/collection/watchlist", "collection.view"),
+    Endpoint("PUT", "/collection/watchlist/newly-starred", "collection.run", ok=201),
+    Endpoint("DELETE", "/collection/watchlist/{watched}", "collection.run", ok=204),
+    Endpoint("GET", "/me/digest", "collection.view"),
+    Endpoint("PATCH", "/me/digest", "collection.view", {"subscribed": True, "top_n": 3}),
     Endpoint("GET", "/collection/sellers", "collection.view"),
     Endpoint("GET", "/collection/sellers/{seller}", "collection.view"),
 ]
@@ -107,8 +115,8 @@ ROLE_PERMISSIONS = {
 
 @dataclass
 class World:
-    """Two organizations, each with a preset, a run, a viewer and a pending invitation,
-    and a seller its completed run saw (A: seller-a, B: seller-b)."""
+    """Two organizations, each with a preset, a run, a viewer, a pending invitation and a
+    watched seller, and a seller its completed run saw (A: seller-a, B: seller-b)."""
 
     admin: Actor
     preset_id: str
@@ -127,6 +135,7 @@ class World:
                 "member": str(self.viewer.user_id),
                 "invitation": INVITED[0],
                 "seller": "seller-a",
+                "watched": WATCHED[0],
             }
         return {
             "preset": self.other_preset_id,
@@ -134,10 +143,12 @@ class World:
             "member": str(self.other_viewer.user_id),
             "invitation": INVITED[1],
             "seller": "seller-b",
+            "watched": WATCHED[1],
         }
 
 
 INVITED = ("invited-a@example.com", "invited-b@example.com")
+WATCHED = ("watched-by-a", "watched-by-b")
 
 
 async def _cancelled_run(client: httpx.AsyncClient, actor: Actor) -> str:
@@ -177,6 +188,9 @@ async def world(client: httpx.AsyncClient, actors: Actors, database: Database) -
     other = await actors.admin("Org B")
     await _invite(client, admin, INVITED[0])
     await _invite(client, other, INVITED[1])
+    for actor, seller in ((admin, WATCHED[0]), (other, WATCHED[1])):
+        starred = await client.put(f"/collection/watchlist/{seller}", headers=actor.headers)
+        assert starred.status_code == 201, starred.text
     world = World(
         admin=admin,
         preset_id=await _preset(client, admin, "A's preset"),
@@ -255,6 +269,12 @@ async def test_other_orgs_resource_is_404(
     assert [m["role"] for m in viewer] == ["viewer"]
     invites = await client.get("/orgs/current/invitations", headers=world.other_admin.headers)
     assert [i["email"] for i in invites.json()["items"]] == [INVITED[1]]
+    watched = await client.get("/collection/watchlist", headers=world.other_admin.headers)
+    assert [w["username"] for w in watched.json()["items"]] == [WATCHED[1]]
+
+
+NOT_FOUND = {"watched": "seller {id} not found on the watchlist"}
+"""The 404 messages that say more than `{kind} {id} not found`."""
 
 
 @pytest.mark.parametrize("endpoint", RESOURCE_ENDPOINTS, ids=str)
@@ -268,14 +288,16 @@ async def test_missing_resource_looks_like_another_orgs(
         "member": missing_id,
         "invitation": f"nobody-{missing_id[:8]}@example.com",
         "seller": f"nobody-{missing_id[:8]}",
+        "watched": f"nobody-{missing_id[:8]}",
     }
     missing = await _call(client, endpoint, missing_ids, world.admin.headers)
     foreign = await _call(client, endpoint, world.ids(own=False), world.admin.headers)
     assert missing.status_code == foreign.status_code == 404
     (kind,) = [kind for kind in missing_ids if f"{{{kind}}}" in endpoint.path]
     foreign_id = world.ids(own=False)[kind]
-    assert missing.json()["detail"] == f"{kind} {missing_ids[kind]} not found"
-    assert foreign.json()["detail"] == f"{kind} {foreign_id} not found"
+    message = NOT_FOUND.get(kind, "{kind} {id} not found")
+    assert missing.json()["detail"] == message.format(kind=kind, id=missing_ids[kind])
+    assert foreign.json()["detail"] == message.format(kind=kind, id=foreign_id)
 
 
 @pytest.mark.parametrize("endpoint", ORG_ENDPOINTS, ids=str)
@@ -321,10 +343,14 @@ TENANT_TABLES: list[type[Any]] = [
     RunSeller,
     CollectionSchedule,
     ScheduleFire,
+    WatchedSeller,
+    DigestPreference,
     DirectoryScope,
     DirectorySeller,
 ]
 ADMIN_ONLY_TABLES = {Invitation, CollectionSchedule, ScheduleFire}
+OWN_ROWS_TABLES = {DigestPreference}
+"""A member sees their own rows of these only (the seeded ones are the admins')."""
 
 
 @dataclass
@@ -377,6 +403,13 @@ async def _seed_results(session: AsyncSession, org_id: uuid.UUID, run_id: uuid.U
         )
     )
     session.add(RunSeller(run_id=run_id, username="seller"))
+    session.add(WatchedSeller(org_id=org_id, username="seller", starred_by=None))
+    admin_id = await session.scalar(
+        sa.select(Membership.user_id).where(
+            Membership.org_id == org_id, Membership.role == Role.ADMIN
+        )
+    )
+    session.add(DigestPreference(org_id=org_id, user_id=admin_id, subscribed=True))
     schedule = CollectionSchedule(org_id=org_id)
     session.add(schedule)
     await session.flush()
@@ -487,6 +520,9 @@ def _foreign_row(model: type[Any], walled: Walled, schedule_b: uuid.UUID) -> Any
         ),
         RunSeller: RunSeller(run_id=run_b, username="planted"),
         CollectionSchedule: CollectionSchedule(org_id=org_b),
+        WatchedSeller: WatchedSeller(org_id=org_b, username="planted", starred_by=None),
+        # A's admin is a member of B too: only the policy stands in the way.
+        DigestPreference: DigestPreference(org_id=org_b, user_id=walled.world.admin.user_id),
         ScheduleFire: ScheduleFire(
             org_id=org_b,
             schedule_id=schedule_b,
@@ -579,10 +615,33 @@ async def test_acting_in_an_org_cannot_write_into_another(
 async def test_a_viewer_sees_only_what_members_may(
     walled: Walled, database: Database, model: type[Any]
 ) -> None:
-    """A viewer of A sees A's rows, but not its invitations, schedule or fire log."""
+    """A viewer of A sees A's rows, but not its invitations, schedule or fire log, nor the
+    admin's digest preferences."""
     viewer = DbActor(user_id=walled.world.viewer.user_id, org_id=walled.org_a)
-    expected = set() if model in ADMIN_ONLY_TABLES else {walled.org_a}
+    expected = set() if model in ADMIN_ONLY_TABLES | OWN_ROWS_TABLES else {walled.org_a}
     assert await _visible_orgs(database, viewer, model, walled) == expected
+
+
+async def test_a_member_reads_and_writes_only_their_own_digest_preferences(
+    walled: Walled, database: Database
+) -> None:
+    """Digest preferences are each member's own, within the organization too: A's viewer
+    can neither write nor change the admin's, and sees their own once they have some."""
+    viewer = DbActor(user_id=walled.world.viewer.user_id, org_id=walled.org_a)
+    admins = DigestPreference(org_id=walled.org_a, user_id=walled.world.admin.user_id)
+    with pytest.raises(DBAPIError, match="row-level security"):
+        await _insert_as(database, viewer, admins)
+    with acting_as(viewer):
+        async with database.transaction() as session:
+            changed = await session.execute(sa.update(DigestPreference).values(top_n=1))
+            assert changed.rowcount == 0  # type: ignore[attr-defined]
+    own = DigestPreference(org_id=walled.org_a, user_id=walled.world.viewer.user_id)
+    await _insert_as(database, viewer, own)
+    assert await _visible_orgs(database, viewer, DigestPreference, walled) == {walled.org_a}
+    with acting_as(viewer):
+        async with database.read() as session:
+            users = set(await session.scalars(sa.select(DigestPreference.user_id)))
+    assert users == {walled.world.viewer.user_id}
 
 
 @pytest.mark.parametrize("model", TENANT_TABLES, ids=lambda model: model.__tablename__)

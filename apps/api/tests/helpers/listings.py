@@ -1,4 +1,5 @@
-"""Listings of a run written as its eBay checkpoints write them, and random ones."""
+"""Listings of a run written as its eBay checkpoints write them, random ones, and a run
+finished as the pipeline finishes it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
+
+from app.core.clock import utcnow
 from app.core.database import Database
 from app.runs import sellers
-from app.tables import RunListing, RunProduct
+from app.tables import CollectionRun, RunListing, RunProduct, RunStatus
 
 Products = dict[str, list[dict[str, Any]]]
 """Listings (rows of `run_listings` without `run_id`) per product ASIN."""
@@ -47,6 +51,18 @@ async def write_listings(database: Database, run_id: uuid.UUID, products: Produc
             if rows:
                 await session.execute(RunListing.__table__.insert(), rows)
             await sellers.record(session, run_id, rows)
+
+
+async def complete(database: Database, run_id: uuid.UUID) -> None:
+    """Finish a run whose listings were written as the pipeline finishes it: its ranks and
+    medians stored, its status completed."""
+    async with database.transaction() as session:
+        await sellers.finish(session, run_id)
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == run_id)
+            .values(status=RunStatus.COMPLETED, finished_at=utcnow())
+        )
 
 
 def later_products(products: Products, rng: random.Random) -> Products:

@@ -6,13 +6,9 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
 from app.core.config import Settings
@@ -21,38 +17,19 @@ from app.runs.notifications import Mailer, notify_run_ended
 from app.scheduling.engine import CollectionScheduler
 from app.scheduling.schedules import ScheduleService
 from tests.helpers.actors import Actors
+from tests.helpers.mail import Inbox, smtp_mailer, smtp_server
 from tests.helpers.processes import free_port
 from tests.helpers.scheduling import FakeClock, enable, make_org
-from tests.helpers.settings import make_settings
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = message_from_bytes(envelope.content, policy=policy.default)
-        message["X-Rcpt-To"] = ", ".join(envelope.rcpt_tos)
-        self.messages.append(message)
-        return "250 OK"
 
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, str]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, f"smtp://127.0.0.1:{port}"
-    finally:
-        controller.stop()
+    with smtp_server() as server:
+        yield server
 
 
 def _mailer(settings: Settings, url: str) -> Mailer:
-    return Mailer(make_settings(**{**settings.model_dump(), "smtp_url": url}))
+    return smtp_mailer(settings, url)
 
 
 async def test_skipped_fire_mails_the_admins(

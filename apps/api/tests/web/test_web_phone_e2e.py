@@ -20,6 +20,7 @@ PHONE = {"width": 375, "height": 812}
 LONG_PRESET = "ElectronicsAccessoriesComputerPeripheralsAndHomeOfficeGamingSetups" + "X" * 33
 LONG_ORG = "Internationale-Handelsgesellschaft-für-Marktforschung-und-Datenanalyse-GmbH"
 LONG_EMAIL = "the.head.of.marketplace.research.and.analytics@example-research-company.com"
+LONG_SELLER = "the_longest_possible_ebay_seller_name_" + "x" * 62
 
 
 async def _seed(url: str, env: dict[str, str]) -> dict[str, Any]:
@@ -59,6 +60,7 @@ async def _seed(url: str, env: dict[str, str]) -> dict[str, Any]:
         fired = await call("POST", "/collection/schedule/trigger")
         await call("POST", f"/collection/runs/{fired['run_id']}/cancel")
         await call("POST", "/orgs/current/members", email=f"x.{LONG_EMAIL}", role="member")
+        await call("PUT", f"/collection/watchlist/{LONG_SELLER}")
     return {"token": boot["token"], "preset": preset["id"], "run": run["id"], "seller": seller}
 
 
@@ -90,6 +92,8 @@ async def test_no_page_scrolls_sideways_at_375_px(
             "/presets/new",
             f"/presets/{preset}",
             "/members",
+            "/watchlist",
+            "/account",
             "/schedule",
             "/schedules",
             "/no-such-page",

@@ -169,14 +169,21 @@ def _price_changes(run_id: uuid.UUID, other_id: uuid.UUID) -> AnySelect:
     )
 
 
-async def _ranking(session: AsyncSession, run_id: uuid.UUID) -> dict[str, tuple[int, int, int]]:
-    """Each seller's (rank, products, listings): one scan of the ranking's index."""
+async def ranking(session: AsyncSession, run_id: uuid.UUID) -> dict[str, tuple[int, int, int]]:
+    """Each seller's (rank, products, listings), in ranking order: one scan of the
+    ranking's index."""
     rows = await session.execute(
         sa.select(RunSeller.username, RunSeller.products, RunSeller.listings)
         .where(RunSeller.run_id == run_id)
         .order_by(*ranking_order())
     )
     return {name: (rank, products, n) for rank, (name, products, n) in enumerate(rows, start=1)}
+
+
+def movement_order(change: SellerChange) -> tuple[int, int, int]:
+    """Sort key of sellers in both runs: most places moved first, then most products
+    gained or lost, then rank now."""
+    return (-abs(change.rank_change or 0), -abs(change.products_change or 0), change.rank or 0)
 
 
 def _movers(
@@ -192,7 +199,7 @@ def _movers(
         for name, now in this.items()
         if (then := other.get(name)) is not None and now[:2] != then[:2]
     ]
-    moved.sort(key=lambda c: (-abs(c.rank_change or 0), -abs(c.products_change or 0), c.rank))
+    moved.sort(key=movement_order)
     common = sum(1 for name in this if name in other)
     return moved, common - len(moved)
 
@@ -222,7 +229,7 @@ async def compare(
     for section in sections:
         if section == "movers":
             movers, totals["unchanged"] = _movers(
-                await _ranking(session, run.id), await _ranking(session, against.id)
+                await ranking(session, run.id), await ranking(session, against.id)
             )
             totals[section] = len(movers)
             pages[section] = movers[offset : offset + limit], len(movers) > offset + limit
@@ -319,7 +326,7 @@ async def export_csv(
         for section in SECTIONS:
             if section == "movers":
                 movers, _ = _movers(
-                    await _ranking(session, run.id), await _ranking(session, against.id)
+                    await ranking(session, run.id), await ranking(session, against.id)
                 )
                 for start in range(0, len(movers), EXPORT_BATCH):
                     batch = movers[start : start + EXPORT_BATCH]

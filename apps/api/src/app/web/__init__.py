@@ -28,6 +28,7 @@ from app.web import (
     schedule,
     schedule_form,
     schedules,
+    watchlist,
 )
 from app.web.errors import NoOrganization, SignInRequired, WebError
 from app.web.rendering import STATIC, query, render
@@ -45,7 +46,7 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (account, runs_list, runs, presets, members, schedule, schedules, schedule_form):
         app.include_router(module.router)
-    for module in (run_sellers, org_settings):
+    for module in (run_sellers, org_settings, watchlist):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)

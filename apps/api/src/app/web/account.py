@@ -1,5 +1,5 @@
-"""Signing in and out (here or everywhere), one-time sign-in links, the account page, and
-choosing or creating an organization."""
+"""Signing in and out (here or everywhere), one-time sign-in links, the account page (with
+the digest preferences), and choosing or creating an organization."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import orgs as org_service, users as user_service, web_sessions
 from app.api.deps import SessionDep
@@ -19,10 +20,12 @@ from app.auth import Principal, authenticate
 from app.errors import AppError
 from app.instance import instance_of
 from app.models import OrgCreate
+from app.web import watchlist as watchlist_pages
 from app.web.errors import WebError
 from app.web.rendering import display_email, flash, render
 from app.web.session import (
     SIGN_IN_COOKIE,
+    CanView,
     CurrentSession,
     WebContext,
     WebPrincipal,
@@ -187,14 +190,32 @@ async def sign_out_everywhere(
 
 @router.get("/account")
 async def account_page(request: Request, principal: WebPrincipal, session: SessionDep) -> Response:
-    """Who is signed in, their sessions, and "sign out everywhere"."""
-    await acting_context(request, principal)  # the header's organization, if any
+    """Who is signed in, their sessions, "sign out everywhere", and their digest
+    preferences in the organization they act in."""
+    context = await acting_context(request, principal)  # the header's organization, if any
+    return await _account_page(request, principal, session, context)
+
+
+async def _account_page(
+    request: Request,
+    principal: Principal,
+    session: AsyncSession,
+    context: WebContext | None,
+    *,
+    digest_values: dict[str, str] | None = None,
+    digest_errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
     settings = instance_of(request).settings
     policy = session_policy(settings)
     current: CurrentSession = request.state.web_session
+    digest = await watchlist_pages.account_preferences(request, context)
+    if digest_errors:
+        digest.update(digest_values=digest_values, digest_errors=digest_errors)
     return render(
         request,
         "account.html",
+        status_code=status_code,
         nav="account",
         email=principal.email,
         csrf_token=current.csrf_token,
@@ -204,7 +225,43 @@ async def account_page(request: Request, principal: WebPrincipal, session: Sessi
         current_id=current.session_id,
         idle_hours=policy.idle_timeout.total_seconds() / 3600,
         max_days=policy.max_age.total_seconds() / 86_400,
+        **digest,
     )
+
+
+@router.post("/account/digest")
+async def save_digest_preferences(
+    request: Request,
+    context: CanView,
+    session: SessionDep,
+    subscribed: Annotated[str, Form()] = "",
+    top_n: Annotated[str, Form()] = "",
+    rank_threshold: Annotated[str, Form()] = "",
+) -> Response:
+    """Save the digest preferences in the form's organization (PATCH /me/digest)."""
+    parsed = watchlist_pages.parse_preferences(subscribed, top_n, rank_threshold)
+    if isinstance(parsed, dict):
+        values = {"subscribed": subscribed, "top_n": top_n, "rank_threshold": rank_threshold}
+        return await _account_page(
+            request,
+            request.state.principal,
+            session,
+            context,
+            digest_values=values,
+            digest_errors=parsed,
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
+    wanted = await watchlist_pages.save_preferences(session, context, parsed)
+    if wanted.subscribed:
+        message = (
+            f"Digest saved: after each scheduled run of {context.org_name} that has news for "
+            f"you (new sellers in the top {wanted.top_n}, watched sellers appearing, going or "
+            f"moving {wanted.rank_threshold} places or more), you get an email."
+        )
+    else:
+        message = f"Digest saved: you get no digest emails from {context.org_name}."
+    response = RedirectResponse("/account", status_code=status.HTTP_303_SEE_OTHER)
+    return flash(response, request, message)
 
 
 @router.get("/")

@@ -30,6 +30,7 @@ from app.web import run_changes
 from app.web.errors import FORM, WebError, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
+from app.web.watchlist import run_digest, watched_sellers
 
 router = APIRouter(include_in_schema=False)
 
@@ -255,6 +256,7 @@ async def _sellers(
         "past_end": page_number > pages,
         "per_page": SELLERS_PER_PAGE,
         "compared_with": compared_with,
+        "watched": await watched_sellers(session, row, [seller.username for seller in sellers]),
     }
 
 
@@ -289,6 +291,7 @@ async def _run_page(
         run_again=context.can("collection.run") and can_run_again(row),
         live=is_active(run),
         error=error,
+        digest=await run_digest(session, context, row),
         changes=changed,
         **sellers,
     )
