@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from app.scheduling.cron import parse
-from app.scheduling.settings import Timing
+from app.scheduling.settings import Timing, jitter_offset
 from app.tables import OverlapPolicy
+from app.web.rendering import span
 from app.web.schedule_calendar import (
     CalendarSchedule,
     Fire,
@@ -120,7 +121,8 @@ async def test_create_edit_pause_resume_and_delete_a_schedule(
     words = _text(listing.text)
     assert "Schedule Monthly electronics created: it runs next on Mon 2027-02-01 at 06:0" in words
     assert "At 06:00 on day 1 of every month (Europe/Berlin)" in words
-    assert re.search(r"\+(\d min )?\d+ s after each cron time", words)
+    offset = jitter_offset(uuid.UUID(schedule["id"]), 300)  # its own, from its id
+    assert f"+{span(offset)} after each cron time" in words
     assert "Skip: The fire is skipped (and logged) while another run is active." in words
     assert "from Mon 2027-02-01 00:00 CET" in words
     # The next fire in the schedule's zone, and marked for app.js to show in the reader's.
