@@ -62,7 +62,8 @@ WHERE run_sellers.run_id = ranked.run_id AND run_sellers.username = ranked.usern
 MEDIANS = f"""
 UPDATE run_sellers SET median_price = medians.median_price
 FROM (
-  SELECT run_id, username, ((sum(cents) + count(*) - 1) / count(*)) / 100.0 AS median_price
+  SELECT run_id, username,
+         ((CAST(sum(cents) AS BIGINT) + count(*) - 1) / count(*)) / 100.0 AS median_price
   FROM (
     SELECT run_id, seller_username AS username, CAST(round(price * 100) AS BIGINT) AS cents,
            row_number() OVER (PARTITION BY run_id, seller_username ORDER BY price) AS position,

@@ -189,9 +189,7 @@ def _medians(run_id: uuid.UUID) -> sa.Subquery:
     middle two rounded half up to the cent. Portable SQL: window functions number each
     seller's prices; the arithmetic is in whole cents, so SQLite's floats cannot round it
     differently from PostgreSQL's numerics."""
-    cents = sa.cast(
-        sa.func.round(RunListing.price * 100), sa.BigInteger
-    )  # 64-bit: prices up to 10^10 fit
+    cents = sa.cast(sa.func.round(RunListing.price * 100), sa.BigInteger)
     ordered = (
         sa.select(
             RunListing.seller_username.label("username"),
@@ -208,7 +206,9 @@ def _medians(run_id: uuid.UUID) -> sa.Subquery:
         ordered.c.position == (ordered.c.count + 1) // 2,
         ordered.c.position == (ordered.c.count + 2) // 2,
     )
-    total, middles = sa.func.sum(ordered.c.cents), sa.func.count()
+    # (PostgreSQL sums bigints to a numeric: cast back, so `//` divides whole numbers)
+    total = sa.cast(sa.func.sum(ordered.c.cents), sa.BigInteger)
+    middles = sa.cast(sa.func.count(), sa.BigInteger)
     median_cents = (total + middles - 1) // middles  # 1 middle: itself; 2: mean, half up
     return (
         sa.select(ordered.c.username, (median_cents / 100).label("median_price"))
