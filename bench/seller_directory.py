@@ -341,7 +341,8 @@ async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -
                         session, org_id=org_id, username="p0-seller-0"
                     )
 
-        row("one seller: history over 50 runs, listings", await timed(args.repeat, seller))
+        history = f"one seller: history over {args.runs // args.presets} runs, listings"
+        row(history, await timed(args.repeat, seller))
 
         async def peer() -> None:
             with acting_as(member):

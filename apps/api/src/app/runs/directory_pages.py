@@ -146,7 +146,7 @@ async def list_directory(
         _D.org_id == org_id, _D.scope_id == scope_id
     )
     if query:
-        # lower() on both sides: SQLite folds ASCII letters only, as eBay usernames are
+        # lower() on both sides; SQLite's folds ASCII letters only, all eBay usernames have
         statement = statement.where(
             sa.func.lower(_D.username).contains(query.lower(), autoescape=True)
         )
