@@ -9,6 +9,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 BENCH_SECRET = "bench-" + "x" * 40  # the JWT secret of every benchmarked service
@@ -166,3 +167,31 @@ async def timed(repeat: int, operation: Callable[[], Awaitable[Any]]) -> tuple[f
         walls.append((time.perf_counter() - wall) * 1000)
         cpus.append((time.process_time() - cpu) * 1000)
     return statistics.median(walls), max(walls), statistics.median(cpus)
+
+
+RESULT_COLUMNS = ["db", "operation", "p50 ms", "max ms", "CPU ms", "goal"]
+
+
+def measure_each_database(
+    db_choice: str,
+    pg_url: str,
+    prefix: str,
+    measure: Callable[[str, str, Path], Awaitable[list[list[str]]]],
+) -> int:
+    """Run `measure(db, database_url, data_dir)` on a fresh SQLite file and a fresh
+    PostgreSQL database (as `--db` chooses), then print its rows as one table."""
+    pg_server = make_url(pg_url)
+    databases, notes = databases_to_measure(db_choice, pg_server)
+    table: list[list[str]] = []
+    for db in databases:
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
+            if db == "sqlite":
+                url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+                table += asyncio.run(measure(db, url, Path(tmp)))
+            else:
+                with postgres_database(pg_server, prefix.replace("-", "_")) as url:
+                    table += asyncio.run(measure(db, url, Path(tmp)))
+    print(format_table(RESULT_COLUMNS, table))
+    for note in notes:
+        print(note)
+    return 0

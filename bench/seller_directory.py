@@ -41,7 +41,6 @@ import asyncio
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -51,15 +50,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (
     DEFAULT_PG_URL,
     bench_settings,
-    databases_to_measure,
-    format_table,
-    postgres_database,
+    measure_each_database,
     timed,
 )
 
@@ -372,22 +368,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    pg_server: URL = make_url(args.pg_url)
-    databases, notes = databases_to_measure(args.db, pg_server)
-    table: list[list[str]] = []
-    for db in databases:
-        with tempfile.TemporaryDirectory(prefix="bench-directory-") as tmp:
-            if db == "sqlite":
-                url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-                table += asyncio.run(measure(db, url, Path(tmp), args))
-            else:
-                with postgres_database(pg_server, "bench_directory") as url:
-                    table += asyncio.run(measure(db, url, Path(tmp), args))
-    columns = ["db", "operation", "p50 ms", "max ms", "CPU ms", "goal"]
-    print(format_table(columns, table))
-    for note in notes:
-        print(note)
-    return 0
+    return measure_each_database(
+        args.db, args.pg_url, "bench-directory", lambda db, url, tmp: measure(db, url, tmp, args)
+    )
 
 
 if __name__ == "__main__":
