@@ -31,6 +31,9 @@ from app.tables import (
 
 DirectorySort = Literal["last_seen", "first_seen", "runs_seen", "rank", "products", "username"]
 DIRECTORY_SORTS: tuple[DirectorySort, ...] = get_args(DirectorySort)
+USERNAME_LENGTH = 100
+"""The longest username (run_listings.seller_username)."""
+
 DESCENDING_BY_DEFAULT = frozenset({"last_seen", "first_seen", "runs_seen", "products"})
 """Dates newest first and counts most first; rank best first and names from A."""
 

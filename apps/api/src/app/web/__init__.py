@@ -28,6 +28,7 @@ from app.web import (
     schedule,
     schedule_form,
     schedules,
+    sellers,
     watchlist,
 )
 from app.web.errors import NoOrganization, SignInRequired, WebError
@@ -46,7 +47,7 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (account, runs_list, runs, presets, members, schedule, schedules, schedule_form):
         app.include_router(module.router)
-    for module in (run_sellers, org_settings, watchlist):
+    for module in (run_sellers, sellers, org_settings, watchlist):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)

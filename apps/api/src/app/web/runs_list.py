@@ -20,7 +20,7 @@ from app import presets as preset_service
 from app.api.deps import Runs, SessionDep
 from app.core.pagination import PageParams
 from app.models import RunResponse
-from app.runs import pace
+from app.runs import dashboard, pace
 from app.runs.lifecycle import RunFilter
 from app.tables import RunStatus, RunTrigger
 from app.web.rendering import render, viewer_zone
@@ -117,7 +117,7 @@ async def runs_page(
     fragment: str = "",
 ) -> Response:
     """The organization's runs, newest first, filtered as asked, refreshing while any of
-    them is active."""
+    them is active; unfiltered, headed by what each preset's latest run changed."""
     zone = viewer_zone(request) or "UTC"
     typed = {
         "preset_id": preset_id,
@@ -139,6 +139,9 @@ async def runs_page(
     presets, _ = await preset_service.list_presets(
         session, org_id=context.org.org_id, page=PageParams(limit=MAX_PRESETS)
     )
+    since_last = []  # the cards head the unfiltered list's first page
+    if not fragment and cursor is None and not chosen.only.narrows:
+        since_last = await dashboard.since_last_run(session, org_id=context.org.org_id)
     return render(
         request,
         "runs/_table.html" if fragment else "runs/list.html",
@@ -158,4 +161,5 @@ async def runs_page(
         zone=zone,
         has_presets=bool(items) or bool(presets),
         live=any(is_active(run) for run in items),
+        since_last=since_last,
     )

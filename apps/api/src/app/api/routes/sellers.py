@@ -12,11 +12,10 @@ from app.api.errors import AUTH_ERRORS
 from app.core.pagination import Page, PageParams, keyset_params
 from app.core.text import REFUSED_CLASS
 from app.runs import directory_pages
+from app.runs.directory_pages import USERNAME_LENGTH
 from app.runs.models import DirectorySellerResponse, SellerDetailResponse
 
 router = APIRouter(prefix="/collection", tags=["sellers"])
-
-USERNAME_LENGTH = 100  # run_listings.seller_username
 
 
 @router.get(

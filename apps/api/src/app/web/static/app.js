@@ -100,6 +100,12 @@
       parts.hour + ":" + parts.minute + " " + parts.timeZoneName;
   }
 
+  // For other scripts of the pages (charts.js): a moment as the pages write it.
+  window.Collection = {
+    zone: HERE || "UTC",
+    moment: function (date) { return momentText(date, HERE || "UTC"); }
+  };
+
   function localizeTimes(root) {
     if (!HERE) return;
     Array.prototype.forEach.call(root.querySelectorAll("time[data-local]"), function (element) {
