@@ -1,8 +1,10 @@
 """A run's changes and the filtered runs list on a phone, in headless Chromium against a
 real `serve` whose sample market moves every second: two runs of a preset a market day
 apart, the changes of the second (more rows loaded in place by app.js, another run chosen
-to compare with), the list filtered, Run again, dates in the reader's zone; no page scrolls
-sideways at 390 px. Screenshots are kept in the test's tmp_path (and SHOTS_DIR if set)."""
+to compare with), the list filtered and its "since the last run" card, the sellers directory
+and a seller's charts (drawn by uPlot from the figures' table, no script error or CSP
+refusal), Run again, dates in the reader's zone; no page scrolls sideways at 390 px.
+Screenshots are kept in the test's tmp_path (and SHOTS_DIR if set)."""
 
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ async def _seed(url: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("server", [MOVING_MARKET], indirect=True)
-async def test_a_runs_changes_and_the_filtered_list_fit_a_phone(
+async def test_changes_lists_and_sellers_fit_a_phone(
     server: tuple[Server, dict[str, str]], chromium: Any, tmp_path: Path
 ) -> None:
     process, env = server
@@ -78,6 +80,12 @@ async def test_a_runs_changes_and_the_filtered_list_fit_a_phone(
     )
     context.set_default_timeout(TIMEOUT_MS)
     page = await context.new_page()
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda message: problems.append(message.text) if message.type == "error" else None,
+    )
+    page.on("pageerror", lambda error: problems.append(str(error)))
     wide: dict[str, Any] = {}
     try:
         await page.goto(f"{process.url}/sign-in")
@@ -93,9 +101,10 @@ async def test_a_runs_changes_and_the_filtered_list_fit_a_phone(
         )
         assert MOMENT.match(await changes.locator(".compared time").inner_text())
         assert MOMENT.match(await page.locator("dd time").first.inner_text())
-        summary = await changes.locator(".changes-summary dd").all_inner_texts()
-        assert len(summary) == 5
-        assert sum(int(n.replace(",", "")) for n in summary[:3]) > 0, summary  # it moved
+        counts = await changes.locator(".changes-summary dd").all_inner_texts()
+        assert len(counts) == 5
+        summary = [int(n.replace(",", "")) for n in counts]
+        assert sum(summary[:3]) > 0, summary  # it moved
         wide["run with changes"] = await _overflow(page, tmp_path, "run-changes")
 
         # A reader whose zone the server does not know yet: app.js writes the moment in the
@@ -150,6 +159,33 @@ async def test_a_runs_changes_and_the_filtered_list_fit_a_phone(
         await page.get_by_role("button", name="Filter").click()
         await expect(page.get_by_role("heading", name="No completed runs match")).to_be_visible()
         wide["empty filtered list"] = await _overflow(page, tmp_path, "runs-filtered-empty")
+
+        # The home page's card: what the second run gained and lost, as its changes say.
+        await page.goto(f"{process.url}/runs")
+        card = page.locator(".since-card", has_text="Home and kitchen")
+        await expect(card.locator(".gained .figure")).to_have_text(f"+{summary[0]}")
+        await expect(card.locator(".lost .figure")).to_have_text(f"\u2212{summary[1]}")
+        wide["home cards"] = await _overflow(page, tmp_path, "runs-cards")
+
+        # The sellers directory, and a seller both runs saw, charted from its table.
+        await page.get_by_role("link", name="Sellers", exact=True).click()
+        await expect(page.get_by_role("heading", name="Sellers", exact=True)).to_be_visible()
+        wide["sellers"] = await _overflow(page, tmp_path, "sellers")
+        await page.get_by_label("Order by").select_option("runs_seen")
+        await page.get_by_role("button", name="Search").click()
+        await page.locator("td.seller a").first.click()
+        charts = page.locator(".charts").first
+        await expect(charts.locator("figure.chart canvas")).to_have_count(3)
+        await expect(charts.locator("figcaption")).to_have_text(
+            ["Rank (1 lists the most products)", "Products listed", "Median price (USD)"]
+        )
+        label = await charts.locator('[role="img"]').first.get_attribute("aria-label")
+        assert label is not None
+        assert re.match(r"^Rank \(1 lists the most products\) in 2 runs: \d+ on \w{3} ", label)
+        table = page.locator("table.history").first
+        await expect(table.locator("tbody tr")).to_have_count(2)  # the figures, for everyone
+        wide["seller"] = await _overflow(page, tmp_path, "seller")
+        assert problems == [], problems  # no script error, nothing the CSP refused
 
         # Run again: a new run of the same preset, followed live until it completes.
         await page.goto(f"{process.url}/runs/{second['id']}")

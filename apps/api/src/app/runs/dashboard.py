@@ -58,7 +58,6 @@ async def since_last_run(
                 DirectoryScope.previous_run_id,
                 DirectoryScope.previous_run_at,
                 CollectionRun.name,
-                CollectionRun.sellers_found,
             )
             .join(
                 CategoryPreset,
@@ -80,18 +79,15 @@ async def since_last_run(
         )
     ).all()
     cards = []
-    for scope_id, preset, latest_id, latest_at, previous_id, previous_at, name, found in scopes:
-        gained = lost = 0
+    for scope_id, preset, latest_id, latest_at, previous_id, previous_at, name in scopes:
+        # in the latest run: all its sellers, and those not seen in the run before it
+        not_seen_before = sa.or_(_D.prev_run_id.is_(None), _D.prev_run_id != previous_id)
+        sellers, gained = await _counts(
+            session, org_id, scope_id, latest_id, latest_at, not_seen_before
+        )
+        lost = 0
         if previous_id is not None and previous_at is not None:
-            gained = await _count(
-                session,
-                org_id,
-                scope_id,
-                latest_id,
-                latest_at,
-                sa.or_(_D.prev_run_id.is_(None), _D.prev_run_id != previous_id),
-            )
-            lost = await _count(session, org_id, scope_id, previous_id, previous_at)
+            lost, _ = await _counts(session, org_id, scope_id, previous_id, previous_at)
         cards.append(
             SinceLastRun(
                 preset_id=scope_id,
@@ -99,35 +95,38 @@ async def since_last_run(
                 latest_run_id=latest_id,
                 latest_run_name=name,
                 latest_run_at=latest_at,
-                sellers=found,
+                sellers=sellers,
                 previous_run_id=previous_id,
                 previous_run_at=previous_at,
-                gained=gained,
+                gained=gained if previous_id else 0,
                 lost=lost,
             )
         )
     return cards
 
 
-async def _count(
+async def _counts(
     session: AsyncSession,
     org_id: uuid.UUID,
     scope_id: uuid.UUID,
     run_id: uuid.UUID,
     run_at: datetime,
-    *more: sa.ColumnElement[bool],
-) -> int:
-    """Sellers of the scope last seen in `run_id` (created at `run_at`, which bounds the
-    range of the index), and matching `more`."""
-    count = await session.scalar(
-        sa.select(sa.func.count())
-        .select_from(_D)
-        .where(
-            _D.org_id == org_id,
-            _D.scope_id == scope_id,
-            _D.last_seen_at == run_at,
-            _D.last_run_id == run_id,
-            *more,
+    among: sa.ColumnElement[bool] | None = None,
+) -> tuple[int, int]:
+    """How many sellers of the scope were last seen in `run_id` (created at `run_at`,
+    which bounds the range of the index), and how many of them match `among`."""
+    row = (
+        await session.execute(
+            sa.select(
+                sa.func.count(), sa.func.count().filter(among if among is not None else sa.true())
+            )
+            .select_from(_D)
+            .where(
+                _D.org_id == org_id,
+                _D.scope_id == scope_id,
+                _D.last_seen_at == run_at,
+                _D.last_run_id == run_id,
+            )
         )
-    )
-    return count or 0
+    ).one()
+    return row[0], row[1]
