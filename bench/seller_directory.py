@@ -16,7 +16,8 @@ the organization (so PostgreSQL's row-level security policies apply, as in a req
 * **pages**: the first page of 50 in the default order (last seen, newest first) and in
   every other order; one preset's; a search matching about 1 % of the names, and one
   matching none (every row of the scope is read); a page half-way through by cursor; and
-  one seller's page (history over 50 runs, current listings).
+  one seller's page (history over 50 runs, current listings); the home page's cards (what
+  each preset's latest run gained and lost, app.runs.dashboard).
 * **peer**: the first page computed per request from the runs' results, the way it would
   be without the directory: `run_sellers` of the organization's completed runs grouped by
   seller (first and last seen and runs seen only; rank and trend would cost more).
@@ -253,7 +254,7 @@ async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -
     from app.core.database import SYSTEM, Database, DbActor, acting_as
     from app.directory_tables import DIRECTORY_ALL, DirectorySeller
     from app.migrate import upgrade
-    from app.runs import directory_pages
+    from app.runs import dashboard, directory_pages
 
     settings = bench_settings(url, data_dir)
     await asyncio.to_thread(upgrade, settings)  # Alembic runs its own event loop
@@ -339,6 +340,17 @@ async def measure(db: str, url: str, data_dir: Path, args: argparse.Namespace) -
 
         history = f"one seller: history over {args.runs // args.presets} runs, listings"
         row(history, await timed(args.repeat, seller))
+
+        async def cards() -> None:
+            with acting_as(member):
+                async with database.read() as session:
+                    await dashboard.since_last_run(session, org_id=org_id)
+
+        row(
+            f"home page cards: {args.presets} presets gained/lost ({args.per_run:,} per run)",
+            await timed(args.repeat, cards),
+            "",
+        )
 
         async def peer() -> None:
             with acting_as(member):
