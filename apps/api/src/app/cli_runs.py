@@ -3,9 +3,12 @@ running service's HTTP API."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import click
 import httpx
@@ -58,11 +61,7 @@ def _api_get(http: httpx.Client, path: str, **params: str) -> httpx.Response:
     except httpx.TransportError as exc:
         raise click.ClickException(f"cannot reach {http.base_url}: {exc}") from None
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise click.ClickException(f"HTTP {response.status_code}: {detail}")
+        _fail(response)
     return response
 
 
@@ -88,6 +87,66 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
     return fraction, summary
 
 
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
+"""A stream is silent at most ~15 s (the server's keep-alive comments): 60 s means lost."""
+
+
+def _fail(response: httpx.Response) -> NoReturn:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    raise click.ClickException(f"HTTP {response.status_code}: {detail}")
+
+
+def _stream(http: httpx.Client, run_id: uuid.UUID) -> Iterator[dict[str, Any]]:
+    """The run's states from its event stream (GET /collection/runs/{id}/events), until
+    the stream ends; an HTTP error is raised as the API's message."""
+    path = f"/collection/runs/{run_id}/events"
+    with http.stream("GET", path, timeout=STREAM_TIMEOUT) as response:
+        if response.status_code >= 400:
+            response.read()
+            _fail(response)
+        event, data = "message", []
+        for line in response.iter_lines():
+            if line:  # a field; comments (":") keep the connection alive
+                name, _, value = line.partition(":")
+                if name == "event":
+                    event = value.strip()
+                elif name == "data":
+                    data.append(value.removeprefix(" "))
+                continue
+            if event == "run" and data:
+                yield json.loads("\n".join(data))
+            elif event == "end":
+                return
+            event, data = "message", []
+
+
+def _polled(http: httpx.Client, run_id: uuid.UUID, interval: float) -> Iterator[dict[str, Any]]:
+    """The run's state every `interval` seconds, for ever."""
+    while True:
+        yield _api_get(http, f"/collection/runs/{run_id}").json()
+        time.sleep(interval)
+
+
+def _states(http: httpx.Client, run_id: uuid.UUID, interval: float) -> Iterator[dict[str, Any]]:
+    """The run's states as they change: streamed; when the stream breaks, reconnected
+    (after `interval`), and polled after three breaks in a row."""
+    breaks = 0
+    while breaks < 3:
+        try:
+            for state in _stream(http, run_id):
+                breaks = 0
+                yield state
+            return
+        except (httpx.TransportError, httpx.StreamError):
+            breaks += 1
+            time.sleep(interval)
+    click.echo("the event stream keeps breaking: polling instead", err=True)
+    yield from _polled(http, run_id, interval)
+
+
 @runs.command()
 @click.argument("run_id", type=click.UUID)
 @click.option(
@@ -95,32 +154,39 @@ def describe_progress(run: dict[str, object]) -> tuple[float, str]:
     default=1.0,
     show_default=True,
     type=click.FloatRange(0.1),
-    help="Seconds between progress polls.",
+    help="Seconds between polls, when the event stream cannot be used (--poll, or it breaks).",
 )
+@click.option("--poll", is_flag=True, help="Poll the run instead of following its event stream.")
 @click.pass_context
-def watch(ctx: click.Context, run_id: uuid.UUID, interval: float) -> None:
-    """Show a run's progress until it ends; exit 0 if it completed, 1 otherwise."""
+def watch(ctx: click.Context, run_id: uuid.UUID, interval: float, poll: bool) -> None:
+    """Show a run's progress as it changes, until it ends; exit 0 if it completed, 1
+    otherwise. Follows the run's event stream (one request for the whole run)."""
     http = _client(ctx)
     tty = sys.stdout.isatty()
     last = ""
-    while True:
-        run = _api_get(http, f"/collection/runs/{run_id}").json()
-        fraction, summary = describe_progress(run)
-        width = 30
-        filled = round(fraction * width)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {summary}"
-        if tty:
-            click.echo(f"\r{line}\x1b[K", nl=False)
-        elif line != last:
-            click.echo(line)
-        last = line
-        if run["status"] in TERMINAL_STATUSES:
+    states = _polled(http, run_id, interval) if poll else _states(http, run_id, interval)
+    try:
+        for run in states:
+            fraction, summary = describe_progress(run)
+            width = 30
+            filled = round(fraction * width)
+            line = f"[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {summary}"
             if tty:
-                click.echo()
-            if run.get("error"):
-                click.echo(f"error: {run['error']}", err=True)
-            sys.exit(0 if run["status"] == "completed" else 1)
-        time.sleep(interval)
+                click.echo(f"\r{line}\x1b[K", nl=False)
+            elif line != last:
+                click.echo(line)
+            last = line
+            if run["status"] in TERMINAL_STATUSES:
+                if tty:
+                    click.echo()
+                if run.get("error"):
+                    click.echo(f"error: {run['error']}", err=True)
+                sys.exit(0 if run["status"] == "completed" else 1)
+    except httpx.TransportError as exc:
+        raise click.ClickException(f"cannot reach {http.base_url}: {exc}") from None
+    raise click.ClickException(
+        "the run's stream ended before the run did: it was deleted, or your access to it ended"
+    )
 
 
 @runs.command()

@@ -20,6 +20,7 @@ from app.runs.leases import Leases
 from app.runs.lifecycle import RunLifecycle
 from app.runs.notifications import Mailer, notify_run_ended
 from app.runs.pipeline import Pipeline
+from app.runs.watch import RunWatch
 from app.scheduling.commands import ScheduleCommands
 from app.scheduling.engine import CollectionScheduler, ScheduleMetrics
 from app.scheduling.schedules import ScheduleService
@@ -41,6 +42,7 @@ class Instance:
     pipeline: Pipeline
     executor: RunExecutor
     run_commands: RunCommands
+    run_watch: RunWatch
     schedules: ScheduleService
     scheduler: CollectionScheduler
     schedule_commands: ScheduleCommands
@@ -82,6 +84,7 @@ class Instance:
             pipeline=pipeline,
             executor=executor,
             run_commands=RunCommands(runs, executor, database, mailer),
+            run_watch=RunWatch(database, lambda: runs.clock()),
             schedules=schedules,
             scheduler=scheduler,
             schedule_commands=ScheduleCommands(schedules, scheduler),

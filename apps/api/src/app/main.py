@@ -19,7 +19,16 @@ from app import __version__, web
 from app.api import errors as api_errors
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.openapi import openapi_schema
-from app.api.routes import health, orgs, presets, runs, schedules, sellers, watchlists
+from app.api.routes import (
+    health,
+    orgs,
+    presets,
+    run_events,
+    runs,
+    schedules,
+    sellers,
+    watchlists,
+)
 from app.auth import TokenVerifier
 from app.core.config import Settings
 from app.core.database import Database
@@ -95,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=HttpMetrics(registry))
-    for route in (health, orgs, presets, runs, schedules, sellers, watchlists):
+    for route in (health, orgs, presets, runs, run_events, schedules, sellers, watchlists):
         app.include_router(route.router)
     api_errors.install(app)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -23,6 +23,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.models import RunEta, RunResponse
 from app.tables import CollectionRun, RunCategory, RunPhase, RunProduct, RunStatus
 
 WINDOW = 50
@@ -216,3 +217,23 @@ async def _earlier_ebay_pace(session: AsyncSession, run: CollectionRun) -> Pace 
     if finished_at is None or began is None:
         return None
     return Pace(searched, (finished_at - began).total_seconds())
+
+
+def timed(row: CollectionRun, timing: Timing) -> RunResponse:
+    """The run with its elapsed time and, while it is not finished, its estimate."""
+    elapsed = timing.elapsed
+    eta = None
+    if row.finished_at is None:
+        eta = RunEta(
+            remaining_seconds=None
+            if timing.remaining is None
+            else int(timing.remaining.total_seconds()),
+            finishes_at=timing.finishes_at,
+            note=timing.note,
+        )
+    return RunResponse.model_validate(row).model_copy(
+        update={
+            "elapsed_seconds": None if elapsed is None else int(elapsed.total_seconds()),
+            "eta": eta,
+        }
+    )

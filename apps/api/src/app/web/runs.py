@@ -389,17 +389,24 @@ async def run_sellers(
 async def run_live(
     request: Request, run_id: str, context: CanView, session: SessionDep, runs: Runs
 ) -> Response:
-    """The live part of a run's page (status, progress, timing, buttons), polled while it
-    runs."""
+    """The live part of a run's page, polled while it runs (when its events cannot be
+    streamed: app.web.run_events)."""
     row = await _run_row(context, session, runs, _uuid(run_id, "run"))
-    run = RunResponse.model_validate(row)
+    timing = await pace.timing(session, row, now=runs.clock())
+    return live_fragment(request, RunResponse.model_validate(row), timing, context)
+
+
+def live_fragment(
+    request: Request, run: RunResponse, timing: pace.Timing, context: WebContext
+) -> Response:
+    """The live part of a run's page: status, progress, timing and buttons."""
     return render(
         request,
         "runs/_live.html",
         run=run,
-        timing=await pace.timing(session, row, now=runs.clock()),
+        timing=timing,
         actions=allowed_actions(run, context),
-        run_again=context.can("collection.run") and can_run_again(row),
+        run_again=context.can("collection.run") and run.status in run_changes.FINISHED,
         live=is_active(run),
     )
 

@@ -15,7 +15,7 @@ from app.api.errors import AUTH_ERRORS, Responses, invalid_query
 from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
 from app.core.text import REFUSED_CLASS
 from app.errors import InvalidError
-from app.models import RunCreate, RunEta, RunResponse, SellerPage, SellerResponse, UtcMoment
+from app.models import RunCreate, RunResponse, SellerPage, SellerResponse, UtcMoment
 from app.runs import changes, listings, pace, results
 from app.runs.lifecycle import RunFilter
 from app.runs.listing_models import ListingPage, ListingResponse
@@ -104,26 +104,6 @@ def run_filter(
     )
 
 
-def timed(row: CollectionRun, timing: pace.Timing) -> RunResponse:
-    """The run with its elapsed time and, while it is not finished, its estimate."""
-    elapsed = timing.elapsed
-    eta = None
-    if row.finished_at is None:
-        eta = RunEta(
-            remaining_seconds=None
-            if timing.remaining is None
-            else int(timing.remaining.total_seconds()),
-            finishes_at=timing.finishes_at,
-            note=timing.note,
-        )
-    return RunResponse.model_validate(row).model_copy(
-        update={
-            "elapsed_seconds": None if elapsed is None else int(elapsed.total_seconds()),
-            "eta": eta,
-        }
-    )
-
-
 @router.get("/runs", response_model=Page[RunResponse], responses=AUTH_ERRORS)
 async def list_runs(
     ctx: CanView,
@@ -157,7 +137,7 @@ async def get_run(run_id: uuid.UUID, ctx: CanView, session: SessionDep, runs: Ru
     """One run with its phase and progress counters, how long it has been going and, while
     it runs, about how long it has left (`eta`: from the pace of its latest checkpoints)."""
     run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
-    return timed(run, await pace.timing(session, run, now=runs.clock()))
+    return pace.timed(run, await pace.timing(session, run, now=runs.clock()))
 
 
 @router.post("/runs/{run_id}/start", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)

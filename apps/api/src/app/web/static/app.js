@@ -1,6 +1,6 @@
 // Collection web UI: small enhancements on top of server-rendered pages. Every page works
-// without this file; with it, run progress refreshes by itself, further changes of a run
-// load in place, the schedule forms preview the cron expression as it is typed and dates
+// without this file; with it, run progress follows the run's events as they happen (or
+// polls, without EventSource), further changes of a run load in place, the schedule forms preview the cron expression as it is typed and dates
 // show in the reader's time zone.
 (function () {
   "use strict";
@@ -35,47 +35,106 @@
     return template.content.firstElementChild;
   }
 
-  // Elements with data-live-url are replaced by a fresh copy every data-interval ms. The
-  // server leaves the attribute out once nothing can change; `data-finished` then asks for
-  // the whole page again (a finished run shows its results).
+  // Puts `fresh` (a new copy of a live part) in the place of `element`, keeping the focus
+  // on the same button; returns whichever is in the page now.
+  function swap(element, fresh) {
+    if (!fresh || !element.isConnected) return element;
+    var focused = document.activeElement;
+    var focusedForm = focused && element.contains(focused) && focused.form ? focused.form.getAttribute("action") : null;
+    localizeTimes(fresh);
+    element.replaceWith(fresh);
+    if (focusedForm) {
+      var again = fresh.querySelector('form[action="' + focusedForm + '"] button');
+      if (again) again.focus();
+    }
+    return fresh;
+  }
+
+  var RUN_CHANGED = "collection:run-changed";
+  var following = false;  // a stream of the run's events feeds this page
+
+  // Elements with data-live-url are replaced by a fresh copy from that URL: every
+  // data-interval ms, or, while the page follows its run's events, after each change (at
+  // most once per data-interval). The server leaves the attribute out once nothing can
+  // change; `data-finished` then asks for the whole page again (a finished run shows its
+  // results).
   function poll(element) {
     var url = element.getAttribute("data-live-url");
     var interval = Number(element.getAttribute("data-interval")) || 1500;
-    var last = null;
-    function tick() {
-      if (document.hidden) {
-        window.setTimeout(tick, interval);
-        return;
-      }
+    var last = null, timer = null, started = 0;
+    var busy = false, again = false, done = false;
+    function refresh() {
+      busy = true;
+      started = Date.now();
       fetchFragment(url).then(function (html) {
-        if (html === null) {
-          window.setTimeout(tick, interval * 3);
-          return;
+        busy = false;
+        if (html !== null && html !== last) {
+          last = html;
+          element = swap(element, elementFrom(html));
+          if (!element.hasAttribute("data-live-url")) {
+            done = true;
+            document.removeEventListener(RUN_CHANGED, changed);
+            if (element.hasAttribute("data-finished")) window.location.reload();
+            return;
+          }
         }
-        if (html === last) {
-          window.setTimeout(tick, interval);
-          return;
-        }
-        last = html;
-        var fresh = elementFrom(html);
-        if (!fresh) return;
-        var focused = document.activeElement;
-        var focusedForm = focused && element.contains(focused) && focused.form ? focused.form.getAttribute("action") : null;
-        localizeTimes(fresh);
-        element.replaceWith(fresh);
-        element = fresh;
-        if (focusedForm) {
-          var again = fresh.querySelector('form[action="' + focusedForm + '"] button');
-          if (again) again.focus();
-        }
-        if (fresh.hasAttribute("data-live-url")) {
-          window.setTimeout(tick, interval);
-        } else if (fresh.hasAttribute("data-finished")) {
-          window.location.reload();
+        if (again) {
+          again = false;
+          changed();
+        } else if (!following) {
+          schedule(html === null ? interval * 3 : interval);
         }
       });
     }
-    window.setTimeout(tick, interval);
+    function schedule(delay) {
+      if (timer !== null || done) return;
+      timer = window.setTimeout(function () {
+        timer = null;
+        if (document.hidden && !following) schedule(interval);
+        else refresh();
+      }, delay);
+    }
+    function changed() {  // the run changed: refresh, at most once per interval
+      if (busy) again = true;
+      else schedule(Math.max(0, started + interval - Date.now()));
+    }
+    document.addEventListener(RUN_CHANGED, changed);
+    if (!following) schedule(interval);
+  }
+
+  // A run page's status part follows the run's Server-Sent Events: each `live` event is the
+  // part rendered anew, and the page's other live parts refresh after it. Without
+  // EventSource, or when the stream keeps failing, the part polls like the others.
+  function follow(element) {
+    var source = new window.EventSource(element.getAttribute("data-events-url"));
+    var failures = 0;
+    following = true;
+    source.addEventListener("live", function (event) {
+      failures = 0;
+      element = swap(element, elementFrom(event.data));
+      document.dispatchEvent(new window.CustomEvent(RUN_CHANGED));
+      if (!element.hasAttribute("data-live-url")) {
+        source.close();
+        if (element.hasAttribute("data-finished")) window.location.reload();
+      }
+    });
+    source.addEventListener("end", function () { source.close(); });
+    source.addEventListener("error", function () {
+      failures += 1;
+      if (source.readyState !== window.EventSource.CLOSED && failures < 3) return;
+      source.close();  // poll instead: this part from now, the others after one more refresh
+      following = false;
+      if (element.hasAttribute("data-live-url")) poll(element);
+      document.dispatchEvent(new window.CustomEvent(RUN_CHANGED));
+    });
+  }
+
+  function live() {
+    var streamed = document.querySelector("[data-events-url][data-live-url]");
+    if (streamed && window.EventSource) follow(streamed);
+    Array.prototype.forEach.call(document.querySelectorAll("[data-live-url]"), function (element) {
+      if (!(following && element === streamed)) poll(element);
+    });
   }
 
   // Moments are written one way on every page: "Mon 2026-12-07 06:00 CET". The server
@@ -254,7 +313,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     rememberZone();
     localizeTimes(document);
-    Array.prototype.forEach.call(document.querySelectorAll("[data-live-url]"), poll);
+    live();
     schedulePreview();
     calendarZoneLink();
   });
