@@ -13,9 +13,10 @@ import pytest
 
 from app.core.database import Database
 from app.runs.dashboard import since_last_run
-from tests.helpers.actors import Actor, Actors
+from tests.helpers.actors import Actors
 from tests.helpers.directory import completed_run
 from tests.helpers.listings import Products, later_products, random_products
+from tests.helpers.web import make_preset
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -24,21 +25,13 @@ def _sellers(products: Products) -> set[str]:
     return {row["seller_username"] for rows in products.values() for row in rows}
 
 
-async def _preset(client: httpx.AsyncClient, admin: Actor, name: str) -> str:
-    response = await client.post(
-        "/collection/presets", json={"name": name, "category_ids": ["1"]}, headers=admin.headers
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
 @pytest.mark.parametrize("seed", range(6))
 async def test_gained_and_lost_are_the_set_differences_of_the_latest_two_runs(
     client: httpx.AsyncClient, actors: Actors, database: Database, seed: int
 ) -> None:
     admin = await actors.admin()
     assert admin.org_id is not None
-    preset = await _preset(client, admin, "Tools")
+    preset = await make_preset(client, admin, "Tools")
     rng = random.Random(seed)
     markets = [random_products(rng)]
     for _ in range(2):
@@ -71,7 +64,7 @@ async def test_newest_presets_first_each_organization_its_own(
     assert other.org_id is not None
     rng = random.Random(7)
     names = ["Tools", "Toys", "Garden"]
-    presets = [await _preset(client, admin, name) for name in names]
+    presets = [await make_preset(client, admin, name) for name in names]
     for day, preset in enumerate([presets[0], presets[2], presets[1]]):
         await completed_run(
             client,
@@ -81,7 +74,7 @@ async def test_newest_presets_first_each_organization_its_own(
             T0 + timedelta(days=day),
             preset_id=preset,
         )
-    theirs = await _preset(client, other, "Theirs")
+    theirs = await make_preset(client, other, "Theirs")
     await completed_run(client, database, other, random_products(rng), T0, preset_id=theirs)
     async with database.read_sessions() as session:
         cards = await since_last_run(session, org_id=admin.org_id)

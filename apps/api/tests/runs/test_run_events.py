@@ -52,9 +52,20 @@ async def _paused(client: httpx.AsyncClient, database: Database, admin: Actor) -
     return run_id
 
 
-async def _until_watched(watch: RunWatch, count: int = 1) -> None:
+async def _streaming(
+    client: httpx.AsyncClient, actor: Actor, run_id: uuid.UUID, watch: RunWatch
+) -> asyncio.Task[httpx.Response]:
+    """The request of the run's event stream, once its watcher has started."""
+    stream = asyncio.create_task(
+        client.get(f"/collection/runs/{run_id}/events", headers=actor.headers)
+    )
+    await _until_watched(watch)
+    return stream
+
+
+async def _until_watched(watch: RunWatch) -> None:
     for _ in range(500):
-        if watch.watched >= count:
+        if watch.watched:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the stream did not start")
@@ -66,10 +77,7 @@ async def test_the_stream_sends_each_change_then_the_end(
     admin = await actors.admin()
     run_id = await _paused(client, database, admin)
     watch: RunWatch = app.state.instance.run_watch
-    stream = asyncio.create_task(
-        client.get(f"/collection/runs/{run_id}/events", headers=admin.headers)
-    )
-    await _until_watched(watch)
+    stream = await _streaming(client, admin, run_id, watch)
     await asyncio.sleep(0.05)
     await _set(database, run_id, sellers_found=7)
     watch.poke(run_id)
@@ -133,10 +141,7 @@ async def test_a_deleted_run_ends_its_stream(
     admin = await actors.admin()
     run_id = await _paused(client, database, admin)
     watch: RunWatch = app.state.instance.run_watch
-    stream = asyncio.create_task(
-        client.get(f"/collection/runs/{run_id}/events", headers=admin.headers)
-    )
-    await _until_watched(watch)
+    stream = await _streaming(client, admin, run_id, watch)
     async with database.transaction() as session:
         await session.execute(sa.delete(CollectionRun).where(CollectionRun.id == run_id))
     watch.poke(run_id)
@@ -158,10 +163,7 @@ async def test_a_removed_member_loses_the_stream(
     viewer = await actors.member(admin, "viewer")
     run_id = await _paused(client, database, admin)
     watch: RunWatch = app.state.instance.run_watch
-    stream = asyncio.create_task(
-        client.get(f"/collection/runs/{run_id}/events", headers=viewer.headers)
-    )
-    await _until_watched(watch)
+    stream = await _streaming(client, viewer, run_id, watch)
     removed = await client.delete(f"/orgs/current/members/{viewer.user_id}", headers=admin.headers)
     assert removed.status_code == 204, removed.text
     await _set(database, run_id, sellers_found=3)

@@ -17,16 +17,9 @@ from app.web import sellers as seller_pages
 from tests.helpers.actors import Actor, Actors
 from tests.helpers.browser import BrowserFactory
 from tests.helpers.directory import completed_run, listings
+from tests.helpers.web import make_preset
 
 T0 = datetime(2026, 6, 1, 6, tzinfo=UTC)
-
-
-async def _preset(client: httpx.AsyncClient, admin: Actor, name: str) -> str:
-    response = await client.post(
-        "/collection/presets", json={"name": name, "category_ids": ["1"]}, headers=admin.headers
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def _text(page: str) -> str:
@@ -61,8 +54,8 @@ async def test_the_directory_searches_orders_filters_and_pages(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     admin = await actors.admin()
-    tools = await _preset(client, admin, "Tools")
-    toys = await _preset(client, admin, "Toys")
+    tools = await make_preset(client, admin, "Tools")
+    toys = await make_preset(client, admin, "Toys")
     _, second = await _two_runs(client, database, admin, tools)
     await completed_run(
         client, database, admin, listings("e"), T0 + timedelta(days=2), preset_id=toys
@@ -118,7 +111,7 @@ async def test_a_seller_page_has_each_presets_runs_to_chart_and_its_listings(
     client: httpx.AsyncClient, actors: Actors, database: Database, browser: BrowserFactory
 ) -> None:
     admin = await actors.admin()
-    tools = await _preset(client, admin, "Tools")
+    tools = await make_preset(client, admin, "Tools")
     first, second = await _two_runs(client, database, admin, tools)
     signed_in = await browser(admin)
 
@@ -182,8 +175,8 @@ async def test_home_cards_count_what_each_presets_latest_run_gained_and_lost(
     client: httpx.AsyncClient, actors: Actors, database: Database, browser: BrowserFactory
 ) -> None:
     admin = await actors.admin()
-    tools = await _preset(client, admin, "Tools")
-    toys = await _preset(client, admin, "Toys")
+    tools = await make_preset(client, admin, "Tools")
+    toys = await make_preset(client, admin, "Toys")
     _, second = await _two_runs(client, database, admin, tools)
     await completed_run(
         client, database, admin, listings("ef"), T0 + timedelta(days=2), preset_id=toys
