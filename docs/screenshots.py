@@ -37,6 +37,8 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
+MARKET_DAY_SECONDS = 4
+"""The sample market moves this often, so that runs of a preset differ (sellers' charts)."""
 
 PRESETS = [
     ("Electronics & computers", ["172282", "541966", "565108", "1266092011"]),
@@ -115,8 +117,11 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
     cancelled = admin.run(presets["Home & kitchen"], products_per_category=10)
     admin.call("POST", f"/collection/runs/{cancelled}/cancel")
     admin.wait(cancelled, lambda r: r["status"] == "cancelled")  # (cancelling a moment first)
-    first = admin.run(electronics, name="Electronics, October", products_per_category=15)
-    admin.wait(first, lambda r: r["status"] == "completed")
+    for month in ("September", "October", "November"):  # each a market day apart
+        started = time.monotonic()
+        run = admin.run(electronics, name=f"Electronics, {month}", products_per_category=15)
+        admin.wait(run, lambda r: r["status"] == "completed")
+        time.sleep(max(0.0, MARKET_DAY_SECONDS + 0.5 - (time.monotonic() - started)))
     admin.call(
         "PATCH",
         "/collection/schedule",
@@ -149,7 +154,11 @@ def seed(url: str, env: dict[str, str]) -> dict[str, Any]:
          "paused_note": "Waiting for next month's eBay quota"},
     ):  # fmt: skip
         admin.call("POST", "/collection/schedules", json={"timezone": "Europe/Berlin", **body})
+    steady = admin.call(
+        "GET", "/collection/sellers", params={"sort": "runs_seen", "preset_id": electronics}
+    )["items"][0]["username"]
     return {
+        "steady": steady,
         "admin_token": boot["token"],
         "member_token": _cli(env, "token", "--email", "ana@acme.example"),
         "newcomer_token": _cli(env, "token", "--email", "sam@example.com"),
@@ -229,6 +238,11 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await shoot(page, "run-seller-margins")
         await page.goto(f"{url}/settings")
         await shoot(page, "settings")
+        await page.goto(f"{url}/sellers?sort=runs_seen")
+        await shoot(page, "sellers", full_page=False)
+        await page.goto(f"{url}/sellers/{data['steady']}")
+        await page.locator(".charts figure").first.wait_for()
+        await shoot(page, "seller-history")
 
         await page.goto(f"{url}/runs/new?preset_id={data['presets']['Toys & games']}")
         await shoot(page, "run-new")
@@ -274,6 +288,9 @@ async def screenshots(url: str, data: dict[str, Any]) -> None:
         await shoot(small, "phone-run-margins", full_page=False)
         await small.goto(f"{url}/runs/{data['completed']}/sellers/{seller}")
         await shoot(small, "phone-seller-margins")
+        await small.goto(f"{url}/sellers/{data['steady']}")
+        await small.locator(".charts figure").first.wait_for()
+        await shoot(small, "phone-seller-history")
         await small.goto(f"{url}/schedule")
         await shoot(small, "phone-schedule", full_page=False)
         await small.goto(f"{url}/schedules#calendar-heading")
@@ -303,6 +320,7 @@ def main() -> None:
             "HOME": os.environ.get("HOME", tmp),
             "DATA_DIR": tmp,
             "SAMPLE_PROVIDER_LATENCY_MS": "100",
+            "SAMPLE_MARKET_DAY_SECONDS": str(MARKET_DAY_SECONDS),
             "RUN_PRODUCTS_PER_CATEGORY": "20",
             "RUN_PROVIDER_CONCURRENCY": "2",
             "LOG_LEVEL": "WARNING",
