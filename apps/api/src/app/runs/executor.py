@@ -180,13 +180,16 @@ class RunExecutor:
         kept = (self._handed_over | late) - self._released
         ended = len(runs) - len(at_checkpoint) - len(cut_off) - len(kept)
         released = len(at_checkpoint) + len(cut_off)
-        parts = [f"{len(at_checkpoint)} at a checkpoint"]
+        parts = [f"{len(at_checkpoint)} at a checkpoint"] if at_checkpoint else []
         if cut_off:
+            its = "its" if len(cut_off) == 1 else "their"
             parts.append(
-                f"{len(cut_off)} cut off after the {within:g} s drain timeout (their calls in "
-                "flight are made again)"
+                f"{len(cut_off)} stopped by the {within:g} s drain timeout before a checkpoint, "
+                f"{its} provider calls in flight lost"
             )
-        summary = f"{_runs(released)} released to other instances ({'; '.join(parts)})"
+        summary = f"{_runs(released)} released to other instances"
+        if parts:
+            summary += f" ({'; '.join(parts)})"
         if kept:
             summary += (
                 f"; {_runs(len(kept))} could not be released: another instance takes "
