@@ -10,12 +10,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from app.core.clock import utcnow
 from app.core.config import Settings
 from app.core.database import Database
 from app.runs.executor import RunExecutor
@@ -216,3 +218,35 @@ async def test_an_api_only_instance_executes_nothing_and_tells_the_instances_tha
     assert not await executor.submit(uuid.UUID(run["id"]))
     assert wakeups.announced == 1
     assert await lease_and_progress(database, run["id"]) == ("running", "dead-host:1", 0)
+
+
+async def test_a_run_waiting_for_quota_is_handed_over_at_once_and_keeps_its_wait(
+    client: httpx.AsyncClient,
+    admin: Actor,
+    database: Database,
+    leaving: RunExecutor,
+    gated: GatedEbay,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = await create_run(client, admin, ["172282"])
+    await orphan(database, run["id"], owner=LEAVING, expired=False)
+    resumes_at = (utcnow() + timedelta(hours=1)).replace(microsecond=0)
+    async with database.transaction() as session:
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run["id"]))
+            .values(resumes_at=resumes_at, waiting_for="eBay daily call limit")
+        )
+    assert await leaving.submit(uuid.UUID(run["id"]))
+
+    with caplog.at_level(logging.INFO, logger="app.runs.executor"):
+        await leaving.drain(30)  # an hour's wait is no checkpoint to wait for
+
+    assert gated.calls == 0
+    assert await lease_and_progress(database, run["id"]) == ("running", None, 0)
+    async with database.read() as session:
+        kept = await session.scalar(
+            sa.select(CollectionRun.resumes_at).where(CollectionRun.id == uuid.UUID(run["id"]))
+        )
+    assert kept == resumes_at  # whoever continues waits out the rest
+    assert "draining: 1 run released to other instances (1 at a checkpoint)" in caplog.text

@@ -359,9 +359,12 @@ class RunExecutor:
         """Renew leases; stop local runs that are pausing or cancelling, or were taken over."""
         leases = list(self._leases)
         held = await self.leases.renew(leases, owner=self.owner)
+        unheld = [run_id for run_id in leases if run_id not in held]
+        # A run that ended here while renew() ran is not lost: its finish hooks run now.
+        ended = await self.leases.ended(unheld) if unheld else set()
         for run_id in leases:  # not runs submitted while renew() ran: they hold fresh leases
             task = self._tasks.get(run_id)
-            if task is None:
+            if task is None or run_id in ended:
                 continue
             status = held.get(run_id)
             if status is None:
