@@ -118,7 +118,7 @@ class RunExecutor:
         instance continues it at once (woken on PostgreSQL, else at its next sweep) rather
         than when the lease expires. A run not at a checkpoint within `within` seconds is
         stopped where it is and released too: its calls in flight are lost and made again
-        by whoever continues. Runs that end meanwhile (completed, paused, ...) end here.
+        by whoever continues. Runs that end or pause meanwhile do so here, as usual.
         """
         self.draining = True
         if self._listen_task is not None:
@@ -196,7 +196,7 @@ class RunExecutor:
                 "them over when their lease expires"
             )
         if ended:
-            summary += f"; {_runs(ended)} ended here meanwhile"
+            summary += f"; {_runs(ended)} ended, paused or taken over meanwhile"
         return summary
 
     async def submit(self, run_id: uuid.UUID) -> bool:

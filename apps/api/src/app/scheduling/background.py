@@ -50,7 +50,9 @@ class BackgroundWork:
         """Stop claiming fires and runs, hand the runs executing here over to other
         instances (at their next checkpoint, at most SHUTDOWN_DRAIN_SECONDS), then stop."""
         instance, settings = self.instance, self.instance.settings
-        if not settings.executes_runs:
+        if not settings.executes_runs:  # nothing to drain; the runs it announced are sent
+            if instance.executor.wakeups is not None:
+                await instance.executor.wakeups.flush()
             return
         if self._cleanup is not None:
             self._cleanup.cancel()
