@@ -2,7 +2,7 @@
 are released, so another instance continues them at once and stores exactly the rows of an
 uninterrupted run; a run that reaches no checkpoint within the drain timeout (an injected
 clock) is stopped and released too; a draining or API-only instance claims nothing and
-tells the others."""
+tells the others; a heartbeat tells a run that ended here from one that went elsewhere."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from app.core.database import Database
 from app.runs.executor import RunExecutor
 from app.runs.pipeline import Pipeline
 from app.runs.wakeups import RunWakeups
-from app.tables import CollectionRun
+from app.tables import CollectionRun, RunStatus
 from tests.helpers.actors import Actor
 from tests.helpers.runs import (
     GatedEbay,
@@ -250,3 +250,39 @@ async def test_a_run_waiting_for_quota_is_handed_over_at_once_and_keeps_its_wait
         )
     assert kept == resumes_at  # whoever continues waits out the rest
     assert "draining: 1 run released to other instances (1 at a checkpoint)" in caplog.text
+
+
+async def test_a_run_that_ended_while_its_lease_was_renewed_is_not_taken_for_a_lost_one(
+    client: httpx.AsyncClient,
+    admin: Actor,
+    database: Database,
+    leaving: RunExecutor,
+    gated: GatedEbay,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its finish hooks (mail) run after the final status is committed: a heartbeat that
+    finds no lease then must leave the task alone, unlike one whose run went elsewhere."""
+    run = await executing_on_leaving(client, admin, database, leaving)
+    await until(lambda: gated.calls == leaving.pipeline.concurrency)
+    task = leaving._tasks[uuid.UUID(run["id"])]
+    async with database.transaction() as session:  # as the run's final write leaves it
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run["id"]))
+            .values(status=RunStatus.COMPLETED, lease_owner=None, lease_expires_at=None)
+        )
+    with caplog.at_level(logging.WARNING, logger="app.runs.executor"):
+        await leaving.heartbeat()
+    assert task.cancelling() == 0
+    assert "lease lost; stopping here" not in caplog.text
+
+    async with database.transaction() as session:  # now as if another instance held it
+        await session.execute(
+            sa.update(CollectionRun)
+            .where(CollectionRun.id == uuid.UUID(run["id"]))
+            .values(status=RunStatus.RUNNING, lease_owner="other-host:1")
+        )
+    with caplog.at_level(logging.WARNING, logger="app.runs.executor"):
+        await leaving.heartbeat()
+    assert task.cancelling() == 1
+    assert f"run {run['id']}: lease lost; stopping here" in caplog.text
