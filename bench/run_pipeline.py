@@ -261,7 +261,7 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
             peak_rss_kib=peak,
         )
     finally:
-        await executor.stop()
+        await executor.drain(0)
         await database.dispose()
 
 

@@ -1,5 +1,5 @@
-"""The `collection-api` command: serve, migrate, and local tokens and bootstrap; its `runs`
-commands are in `app.cli_runs`."""
+"""The `collection-api` command: serve, worker, migrate, and local tokens and bootstrap; its
+`runs` commands are in `app.cli_runs`."""
 
 from __future__ import annotations
 
@@ -64,29 +64,123 @@ def main() -> None:
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind."
 )
+@click.option(
+    "--role",
+    type=click.Choice(["all", "api"]),
+    help="all: the API, the schedule engine and the run executor in this one process; "
+    "api: the API only, next to `collection-api worker` processes on the same database. "
+    "Default: INSTANCE_ROLE, else all.",
+)
 @click.option("--no-migrate", is_flag=True, help="Do not upgrade the database schema first.")
-def serve(host: str, port: int, no_migrate: bool) -> None:
-    """Migrate the database (unless --no-migrate) and serve the HTTP API and web UI."""
+def serve(host: str, port: int, role: str | None, no_migrate: bool) -> None:
+    """Migrate the database (unless --no-migrate) and serve the HTTP API and web UI.
+
+    With the role `all` (the default) this process also fires the schedules and executes
+    the runs: one process does everything. With `--role api` (or INSTANCE_ROLE=api) it
+    only answers requests, and the runs started through it are executed by the workers
+    (`collection-api worker`) sharing its PostgreSQL database: see docs/deployment.md.
+
+    SIGTERM or SIGINT stops it gracefully: it accepts no more connections, lets the
+    requests in flight finish, hands the runs it executes over to other instances at
+    their next checkpoint (at most SHUTDOWN_DRAIN_SECONDS), and exits.
+    """
     import uvicorn
 
-    from app import migrate
     from app.main import create_app
+    from app.serving import Server
 
     settings = _settings()
+    if role is not None:
+        settings = settings.model_copy(update={"instance_role": role})
+    if settings.instance_role == "worker":
+        raise click.ClickException(
+            "INSTANCE_ROLE=worker: start a worker with `collection-api worker`; "
+            "`serve` runs the roles all and api"
+        )
     configure_logging(settings.log_level, settings.log_format)
-    try:
-        migrate.wait_for_database(settings)
-    except migrate.DatabaseUnavailableError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not no_migrate:
-        migrate.upgrade(settings)
+    _prepare_database(settings, no_migrate)
     app = create_app(settings)
     if not settings.jwt_secret and not settings.jwt_jwks_url:
         # The embedded default: whoever started the server may sign in to the web UI.
         from app.web import local_url
 
         click.echo(f"Web UI: {_sign_in_link(settings, local_url(host, port), None)}")
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        # event streams end when the shutdown begins (app.serving); a request that is
+        # still open after this long must not hold the drain back for ever
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_drain_seconds)),
+    )
+    Server(config, app).run()
+
+
+@main.command()
+@click.option(
+    "--health-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface of the probe endpoints (0.0.0.0 in a container, for the orchestrator).",
+)
+@click.option(
+    "--health-port",
+    default=8001,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port of /health (liveness), /ready (readiness) and /metrics.",
+)
+@click.option("--no-migrate", is_flag=True, help="Do not upgrade the database schema first.")
+def worker(health_host: str, health_port: int, no_migrate: bool) -> None:
+    """Fire the schedules and execute the runs, with no HTTP API.
+
+    For a deployment whose run execution grows apart from its web traffic: API replicas
+    (`serve --role api`) behind a load balancer and any number of workers, all on one
+    PostgreSQL database. A worker executes up to RUN_MAX_CONCURRENT runs at once: runs
+    started through any replica (it hears of them at once), runs its schedules fire
+    (each due time fires once, whichever worker fires it), and runs of an instance that
+    died, once their lease expires (RUN_LEASE_SECONDS). SCHEDULER_ENABLED=false makes a
+    worker that only executes runs.
+
+    It answers /health, /ready and /metrics on --health-host:--health-port for the
+    orchestrator's probes. SIGTERM or SIGINT drains it: it claims no more runs or fires,
+    its runs stop at their next checkpoint and go to other instances at once (at most
+    SHUTDOWN_DRAIN_SECONDS), and it exits; /health answers "draining" until then.
+    """
+    from app.worker import listen, run_worker
+
+    settings = _settings()
+    if settings.instance_role == "api":
+        raise click.ClickException(
+            "INSTANCE_ROLE=api: a worker executes runs; unset INSTANCE_ROLE for the worker "
+            "(the API replicas keep INSTANCE_ROLE=api or `serve --role api`)"
+        )
+    settings = settings.model_copy(update={"instance_role": "worker"})
+    configure_logging(settings.log_level, settings.log_format)
+    _prepare_database(settings, no_migrate)
+    try:
+        probes = listen(health_host, health_port)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {health_host}:{health_port} for the probes "
+            f"({exc.strerror or exc}); choose another --health-port or --health-host"
+        ) from None
+    with probes:
+        asyncio.run(run_worker(settings, probes))
+
+
+def _prepare_database(settings: Settings, no_migrate: bool) -> None:
+    """Wait for the database to accept connections, then migrate it unless told not to."""
+    from app import migrate
+
+    try:
+        migrate.wait_for_database(settings)
+    except migrate.DatabaseUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not no_migrate:
+        migrate.upgrade(settings)
 
 
 @main.command("sign-in-link")

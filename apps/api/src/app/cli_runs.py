@@ -91,6 +91,10 @@ STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 """A stream is silent at most ~15 s (the server's keep-alive comments): 60 s means lost."""
 
 
+class StreamCutError(Exception):
+    """A run's event stream closed before its `end` event."""
+
+
 def _fail(response: httpx.Response) -> NoReturn:
     try:
         detail = response.json().get("detail", response.text)
@@ -121,6 +125,7 @@ def _stream(http: httpx.Client, run_id: uuid.UUID) -> Iterator[dict[str, Any]]:
             elif event == "end":
                 return
             event, data = "message", []
+    raise StreamCutError(path)  # no `end`: the replica went away (e.g. it shuts down)
 
 
 def _polled(http: httpx.Client, run_id: uuid.UUID, interval: float) -> Iterator[dict[str, Any]]:
@@ -140,7 +145,7 @@ def _states(http: httpx.Client, run_id: uuid.UUID, interval: float) -> Iterator[
                 breaks = 0
                 yield state
             return
-        except (httpx.TransportError, httpx.StreamError):
+        except (httpx.TransportError, httpx.StreamError, StreamCutError):
             breaks += 1
             time.sleep(interval)
     click.echo("the event stream keeps breaking: polling instead", err=True)

@@ -20,6 +20,7 @@ from app.runs.leases import Leases
 from app.runs.lifecycle import RunLifecycle
 from app.runs.notifications import Mailer, notify_run_ended
 from app.runs.pipeline import Pipeline
+from app.runs.wakeups import RunWakeups
 from app.runs.watch import RunWatch
 from app.scheduling.commands import ScheduleCommands
 from app.scheduling.engine import CollectionScheduler, ScheduleMetrics
@@ -66,7 +67,7 @@ class Instance:
         runs = RunLifecycle(settings)
         leases = Leases(database, settings)
         pipeline = Pipeline(database, settings, leases, amazon=amazon, ebay=ebay)
-        executor = RunExecutor(leases, pipeline, settings)
+        executor = RunExecutor(leases, pipeline, settings, wakeups=RunWakeups(database))
         executor.on_finished.append(partial(notify_run_ended, database, mailer))
         executor.on_finished.append(partial(mail_digests, database, mailer))
         schedules = ScheduleService(database, settings, runs)

@@ -1,12 +1,12 @@
-"""FastAPI application factory and lifespan (opens the database, starts background work)."""
+"""FastAPI application factory and the instance lifespan (opens the database, starts and
+drains background work; `app.worker` uses it too)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 
 import httpx
@@ -35,12 +35,7 @@ from app.core.database import Database
 from app.core.observability import HttpMetrics, RequestContextMiddleware
 from app.instance import Instance
 from app.migrate import head_revision
-from app.scheduling.background import (
-    cleanup_worker,
-    collection_startup_recovery,
-    scheduler_shutdown,
-    scheduler_startup,
-)
+from app.scheduling.background import BackgroundWork
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +54,13 @@ back as `?cursor=` for the next page.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application for `settings` (read from the environment when omitted)."""
-    settings = settings or Settings()
-    registry = CollectorRegistry()
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def instance_lifespan(settings: Settings, registry: CollectorRegistry) -> Lifespan:
+    """The lifespan of an instance (the API's app and the worker's alike): open the
+    database, build the instance, start its background work as its role asks; on
+    shutdown drain it (see `BackgroundWork.drain`) and close everything."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,12 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.token_verifier = TokenVerifier(settings, http=http)
         instance = Instance.build(settings, database, http=http, registry=registry)
         app.state.instance = instance
-        await collection_startup_recovery(instance.executor)
-        cleanup = asyncio.create_task(cleanup_worker(database, settings), name="cleanup")
-        scheduler_startup(instance.scheduler, settings)
+        background = BackgroundWork(instance)
+        await background.start()
         logger.info(
-            "instance %s ready on %s database (providers: amazon=%s, ebay=%s)",
+            "instance %s (role %s) ready on %s database (providers: amazon=%s, ebay=%s)",
             settings.instance_id,
+            settings.instance_role,
             database.dialect,
             instance.amazon.name,
             instance.ebay.name,
@@ -85,19 +83,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await scheduler_shutdown(instance.scheduler)
-            cleanup.cancel()
-            await instance.executor.stop()
+            await background.drain()
             await instance.mailer.drain()
             await http.aclose()
             await database.dispose()
             logger.info("instance %s stopped", settings.instance_id)
 
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for `settings` (read from the environment when omitted)."""
+    settings = settings or Settings()
+    registry = CollectorRegistry()
+
     app = FastAPI(
         title="Collection API",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=instance_lifespan(settings, registry),
     )
     app.state.metrics_registry = registry
     # FastAPI's documented way to extend the schema is to replace this method.

@@ -160,8 +160,18 @@ class ResponseModel(BaseModel):
 
 
 class HealthResponse(ResponseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "failing"] = Field(
+        description="`failing` (with 503): this instance's run executor stopped by itself; "
+        "restart the process."
+    )
     version: str
+    role: Literal["all", "api", "worker"] = Field(
+        description="What this instance does (INSTANCE_ROLE; `collection-api worker`)."
+    )
+    state: Literal["running", "draining"] = Field(
+        description="`draining` while it hands its runs over to other instances on shutdown."
+    )
+    runs_executing: int = Field(description="Runs this instance executes right now.")
 
 
 class ReadinessResponse(ResponseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     [
         [],
         ["serve"],
+        ["worker"],
         ["migrate"],
         ["token"],
         ["bootstrap"],
@@ -100,6 +102,32 @@ def test_bad_configuration_is_a_clear_error(runner: CliRunner) -> None:
     result = runner.invoke(main, ["token", "--email", "a@example.com"], env={"JWT_SECRET": "short"})
     assert result.exit_code == 1
     assert "JWT_SECRET: Value error, JWT_SECRET must be a random string" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "role", "message"),
+    [
+        (["serve"], "worker", "start a worker with `collection-api worker`"),
+        (["worker"], "api", "INSTANCE_ROLE=api: a worker executes runs"),
+        (["serve", "--role", "worker"], "all", "'worker' is not one of 'all', 'api'"),
+    ],
+)
+def test_a_role_the_command_cannot_take_is_refused_before_anything_starts(
+    runner: CliRunner, command: list[str], role: str, message: str
+) -> None:
+    result = runner.invoke(main, command, env={"INSTANCE_ROLE": role})
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert not (Path("data") / "collection.db").exists()  # nothing migrated, nothing served
+
+
+def test_a_worker_whose_probe_port_is_taken_says_so(runner: CliRunner) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = runner.invoke(main, ["worker", "--health-port", str(port)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port} for the probes" in result.output
+    assert "choose another --health-port" in result.output
 
 
 def test_bootstrap_creates_org_and_admin_idempotently(runner: CliRunner) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,24 @@ from tests.helpers.processes import (
 )
 
 pytestmark = pytest.mark.slow
+
+
+class _Stream(threading.Thread):
+    """Reads an event stream's lines until it closes, from the moment it has begun."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers, self.lines = url, headers, list[str]()
+        self.begun = threading.Event()
+        self.start()
+        assert self.begun.wait(10), "the stream did not begin"
+
+    def run(self) -> None:
+        with httpx.stream("GET", self.url, headers=self.headers, timeout=60) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                self.lines.append(line)
+                self.begun.set()
 
 
 @pytest.fixture
@@ -56,8 +75,23 @@ def test_fresh_deployment_serves_survives_restart_and_keeps_its_secret(
             headers=headers,
         )
         assert created.status_code == 201, created.text
+        run = httpx.post(
+            f"{server.url}/collection/runs",
+            json={"preset_id": created.json()["id"]},
+            headers=headers,
+        )
+        assert run.status_code == 201, run.text
+        stream = _Stream(f"{server.url}/collection/runs/{run.json()['id']}/events", headers)
     finally:
+        started = time.monotonic()
         server.stop()
+        stopping = time.monotonic() - started
+    # The pending run's stream stayed open; stopping ended it at once (without `end`, so
+    # its reader reconnects elsewhere) rather than wait SHUTDOWN_DRAIN_SECONDS (20 s).
+    stream.join(timeout=5)
+    assert stream.lines[:1] == ["event: run"]
+    assert "event: end" not in stream.lines
+    assert stopping < 10, stopping
     assert "Traceback" not in server.logs()
 
     restarted = Server(service_env, tmp_path, "restarted")

@@ -95,16 +95,22 @@ def tcp_forwarder(port: int, host: str, target_port: int) -> Iterator[None]:
 
 
 class Server:
-    """`collection-api serve` on a free port, its output in a log file under `tmp_path`."""
+    """`collection-api serve` on a free port (`args` added to its command line, such as
+    `--role api`), its output in a log file under `tmp_path`."""
 
-    def __init__(self, env: dict[str, str], tmp_path: Path, name: str = "server") -> None:
+    def __init__(
+        self, env: dict[str, str], tmp_path: Path, name: str = "server", *args: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / f"{name}-{self.port}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [CLI, "serve", "--port", str(self.port)], env=env, stdout=log, stderr=log
+                [CLI, *self.command(), *args], env=env, stdout=log, stderr=log
             )
+
+    def command(self) -> list[str]:
+        return ["serve", "--port", str(self.port)]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -116,6 +122,13 @@ class Server:
 
     def logs(self) -> str:
         return self.log.read_text()
+
+
+class Worker(Server):
+    """`collection-api worker`, its probes (/health, /ready, /metrics) on a free port."""
+
+    def command(self) -> list[str]:
+        return ["worker", "--health-port", str(self.port)]
 
 
 def bootstrap(env: dict[str, str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,17 @@ async def wait_for(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"run never reached the expected state: {run}")
         await asyncio.sleep(0.02)
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait, in small steps, until `condition()` holds (for at most `within` seconds)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if condition():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true within {within} s: {condition}")
+        await asyncio.sleep(0.005)
 
 
 async def executed_here(executor: RunExecutor, run_id: str) -> None:

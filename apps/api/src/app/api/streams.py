@@ -4,7 +4,8 @@ A stream sends `event: run` with the run as GET /collection/runs/{id} answers it
 once and then each time it changes (app.runs.watch), and ends with `event: end` whose data
 says why: `{"reason": "ended"}` once the run completed, failed or was cancelled,
 `"deleted"` when it is gone, `"access"` when the reader may no longer see it. Clients
-close on `end` (an EventSource would otherwise reconnect).
+close on `end` (an EventSource would otherwise reconnect). A stream that ends without
+`end` was cut (this replica shuts down): its reader reconnects, to another replica.
 
 A stream outlives the request that authorized it, so before sending it checks again, at
 most every `RECHECK_SECONDS`, that its reader still may see the run: a revoked membership,
@@ -60,7 +61,8 @@ async def run_states(
         if state.status in ENDED:
             yield "ended"
             return
-    yield "deleted"
+    if not watch.closing:  # else the stream just ends: its reader reconnects elsewhere
+        yield "deleted"
 
 
 def end_event(reason: EndReason) -> ServerSentEvent:

@@ -158,8 +158,18 @@ class Settings(BaseSettings):
     run_provider_concurrency: int = Field(
         default=8, ge=1, le=64, description="Provider calls in flight per run."
     )
-    run_lease_seconds: float = Field(default=30.0, gt=0)
-    run_sweep_seconds: float = Field(default=10.0, gt=0)
+    run_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A run whose executor has not renewed its lease for this long (it died) "
+        "is taken over by another instance.",
+    )
+    run_sweep_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often an instance looks for runs nobody executes (the fallback: "
+        "on PostgreSQL an instance that leaves a run to others tells them at once).",
+    )
     results_retention_days: int = Field(
         default=90,
         ge=1,
@@ -169,8 +179,25 @@ class Settings(BaseSettings):
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
     cleanup_batch_size: int = Field(default=1000, ge=1)
 
+    instance_role: Literal["all", "api", "worker"] = Field(
+        default="all",
+        description="What this process does. all: the HTTP API, the schedule engine and the "
+        "run executor (one process does everything); api: the HTTP API only, runs started "
+        "here are executed by the instances that execute runs; worker: the schedule engine "
+        "and the run executor with no API (`collection-api worker` sets it).",
+    )
     scheduler_enabled: bool = Field(
-        default=True, description="Run the schedule engine here (false: an API-only replica)."
+        default=True,
+        description="Run the schedule engine here when this instance's role includes it "
+        "(false: this instance executes runs but fires no schedules).",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM or SIGINT: how long runs executing here may take to reach "
+        "their next checkpoint before this instance hands them over anyway (the provider "
+        "calls still in flight then are made again by whoever continues). Keep it below "
+        "the time your orchestrator waits before it kills the process.",
     )
     schedule_misfire_grace_seconds: int = Field(default=3600, ge=0)
     scheduler_poll_seconds: float = Field(
@@ -241,6 +268,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'collection.db'}"
+
+    @property
+    def executes_runs(self) -> bool:
+        """Whether this instance executes runs (its role is not `api`)."""
+        return self.instance_role != "api"
+
+    @property
+    def runs_scheduler(self) -> bool:
+        """Whether this instance runs the schedule engine (its role and SCHEDULER_ENABLED)."""
+        return self.executes_runs and self.scheduler_enabled
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,6 +8,11 @@ and settles pausing or cancelling runs whose executor died to paused or cancelle
 A pause or cancel of a local run sets its stop event (at once when the request came to
 this instance, else at the next heartbeat): the run starts no new provider call, the calls
 in flight finish and are checkpointed, and giving up its lease settles it.
+
+An instance whose role is `api` executes nothing: the runs started through it are left to
+the instances that execute runs, which it wakes (`RunWakeups`). On shutdown an instance
+drains (`drain`): it claims nothing more, its runs stop at their next checkpoint and their
+leases are released, so another instance continues them at once.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from app.core.config import Settings
 from app.core.database import db_actor
 from app.core.observability import exception_line
 from app.runs.leases import Lease, LeaseLostError, Leases
-from app.runs.pipeline import Pipeline, RunInterruptedError
+from app.runs.pipeline import Pipeline, RunHandedOverError, RunInterruptedError
+from app.runs.wakeups import RunWakeups
 from app.tables import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -35,10 +41,20 @@ before failing it; between attempts it waits a lease period, doubling each time.
 class RunExecutor:
     """Runs at most `run_max_concurrent` collection runs at once in this process."""
 
-    def __init__(self, leases: Leases, pipeline: Pipeline, settings: Settings) -> None:
+    def __init__(
+        self,
+        leases: Leases,
+        pipeline: Pipeline,
+        settings: Settings,
+        *,
+        wakeups: RunWakeups | None = None,
+    ) -> None:
         self.leases = leases
         self.pipeline = pipeline
+        self.wakeups = wakeups
         self.owner = settings.instance_id
+        self.executes = settings.executes_runs
+        self.draining = False
         self.max_concurrent = settings.run_max_concurrent
         self.lease_seconds = settings.run_lease_seconds
         self.heartbeat_interval = settings.run_lease_seconds / 3
@@ -46,12 +62,16 @@ class RunExecutor:
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._leases: dict[uuid.UUID, Lease] = {}
         self._stops: dict[uuid.UUID, asyncio.Event] = {}
+        self._handovers: dict[uuid.UUID, asyncio.Event] = {}
+        self._handed_over: set[uuid.UUID] = set()  # released at a checkpoint by `drain`
+        self._released: set[uuid.UUID] = set()  # leases released while draining
         self._claiming: set[uuid.UUID] = set()
         # Runs that raised an unexpected error here: how many times, and the loop time
         # before which the sweep leaves them alone.
         self._errors: dict[uuid.UUID, int] = {}
         self._retry_at: dict[uuid.UUID, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it
         # Called with the run id when a run this instance executed or settled ended
@@ -68,29 +88,125 @@ class RunExecutor:
         """Whether another run can start here."""
         return len(self._tasks) + len(self._claiming) < self.max_concurrent
 
+    @property
+    def accepting(self) -> bool:
+        """Whether this instance takes runs: it executes runs and is not draining."""
+        return self.executes and not self.draining
+
+    @property
+    def alive(self) -> bool:
+        """False when the heartbeat-and-sweep loop ended though nobody stopped it (a bug):
+        the liveness probe then asks for a restart."""
+        loop = self._loop_task
+        return loop is None or not loop.done() or self.draining
+
     async def start(self) -> None:
-        """Recover orphaned runs now, then keep heartbeating and sweeping."""
+        """Recover orphaned runs now, then keep heartbeating and sweeping, and sweep
+        whenever another instance announces a run left to others."""
         await self.sweep()
         self._loop_task = asyncio.create_task(self._loop(), name="run-executor")
+        if self.wakeups is not None:
+            self._listen_task = asyncio.create_task(
+                self.wakeups.listen(self._announced), name="run-wakeups"
+            )
 
-    async def stop(self) -> None:
-        """Stop every local run and hand its lease back, so another instance continues it."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        tasks = list(self._tasks.values())
+    async def drain(self, within: float) -> None:
+        """Hand this instance's runs over to other instances, for shutdown.
+
+        Claims nothing more; each run starts no new provider call, and once the calls in
+        flight are checkpointed it stops there and its lease is released, so another
+        instance continues it at once (woken on PostgreSQL, else at its next sweep) rather
+        than when the lease expires. A run not at a checkpoint within `within` seconds is
+        stopped where it is and released too: its calls in flight are lost and made again
+        by whoever continues. Runs that end or pause meanwhile do so here, as usual.
+        """
+        self.draining = True
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+        runs = dict(self._tasks)
+        if runs:
+            logger.info(
+                "draining: stopping %s at the next checkpoint for other instances to "
+                "continue (waiting at most %g s)",
+                _runs(len(runs)),
+                within,
+            )
+        for run_id in runs:
+            self._handovers[run_id].set()
+            self._stops[run_id].set()
+        late = await self._wait_at_most(runs.values(), within)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        tasks = [task for task in (self._loop_task, self._listen_task) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for lease in list(self._leases.values()):
-            with contextlib.suppress(Exception):
-                await self.leases.release(lease)
+        for lease in list(self._leases.values()):  # none, unless a task failed to release
+            if await self._release(lease) is not None:
+                self._released.add(lease.run_id)
         self._leases.clear()
+        if self._released:
+            self._announce()  # (each run released above announced itself already)
+        if self.wakeups is not None:
+            await self.wakeups.flush()
+        late_ids = {run_id for run_id, task in runs.items() if task in late}
+        logger.info("draining: %s", self._drain_summary(runs, late_ids, within))
+
+    async def _wait_at_most(
+        self, tasks: Collection[asyncio.Task[None]], seconds: float
+    ) -> list[asyncio.Task[None]]:
+        """Wait until `tasks` are done or `seconds` passed; those still going."""
+        if not tasks:
+            return []
+        everything = asyncio.ensure_future(asyncio.wait(tasks))
+        timer = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            await asyncio.wait((everything, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            everything.cancel()
+            timer.cancel()
+        return [task for task in tasks if not task.done()]
+
+    def _drain_summary(
+        self, runs: Collection[uuid.UUID], late: Collection[uuid.UUID], within: float
+    ) -> str:
+        """What became of the runs this instance executed when it began to drain."""
+        if not runs:
+            return "no runs to hand over"
+        late = set(late)
+        cut_off = self._released & late
+        at_checkpoint = (self._handed_over & self._released) - late
+        kept = (self._handed_over | late) - self._released
+        ended = len(runs) - len(at_checkpoint) - len(cut_off) - len(kept)
+        released = len(at_checkpoint) + len(cut_off)
+        parts = [f"{len(at_checkpoint)} at a checkpoint"] if at_checkpoint else []
+        if cut_off:
+            its = "its" if len(cut_off) == 1 else "their"
+            parts.append(
+                f"{len(cut_off)} stopped by the {within:g} s drain timeout before a checkpoint, "
+                f"{its} provider calls in flight lost"
+            )
+        summary = f"{_runs(released)} released to other instances"
+        if parts:
+            summary += f" ({'; '.join(parts)})"
+        if kept:
+            summary += (
+                f"; {_runs(len(kept))} could not be released: another instance takes "
+                "them over when their lease expires"
+            )
+        if ended:
+            summary += f"; {_runs(ended)} ended, paused or taken over meanwhile"
+        return summary
 
     async def submit(self, run_id: uuid.UUID) -> bool:
-        """Execute `run_id` here if there is room and nobody else does; True if started."""
-        if run_id in self._tasks or run_id in self._claiming or not self.has_capacity:
+        """Execute `run_id` here if there is room and nobody else does; True if started.
+        Left to the other instances (and announced to them) when this one has no room,
+        executes no runs or is draining."""
+        if run_id in self._tasks or run_id in self._claiming:
+            return False
+        if not self.accepting or not self.has_capacity:
+            self._announce()
             return False
         self._claiming.add(run_id)
         try:
@@ -99,6 +215,7 @@ class RunExecutor:
                 return False
             self._leases[run_id] = lease
             self._stops[run_id] = asyncio.Event()
+            self._handovers[run_id] = asyncio.Event()
             self._tasks[run_id] = asyncio.create_task(self._execute(lease), name=f"run-{run_id}")
             return True
         finally:
@@ -112,8 +229,21 @@ class RunExecutor:
             stop.set()
 
     def poke(self) -> None:
-        """Sweep soon (a run was resumed or capacity freed up)."""
-        self._wake.set()
+        """Sweep soon (a run was resumed or capacity freed up): here, or on the instances
+        that execute runs when this one takes none."""
+        if self.accepting:
+            self._wake.set()
+        else:
+            self._announce()
+
+    def _announced(self) -> None:
+        """Another instance left a run to others: sweep here soon, if this one takes runs."""
+        if self.accepting:
+            self._wake.set()
+
+    def _announce(self) -> None:
+        if self.wakeups is not None:
+            self.wakeups.announce()
 
     async def _execute(self, lease: Lease) -> None:
         # This task may have been created inside a request: its work is nobody's request,
@@ -122,7 +252,9 @@ class RunExecutor:
         log = {"run_id": str(lease.run_id)}
         release = True
         try:
-            status = await self.pipeline.execute(lease, self._stops[lease.run_id])
+            status = await self.pipeline.execute(
+                lease, self._stops[lease.run_id], self._handovers[lease.run_id]
+            )
             release = False  # a finished run's lease is cleared with its final status
             # not ours any more: the heartbeat must not take it for a lost lease and cancel
             # this task while the finish hooks run
@@ -141,6 +273,13 @@ class RunExecutor:
             )
             if settled is RunStatus.CANCELLED:
                 await self._finished(lease.run_id)
+        except RunHandedOverError:
+            self._handed_over.add(lease.run_id)  # released below
+            logger.info(
+                "run %s: stopped at a checkpoint, for another instance to continue",
+                lease.run_id,
+                extra=log,
+            )
         except LeaseLostError:
             self._errors.pop(lease.run_id, None)
             release = False
@@ -159,9 +298,12 @@ class RunExecutor:
             self._tasks.pop(lease.run_id, None)
             self._leases.pop(lease.run_id, None)
             self._stops.pop(lease.run_id, None)
+            self._handovers.pop(lease.run_id, None)
             if release:
-                await asyncio.shield(self._release(lease))
-            self.poke()
+                released = await asyncio.shield(self._release(lease))
+                if released is not None and self.draining:
+                    self._released.add(lease.run_id)
+            self.poke()  # draining: the other instances take the run over now
 
     async def _release(self, lease: Lease) -> RunStatus | None:
         """Give the lease up (settling a pause or cancel); None if that failed."""
@@ -217,9 +359,12 @@ class RunExecutor:
         """Renew leases; stop local runs that are pausing or cancelling, or were taken over."""
         leases = list(self._leases)
         held = await self.leases.renew(leases, owner=self.owner)
+        unheld = [run_id for run_id in leases if run_id not in held]
+        # A run that ended here while renew() ran is not lost: its finish hooks run now.
+        ended = await self.leases.ended(unheld) if unheld else set()
         for run_id in leases:  # not runs submitted while renew() ran: they hold fresh leases
             task = self._tasks.get(run_id)
-            if task is None:
+            if task is None or run_id in ended:
                 continue
             status = held.get(run_id)
             if status is None:
@@ -241,9 +386,11 @@ class RunExecutor:
         for run_id, status in await self.leases.settle_abandoned():
             if status is RunStatus.CANCELLED:
                 await self._finished(run_id)
-        await self.leases.start_queued()  # executed below like any run nobody executes
+        started = await self.leases.start_queued()  # executed below like any run nobody executes
         free = self.max_concurrent - len(self._tasks) - len(self._claiming)
         if free <= 0:
+            if started:
+                self._announce()  # no room here: another instance may execute them now
             return
         for run_id in await self.leases.orphaned_runs(owner=self.owner, limit=free, exclude=busy):
             if await self.submit(run_id):
@@ -263,15 +410,15 @@ class RunExecutor:
         while True:
             timeout = max(0.0, min(self.heartbeat_interval, next_sweep - loop.time()))
             # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
-            # that arrives as the wake-up event is set, and `stop()` would wait forever.
+            # that arrives as the wake-up event is set, and `drain()` would wait forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             woken = self._wake.is_set()
             self._wake.clear()
             try:
-                await self.heartbeat()
-                if woken or loop.time() >= next_sweep:
+                await self.heartbeat()  # also while draining: the runs keep their leases
+                if (woken or loop.time() >= next_sweep) and not self.draining:
                     await self.sweep()
                     next_sweep = loop.time() + self.sweep_interval
             except Exception as exc:
@@ -296,3 +443,7 @@ class RunExecutor:
                 if failures:
                     logger.info("run executor loop works again after %d failed rounds", failures)
                 failures = 0
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'' if count == 1 else 's'}"

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 # Statuses in which the executing instance still checkpoints the calls it has in flight.
 CHECKPOINTING = (RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
+ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 # On the way to a final status, and that status.
 SETTLES_TO = {RunStatus.PAUSING: RunStatus.PAUSED, RunStatus.CANCELLING: RunStatus.CANCELLED}
 
@@ -95,6 +96,16 @@ class Leases:
                 .returning(CollectionRun.id, CollectionRun.status)
             )
             return dict(rows.all())
+
+    async def ended(self, run_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of `run_ids` that have ended (completed, failed or cancelled)."""
+        async with self.database.read() as session:
+            ended = await session.scalars(
+                sa.select(CollectionRun.id).where(
+                    CollectionRun.id.in_(run_ids), CollectionRun.status.in_(ENDED)
+                )
+            )
+            return set(ended)
 
     async def release(self, lease: Lease) -> RunStatus | None:
         """Give up a lease (on shutdown, or once the calls in flight are checkpointed) so any

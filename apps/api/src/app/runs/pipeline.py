@@ -51,6 +51,11 @@ class RunInterruptedError(Exception):
         self.status = status
 
 
+class RunHandedOverError(Exception):
+    """This instance stops executing the run at a checkpoint (it is shutting down): the run
+    is still running, and another instance continues it."""
+
+
 class _PauseWithdrawnError(Exception):
     """A run asked to stop is running again (resumed while pausing): go on from here."""
 
@@ -79,17 +84,25 @@ class Pipeline:
         # While a run waits for provider quota: how often it checks for pause or cancel.
         self.quota_check_seconds = settings.run_quota_check_seconds
 
-    async def execute(self, lease: Lease, stop: asyncio.Event | None = None) -> RunStatus:
+    async def execute(
+        self,
+        lease: Lease,
+        stop: asyncio.Event | None = None,
+        handover: asyncio.Event | None = None,
+    ) -> RunStatus:
         """Run (or resume) the pipeline from its checkpoints; return the final status.
 
         Raises RunInterruptedError when the run is pausing or cancelling (once the provider
         calls in flight are checkpointed) or was paused or cancelled, LeaseLostError when
         another instance took over. `stop`, set by the executor when it sees a pause or
         cancel request, makes it start no new provider calls; checkpoints notice one too.
+        With `handover` set as well (this instance is shutting down), a run still running
+        once its calls in flight are checkpointed raises RunHandedOverError.
         A provider failing for good fails the run with its message; a provider out of quota
         makes it wait (see `_wait_for_quota`) and go on from its checkpoint.
         """
         stop = stop if stop is not None else asyncio.Event()
+        handover = handover if handover is not None else asyncio.Event()
         async with self.database.read() as session:
             run = await session.get_one(CollectionRun, lease.run_id)
         log = {"run_id": str(run.id)}
@@ -97,7 +110,7 @@ class Pipeline:
         try:
             if run.resumes_at is not None:  # taken over while it waited for quota
                 await self._wait_for_quota(
-                    lease, run.resumes_at, run.waiting_for or "provider quota", stop
+                    lease, run.resumes_at, run.waiting_for or "provider quota", stop, handover
                 )
             while True:
                 try:
@@ -109,8 +122,11 @@ class Pipeline:
                     await self.run_ebay_seller_search(lease, run, stop)
                     break
                 except QuotaExhaustedError as exc:
-                    await self._wait_for_quota(lease, exc.resume_at, exc.limit or str(exc), stop)
+                    limit = exc.limit or str(exc)
+                    await self._wait_for_quota(lease, exc.resume_at, limit, stop, handover)
                 except _PauseWithdrawnError:
+                    if handover.is_set():
+                        raise RunHandedOverError(f"run {run.id} handed over") from None
                     stop.clear()
                     logger.info("run %s: resumed while pausing; going on", run.id, extra=log)
         except ProviderFailedError as exc:
@@ -165,7 +181,12 @@ class Pipeline:
         return status
 
     async def _wait_for_quota(
-        self, lease: Lease, resume_at: datetime, limit: str, stop: asyncio.Event
+        self,
+        lease: Lease,
+        resume_at: datetime,
+        limit: str,
+        stop: asyncio.Event,
+        handover: asyncio.Event,
     ) -> None:
         """Wait until `resume_at` for a provider's quota, shown meanwhile as `resumes_at`
         and `waiting_for` (`limit`: which limit it waits for).
@@ -174,8 +195,8 @@ class Pipeline:
         is checked every `quota_check_seconds`, and at once when `stop` is set, so a pause
         or cancel made on any instance ends the wait promptly (RunInterruptedError), as does
         a takeover (LeaseLostError); the executor's heartbeat keeps the lease meanwhile. If
-        this instance stops, the run keeps `resumes_at` and whoever takes it over waits out
-        the rest.
+        this instance stops (`handover`: RunHandedOverError), the run keeps `resumes_at` and
+        whoever takes it over waits out the rest.
         """
         log = {"run_id": str(lease.run_id), "resumes_at": resume_at.isoformat()}
         limit = rows.text(limit, WAITING_FOR_LENGTH)
@@ -184,6 +205,8 @@ class Pipeline:
         while (remaining := (resume_at - self.clock()).total_seconds()) > 0:
             await self._sleep_unless(stop, min(remaining, self.quota_check_seconds))
             await self._check_still_ours(lease)
+            if handover.is_set():
+                raise RunHandedOverError(f"run {lease.run_id} handed over while waiting")
             stop.clear()  # still running: a pause was withdrawn
         await self._set_resumes_at(lease, None, None)
         logger.info("run %s: quota wait over, continuing", lease.run_id, extra=log)

@@ -79,6 +79,15 @@ class RunWatch:
         self._clock = clock
         self._interval = interval
         self._watchers: dict[tuple[uuid.UUID, uuid.UUID], _Watcher] = {}
+        self.closing = False
+
+    def close(self) -> None:
+        """The process shuts down: every stream ends now, without the end of its run, so
+        its reader reconnects (to another replica) instead of holding the shutdown up."""
+        self.closing = True
+        for watcher in self._watchers.values():
+            for reader in watcher.readers:
+                _offer(reader, None)
 
     def poke(self, run_id: uuid.UUID) -> None:
         """The run changed in this process: its watcher (if any) reads it now."""
@@ -92,8 +101,11 @@ class RunWatch:
         return len(self._watchers)
 
     async def follow(self, org_id: uuid.UUID, run_id: uuid.UUID) -> AsyncIterator[RunResponse]:
-        """The run's state now, then each time it changes, until it ends. The caller has
-        checked that the run is the organization's (a run of another is never read)."""
+        """The run's state now, then each time it changes, until it ends, is deleted or the
+        process shuts down (`closing`). The caller has checked that the run is the
+        organization's (a run of another is never read)."""
+        if self.closing:
+            return
         key = (org_id, run_id)
         reader: asyncio.Queue[RunResponse | None] = asyncio.Queue(maxsize=1)
         watcher = self._watchers.get(key)

@@ -16,10 +16,27 @@ router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
 
 
-@router.get("/health", response_model=HealthResponse)
-async def health() -> HealthResponse:
-    """Liveness: the process answers HTTP."""
-    return HealthResponse(version=__version__)
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Restart this instance."}},
+)
+async def health(request: Request, response: Response) -> HealthResponse:
+    """Liveness: the process answers HTTP and, where it executes runs, its run executor
+    works (503 when it stopped by itself: restart the process). A draining instance is
+    still alive: it answers 200 until it has handed its runs over and exits."""
+    instance = instance_of(request)
+    executor = instance.executor
+    alive = executor.alive
+    if not alive:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return HealthResponse(
+        status="ok" if alive else "failing",
+        version=__version__,
+        role=instance.settings.instance_role,
+        state="draining" if executor.draining else "running",
+        runs_executing=len(executor.running),
+    )
 
 
 @router.get(
@@ -29,7 +46,8 @@ async def health() -> HealthResponse:
 )
 async def ready(request: Request, response: Response) -> ReadinessResponse:
     """Readiness: the database answers, its schema is at the newest migration, and the
-    scheduler runs (unless SCHEDULER_ENABLED=false on this instance)."""
+    scheduler runs where this instance runs it (its role is not `api`, and
+    SCHEDULER_ENABLED is not false); not ready while it drains on shutdown."""
     instance = instance_of(request)
     database = instance.database
     expected: str | None = request.app.state.schema_head
@@ -44,8 +62,10 @@ async def ready(request: Request, response: Response) -> ReadinessResponse:
     except Exception as exc:  # any failure means not ready; the reason goes to the log
         logger.warning("readiness check failed: %s", exc)
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    if instance.settings.scheduler_enabled:
+    if instance.settings.runs_scheduler:
         checks["scheduler"] = "ok" if instance.scheduler.running else "not running"
+    if instance.executor.draining:
+        checks["instance"] = "draining: shutting down"
     is_ready = all(value == "ok" for value in checks.values())
     if not is_ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
