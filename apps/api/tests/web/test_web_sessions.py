@@ -508,15 +508,14 @@ async def test_a_sign_in_link_for_an_email_and_for_the_first_admin(
 def test_serve_prints_a_sign_in_link_only_in_the_embedded_default(
     jwt_secret: str | None, jwks_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uvicorn
-
     from app import cli
+    from app.serving import Server
 
     served: list[FastAPI] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **_options: served.append(app))
+    monkeypatch.setattr(Server, "run", lambda server: served.append(server.config.app))
     monkeypatch.chdir(tmp_path)  # no .env here
     env = {"DATA_DIR": str(tmp_path / "data"), "JWT_SECRET": jwt_secret, "JWT_JWKS_URL": jwks_url}
-    every_interface = "0.0.0.0"  # noqa: S104 (not bound: uvicorn.run is replaced)
+    every_interface = "0.0.0.0"  # noqa: S104 (not bound: Server.run is replaced)
     result = CliRunner().invoke(
         cli.main, ["serve", "--host", every_interface, "--port", "8123"], env=env
     )
