@@ -73,6 +73,8 @@ from sqlalchemy.engine import URL, make_url
 if TYPE_CHECKING:
     from app.core.config import Settings
 
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "apps" / "api" / "src"  # the code measured: this checkout's
 DEFAULT_SIZES = "5x50,20x50,40x50"
 POLL_SECONDS = 0.05
 
@@ -308,7 +310,7 @@ def run_child(
         command,
         stdout=subprocess.PIPE,
         text=True,
-        env=child_environment(),
+        env={**child_environment(), "PYTHONPATH": str(SOURCE)},
         timeout=timeout,
         check=False,
     )

@@ -16,19 +16,18 @@ from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
 from app.core.database import Database, insert_ignoring_conflicts
 from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, QuotaExhaustedError
 from app.providers.resilience import ProviderFailedError
-from app.runs import directory, rows, sellers
+from app.runs import checkpoints, directory, rows, sellers
 from app.runs.leases import Lease, LeaseLostError, Leases
 from app.tables import (
     CollectionRun,
     RunCategory,
-    RunListing,
     RunPhase,
     RunProduct,
     RunStatus,
@@ -40,6 +39,10 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 PRODUCT_BATCH = 200
+# How long the writer of a group of eBay checkpoints waits for more to join it (see
+# `checkpoints.GroupCommit`): well under a provider call, long enough for the calls that
+# ended with its own.
+CHECKPOINT_LINGER_SECONDS = 0.002
 WAITING_FOR_LENGTH = 300  # collection_runs.waiting_for
 
 
@@ -294,20 +297,28 @@ class Pipeline:
     async def run_ebay_seller_search(
         self, lease: Lease, run: CollectionRun, stop: asyncio.Event | None = None
     ) -> None:
-        """Phase 2: eBay listings of every collected product, one checkpoint per product."""
+        """Phase 2: eBay listings of every collected product, one checkpoint per product
+        (written in groups: `checkpoints`)."""
 
         async def search(product: RunProduct) -> list[Listing]:
             return await self.ebay.search(
                 rows.as_product(product), run.listings_per_product, as_of=run.created_at
             )
 
-        await self._fan_out(
-            lease,
-            self._unsearched_products(run.id),
-            search,
-            partial(self._checkpoint_product, lease),
-            stop,
-        )
+        # One connection for the phase's checkpoints (they are written one group at a time):
+        # no pool checkout, ping and reset per checkpoint.
+        async with self.database.engine.connect() as connection:
+            groups = checkpoints.GroupCommit(
+                partial(self._checkpoint_products, lease, connection),
+                linger=CHECKPOINT_LINGER_SECONDS,
+            )
+
+            async def checkpoint(product: RunProduct, listings: list[Listing]) -> RunStatus | None:
+                unique = {listing.item_id: listing for listing in listings}.values()
+                listing_rows = [rows.listing_row(product, listing) for listing in unique]
+                return await groups.submit(checkpoints.SearchedProduct(product, listing_rows))
+
+            await self._fan_out(lease, self._unsearched_products(run.id), search, checkpoint, stop)
 
     async def _unsearched_products(self, run_id: uuid.UUID) -> AsyncIterator[RunProduct]:
         """Products not searched yet, in ranking order, read in small batches."""
@@ -335,33 +346,23 @@ class Pipeline:
             last = batch[-1]
             after = (last.category_position, last.sales_rank, last.asin)
 
-    async def _checkpoint_product(
-        self, lease: Lease, product: RunProduct, listings: list[Listing]
-    ) -> RunStatus | None:
-        unique = list({listing.item_id: listing for listing in listings}.values())
-        done = (
-            sa.update(RunProduct)
-            .where(
-                RunProduct.run_id == product.run_id,
-                RunProduct.asin == product.asin,
-                RunProduct.searched_at.is_(None),
+    async def _checkpoint_products(
+        self,
+        lease: Lease,
+        connection: AsyncConnection,
+        searched: list[checkpoints.SearchedProduct],
+    ) -> list[RunStatus | None]:
+        """Checkpoint searched products in one transaction fenced by the lease (Core: no
+        ORM on this path); for each, the run's status, or None if an earlier holder of the
+        lease checkpointed it."""
+        async with connection.begin():
+            marked, increments = await checkpoints.write_searched(
+                connection, searched, now=self.clock()
             )
-            .values(searched_at=self.clock(), listings_found=len(unique))
-        )
-
-        async def write(session: AsyncSession) -> dict[str, int]:
-            listing_rows = [rows.listing_row(product, listing) for listing in unique]
-            listings_found = await _insert_new(
-                session, RunListing, ["run_id", "asin", "item_id"], listing_rows
-            )
-            # The product is checkpointed once, so every one of its listings was new.
-            return {
-                "products_searched": 1,
-                "listings_found": listings_found,
-                "sellers_found": await sellers.record(session, product.run_id, listing_rows),
-            }
-
-        return await self._checkpoint(lease, done, write)
+            if not any(marked):
+                return [None] * len(searched)
+            status = await self.leases.fence(connection, lease, **increments)
+        return [status if new else None for new in marked]
 
     async def _checkpoint(
         self,
