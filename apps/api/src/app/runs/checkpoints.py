@@ -1,11 +1,12 @@
-"""The eBay phase's checkpoints, written in groups: each searched product's mark, listings
-and sellers' figures, for every product whose search ended while the previous group was
-being written, in one transaction with the run's counters, fenced by the run's lease.
+"""A run's checkpoints, written in groups: each done unit of work (a category's best
+sellers, a product's eBay listings), its results and the run's counters in one transaction
+fenced by the run's lease, together with the units that got done while the previous group
+was being written.
 
-A product is checkpointed once and atomically with its results, as if alone: the group's
-transaction writes all of its products or none. What a group saves is the per-transaction
-work (a connection, BEGIN and COMMIT, the fence) and the statements that take every row
-of the group at once (the listings, the sellers' upsert); products searched one at a time
+A unit is checkpointed once and atomically with its results, as if alone: the group's
+transaction writes all of its units or none. What a group saves is the per-transaction work
+(BEGIN and COMMIT, the fence) and the statements that take every row of the group at once
+(marking products searched, their listings, the sellers' upsert); units done one at a time
 make groups of one.
 """
 
@@ -21,15 +22,80 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core.database import dialect_insert
 from app.runs import sellers
-from app.tables import RunListing, RunProduct, RunStatus
+from app.tables import RunCategory, RunListing, RunProduct, RunStatus
 
 ItemT = TypeVar("ItemT")
 
+_CATEGORIES = RunCategory.metadata.tables[RunCategory.__tablename__]
 _PRODUCTS = RunProduct.metadata.tables[RunProduct.__tablename__]
 _LISTINGS = RunListing.metadata.tables[RunListing.__tablename__]
 
+# A category is collected once: marking it done is what makes its products the run's.
+_MARK_COLLECTED = (
+    sa.update(_CATEGORIES)
+    .where(
+        _CATEGORIES.c.run_id == sa.bindparam("of_run"),
+        _CATEGORIES.c.position == sa.bindparam("at_position"),
+        _CATEGORIES.c.done_at.is_(None),
+    )
+    .values(
+        done_at=sa.bindparam("now", type_=_CATEGORIES.c.done_at.type),
+        products_found=sa.bindparam("found", type_=_CATEGORIES.c.products_found.type),
+    )
+)
+
 _INSERT_LISTINGS = sa.insert(_LISTINGS)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectedCategory:
+    """A category whose best sellers came back, as rows of `run_products`."""
+
+    category: RunCategory
+    product_rows: list[dict[str, Any]]
+
+
+async def write_collected(
+    connection: AsyncConnection, collected: Sequence[CollectedCategory], now: datetime
+) -> tuple[list[bool], dict[str, int]]:
+    """Mark `collected` categories (of one run) done and write the products of those that
+    were not yet (an earlier holder of the lease may have); which ones were, and the run's
+    counters to add. The caller fences the transaction with the lease."""
+    marked: list[bool] = []
+    for item in collected:
+        result = await connection.execute(
+            _MARK_COLLECTED,
+            {
+                "of_run": item.category.run_id,
+                "at_position": item.category.position,
+                "now": now,
+                "found": len(item.product_rows),
+            },
+        )
+        marked.append(result.rowcount == 1)
+    written = [item for item, new in zip(collected, marked, strict=True) if new]
+    # Categories can share products: the first to list one keeps it. In key order, so that
+    # writers of the same products (a run's holder and a zombie) lock them in one order
+    # and cannot deadlock.
+    product_rows = sorted(
+        (row for item in written for row in item.product_rows), key=lambda row: row["asin"]
+    )
+    inserted = 0
+    if product_rows:
+        result = await connection.execute(_insert_products(connection.dialect.name), product_rows)
+        inserted = len(result.all())
+    return marked, {"categories_done": len(written), "products_found": inserted}
+
+
+@cache
+def _insert_products(dialect: str) -> sa.Insert:
+    """Insert products a run does not have yet; the ASINs it inserted."""
+    insert = dialect_insert(dialect, _PRODUCTS)
+    return insert.on_conflict_do_nothing(index_elements=["run_id", "asin"]).returning(
+        _PRODUCTS.c.asin
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +108,7 @@ class SearchedProduct:
 
 
 async def write_searched(
-    connection: AsyncConnection, searched: Sequence[SearchedProduct], *, now: datetime
+    connection: AsyncConnection, searched: Sequence[SearchedProduct], now: datetime
 ) -> tuple[list[bool], dict[str, int]]:
     """Mark `searched` products (of one run) searched and write the results of those that
     were not yet (an earlier holder of the lease may have); which ones were, and the run's

@@ -11,16 +11,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
-from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
-from app.core.database import Database, insert_ignoring_conflicts
+from app.core.database import Database
 from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, QuotaExhaustedError
 from app.providers.resilience import ProviderFailedError
 from app.runs import checkpoints, directory, rows, sellers
@@ -261,9 +261,15 @@ class Pipeline:
                 category.category_id, run.products_per_category, as_of=run.created_at
             )
 
-        await self._fan_out(
-            lease, pending, collect, partial(self._checkpoint_category, lease), stop
-        )
+        async with self._checkpoint_groups(lease, checkpoints.write_collected) as groups:
+
+            async def checkpoint(
+                category: RunCategory, products: list[Product]
+            ) -> RunStatus | None:
+                product_rows = [rows.product_row(category, product) for product in products]
+                return await groups.submit(checkpoints.CollectedCategory(category, product_rows))
+
+            await self._fan_out(lease, pending, collect, checkpoint, stop)
         async with self.database.transaction() as session:
             await session.execute(
                 sa.update(CollectionRun)
@@ -271,28 +277,6 @@ class Pipeline:
                 .values(phase=RunPhase.EBAY)
                 .execution_options(synchronize_session=False)
             )
-
-    async def _checkpoint_category(
-        self, lease: Lease, category: RunCategory, products: list[Product]
-    ) -> RunStatus | None:
-        done = (
-            sa.update(RunCategory)
-            .where(
-                RunCategory.run_id == category.run_id,
-                RunCategory.position == category.position,
-                RunCategory.done_at.is_(None),
-            )
-            .values(done_at=self.clock(), products_found=len(products))
-        )
-
-        async def write(session: AsyncSession) -> dict[str, int]:
-            # in key order: concurrent checkpoints of categories that share products then
-            # lock those rows in one order and cannot deadlock
-            product_rows = [rows.product_row(category, p) for p in sorted(products, key=rows.asin)]
-            inserted = await _insert_new(session, RunProduct, ["run_id", "asin"], product_rows)
-            return {"categories_done": 1, "products_found": inserted}
-
-        return await self._checkpoint(lease, done, write)
 
     async def run_ebay_seller_search(
         self, lease: Lease, run: CollectionRun, stop: asyncio.Event | None = None
@@ -305,13 +289,7 @@ class Pipeline:
                 rows.as_product(product), run.listings_per_product, as_of=run.created_at
             )
 
-        # One connection for the phase's checkpoints (they are written one group at a time):
-        # no pool checkout, ping and reset per checkpoint.
-        async with self.database.engine.connect() as connection:
-            groups = checkpoints.GroupCommit(
-                partial(self._checkpoint_products, lease, connection),
-                linger=CHECKPOINT_LINGER_SECONDS,
-            )
+        async with self._checkpoint_groups(lease, checkpoints.write_searched) as groups:
 
             async def checkpoint(product: RunProduct, listings: list[Listing]) -> RunStatus | None:
                 unique = {listing.item_id: listing for listing in listings}.values()
@@ -346,38 +324,32 @@ class Pipeline:
             last = batch[-1]
             after = (last.category_position, last.sales_rank, last.asin)
 
-    async def _checkpoint_products(
+    @asynccontextmanager
+    async def _checkpoint_groups(
         self,
         lease: Lease,
-        connection: AsyncConnection,
-        searched: list[checkpoints.SearchedProduct],
-    ) -> list[RunStatus | None]:
-        """Checkpoint searched products in one transaction fenced by the lease (Core: no
-        ORM on this path); for each, the run's status, or None if an earlier holder of the
-        lease checkpointed it."""
-        async with connection.begin():
-            marked, increments = await checkpoints.write_searched(
-                connection, searched, now=self.clock()
-            )
-            if not any(marked):
-                return [None] * len(searched)
-            status = await self.leases.fence(connection, lease, **increments)
-        return [status if new else None for new in marked]
+        write: Callable[
+            [AsyncConnection, list[ItemT], datetime], Awaitable[tuple[list[bool], dict[str, int]]]
+        ],
+    ) -> AsyncIterator[checkpoints.GroupCommit[ItemT]]:
+        """The checkpoints of a phase, written in groups (`checkpoints`) on one connection
+        of their own (no pool checkout, ping and reset per group), through Core (no ORM on
+        this path).
 
-    async def _checkpoint(
-        self,
-        lease: Lease,
-        done: sa.Update,
-        write: Callable[[AsyncSession], Awaitable[dict[str, int]]],
-    ) -> RunStatus | None:
-        """One unit of work in one transaction: mark it `done` (unless an earlier holder of
-        the lease already did: then nothing is written and None returned), `write` its rows,
-        and bump the run's counters by what `write` returns, fenced by the lease."""
-        async with self.database.transaction() as session:
-            marked = await session.execute(done.execution_options(synchronize_session=False))
-            if marked.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
-                return None
-            return await self.leases.fence(session, lease, **await write(session))
+        Each group is one transaction: `write` marks its units done (unless an earlier
+        holder of the lease already did: those get None) and writes their rows, then the
+        run's counters are bumped by what it returns, fenced by the lease."""
+        async with self.database.engine.connect() as connection:
+
+            async def write_group(items: list[ItemT]) -> list[RunStatus | None]:
+                async with connection.begin():
+                    marked, increments = await write(connection, items, self.clock())
+                    if not any(marked):
+                        return [None] * len(items)
+                    status = await self.leases.fence(connection, lease, **increments)
+                return [status if new else None for new in marked]
+
+            yield checkpoints.GroupCommit(write_group, linger=CHECKPOINT_LINGER_SECONDS)
 
     async def _fan_out(
         self,
@@ -451,21 +423,6 @@ class Pipeline:
             raise _PauseWithdrawnError(f"run {lease.run_id} is running again")
         if exhausted:
             raise max(exhausted, key=lambda error: error.resume_at)
-
-
-async def _insert_new(
-    session: AsyncSession, table: type[Any], key: list[str], values: list[dict[str, Any]]
-) -> int:
-    """Insert the rows whose `key` is not in `table` yet; how many were new."""
-    if not values:
-        return 0
-    result = await session.execute(
-        insert_ignoring_conflicts(session, table, index_elements=key).returning(
-            getattr(table, key[-1])
-        ),
-        values,
-    )
-    return len(result.all())
 
 
 def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:
