@@ -59,10 +59,7 @@ async def write_listings(
             rows = [row for listing_rows in group for row in listing_rows]
             if rows:
                 await session.execute(RunListing.__table__.insert(), rows)
-            if per_transaction == 1:
-                new_sellers += await sellers.record(session, run_id, group[0])
-            else:
-                new_sellers += await sellers.record_products(session, run_id, group)
+            new_sellers += await sellers.record_products(session, run_id, group)
     return new_sellers
 
 

@@ -39,7 +39,7 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 PRODUCT_BATCH = 200
-# How long the writer of a group of eBay checkpoints waits for more to join it (see
+# How long the writer of a group of checkpoints waits for more to join it (see
 # `checkpoints.GroupCommit`): well under a provider call, long enough for the calls that
 # ended with its own.
 CHECKPOINT_LINGER_SECONDS = 0.002

@@ -77,13 +77,6 @@ def _greatest_sql(current: Any, new: Any) -> sa.ColumnElement[Any]:
     )
 
 
-async def record(
-    session: AsyncSession, run_id: uuid.UUID, listing_rows: Sequence[dict[str, Any]]
-) -> int:
-    """Add one product's listings to their sellers' figures (see `record_products`)."""
-    return await record_products(session, run_id, [listing_rows])
-
-
 async def record_products(
     session: AsyncSession | AsyncConnection,
     run_id: uuid.UUID,
