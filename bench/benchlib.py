@@ -95,6 +95,32 @@ def postgres_database(server: URL, prefix: str) -> Iterator[str]:
         asyncio.run(_on_maintenance_db(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def postgres_backends_cpu(database: str) -> dict[int, float] | None:
+    """CPU seconds (user + system) of each PostgreSQL backend process on this machine that
+    is connected to `database`, by pid; None where /proc cannot tell (not Linux).
+
+    Backends are found by their process title (`postgres: [cluster: ]user database host
+    state`), so only a server on this machine is seen, and only while it runs as a user
+    whose /proc entries this process may read."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    backends: dict[int, float] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+            if not title.startswith("postgres: ") or database not in title.split():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+        backends[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return backends
+
+
 def child_environment() -> dict[str, str]:
     """The environment of a child: none of the developer's service settings."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")

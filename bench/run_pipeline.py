@@ -14,6 +14,12 @@ does it (`Database.from_settings`, `build_providers`, `RunLifecycle`, `Pipeline`
   most `run_provider_concurrency` provider calls in flight, so no run can be faster;
 * the wall time from `start_run` until the run is seen completed, and wall / bound
   (the goal is at most 1.3);
+* the CPU time per checkpoint (one per category, one per product): this process's CPU
+  during the run (every thread: the event loop, SQLite's worker threads, and the 50 ms
+  poll of the run row, a small part) divided by the checkpoints; on PostgreSQL, next to
+  it, the CPU of the server's backends connected to the run's database (read from /proc
+  when the server runs on this machine; its background writers are not counted). Unlike
+  the ratio, these hardly depend on the machine's load;
 * the process's resident memory right before the run starts (after imports and the
   migration), its peak (`ru_maxrss`), and the difference: the run's own memory, which
   should stay flat as the number of listings grows (the goal).
@@ -66,6 +72,7 @@ from benchlib import (
     databases_to_measure,
     format_table,
     peak_rss_kib,
+    postgres_backends_cpu,
     postgres_database,
 )
 from sqlalchemy.engine import URL, make_url
@@ -73,6 +80,8 @@ from sqlalchemy.engine import URL, make_url
 if TYPE_CHECKING:
     from app.core.config import Settings
 
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "apps" / "api" / "src"  # the code measured: this checkout's
 DEFAULT_SIZES = "5x50,20x50,40x50"
 POLL_SECONDS = 0.05
 
@@ -129,8 +138,10 @@ class Measurement:
     products: int
     listings: int
     sellers: int
+    checkpoints: int
     wall_seconds: float
     cpu_seconds: float
+    server_cpu_seconds: float | None
     amazon_phase_seconds: float
     ebay_phase_seconds: float
     rss_before_kib: int
@@ -153,13 +164,25 @@ def ideal_bound(calls: int, latency_ms: int, concurrency: int) -> float:
     return calls * latency_ms / 1000 / concurrency
 
 
-# --- memory ---------------------------------------------------------------------------------
+# --- CPU ------------------------------------------------------------------------------------
 
 
 def cpu_seconds() -> float:
     """CPU time (user + system) this process has used so far, every thread included."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_since(before: dict[int, float] | None, database: str | None) -> float | None:
+    """CPU time the PostgreSQL backends of `database` used since `before` (their CPU then,
+    by pid; a backend that connected since counts whole); None when it cannot be read.
+    A backend that ended meanwhile is missed: the pool keeps the run's connections open."""
+    if before is None or database is None:
+        return None
+    after = postgres_backends_cpu(database)
+    if not after:
+        return None
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 # --- child: one measured run ------------------------------------------------------------------
@@ -205,6 +228,9 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
             )
         org_id, run_id = org.id, run.id
 
+        server = make_url(settings.effective_database_url)
+        backends = server.database if server.get_backend_name() == "postgresql" else None
+        server_before = postgres_backends_cpu(backends) if backends else None
         rss_before = current_rss_kib()
         cpu_before = cpu_seconds()
         started = time.perf_counter()
@@ -228,6 +254,7 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
             await asyncio.sleep(POLL_SECONDS)
         wall = time.perf_counter() - started
         cpu = cpu_seconds() - cpu_before
+        server_cpu = server_cpu_since(server_before, backends)
         peak = peak_rss_kib()
 
         async with database.read() as session:
@@ -253,8 +280,10 @@ async def measure_run(settings: Settings, size: Size) -> Measurement:
             products=products or 0,
             listings=listings or 0,
             sellers=run.sellers_found,
+            checkpoints=run.categories_done + run.products_searched,
             wall_seconds=wall,
             cpu_seconds=cpu,
+            server_cpu_seconds=server_cpu,
             amazon_phase_seconds=(amazon_done - run.started_at).total_seconds(),
             ebay_phase_seconds=(run.finished_at - amazon_done).total_seconds(),
             rss_before_kib=rss_before,
@@ -308,7 +337,7 @@ def run_child(
         command,
         stdout=subprocess.PIPE,
         text=True,
-        env=child_environment(),
+        env={**child_environment(), "PYTHONPATH": str(SOURCE)},
         timeout=timeout,
         check=False,
     )
@@ -338,6 +367,8 @@ COLUMNS = (
     "bound (s)",
     "wall (s)",
     "ratio",
+    "CPU/checkpoint (ms)",
+    "server CPU/checkpoint (ms)",
     "RSS before (MiB)",
     "peak RSS (MiB)",
     "run's RSS (MiB)",
@@ -351,6 +382,8 @@ def table_row(
     bound = ideal_bound(result.amazon_calls + result.ebay_calls, latency_ms, concurrency)
     ratio = f"{result.wall_seconds / bound:.2f}x" if bound > 0 else "n/a"
     mib = 1024
+    per_checkpoint = 1000 / max(1, result.checkpoints)
+    server = result.server_cpu_seconds
     return [
         db,
         f"{size.categories} x {size.products}",
@@ -360,10 +393,19 @@ def table_row(
         f"{bound:.2f}",
         f"{result.wall_seconds:.2f}",
         ratio,
+        f"{result.cpu_seconds * per_checkpoint:.2f}",
+        "n/a" if server is None else f"{server * per_checkpoint:.2f}",
         f"{result.rss_before_kib / mib:.1f}",
         f"{result.peak_rss_kib / mib:.1f}",
         f"{(result.peak_rss_kib - result.rss_before_kib) / mib:+.1f}",
     ]
+
+
+def server_cpu_note(result: Measurement) -> str:
+    """`, PostgreSQL backends' CPU x s`, or nothing when not measured."""
+    if result.server_cpu_seconds is None:
+        return ""
+    return f", PostgreSQL backends' CPU {result.server_cpu_seconds:.2f} s"
 
 
 def parent_main(args: argparse.Namespace) -> int:
@@ -385,7 +427,8 @@ def parent_main(args: argparse.Namespace) -> int:
             details.append(
                 f"{db} {size}: {result.status}; Amazon phase {result.amazon_phase_seconds:.2f} s,"
                 f" eBay phase {result.ebay_phase_seconds:.2f} s; benchmark process CPU during"
-                f" the run {result.cpu_seconds:.2f} s; {result.products} products,"
+                f" the run {result.cpu_seconds:.2f} s{server_cpu_note(result)};"
+                f" {result.checkpoints} checkpoints, {result.products} products,"
                 f" {result.sellers} sellers, {result.provider_retries} provider retries"
             )
 
@@ -399,6 +442,14 @@ def parent_main(args: argparse.Namespace) -> int:
         "(categories x products per category); one fresh process and database per row"
     )
     print("Bound = (Amazon calls + eBay calls) x latency / concurrency; ratio = wall / bound")
+    print(
+        "CPU/checkpoint = this process's CPU during the run / checkpoints (one per category"
+        " and per product); server CPU/checkpoint = that of the PostgreSQL backends of the"
+        " run's database (n/a: SQLite, or a server /proc cannot see)"
+    )
+    print(
+        "Load average when done (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    )
     print("RSS before = resident memory after imports and migration; run's RSS = peak - before")
     for note in notes:
         print(note)

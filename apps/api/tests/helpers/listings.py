@@ -43,14 +43,24 @@ def random_products(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
     return products
 
 
-async def write_listings(database: Database, run_id: uuid.UUID, products: Products) -> None:
-    """Each product's listings in a transaction of its own, as the eBay checkpoints do."""
-    for listings in products.values():
+async def write_listings(
+    database: Database, run_id: uuid.UUID, products: Products, *, per_transaction: int = 1
+) -> int:
+    """The products' listings, `per_transaction` products in a transaction (a group of eBay
+    checkpoints); how many sellers the figures found new."""
+    groups = list(products.values())
+    new_sellers = 0
+    for start in range(0, len(groups), per_transaction):
         async with database.transaction() as session:
-            rows = [{"run_id": run_id, **listing} for listing in listings]
+            group = [
+                [{"run_id": run_id, **listing} for listing in listings]
+                for listings in groups[start : start + per_transaction]
+            ]
+            rows = [row for listing_rows in group for row in listing_rows]
             if rows:
                 await session.execute(RunListing.__table__.insert(), rows)
-            await sellers.record(session, run_id, rows)
+            new_sellers += await sellers.record_products(session, run_id, group)
+    return new_sellers
 
 
 async def complete(database: Database, run_id: uuid.UUID) -> None:

@@ -1,6 +1,7 @@
 """A run's seller figures, kept per checkpoint and ranked when the run finishes, are those
 of its listings: for random runs, every page in every order equals the ranking computed
-from the listings themselves, before and after the run finishes, and in the CSV."""
+from the listings themselves, before and after the run finishes, and in the CSV; and
+checkpoints written in groups add up to the same figures as one at a time."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from app.core.database import Database
 from app.runs import sellers
+from app.tables import RunSeller
 from tests.helpers.actors import Actor, Actors
 from tests.helpers.listings import random_products, write_listings
 
@@ -158,3 +161,44 @@ async def test_pages_in_every_order_are_the_ranking_of_the_listings(
     assert [_money(line["median_price"] or None) for line in lines] == [
         e.median_price for e in expected
     ]
+
+
+async def _figures(database: Database, run_id: uuid.UUID) -> list[tuple[Any, ...]]:
+    async with database.read() as session:
+        result = await session.execute(
+            sa.select(
+                RunSeller.username,
+                RunSeller.products,
+                RunSeller.listings,
+                RunSeller.min_price,
+                RunSeller.max_price,
+                RunSeller.feedback_score,
+                RunSeller.feedback_percentage,
+                RunSeller.currency,
+            )
+            .where(RunSeller.run_id == run_id)
+            .order_by(RunSeller.username)
+        )
+        return [tuple(row) for row in result]
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_checkpoints_in_groups_add_up_to_the_figures_of_one_at_a_time(
+    client: httpx.AsyncClient, actors: Actors, database: Database, seed: int
+) -> None:
+    rng = random.Random(seed)
+    products = random_products(rng)
+    per_transaction = rng.randint(2, 5)
+    figures, found = [], []
+    for org in ("One at a time", "In groups"):
+        admin = await actors.admin(org)
+        created = await client.post(
+            "/collection/runs", json={"category_ids": ["172282"]}, headers=admin.headers
+        )
+        assert created.status_code == 201, created.text
+        run_id = uuid.UUID(created.json()["id"])
+        grouped = per_transaction if org == "In groups" else 1
+        found.append(await write_listings(database, run_id, products, per_transaction=grouped))
+        figures.append(await _figures(database, run_id))
+    assert figures[0] == figures[1]
+    assert found[0] == found[1] == len(figures[0])

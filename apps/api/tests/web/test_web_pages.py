@@ -38,7 +38,7 @@ async def _listings(database: Database, run_id: str, sellers: list[str]) -> None
         }
         async with database.transaction() as session:
             await session.execute(RunListing.__table__.insert(), [row])
-            await run_sellers.record(session, uuid.UUID(run_id), [row])
+            await run_sellers.record_products(session, uuid.UUID(run_id), [[row]])
 
 
 async def _schedule(

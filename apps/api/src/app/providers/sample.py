@@ -537,12 +537,16 @@ def _drifted_price(price: Decimal | None, factor: float) -> Decimal | None:
 
 
 @lru_cache(maxsize=256)
-def sample_best_sellers(category_id: str, day: int) -> tuple[Product, ...]:
-    """The whole list of `category_id` on market `day` (see `sample_market.market_day`),
-    best first, ranked and priced for the day."""
+def sample_best_sellers(
+    category_id: str, day: int, limit: int = market.BEST_SELLER_PLACES
+) -> tuple[Product, ...]:
+    """The top `limit` of the list of `category_id` on market `day` (see
+    `sample_market.market_day`), best first, ranked and priced for the day: the whole list
+    is ranked, only its top is made into products."""
     key = _category_key(category_id)
+    places = market.best_seller_places(key, day)[: max(0, limit)]
     products = []
-    for rank, (place, generation) in enumerate(market.best_seller_places(key, day), start=1):
+    for rank, (place, generation) in enumerate(places, start=1):
         product = sample_product(category_id, place, generation)
         factor = market.amazon_price_factor(key, place, generation, day)
         price = _drifted_price(product.price, factor)
@@ -586,7 +590,7 @@ class SampleAmazonProvider(_SampleMarket):
         """The top `limit` products of `category_id` (at most the list's 100 places) on the
         market day of `as_of` (default: now), best first."""
         day = await self._market_day(as_of)
-        return list(sample_best_sellers(category_id, day)[: max(0, limit)])
+        return list(sample_best_sellers(category_id, day, limit))
 
 
 # --- eBay -----------------------------------------------------------------------------

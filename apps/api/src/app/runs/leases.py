@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.core.clock import Clock, utcnow
@@ -271,29 +272,51 @@ class Leases:
     def _lease_expiry(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.lease_seconds)
 
-    async def fence(self, session: AsyncSession, lease: Lease, **increments: int) -> RunStatus:
+    async def fence(
+        self, session: AsyncSession | AsyncConnection, lease: Lease, **increments: int
+    ) -> RunStatus:
         """Bump the run's counters if this instance still holds its lease; return its status.
 
         Every checkpoint calls this inside its transaction: when the lease is gone the
         whole checkpoint rolls back.
         """
-        values: dict[str, Any] = {
-            name: getattr(CollectionRun, name) + amount for name, amount in increments.items()
-        }
         status = await session.scalar(
-            sa.update(CollectionRun)
-            .where(
-                CollectionRun.id == lease.run_id,
-                CollectionRun.lease_owner == lease.owner,
-                CollectionRun.status.in_(CHECKPOINTING),
-            )
-            .values(**values, updated_at=self.clock())
-            .returning(CollectionRun.status)
-            .execution_options(synchronize_session=False)
+            _fence_statement(tuple(increments)),
+            {
+                "fenced_run": lease.run_id,
+                "fenced_owner": lease.owner,
+                "fenced_at": self.clock(),
+                **{f"add_{name}": amount for name, amount in increments.items()},
+            },
         )
         if status is None:
             raise LeaseLostError(f"lease of run {lease.run_id} lost")
         return RunStatus(status)
+
+
+@cache
+def _fence_statement(counters: tuple[str, ...]) -> sa.Update:
+    """The fence's UPDATE, built once per set of counters (it runs at every checkpoint)."""
+    runs = CollectionRun.metadata.tables[CollectionRun.__tablename__]
+    run = runs.c
+    return (
+        sa.update(runs)
+        .where(
+            run.id == sa.bindparam("fenced_run"),
+            run.lease_owner == sa.bindparam("fenced_owner"),
+            run.status.in_(CHECKPOINTING),
+        )
+        .values(
+            {
+                **{
+                    name: run[name] + sa.bindparam(f"add_{name}", type_=sa.Integer)
+                    for name in counters
+                },
+                "updated_at": sa.bindparam("fenced_at", type_=run.updated_at.type),
+            }
+        )
+        .returning(run.status)
+    )
 
 
 def status_literal(status: RunStatus) -> sa.BindParameter[RunStatus]:

@@ -11,24 +11,23 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
-from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
-from app.core.database import Database, insert_ignoring_conflicts
+from app.core.database import Database
 from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, QuotaExhaustedError
 from app.providers.resilience import ProviderFailedError
-from app.runs import directory, rows, sellers
+from app.runs import checkpoints, directory, rows, sellers
 from app.runs.leases import Lease, LeaseLostError, Leases
 from app.tables import (
     CollectionRun,
     RunCategory,
-    RunListing,
     RunPhase,
     RunProduct,
     RunStatus,
@@ -40,6 +39,10 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 PRODUCT_BATCH = 200
+# How long the writer of a group of checkpoints waits for more to join it (see
+# `checkpoints.GroupCommit`): well under a provider call, long enough for the calls that
+# ended with its own.
+CHECKPOINT_LINGER_SECONDS = 0.002
 WAITING_FOR_LENGTH = 300  # collection_runs.waiting_for
 
 
@@ -281,9 +284,15 @@ class Pipeline:
                 category.category_id, run.products_per_category, as_of=run.created_at
             )
 
-        await self._fan_out(
-            lease, pending, collect, partial(self._checkpoint_category, lease), stop
-        )
+        async with self._checkpoint_groups(lease, checkpoints.write_collected) as groups:
+
+            async def checkpoint(
+                category: RunCategory, products: list[Product]
+            ) -> RunStatus | None:
+                product_rows = [rows.product_row(category, product) for product in products]
+                return await groups.submit(checkpoints.CollectedCategory(category, product_rows))
+
+            await self._fan_out(lease, pending, collect, checkpoint, stop)
         async with self.database.transaction() as session:
             await session.execute(
                 sa.update(CollectionRun)
@@ -292,45 +301,25 @@ class Pipeline:
                 .execution_options(synchronize_session=False)
             )
 
-    async def _checkpoint_category(
-        self, lease: Lease, category: RunCategory, products: list[Product]
-    ) -> RunStatus | None:
-        done = (
-            sa.update(RunCategory)
-            .where(
-                RunCategory.run_id == category.run_id,
-                RunCategory.position == category.position,
-                RunCategory.done_at.is_(None),
-            )
-            .values(done_at=self.clock(), products_found=len(products))
-        )
-
-        async def write(session: AsyncSession) -> dict[str, int]:
-            # in key order: concurrent checkpoints of categories that share products then
-            # lock those rows in one order and cannot deadlock
-            product_rows = [rows.product_row(category, p) for p in sorted(products, key=rows.asin)]
-            inserted = await _insert_new(session, RunProduct, ["run_id", "asin"], product_rows)
-            return {"categories_done": 1, "products_found": inserted}
-
-        return await self._checkpoint(lease, done, write)
-
     async def run_ebay_seller_search(
         self, lease: Lease, run: CollectionRun, stop: asyncio.Event | None = None
     ) -> None:
-        """Phase 2: eBay listings of every collected product, one checkpoint per product."""
+        """Phase 2: eBay listings of every collected product, one checkpoint per product
+        (written in groups: `checkpoints`)."""
 
         async def search(product: RunProduct) -> list[Listing]:
             return await self.ebay.search(
                 rows.as_product(product), run.listings_per_product, as_of=run.created_at
             )
 
-        await self._fan_out(
-            lease,
-            self._unsearched_products(run.id),
-            search,
-            partial(self._checkpoint_product, lease),
-            stop,
-        )
+        async with self._checkpoint_groups(lease, checkpoints.write_searched) as groups:
+
+            async def checkpoint(product: RunProduct, listings: list[Listing]) -> RunStatus | None:
+                unique = {listing.item_id: listing for listing in listings}.values()
+                listing_rows = [rows.listing_row(product, listing) for listing in unique]
+                return await groups.submit(checkpoints.SearchedProduct(product, listing_rows))
+
+            await self._fan_out(lease, self._unsearched_products(run.id), search, checkpoint, stop)
 
     async def _unsearched_products(self, run_id: uuid.UUID) -> AsyncIterator[RunProduct]:
         """Products not searched yet, in ranking order, read in small batches."""
@@ -358,48 +347,32 @@ class Pipeline:
             last = batch[-1]
             after = (last.category_position, last.sales_rank, last.asin)
 
-    async def _checkpoint_product(
-        self, lease: Lease, product: RunProduct, listings: list[Listing]
-    ) -> RunStatus | None:
-        unique = list({listing.item_id: listing for listing in listings}.values())
-        done = (
-            sa.update(RunProduct)
-            .where(
-                RunProduct.run_id == product.run_id,
-                RunProduct.asin == product.asin,
-                RunProduct.searched_at.is_(None),
-            )
-            .values(searched_at=self.clock(), listings_found=len(unique))
-        )
-
-        async def write(session: AsyncSession) -> dict[str, int]:
-            listing_rows = [rows.listing_row(product, listing) for listing in unique]
-            listings_found = await _insert_new(
-                session, RunListing, ["run_id", "asin", "item_id"], listing_rows
-            )
-            # The product is checkpointed once, so every one of its listings was new.
-            return {
-                "products_searched": 1,
-                "listings_found": listings_found,
-                "sellers_found": await sellers.record(session, product.run_id, listing_rows),
-            }
-
-        return await self._checkpoint(lease, done, write)
-
-    async def _checkpoint(
+    @asynccontextmanager
+    async def _checkpoint_groups(
         self,
         lease: Lease,
-        done: sa.Update,
-        write: Callable[[AsyncSession], Awaitable[dict[str, int]]],
-    ) -> RunStatus | None:
-        """One unit of work in one transaction: mark it `done` (unless an earlier holder of
-        the lease already did: then nothing is written and None returned), `write` its rows,
-        and bump the run's counters by what `write` returns, fenced by the lease."""
-        async with self.database.transaction() as session:
-            marked = await session.execute(done.execution_options(synchronize_session=False))
-            if marked.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
-                return None
-            return await self.leases.fence(session, lease, **await write(session))
+        write: Callable[
+            [AsyncConnection, list[ItemT], datetime], Awaitable[tuple[list[bool], dict[str, int]]]
+        ],
+    ) -> AsyncIterator[checkpoints.GroupCommit[ItemT]]:
+        """The checkpoints of a phase, written in groups (`checkpoints`) on one connection
+        of their own (no pool checkout, ping and reset per group), through Core (no ORM on
+        this path).
+
+        Each group is one transaction: `write` marks its units done (unless an earlier
+        holder of the lease already did: those get None) and writes their rows, then the
+        run's counters are bumped by what it returns, fenced by the lease."""
+        async with self.database.engine.connect() as connection:
+
+            async def write_group(items: list[ItemT]) -> list[RunStatus | None]:
+                async with connection.begin():
+                    marked, increments = await write(connection, items, self.clock())
+                    if not any(marked):
+                        return [None] * len(items)
+                    status = await self.leases.fence(connection, lease, **increments)
+                return [status if new else None for new in marked]
+
+            yield checkpoints.GroupCommit(write_group, linger=CHECKPOINT_LINGER_SECONDS)
 
     async def _fan_out(
         self,
@@ -473,21 +446,6 @@ class Pipeline:
             raise _PauseWithdrawnError(f"run {lease.run_id} is running again")
         if exhausted:
             raise max(exhausted, key=lambda error: error.resume_at)
-
-
-async def _insert_new(
-    session: AsyncSession, table: type[Any], key: list[str], values: list[dict[str, Any]]
-) -> int:
-    """Insert the rows whose `key` is not in `table` yet; how many were new."""
-    if not values:
-        return 0
-    result = await session.execute(
-        insert_ignoring_conflicts(session, table, index_elements=key).returning(
-            getattr(table, key[-1])
-        ),
-        values,
-    )
-    return len(result.all())
 
 
 def _most_telling(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -17,10 +17,6 @@ PRICE_LIMIT = Decimal(10) ** 10  # Numeric(12, 2)
 CENT = Decimal("0.01")
 
 
-def asin(product: Product) -> str:
-    return product.asin
-
-
 def text(value: str, length: int) -> str:
     return value if len(value) <= length else value[: length - 1] + "…"
 

@@ -6,7 +6,8 @@ it from the listings costs time linear in the run's listings on every read. Inst
 
 - each eBay checkpoint adds the sellers' figures of its product to `run_sellers`, in the
   checkpoint's own transaction (a checkpoint is written exactly once, so the sums are
-  exactly those of the listings written);
+  exactly those of the listings written; checkpoints written together add theirs in one
+  statement);
 - when the run finishes, `finish` numbers the ranking and computes each seller's median
   price, in the transaction that finishes it.
 
@@ -17,33 +18,39 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.dml import Insert
 
-from app.core.database import insert_ignoring_conflicts
+from app.core.database import dialect_insert
 from app.runs import margins as margins_sql
 from app.tables import CollectionRun, RunListing, RunProduct, RunSeller
 
 
 @dataclass(slots=True)
 class _Figures:
-    """One seller's figures in one product's listings."""
+    """One seller's figures in the listings of the products checkpointed together."""
 
+    products: int = 0
     listings: int = 0
     currency: str | None = None
-    prices: list[Decimal] = field(default_factory=list)
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
     feedback_score: int | None = None
     feedback_percentage: Decimal | None = None
 
     def add(self, row: dict[str, Any]) -> None:
         self.listings += 1
         self.currency = self.currency or row["currency"]
-        if row["price"] is not None:
-            self.prices.append(row["price"])
+        price = row["price"]
+        if price is not None:
+            self.min_price = price if self.min_price is None else min(self.min_price, price)
+            self.max_price = price if self.max_price is None else max(self.max_price, price)
         self.feedback_score = _greatest(self.feedback_score, row["seller_feedback_score"])
         self.feedback_percentage = _greatest(
             self.feedback_percentage, row["seller_feedback_percentage"]
@@ -70,73 +77,70 @@ def _greatest_sql(current: Any, new: Any) -> sa.ColumnElement[Any]:
     )
 
 
-async def record(
-    session: AsyncSession, run_id: uuid.UUID, listing_rows: Sequence[dict[str, Any]]
+async def record_products(
+    session: AsyncSession | AsyncConnection,
+    run_id: uuid.UUID,
+    products: Sequence[Sequence[dict[str, Any]]],
 ) -> int:
-    """Add one product's listings (rows of `run_listings`, distinct item ids, already
-    inserted) to their sellers' figures; return how many sellers are new to the run.
+    """Add the listings of products checkpointed together (per product, rows of
+    `run_listings` with distinct item ids, already inserted) to their sellers' figures;
+    return how many sellers are new to the run.
 
-    A seller's currency is that of its first listings: a run searches one eBay
-    marketplace, whose prices share one currency."""
+    One upsert adds the figures of every seller: a seller is new when its row, once
+    written, counts exactly the products of this call (an existing row already counted
+    at least one other). A seller's currency is that of its first listings: a run
+    searches one eBay marketplace, whose prices share one currency."""
     figures: dict[str, _Figures] = {}
-    for row in listing_rows:
-        figures.setdefault(row["seller_username"], _Figures()).add(row)
+    for listing_rows in products:
+        sellers_of_product = set()
+        for row in listing_rows:
+            username = row["seller_username"]
+            seller = figures.get(username)
+            if seller is None:
+                seller = figures[username] = _Figures()
+            if username not in sellers_of_product:
+                sellers_of_product.add(username)
+                seller.products += 1
+            seller.add(row)
     if not figures:
         return 0
-    values = [
+    values = [  # in key order: concurrent upserts lock shared sellers in one order
         {
             "run_id": run_id,
             "username": username,
-            "products": 1,
+            "products": seller.products,
             "listings": seller.listings,
-            "min_price": min(seller.prices, default=None),
-            "max_price": max(seller.prices, default=None),
+            "min_price": seller.min_price,
+            "max_price": seller.max_price,
             "feedback_score": seller.feedback_score,
             "feedback_percentage": seller.feedback_percentage,
             "currency": seller.currency,
         }
         for username, seller in sorted(figures.items())
     ]
-    new = set(
-        await session.scalars(
-            insert_ignoring_conflicts(
-                session, RunSeller, index_elements=["run_id", "username"]
-            ).returning(RunSeller.username),
-            values,
-        )
-    )
-    known = [row for row in values if row["username"] not in new]
-    if known:  # one executemany UPDATE adding this product's figures to theirs
-        await session.execute(
-            _ADD_FIGURES, [{f"b_{k}": v for k, v in row.items()} for row in known]
-        )
-    return len(new)
+    bind = session if isinstance(session, AsyncConnection) else session.get_bind()
+    written = await session.execute(_add_figures(bind.dialect.name), values)
+    return sum(1 for username, products in written if products == figures[username].products)
 
 
-def _add_figures() -> sa.Update:
-    table = RunSeller.metadata.tables[RunSeller.__tablename__]
-    seller = table.c
-
-    def new(name: str) -> sa.BindParameter[Any]:
-        return sa.bindparam(f"b_{name}", type_=seller[name].type)
-
-    return (
-        sa.update(table)
-        .where(seller.run_id == new("run_id"), seller.username == new("username"))
-        .values(
-            products=seller.products + 1,
-            listings=seller.listings + new("listings"),
-            min_price=_least_sql(seller.min_price, new("min_price")),
-            max_price=_greatest_sql(seller.max_price, new("max_price")),
-            feedback_score=_greatest_sql(seller.feedback_score, new("feedback_score")),
-            feedback_percentage=_greatest_sql(
-                seller.feedback_percentage, new("feedback_percentage")
+@cache
+def _add_figures(dialect: str) -> Insert:
+    """The upsert of sellers' figures: a new seller's row, or its figures added to its row."""
+    insert = dialect_insert(dialect, RunSeller.metadata.tables[RunSeller.__tablename__])
+    seller, new = insert.table.c, insert.excluded
+    return insert.on_conflict_do_update(
+        index_elements=[seller.run_id, seller.username],
+        set_={
+            "products": seller.products + new.products,
+            "listings": seller.listings + new.listings,
+            "min_price": _least_sql(seller.min_price, new.min_price),
+            "max_price": _greatest_sql(seller.max_price, new.max_price),
+            "feedback_score": _greatest_sql(seller.feedback_score, new.feedback_score),
+            "feedback_percentage": _greatest_sql(
+                seller.feedback_percentage, new.feedback_percentage
             ),
-        )
-    )
-
-
-_ADD_FIGURES = _add_figures()
+        },
+    ).returning(seller.username, seller.products)
 
 
 def ranking_order(*, reverse: bool = False) -> tuple[sa.ColumnElement[Any], ...]:
