@@ -33,8 +33,8 @@ def build_providers(
     app's, closed with it); it is required when AMAZON_PROVIDER=keepa or EBAY_PROVIDER=ebay.
     With `database`, eBay's daily call budget (and the sample's, when
     SAMPLE_EBAY_DAILY_CALL_LIMIT gives it one) is counted there, shared by every instance
-    and by organizations in turns; without, in this process. Build them once per process: the real clients keep token and
-    quota state.
+    and by organizations in turns; without, in this process. Build them once per process:
+    the real clients keep token and quota state.
     """
     amazon: AmazonProvider
     if settings.amazon_provider == "keepa":
@@ -56,7 +56,9 @@ def build_providers(
         )
         terms = settings_budget_terms(settings)
         if terms is not None:  # SAMPLE_EBAY_DAILY_CALL_LIMIT: as if it were eBay's budget
-            ebay = BudgetedEbayProvider(ebay, daily_budget(terms.limit, database=database, terms=terms))
+            ebay = BudgetedEbayProvider(
+                ebay, daily_budget(terms.limit, database=database, terms=terms)
+            )
     policy = RetryPolicy.from_settings(settings)
     timeout = settings.provider_timeout_seconds
     return (

@@ -29,8 +29,7 @@ class ProviderOrgCallCount(OrgOwned, Base):
     calls: Mapped[int]
     last_call_at: Mapped[datetime]
     seconds_per_call: Mapped[float | None] = mapped_column(
-        sa.Float(),
-        comment="moving average of the time between its calls (NULL after the first)"
+        sa.Float(), comment="moving average of the time between its calls (NULL after the first)"
     )
 
 

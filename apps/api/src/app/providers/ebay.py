@@ -37,7 +37,6 @@ from app.providers.budget import (
     DailyCallBudget,
     next_midnight,
 )
-from app.providers.fair_share import BudgetTerms, FairDailyCallBudget
 from app.providers.ebay_parsing import (
     PROVIDER,
     as_list,
@@ -51,6 +50,7 @@ from app.providers.ebay_parsing import (
     seconds_text,
     token_error,
 )
+from app.providers.fair_share import BudgetTerms, FairDailyCallBudget
 from app.providers.matching import search_keywords, title_matches
 
 logger = logging.getLogger(__name__)

@@ -184,9 +184,28 @@ def refusal(
     if me.calls < min(other.calls for other in rivals) + turn:
         return None
     behind = [other for other in rivals if other.calls < me.calls]
-    return Refusal(
-        "turn", now + _catch_up(me, behind, now), sharing=len(rivals) + 1, left=left
-    )
+    return Refusal("turn", now + _catch_up(me, behind, now), sharing=len(rivals) + 1, left=left)
+
+
+def fair_share(me: Taker, rivals: Sequence[Taker], left: int) -> int:
+    """The calls `me` can count on of the `left` ones today when it takes turns with
+    `rivals`: the day's totals are evened out (each gets calls up to the level at which
+    what is left runs out, none more than it wants)."""
+    takers = [me, *rivals]
+
+    def given(level: int) -> int:
+        return sum(min(max(level - t.calls, 0), t.wanted) for t in takers)
+
+    low, high = min(t.calls for t in takers), max(t.calls + t.wanted for t in takers)
+    if given(high) <= left:
+        return me.wanted
+    while low < high:  # the highest level at which no more than `left` are given
+        middle = (low + high + 1) // 2
+        if given(middle) <= left:
+            low = middle
+        else:
+            high = middle - 1
+    return min(max(low - me.calls, 0), me.wanted)
 
 
 def _catch_up(me: Taker, behind: Sequence[Taker], now: datetime) -> timedelta:
@@ -382,7 +401,9 @@ async def _status(
     return ShareStatus(terms, used, me, others, last_call_at=own.last_call_at)
 
 
-async def _count(session: AsyncSession, terms: BudgetTerms, status: ShareStatus, now: datetime) -> None:
+async def _count(
+    session: AsyncSession, terms: BudgetTerms, status: ShareStatus, now: datetime
+) -> None:
     """Count one call against the day's budget and the organization's share, and update
     its pace."""
     day, me = terms.day(now), status.mine

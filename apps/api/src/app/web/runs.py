@@ -23,10 +23,10 @@ from app.core.pagination import PageParams
 from app.errors import AppError, ConflictError, NotFoundError
 from app.instance import instance_of
 from app.models import RunCreate, RunResponse
-from app.runs import changes, listings, pace, results
+from app.runs import changes, listings, results
 from app.runs.lifecycle import ALLOWED_FROM, PresetMissingError, RunLifecycle
 from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
-from app.web import run_changes
+from app.web import run_changes, run_estimate
 from app.web.errors import FORM, WebError, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
@@ -286,7 +286,7 @@ async def _run_page(
         status_code=status_code,
         nav="runs",
         run=run,
-        timing=await pace.timing(session, row, now=runs.clock()),
+        **await run_estimate.timing(request, session, row, now=runs.clock()),
         actions=allowed_actions(run, context),
         run_again=context.can("collection.run") and can_run_again(row),
         live=is_active(run),
@@ -397,7 +397,7 @@ async def run_live(
         request,
         "runs/_live.html",
         run=run,
-        timing=await pace.timing(session, row, now=runs.clock()),
+        **await run_estimate.timing(request, session, row, now=runs.clock()),
         actions=allowed_actions(run, context),
         run_again=context.can("collection.run") and can_run_again(row),
         live=is_active(run),
