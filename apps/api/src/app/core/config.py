@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         "all instances on this database together.",
     )
     ebay_fair_turn_calls: int = Field(
-        default=10,
+        default=25,
         ge=0,
         le=10_000,
         description="When the eBay calls left today are fewer than the running runs need, "

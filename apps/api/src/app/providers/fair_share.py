@@ -56,6 +56,9 @@ PACE_WEIGHT: Final = 0.2
 """Weight of the latest interval between an organization's calls in its pace."""
 PACE_GAP: Final = timedelta(seconds=30)
 """An interval longer than this is a pause, not the pace."""
+PACE_OUTLIER: Final = 3.0
+"""An interval counts for at most this many times the pace (a slowdown shows in a few
+calls, a wait for its turn hardly)."""
 DEFAULT_SECONDS_PER_CALL: Final = 1.0
 """The pace assumed of an organization before anybody's pace is known."""
 MIN_TURN_WAIT: Final = timedelta(milliseconds=50)
@@ -215,7 +218,8 @@ def _catch_up(me: Taker, behind: Sequence[Taker], now: datetime) -> timedelta:
     usual = fmean(paces) if paces else DEFAULT_SECONDS_PER_CALL
     longest = timedelta(0)
     for other in behind:
-        seconds = (me.calls - other.calls) * (other.seconds_per_call or usual)
+        pace = usual if other.seconds_per_call is None else other.seconds_per_call
+        seconds = (me.calls - other.calls) * pace
         waits = max(timedelta(0), other.waiting_until - now) if other.waiting_until else None
         longest = max(longest, timedelta(seconds=seconds) + (waits or timedelta(0)))
     return min(MAX_TURN_WAIT, max(MIN_TURN_WAIT, longest))
@@ -415,7 +419,10 @@ async def _count(
     pace, previous = me.seconds_per_call, status.last_call_at
     if previous is not None and now - previous <= PACE_GAP:
         interval = max(0.0, (now - previous).total_seconds())
-        pace = interval if pace is None else (1 - PACE_WEIGHT) * pace + PACE_WEIGHT * interval
+        if pace is None:
+            pace = interval
+        else:  # a wait for its turn is not its pace: an interval counts for 3 at most
+            pace += PACE_WEIGHT * (min(interval, PACE_OUTLIER * pace) - pace)
     table = ORG_COUNTS
     insert = dialect_insert(session.get_bind().dialect.name, table)
     await session.execute(
