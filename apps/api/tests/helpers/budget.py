@@ -3,13 +3,18 @@ calls each took from the shared budget: what the fair share's tests start from a
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from app.core.clock import utcnow
 from app.core.database import Database
+from app.instance import Instance
 from app.providers.budget_tables import ProviderCallCap, ProviderOrgCallCount
 from app.providers.ebay import budget_terms
 from app.providers.fair_share import BudgetTerms, FairDailyCallBudget
@@ -79,3 +84,16 @@ async def calls_taken(database: Database) -> dict[uuid.UUID, int]:
             ).group_by(ProviderOrgCallCount.org_id)
         )
         return {org_id: int(calls) for org_id, calls in rows}
+
+
+@contextmanager
+def budgeted(app: FastAPI, limit: int, **settings: object) -> Iterator[Instance]:
+    """The app's estimates and pages see a sample eBay budget of `limit` calls a day
+    (SAMPLE_EBAY_DAILY_CALL_LIMIT) and the other `settings` meanwhile."""
+    saved: Instance = app.state.instance
+    changed = saved.settings.model_copy(update={"sample_ebay_daily_call_limit": limit, **settings})
+    app.state.instance = dataclasses.replace(saved, settings=changed)
+    try:
+        yield app.state.instance
+    finally:
+        app.state.instance = saved

@@ -42,9 +42,11 @@ def refused(me: Taker, *others: Taker, left: int = 100, turn: int = 10) -> str |
 
 def test_nothing_left_or_the_cap_reached_waits_for_the_next_day() -> None:
     spent = refusal(taker(0), [], left=0, turn=10, now=NOW, resets_at=RESET)
-    assert spent is not None and (spent.reason, spent.resume_at) == ("spent", RESET)
+    assert spent is not None
+    assert (spent.reason, spent.resume_at) == ("spent", RESET)
     capped = refusal(taker(7, cap=7), [], left=50, turn=10, now=NOW, resets_at=RESET)
-    assert capped is not None and (capped.reason, capped.resume_at) == ("capped", RESET)
+    assert capped is not None
+    assert (capped.reason, capped.resume_at) == ("capped", RESET)
     assert refused(taker(6, cap=7)) is None
 
 
@@ -78,14 +80,17 @@ def test_the_wait_is_until_the_ones_behind_catch_up_at_their_pace() -> None:
     assert found.resume_at == NOW + timedelta(seconds=60)  # 30 calls behind at 2 s each
     waiting = taker(45, seconds_per_call=1.0, waiting_until=NOW + timedelta(seconds=7))
     found = refusal(me, [waiting], left=100, turn=5, now=NOW, resets_at=RESET)
-    assert found is not None and found.resume_at == NOW + timedelta(seconds=12)
+    assert found is not None
+    assert found.resume_at == NOW + timedelta(seconds=12)
     never_measured = refusal(taker(50), [taker(0)], left=100, turn=5, now=NOW, resets_at=RESET)
     assert never_measured is not None  # 50 calls at the default pace of 1 s
     assert never_measured.resume_at == NOW + timedelta(seconds=50)
     far = refusal(taker(5000), [taker(0)], left=100, turn=5, now=NOW, resets_at=RESET)
-    assert far is not None and far.resume_at == NOW + MAX_TURN_WAIT  # within bounds
+    assert far is not None
+    assert far.resume_at == NOW + MAX_TURN_WAIT  # within bounds
     close = refusal(me, [taker(49, seconds_per_call=0.0)], left=9, turn=1, now=NOW, resets_at=RESET)
-    assert close is not None and close.resume_at == NOW + MIN_TURN_WAIT
+    assert close is not None
+    assert close.resume_at == NOW + MIN_TURN_WAIT
 
 
 def test_the_fair_share_evens_out_the_days_totals() -> None:

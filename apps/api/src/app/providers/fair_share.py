@@ -228,15 +228,16 @@ def _catch_up(me: Taker, behind: Sequence[Taker], now: datetime) -> timedelta:
 def run_needs(
     *,
     phase: RunPhase | None,
-    categories_total: int,
+    categories_left: int,
     products_per_category: int,
     products_found: int,
     products_searched: int,
 ) -> int:
-    """The eBay calls a run still needs, about: one search per product (its categories'
-    best sellers until the Amazon phase has found them)."""
+    """The eBay calls a run still needs, about: one search per product, those found and
+    not searched yet and, until the Amazon phase is over, its categories left's best
+    sellers."""
     if phase in (None, RunPhase.AMAZON):
-        products_found = max(products_found, categories_total * products_per_category)
+        products_found += categories_left * products_per_category
     return max(0, products_found - products_searched)
 
 
@@ -360,6 +361,7 @@ async def _status(
             runs.org_id,
             runs.phase,
             runs.categories_total,
+            runs.categories_done,
             runs.products_per_category,
             runs.products_found,
             runs.products_searched,
@@ -382,7 +384,7 @@ async def _status(
             calls=row.calls or 0,
             needs=run_needs(
                 phase=row.phase,
-                categories_total=row.categories_total,
+                categories_left=row.categories_total - row.categories_done,
                 products_per_category=row.products_per_category,
                 products_found=row.products_found,
                 products_searched=row.products_searched,

@@ -194,7 +194,7 @@ async def estimate_run(
     `remaining`: how long the run has left at its own pace, when that is known."""
     needs = run_needs(
         phase=work.phase,
-        categories_total=work.categories_total,
+        categories_left=max(0, work.categories_total - work.categories_done),
         products_per_category=work.products_per_category,
         products_found=work.products_found,
         products_searched=work.products_searched,

@@ -26,13 +26,19 @@ router = APIRouter(include_in_schema=False)
 
 
 async def timing(
-    request: Request, session: AsyncSession, row: CollectionRun, *, now: datetime
+    request: Request,
+    session: AsyncSession,
+    row: CollectionRun,
+    *,
+    now: datetime,
+    with_estimate: bool = True,
 ) -> dict[str, Any]:
     """What a run's page shows of its time: how long it has been going and has left
-    (`timing`), until it finishes what it needs of the providers (`estimate`), and `now`."""
+    (`timing`), `now`, and until it finishes what it needs of the providers (`estimate`;
+    not in the part of the page polled every second, which stays a few cheap reads)."""
     measured = await pace.timing(session, row, now=now)
     found = None
-    if row.finished_at is None:
+    if with_estimate and row.finished_at is None:
         instance = instance_of(request)
         found = await estimate.estimate_run(
             session,

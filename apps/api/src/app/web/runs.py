@@ -397,7 +397,7 @@ async def run_live(
         request,
         "runs/_live.html",
         run=run,
-        **await run_estimate.timing(request, session, row, now=runs.clock()),
+        **await run_estimate.timing(request, session, row, now=runs.clock(), with_estimate=False),
         actions=allowed_actions(run, context),
         run_again=context.can("collection.run") and can_run_again(row),
         live=is_active(run),
