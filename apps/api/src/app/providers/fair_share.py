@@ -5,10 +5,12 @@ The pipeline charges each provider call to the run's organization (`charged_to`)
 charged call is counted in one transaction twice: in the service's row of
 `provider_call_counts` (the budget, never past its limit) and in the organization's row of
 `provider_org_call_counts` (its calls today and the pace it takes them at). The
-transaction begins by locking the day's budget row (an upsert that changes nothing but its
-time: a row lock on PostgreSQL; SQLite's write transactions are serialized anyway), so the
-takes of every instance are serialized and each decides on figures nobody changes under
-it: the limit, an organization's cap and its turn hold exactly, however many replicas.
+transaction begins with the day's count (an upsert that refuses at the limit, and locks
+the row: on PostgreSQL until the commit; SQLite's write transactions are serialized
+anyway), so the takes of every instance are serialized and each decides on figures nobody
+changes under it; a refusal rolls the count back. The limit, an organization's cap and its
+turn hold exactly, however many replicas. A granted call costs three statements (the
+day's count, the organizations waiting, the organization's count).
 
 Who may take a call (`refusal`):
 
@@ -266,9 +268,14 @@ class FairDailyCallBudget(SharedDailyCallBudget):
             return
         now = self._clock()
         terms = self.terms
+        # One transaction: counting the call in the day's row first locks that row, so
+        # the takes of every instance are serialized there; a refusal raises, which rolls
+        # the count back.
         async with self._database.transaction() as session:
-            used = await _lock_day(session, terms, now)
-            status = await _status(session, terms, org_id, used, now)
+            used = await _count_in_day(session, terms, now)
+            if used is None:
+                raise self._spent(terms.resets_at(now), " by all instances")
+            status = await _status(session, terms, org_id, used - 1, now)
             refused = refusal(
                 status.mine,
                 status.others,
@@ -277,10 +284,9 @@ class FairDailyCallBudget(SharedDailyCallBudget):
                 now=now,
                 resets_at=terms.resets_at(now),
             )
-            if refused is None:
-                await _count(session, terms, status, now)
-        if refused is not None:
-            raise self._refused(refused, status.mine)
+            if refused is not None:
+                raise self._refused(refused, status.mine)
+            await _count_for_org(session, terms, status, now)
 
     async def status(self, org_id: uuid.UUID) -> ShareStatus:
         """The day's budget as `org_id` sees it now (a read as the system: the figures of
@@ -326,19 +332,21 @@ async def share_status(
             return await _status(session, terms, org_id, used or 0, now)
 
 
-async def _lock_day(session: AsyncSession, terms: BudgetTerms, now: datetime) -> int:
-    """Lock the day's budget row (creating it), and return the calls it counts."""
+async def _count_in_day(session: AsyncSession, terms: BudgetTerms, now: datetime) -> int | None:
+    """Count one call in the day's budget row (locking it), unless the limit is reached:
+    the calls counted with this one, or None."""
     insert = dialect_insert(session.get_bind().dialect.name, CALL_COUNTS)
     statement = (
-        insert.values(provider=terms.provider, day=terms.day(now), calls=0, updated_at=now)
+        insert.values(provider=terms.provider, day=terms.day(now), calls=1, updated_at=now)
         .on_conflict_do_update(
             index_elements=[CALL_COUNTS.c.provider, CALL_COUNTS.c.day],
-            set_={"updated_at": insert.excluded.updated_at},
+            set_={"calls": CALL_COUNTS.c.calls + 1, "updated_at": insert.excluded.updated_at},
+            where=CALL_COUNTS.c.calls < terms.limit,
         )
         .returning(CALL_COUNTS.c.calls)
     )
-    used: int = (await session.execute(statement)).scalar_one()
-    return used
+    counted: int | None = (await session.execute(statement)).scalar_one_or_none()
+    return counted
 
 
 async def _status(
@@ -347,15 +355,6 @@ async def _status(
     """`org_id`'s calls, cap and pace, and the organizations whose runs wait for calls."""
     counts, caps, runs = ProviderOrgCallCount, ProviderCallCap, CollectionRun
     today = (counts.provider == terms.provider) & (counts.day == terms.day(now))
-    own = (
-        await session.execute(
-            sa.select(counts.calls, counts.seconds_per_call, counts.last_call_at, caps.daily_calls)
-            .select_from(Organization)
-            .outerjoin(counts, today & (counts.org_id == Organization.id))
-            .outerjoin(caps, (caps.org_id == Organization.id) & (caps.provider == terms.provider))
-            .where(Organization.id == org_id)
-        )
-    ).one()
     waiting = await session.execute(
         sa.select(
             runs.org_id,
@@ -368,6 +367,7 @@ async def _status(
             runs.resumes_at,
             counts.calls,
             counts.seconds_per_call,
+            counts.last_call_at,
             caps.daily_calls,
         )
         .outerjoin(counts, today & (counts.org_id == runs.org_id))
@@ -378,8 +378,10 @@ async def _status(
             runs.lease_expires_at > now,
         )
     )
-    takers = {
-        row.org_id: Taker(
+    takers, last_calls = {}, {}
+    for row in waiting:
+        last_calls[row.org_id] = row.last_call_at
+        takers[row.org_id] = Taker(
             org_id=row.org_id,
             calls=row.calls or 0,
             needs=run_needs(
@@ -393,31 +395,39 @@ async def _status(
             seconds_per_call=row.seconds_per_call,
             waiting_until=row.resumes_at,
         )
-        for row in waiting
-    }
-    mine = takers.pop(org_id, None)
-    me = Taker(
-        org_id=org_id,
-        calls=own.calls or 0,
-        needs=mine.needs if mine is not None else 1,
-        cap=terms.cap(own.daily_calls),
-        seconds_per_call=own.seconds_per_call,
-    )
+    me = takers.pop(org_id, None)
+    last_call_at = last_calls.get(org_id)
+    if me is None:  # no run of its own waits for calls (the estimate of one not started)
+        own = (
+            await session.execute(
+                sa.select(
+                    counts.calls, counts.seconds_per_call, counts.last_call_at, caps.daily_calls
+                )
+                .select_from(Organization)
+                .outerjoin(counts, today & (counts.org_id == Organization.id))
+                .outerjoin(
+                    caps, (caps.org_id == Organization.id) & (caps.provider == terms.provider)
+                )
+                .where(Organization.id == org_id)
+            )
+        ).one()
+        me = Taker(
+            org_id=org_id,
+            calls=own.calls or 0,
+            needs=1,
+            cap=terms.cap(own.daily_calls),
+            seconds_per_call=own.seconds_per_call,
+        )
+        last_call_at = own.last_call_at
     others = sorted(takers.values(), key=lambda t: t.calls)
-    return ShareStatus(terms, used, me, others, last_call_at=own.last_call_at)
+    return ShareStatus(terms, used, me, others, last_call_at=last_call_at)
 
 
-async def _count(
+async def _count_for_org(
     session: AsyncSession, terms: BudgetTerms, status: ShareStatus, now: datetime
 ) -> None:
-    """Count one call against the day's budget and the organization's share, and update
-    its pace."""
+    """Count one call in the organization's share of the day, and update its pace."""
     day, me = terms.day(now), status.mine
-    await session.execute(
-        sa.update(CALL_COUNTS)
-        .where(CALL_COUNTS.c.provider == terms.provider, CALL_COUNTS.c.day == day)
-        .values(calls=CALL_COUNTS.c.calls + 1)
-    )
     pace, previous = me.seconds_per_call, status.last_call_at
     if previous is not None and now - previous <= PACE_GAP:
         interval = max(0.0, (now - previous).total_seconds())
