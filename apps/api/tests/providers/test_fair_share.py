@@ -85,6 +85,10 @@ def test_the_wait_is_until_the_ones_behind_catch_up_at_their_pace() -> None:
     never_measured = refusal(taker(50), [taker(0)], left=100, turn=5, now=NOW, resets_at=RESET)
     assert never_measured is not None  # 50 calls at the default pace of 1 s
     assert never_measured.resume_at == NOW + timedelta(seconds=50)
+    nearly_done = taker(0, needs=5, seconds_per_call=1.0)  # leaves after 5 more calls
+    found = refusal(me, [nearly_done], left=4, turn=5, now=NOW, resets_at=RESET)
+    assert found is not None
+    assert found.resume_at == NOW + timedelta(seconds=5)
     far = refusal(taker(5000), [taker(0)], left=100, turn=5, now=NOW, resets_at=RESET)
     assert far is not None
     assert far.resume_at == NOW + MAX_TURN_WAIT  # within bounds

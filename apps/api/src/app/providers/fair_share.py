@@ -64,7 +64,7 @@ calls, a wait for its turn hardly)."""
 DEFAULT_SECONDS_PER_CALL: Final = 1.0
 """The pace assumed of an organization before anybody's pace is known."""
 MIN_TURN_WAIT: Final = timedelta(milliseconds=50)
-MAX_TURN_WAIT: Final = timedelta(minutes=5)
+MAX_TURN_WAIT: Final = timedelta(minutes=1)
 """A run held back checks again at least this often (one behind it may have stopped)."""
 
 _charged: ContextVar[uuid.UUID | None] = ContextVar("charged_org", default=None)
@@ -215,13 +215,14 @@ def fair_share(me: Taker, rivals: Sequence[Taker], left: int) -> int:
 
 def _catch_up(me: Taker, behind: Sequence[Taker], now: datetime) -> timedelta:
     """About how long until the organizations `behind` have taken as many calls as `me`,
-    each at its pace (the average pace for one not measured yet), after any wait of theirs."""
+    or all they want (then they leave the rotation), each at its pace (the average pace
+    for one not measured yet) after any wait of theirs."""
     paces = [t.seconds_per_call for t in (me, *behind) if t.seconds_per_call is not None]
     usual = fmean(paces) if paces else DEFAULT_SECONDS_PER_CALL
     longest = timedelta(0)
     for other in behind:
         pace = usual if other.seconds_per_call is None else other.seconds_per_call
-        seconds = (me.calls - other.calls) * pace
+        seconds = min(me.calls - other.calls, other.wanted) * pace
         waits = max(timedelta(0), other.waiting_until - now) if other.waiting_until else None
         longest = max(longest, timedelta(seconds=seconds) + (waits or timedelta(0)))
     return min(MAX_TURN_WAIT, max(MIN_TURN_WAIT, longest))
