@@ -411,15 +411,9 @@ async def _status(
                 )
                 .where(Organization.id == org_id)
             )
-        ).one()
-        me = Taker(
-            org_id=org_id,
-            calls=own.calls or 0,
-            needs=1,
-            cap=terms.cap(own.daily_calls),
-            seconds_per_call=own.seconds_per_call,
-        )
-        last_call_at = own.last_call_at
+        ).one_or_none()
+        calls, pace, last_call_at, own_cap = own or (None, None, None, None)  # None: deleted
+        me = Taker(org_id, calls or 0, needs=1, cap=terms.cap(own_cap), seconds_per_call=pace)
     others = sorted(takers.values(), key=lambda t: t.calls)
     return ShareStatus(terms, used, me, others, last_call_at=last_call_at)
 
