@@ -149,5 +149,5 @@ async def test_a_member_signs_in_with_a_token_and_is_refused_the_schedule(
     await page.get_by_role("link", name="Go to the runs").click()
     await expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
     await expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Runs", "Presets", "Watchlist", "Members", "Settings"]
+        ["Runs", "Sellers", "Presets", "Watchlist", "Members", "Settings"]
     )
