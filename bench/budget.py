@@ -12,8 +12,12 @@ lone call pays); by `--in-flight` workers that each count, then spend about `--c
 the call itself (0.5-1.5 times it, at random: calls do not return in lockstep), as a run's
 provider slots do (the cost under a run's real contention); and by
 `--in-flight` workers counting back to back (saturation: what the table can absorb, far
-beyond eBay's 5,000 calls a day). Each database is fresh and migrated: an SQLite file in a temporary
-directory, or a PostgreSQL database created on `--pg-url` and dropped afterwards.
+beyond eBay's 5,000 calls a day). On each database, a second row counts the calls charged
+to an organization whose run waits for calls next to three others' (what a run's calls
+cost with the fair share of `app.providers.fair_share`: the day's row locked, the
+organizations waiting read, both counts written, in one transaction). Each database is
+fresh and migrated: an SQLite file in a temporary directory, or a PostgreSQL database
+created on `--pg-url` and dropped afterwards.
 
 Nothing is asserted: the script prints a table. Usage (from the repository root)::
 
@@ -90,22 +94,39 @@ async def timed(
 
 
 async def measure(
-    settings: Any | None, args: argparse.Namespace
+    settings: Any | None, args: argparse.Namespace, *, charged: bool = False
 ) -> list[tuple[str, int, list[float], float]]:
     """(pace, workers, durations, wall seconds) of each measurement, for the shared budget
-    on `settings`' database, or for the in-process budget when `settings` is None."""
+    on `settings`' database, or for the in-process budget when `settings` is None.
+
+    `charged`: each call is charged to an organization whose run waits for calls next to
+    three other organizations' (the fair share's take: the day's row locked, the
+    organizations waiting read, both counts written)."""
     from app.core.database import Database
-    from app.providers.ebay import daily_budget
+    from app.providers.ebay import budget_terms, daily_budget
+    from app.providers.fair_share import charged_to
 
     database = Database.from_settings(settings) if settings is not None else None
     limit = 10 * args.takes  # never reached: this measures counting, not refusing
     try:
-        budget = daily_budget(limit, database=database)
-        await timed(budget.take, 50, 1)  # warm up: connections, statement caches
+        terms = budget_terms(limit, setting="EBAY_DAILY_CALL_LIMIT", turn=25)
+        budget = daily_budget(limit, database=database, terms=terms)
+        org_id = None
+        if charged and database is not None:
+            org_id = (await organizations_waiting(database, 4))[0]
+
+        async def take() -> None:
+            if org_id is None:
+                await budget.take()
+                return
+            with charged_to(org_id):
+                await budget.take()
+
+        await timed(take, 50, 1)  # warm up: connections, statement caches
         results = []
         for pace, in_flight, call_ms in paces(args):
             started = time.perf_counter()
-            durations = await timed(budget.take, args.takes, in_flight, call_ms / 1000)
+            durations = await timed(take, args.takes, in_flight, call_ms / 1000)
             results.append((pace, in_flight, durations, time.perf_counter() - started))
         counted = await budget.used()
         expected = 50 + len(results) * args.takes
@@ -115,6 +136,41 @@ async def measure(
     finally:
         if database is not None:
             await database.dispose()
+
+
+async def organizations_waiting(database: Any, count: int) -> list[Any]:
+    """`count` organizations, each with a run in its eBay phase (products enough for the
+    day's budget to cover them all: no turns, the common case)."""
+    from datetime import timedelta
+
+    from app.tables import CollectionRun, Organization, RunPhase, RunStatus
+
+    now = datetime.now(UTC)
+    org_ids = []
+    async with database.transaction() as session:
+        for n in range(count):
+            org = Organization(name=f"bench {n}")
+            session.add(org)
+            await session.flush()
+            session.add(
+                CollectionRun(
+                    org_id=org.id,
+                    name="bench",
+                    status=RunStatus.RUNNING,
+                    phase=RunPhase.EBAY,
+                    category_ids=["1"],
+                    categories_total=1,
+                    categories_done=1,
+                    products_per_category=50,
+                    listings_per_product=20,
+                    products_found=50,
+                    lease_owner="bench:1",
+                    lease_expires_at=now + timedelta(hours=1),
+                    started_at=now,
+                )
+            )
+            org_ids.append(org.id)
+    return org_ids
 
 
 def paces(args: argparse.Namespace) -> list[tuple[str, int, float]]:
@@ -163,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for db in databases:
         with fresh_database(db, pg_server) as settings:
             rows += rows_for(f"shared, {db}", asyncio.run(measure(settings, args)))
+        with fresh_database(db, pg_server) as settings:
+            charged = asyncio.run(measure(settings, args, charged=True))
+            rows += rows_for(f"shared, {db}, charged to an org", charged)
 
     print(
         f"{datetime.now(UTC):%Y-%m-%d} · {platform.node()} · {platform.machine()} · "

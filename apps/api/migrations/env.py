@@ -11,6 +11,7 @@ from sqlalchemy.pool import NullPool
 from app import directory_tables  # noqa: F401  (its tables join Base.metadata)
 from app.core.config import Settings
 from app.core.database import create_engine
+from app.providers import budget_tables  # noqa: F401  (its tables join Base.metadata)
 from app.tables import Base
 from app.watchlists import tables as watchlist_tables
 

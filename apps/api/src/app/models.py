@@ -231,12 +231,21 @@ class OrgSettingsResponse(ResponseModel):
     margin_explained: str = Field(
         default=MARGIN_EXPLAINED, description="What an estimated margin includes, in words."
     )
+    ebay_daily_call_cap: int | None = Field(
+        default=None,
+        description="At most this many eBay calls a day for the organization's runs (the "
+        "service's eBay budget is shared by all organizations); null: no cap of its own.",
+    )
 
 
 class OrgSettingsUpdate(PartialUpdate):
-    """A partial update: fields left out keep their value; null is not a value."""
+    """A partial update: fields left out keep their value; null is not a value (but in
+    `ebay_daily_call_cap`, where null removes the cap)."""
+
+    NULLABLE = frozenset({"ebay_daily_call_cap"})
 
     expected_fee_percent: FeePercent | None = None
+    ebay_daily_call_cap: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
 class MembershipInfo(ResponseModel):
@@ -396,6 +405,35 @@ class RunEta(ResponseModel):
     )
 
 
+class RunEstimate(ResponseModel):
+    """What the run still needs of the providers and when it should finish, from the
+    budget as it is now (see README, "Fair share of the providers' budgets")."""
+
+    ebay_calls: int = Field(description="eBay searches it still needs, about: one a product.")
+    keepa_tokens: int | None = Field(description="Keepa tokens its Amazon phase still needs.")
+    ebay_daily_limit: int | None = Field(description="Calls a day for all; null: no limit.")
+    ebay_calls_left_today: int | None = Field(description="Of that limit, left today.")
+    org_daily_cap: int | None = Field(description="The organization's daily cap, if any.")
+    org_calls_left_today: int | None = Field(description="Left under that cap today.")
+    sharing_organizations: int = Field(
+        description="Other organizations whose runs wait for the calls left today (0 when "
+        "those cover every run: no turns needed)."
+    )
+    fair_share_today: int | None = Field(
+        description="While turns are needed: the calls this run can count on today."
+    )
+    budget_resets_at: datetime | None = Field(description="When the provider's day ends.")
+    fits_today: bool = Field(description="Whether what it needs is there today.")
+    finishes_at: datetime | None = Field(description="About when; null: no pace known yet.")
+    note: str = Field(
+        examples=[
+            "About 500 eBay calls; 120 of the 5,000 eBay calls a day are left today. "
+            "Not today: the eBay budget resets at 08:00 UTC; should finish at about 2026-12-06 "
+            "08:40 UTC."
+        ]
+    )
+
+
 class RunResponse(ResponseModel):
     id: uuid.UUID
     name: str
@@ -444,6 +482,12 @@ class RunResponse(ResponseModel):
         description="About how long the run has left, in GET /collection/runs/{id} only "
         "(null elsewhere, and once the run has finished).",
     )
+    estimate: RunEstimate | None = Field(
+        default=None,
+        description="What it still needs of the providers and when it should finish, in "
+        "the answers of POST /collection/runs and GET /collection/runs/{id} (null elsewhere, "
+        "and once the run has finished).",
+    )
     fee_percent: Decimal = Field(
         description="eBay's fees (% of price + shipping) its estimated margins take off: the "
         "organization's `expected_fee_percent` when the run was created, kept so that a "
@@ -458,7 +502,7 @@ class RunResponse(ResponseModel):
             values = {
                 name: getattr(data, name)
                 for name in cls.model_fields
-                if name not in ("progress", "elapsed_seconds", "eta")  # (not columns)
+                if name not in ("progress", "elapsed_seconds", "eta", "estimate")  # not columns
             }
             values["progress"] = {name: getattr(data, name) for name in RunProgress.model_fields}
             return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,9 +12,22 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import utcnow
 from app.core.pagination import PageParams, paginate
+from app.core.tenancy import org_rows
 from app.errors import ConflictError, NotFoundError
+from app.providers.budget_tables import ProviderCallCap
+from app.providers.ebay_parsing import PROVIDER as EBAY
 from app.tables import Invitation, Membership, Organization, Role, User
+
+
+class Keep(enum.Enum):
+    """A setting left as it is (where None is a value: no cap)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 class AlreadyMemberError(ConflictError):
@@ -57,16 +71,52 @@ async def get_org(session: AsyncSession, *, org_id: uuid.UUID) -> Organization:
     return org
 
 
+@dataclass(frozen=True, slots=True)
+class OrgSettings:
+    """The organization's settings: the fee % of margins, its own cap on eBay calls."""
+
+    expected_fee_percent: Decimal
+    ebay_daily_call_cap: int | None
+
+
+async def get_settings(session: AsyncSession, *, org_id: uuid.UUID) -> OrgSettings:
+    """The acting organization's settings."""
+    org = await get_org(session, org_id=org_id)
+    cap = await session.scalar(
+        org_rows(ProviderCallCap, org_id)
+        .with_only_columns(ProviderCallCap.daily_calls)
+        .where(ProviderCallCap.provider == EBAY)
+    )
+    return OrgSettings(org.expected_fee_percent, cap)
+
+
 async def update_settings(
-    session: AsyncSession, *, org_id: uuid.UUID, expected_fee_percent: Decimal | None
-) -> Organization:
-    """Change the organization's settings given (None: keep). A new fee % applies to runs
-    created from now on: each run keeps the fee % it was created with."""
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    expected_fee_percent: Decimal | None = None,
+    ebay_daily_call_cap: int | Keep | None = KEEP,
+) -> OrgSettings:
+    """Change the organization's settings given (None, KEEP for the cap: keep; a cap of
+    None removes it). A new fee % applies to runs created from now on: each run keeps the
+    fee % it was created with. A new cap applies to the next eBay call of its runs."""
     org = await get_org(session, org_id=org_id)
     if expected_fee_percent is not None:
         org.expected_fee_percent = expected_fee_percent
+    if not isinstance(ebay_daily_call_cap, Keep):
+        caps = ProviderCallCap
+        await session.execute(sa.delete(caps).where(caps.org_id == org_id, caps.provider == EBAY))
+        if ebay_daily_call_cap is not None:
+            session.add(
+                caps(
+                    org_id=org_id,
+                    provider=EBAY,
+                    daily_calls=ebay_daily_call_cap,
+                    updated_at=utcnow(),
+                )
+            )
     await session.flush()
-    return org
+    return await get_settings(session, org_id=org_id)
 
 
 async def org_names(session: AsyncSession, org_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:

@@ -114,3 +114,36 @@ async def test_each_organization_has_its_own_setting(
         "/collection/runs", json={"category_ids": ["1"]}, headers=second.headers
     )
     assert run.json()["fee_percent"] == "13.25"
+
+
+async def test_an_admin_caps_the_organizations_ebay_calls_and_removes_the_cap(
+    client: httpx.AsyncClient, actors: Actors
+) -> None:
+    admin = await actors.admin("Capped")
+    neighbour = await actors.admin("Neighbour")
+    member = await actors.member(admin, "member")
+
+    async def cap(actor: Actor) -> object:
+        response = await client.get("/orgs/current/settings", headers=actor.headers)
+        return response.json()["ebay_daily_call_cap"]
+
+    assert await cap(admin) is None
+    changed = await client.patch(
+        "/orgs/current/settings", json={"ebay_daily_call_cap": 500}, headers=admin.headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["ebay_daily_call_cap"] == 500
+    assert (await cap(member), await cap(neighbour)) == (500, None)  # its own, seen by members
+    fee_only = await client.patch(
+        "/orgs/current/settings", json={"expected_fee_percent": 10}, headers=admin.headers
+    )
+    assert fee_only.json()["ebay_daily_call_cap"] == 500  # left out: kept
+    refused = await client.patch(
+        "/orgs/current/settings", json={"ebay_daily_call_cap": None}, headers=member.headers
+    )
+    assert refused.status_code == 403
+    removed = await client.patch(
+        "/orgs/current/settings", json={"ebay_daily_call_cap": None}, headers=admin.headers
+    )
+    assert removed.status_code == 200
+    assert await cap(admin) is None

@@ -266,8 +266,8 @@ async def test_a_stopping_or_waiting_run_says_so(
     assert "Pausing: no new searches start" in page.text
     assert 'class="badge status-pausing"' in page.text
     assert (
-        "Waiting for eBay&#39;s daily call limit (eBay reports 0 of 5000 calls left): "
-        "continues at" in page.text
+        "Waiting for eBay&#39;s daily call limit (eBay reports 0 of 5000 calls left). "
+        "Continues at" in page.text
     )
     assert "2027-07-02T07:00:00+00:00" in page.text
     assert f'action="/runs/{run_id}/resume"' in page.text

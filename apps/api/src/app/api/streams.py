@@ -1,11 +1,13 @@
 """Server-Sent Events of a run's progress, shared by the API's stream and the run page's.
 
-A stream sends `event: run` with the run as GET /collection/runs/{id} answers it, first at
-once and then each time it changes (app.runs.watch), and ends with `event: end` whose data
-says why: `{"reason": "ended"}` once the run completed, failed or was cancelled,
-`"deleted"` when it is gone, `"access"` when the reader may no longer see it. Clients
-close on `end` (an EventSource would otherwise reconnect). A stream that ends without
-`end` was cut (this replica shuts down): its reader reconnects, to another replica.
+A stream sends `event: run` with the run as GET /collection/runs/{id} answers it (but for
+`estimate`, null: what the run needs of the providers' budgets moves with every other
+organization's calls, which are not this run's news), first at once and then each time
+it changes (app.runs.watch), and ends with `event: end` whose data says why: `{"reason":
+"ended"}` once the run completed, failed or was cancelled, `"deleted"` when it is gone,
+`"access"` when the reader may no longer see it. Clients close on `end` (an EventSource
+would otherwise reconnect). A stream that ends without `end` was cut (this replica shuts
+down): its reader reconnects, to another replica.
 
 A stream outlives the request that authorized it, so before sending it checks again, at
 most every `RECHECK_SECONDS`, that its reader still may see the run: a revoked membership,
@@ -30,7 +32,8 @@ RETRY_MS = 3_000
 """How long a browser waits before reconnecting a stream that broke."""
 
 STREAM_DESCRIPTION = (
-    "`text/event-stream`: `event: run` with the run (as GET /collection/runs/{id}), at "
+    "`text/event-stream`: `event: run` with the run (as GET /collection/runs/{id}, "
+    "`estimate` aside), at "
     'once and at each change; then `event: end` with `{"reason": "ended" | "deleted" | '
     '"access"}` and the end of the stream. Comments (`:`) keep the connection alive.'
 )

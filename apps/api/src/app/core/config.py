@@ -134,6 +134,26 @@ class Settings(BaseSettings):
         description="Browse API calls per day (midnight to midnight Pacific time) at most, by "
         "all instances on this database together.",
     )
+    ebay_fair_turn_calls: int = Field(
+        default=25,
+        ge=0,
+        le=10_000,
+        description="When the eBay calls left today are fewer than the running runs need, "
+        "organizations take them in turns: none gets this many calls ahead of another whose "
+        "run is waiting for them. 0: first come, first served.",
+    )
+    ebay_org_daily_call_cap: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many eBay calls a day for each organization (unset: no "
+        "cap but the fair share); an organization's admins may set a lower cap of their own.",
+    )
+    sample_ebay_daily_call_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="A daily call budget for the sample eBay provider, counted and shared "
+        "as eBay's (unset: unlimited); to try the fair share and the estimates offline.",
+    )
     ebay_keyword_fallback: bool = Field(
         default=True,
         description="Search a product by its title when eBay has no listing with its UPC "

@@ -7,7 +7,8 @@ import httpx
 from app.core.config import Settings
 from app.core.database import Database
 from app.providers.base import AmazonProvider, EbayProvider
-from app.providers.ebay import EbayBrowseProvider
+from app.providers.budget import BudgetedEbayProvider
+from app.providers.ebay import EbayBrowseProvider, daily_budget, settings_budget_terms
 from app.providers.keepa import KeepaAmazonProvider
 from app.providers.resilience import (
     RateLimiter,
@@ -30,9 +31,10 @@ def build_providers(
 
     `http` is the shared client the real marketplace clients send their requests with (the
     app's, closed with it); it is required when AMAZON_PROVIDER=keepa or EBAY_PROVIDER=ebay.
-    With `database`, eBay's daily call budget is counted there, shared by every instance;
-    without, in this process. Build them once per process: the real clients keep token and
-    quota state.
+    With `database`, eBay's daily call budget (and the sample's, when
+    SAMPLE_EBAY_DAILY_CALL_LIMIT gives it one) is counted there, shared by every instance
+    and by organizations in turns; without, in this process. Build them once per process:
+    the real clients keep token and quota state.
     """
     amazon: AmazonProvider
     if settings.amazon_provider == "keepa":
@@ -52,6 +54,11 @@ def build_providers(
             settings.sample_provider_latency_ms,
             market_day_seconds=settings.sample_market_day_seconds,
         )
+        terms = settings_budget_terms(settings)
+        if terms is not None:  # SAMPLE_EBAY_DAILY_CALL_LIMIT: as if it were eBay's budget
+            ebay = BudgetedEbayProvider(
+                ebay, daily_budget(terms.limit, database=database, terms=terms)
+            )
     policy = RetryPolicy.from_settings(settings)
     timeout = settings.provider_timeout_seconds
     return (

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from app.core.clock import Clock, utcnow
 from app.core.database import Database, dialect_insert
-from app.providers.base import QuotaExhaustedError
+from app.providers.base import EbayProvider, Listing, Product, QuotaExhaustedError
 from app.tables import ProviderCallCount
 
 PACIFIC: Final = ZoneInfo("America/Los_Angeles")
@@ -159,3 +159,20 @@ class SharedDailyCallBudget(_Budget):
         )
         async with self._database.read() as session:
             return (await session.execute(query)).scalar_one_or_none() or 0
+
+
+class BudgetedEbayProvider:
+    """An eBay provider that counts no calls of its own (the sample), each of whose searches
+    is first counted as one call of `budget`: the sample standing in for eBay's budget."""
+
+    def __init__(self, inner: EbayProvider, budget: CallBudget) -> None:
+        self.inner = inner
+        self.budget = budget
+        self.name = inner.name
+
+    async def search(
+        self, product: Product, limit: int, *, as_of: datetime | None = None
+    ) -> list[Listing]:
+        """`inner`'s listings of `product`, once the budget has counted the call."""
+        await self.budget.take()
+        return await self.inner.search(product, limit, as_of=as_of)

@@ -35,7 +35,6 @@ from app.providers.budget import (
     PACIFIC,
     CallBudget,
     DailyCallBudget,
-    SharedDailyCallBudget,
     next_midnight,
 )
 from app.providers.ebay_parsing import (
@@ -51,6 +50,7 @@ from app.providers.ebay_parsing import (
     seconds_text,
     token_error,
 )
+from app.providers.fair_share import BudgetTerms, FairDailyCallBudget
 from app.providers.matching import search_keywords, title_matches
 
 logger = logging.getLogger(__name__)
@@ -73,22 +73,54 @@ QUOTA_EVIDENCE_TTL: Final = timedelta(seconds=30)
 
 
 def daily_budget(
-    limit: int, *, database: Database | None = None, clock: Clock = utcnow
+    limit: int,
+    *,
+    database: Database | None = None,
+    clock: Clock = utcnow,
+    terms: BudgetTerms | None = None,
 ) -> CallBudget:
-    """The daily Browse API budget: shared by every instance through `database` when given,
-    else counted in this process. eBay's call limits roll over at midnight Pacific time."""
+    """The daily Browse API budget: shared by every instance through `database` when given
+    (and by organizations in turns, as `terms` say), else counted in this process. eBay's
+    call limits roll over at midnight Pacific time."""
     if database is not None:
-        return SharedDailyCallBudget(
-            database,
-            limit,
-            provider=PROVIDER,
-            setting=BUDGET_SETTING,
-            label="eBay",
-            zone=PACIFIC,
-            clock=clock,
+        return FairDailyCallBudget(
+            database, terms or budget_terms(limit, setting=BUDGET_SETTING), clock=clock
         )
-    return DailyCallBudget(
-        limit, provider=PROVIDER, setting=BUDGET_SETTING, label="eBay", clock=clock
+    setting = terms.setting if terms is not None else BUDGET_SETTING
+    return DailyCallBudget(limit, provider=PROVIDER, setting=setting, label="eBay", clock=clock)
+
+
+def budget_terms(
+    limit: int, *, setting: str, turn: int = 0, default_cap: int | None = None
+) -> BudgetTerms:
+    """eBay's daily call budget of `limit` calls (set by `setting`), shared in turns of
+    `turn` calls (0: first come, first served) under a cap of `default_cap` a day for each
+    organization."""
+    return BudgetTerms(
+        provider=PROVIDER,
+        label="eBay",
+        setting=setting,
+        limit=limit,
+        zone=PACIFIC,
+        turn=turn,
+        default_cap=default_cap,
+    )
+
+
+def settings_budget_terms(settings: Settings) -> BudgetTerms | None:
+    """The eBay budget the settings define: EBAY_DAILY_CALL_LIMIT for the real client,
+    SAMPLE_EBAY_DAILY_CALL_LIMIT for the sample standing in for it (None: unset, unlimited)."""
+    if settings.ebay_provider == "ebay":
+        limit, setting = settings.ebay_daily_call_limit, BUDGET_SETTING
+    elif settings.sample_ebay_daily_call_limit is not None:
+        limit, setting = settings.sample_ebay_daily_call_limit, "SAMPLE_EBAY_DAILY_CALL_LIMIT"
+    else:
+        return None
+    return budget_terms(
+        limit,
+        setting=setting,
+        turn=settings.ebay_fair_turn_calls,
+        default_cap=settings.ebay_org_daily_call_cap,
     )
 
 
@@ -171,7 +203,11 @@ class EbayBrowseProvider:
             http=http,
             base_url=settings.ebay_api_url,
             marketplace_id=settings.ebay_marketplace_id,
-            budget=daily_budget(settings.ebay_daily_call_limit, database=database),
+            budget=daily_budget(
+                settings.ebay_daily_call_limit,
+                database=database,
+                terms=settings_budget_terms(settings),
+            ),
             title_match_threshold=settings.ebay_title_match_threshold,
             keyword_fallback=settings.ebay_keyword_fallback,
             request_timeout=settings.provider_timeout_seconds,

@@ -23,7 +23,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import RunEta, RunResponse
+from app.models import RunEstimate, RunEta, RunResponse
 from app.tables import CollectionRun, RunCategory, RunPhase, RunProduct, RunStatus
 
 WINDOW = 50
@@ -219,8 +219,10 @@ async def _earlier_ebay_pace(session: AsyncSession, run: CollectionRun) -> Pace 
     return Pace(searched, (finished_at - began).total_seconds())
 
 
-def timed(row: CollectionRun, timing: Timing) -> RunResponse:
-    """The run with its elapsed time and, while it is not finished, its estimate."""
+def timed(row: CollectionRun, timing: Timing, estimate: RunEstimate | None = None) -> RunResponse:
+    """The run with its elapsed time and, while it is not finished, its estimates (the
+    time left; `estimate`: what it needs of the providers' budgets, when the caller has
+    worked it out)."""
     elapsed = timing.elapsed
     eta = None
     if row.finished_at is None:
@@ -235,5 +237,6 @@ def timed(row: CollectionRun, timing: Timing) -> RunResponse:
         update={
             "elapsed_seconds": None if elapsed is None else int(elapsed.total_seconds()),
             "eta": eta,
+            "estimate": estimate,
         }
     )

@@ -22,6 +22,7 @@ from app.core.clock import Clock, utcnow
 from app.core.config import Settings
 from app.core.database import Database
 from app.providers.base import AmazonProvider, EbayProvider, Listing, Product, QuotaExhaustedError
+from app.providers.fair_share import charged_to
 from app.providers.resilience import ProviderFailedError
 from app.runs import checkpoints, directory, rows, sellers
 from app.runs.leases import Lease, LeaseLostError, Leases
@@ -308,9 +309,10 @@ class Pipeline:
         (written in groups: `checkpoints`)."""
 
         async def search(product: RunProduct) -> list[Listing]:
-            return await self.ebay.search(
-                rows.as_product(product), run.listings_per_product, as_of=run.created_at
-            )
+            with charged_to(run.org_id):  # its calls are the organization's share of eBay's
+                return await self.ebay.search(
+                    rows.as_product(product), run.listings_per_product, as_of=run.created_at
+                )
 
         async with self._checkpoint_groups(lease, checkpoints.write_searched) as groups:
 

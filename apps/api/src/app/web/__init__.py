@@ -22,6 +22,7 @@ from app.web import (
     members,
     org_settings,
     presets,
+    run_estimate,
     run_events,
     run_sellers,
     runs,
@@ -48,7 +49,7 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (account, runs_list, runs, presets, members, schedule, schedules, schedule_form):
         app.include_router(module.router)
-    for module in (run_events, run_sellers, sellers, org_settings, watchlist):
+    for module in (run_events, run_sellers, run_estimate, sellers, org_settings, watchlist):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _error_page)

@@ -1,5 +1,6 @@
 """The organization's settings page: every member reads them (and what an estimated margin
-includes); admins change them through the same rules as PATCH /orgs/current/settings."""
+includes, and the organization's daily cap of eBay calls); admins change them through the
+same rules as PATCH /orgs/current/settings."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pydantic import ValidationError
 
 from app import orgs as org_service
 from app.api.deps import SessionDep
+from app.instance import instance_of
 from app.models import OrgSettingsResponse, OrgSettingsUpdate
+from app.providers.ebay import settings_budget_terms
 from app.tables import DEFAULT_FEE_PERCENT
 from app.web.errors import field_errors
 from app.web.rendering import flash, render
@@ -26,11 +29,14 @@ async def _page(
     session: SessionDep,
     *,
     value: str | None = None,
+    cap: str | None = None,
     errors: dict[str, str] | None = None,
     status_code: int = status.HTTP_200_OK,
 ) -> Response:
-    org = await org_service.get_org(session, org_id=context.org.org_id)
-    current = OrgSettingsResponse.model_validate(org)
+    saved = await org_service.get_settings(session, org_id=context.org.org_id)
+    current = OrgSettingsResponse.model_validate(saved)
+    own_cap = current.ebay_daily_call_cap
+    terms = settings_budget_terms(instance_of(request).settings)
     return render(
         request,
         "settings.html",
@@ -38,6 +44,8 @@ async def _page(
         nav="settings",
         settings=current,
         value=str(current.expected_fee_percent) if value is None else value,
+        cap=("" if own_cap is None else str(own_cap)) if cap is None else cap,
+        budget=terms,
         default_fee=DEFAULT_FEE_PERCENT,
         errors=errors or {},
     )
@@ -86,4 +94,41 @@ async def change_settings(
         request,
         f"Expected eBay fees set to {org.expected_fee_percent} %. Runs created from now on "
         "use it; earlier runs keep theirs.",
+    )
+
+
+@router.post("/settings/ebay-cap")
+async def change_cap(
+    request: Request,
+    context: CanChangeSettings,
+    session: SessionDep,
+    ebay_daily_call_cap: Annotated[str, Form()] = "",
+) -> Response:
+    """Set or remove (empty) the organization's daily cap of eBay calls (PATCH
+    /orgs/current/settings): from its runs' next call."""
+    value = ebay_daily_call_cap.strip()
+    try:
+        body = OrgSettingsUpdate.model_validate({"ebay_daily_call_cap": value or None})
+    except ValidationError as exc:
+        return await _page(
+            request,
+            context,
+            session,
+            cap=ebay_daily_call_cap,
+            errors=field_errors(exc),
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
+    saved = await org_service.update_settings(
+        session, org_id=context.org.org_id, ebay_daily_call_cap=body.ebay_daily_call_cap
+    )
+    await session.commit()
+    response = RedirectResponse("/settings", status_code=status.HTTP_303_SEE_OTHER)
+    cap = saved.ebay_daily_call_cap
+    return flash(
+        response,
+        request,
+        "No daily cap of eBay calls: your runs take turns with other organizations' only."
+        if cap is None
+        else f"Daily cap set to {cap:,} eBay calls: your runs wait for the next day once "
+        "they have taken that many.",
     )

@@ -1,42 +1,69 @@
-"""A run's progress as Server-Sent Events for its page: each change of the run (app.api.
-streams) as the page's live part already rendered (`event: live`, the HTML that GET
-/runs/{id}/live answers), so an open run page costs its replica no request, session or
-read of its own; app.js swaps the part in, and refreshes the sellers table after it."""
+"""The live part of a run's page (status, progress, timing, buttons), streamed as the run
+changes: each change (app.api.streams) is sent as that part already rendered (`event:
+live`), so an open run page costs its replica no request, session or read of its own;
+app.js swaps the part in, and refreshes the sellers table after it. GET /runs/{id}/live
+answers the same part, for pages that cannot follow the stream (they poll it)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import web_sessions
+from app.api.deps import Runs, SessionDep
 from app.api.streams import RETRY_MS, end_event, run_states
 from app.auth import ROLE_PERMISSIONS
-from app.errors import NotFoundError
 from app.instance import instance_of
 from app.models import RunResponse
 from app.runs import pace
-from app.web.errors import WebError
-from app.web.runs import live_fragment
+from app.web import run_changes
+from app.web.rendering import render
+from app.web.runs import allowed_actions, is_active, path_id, run_row
 from app.web.session import SESSION_COOKIE, CanView, WebContext, session_policy, web_clock
 
 router = APIRouter(include_in_schema=False)
 
 
+@router.get("/runs/{run_id}/live")
+async def run_live(
+    request: Request, run_id: str, context: CanView, session: SessionDep, runs: Runs
+) -> Response:
+    """The live part of a run's page, polled while it runs (when its events cannot be
+    streamed: app.web.run_events)."""
+    row = await run_row(context, session, runs, path_id(run_id, "run"))
+    now = runs.clock()
+    timing = await pace.timing(session, row, now=now)
+    return live_fragment(request, RunResponse.model_validate(row), timing, context, now)
+
+
+def live_fragment(
+    request: Request, run: RunResponse, timing: pace.Timing, context: WebContext, now: datetime
+) -> Response:
+    """The live part of a run's page: status, progress, timing and buttons."""
+    return render(
+        request,
+        "runs/_live.html",
+        run=run,
+        timing=timing,
+        estimate=None,  # on the page once, not in its live part
+        now=now,
+        actions=allowed_actions(run, context),
+        run_again=context.can("collection.run") and run.status in run_changes.FINISHED,
+        live=is_active(run),
+    )
+
+
 async def watched_run(run_id: str, context: CanView, request: Request) -> WebContext:
     """The acting organization, once the run is found in it (a 404 before the stream)."""
     instance = instance_of(request)
-    try:
-        async with instance.database.read() as session:
-            await instance.runs.get_run(
-                session, org_id=context.org.org_id, run_id=uuid.UUID(run_id)
-            )
-    except (ValueError, NotFoundError):
-        raise WebError(status.HTTP_404_NOT_FOUND, "This run is not in this organization.") from None
+    async with instance.database.read() as session:
+        await run_row(context, session, instance.runs, path_id(run_id, "run"))
     return context
 
 
@@ -68,7 +95,7 @@ async def run_page_events(
         if isinstance(state, str):
             yield end_event(state)
             continue
-        page = live_fragment(request, state, _timing(state), context)
+        page = live_fragment(request, state, _timing(state), context, instance.runs.clock())
         yield ServerSentEvent(event="live", raw_data=bytes(page.body).decode(), retry=retry)
         retry = None
 

@@ -23,10 +23,10 @@ from app.core.pagination import PageParams
 from app.errors import AppError, ConflictError, NotFoundError
 from app.instance import instance_of
 from app.models import RunCreate, RunResponse
-from app.runs import changes, listings, pace, results
+from app.runs import changes, listings, results
 from app.runs.lifecycle import ALLOWED_FROM, PresetMissingError, RunLifecycle
 from app.tables import ACTIVE_RUN_STATUSES, CollectionRun, RunStatus
-from app.web import run_changes
+from app.web import run_changes, run_estimate
 from app.web.errors import FORM, WebError, field_errors, web_error
 from app.web.rendering import flash, render
 from app.web.session import CanRun, CanView, WebContext
@@ -49,7 +49,8 @@ ACTION_DONE = {
 }
 
 
-def _uuid(value: str, what: str) -> uuid.UUID:
+def path_id(value: str, what: str) -> uuid.UUID:
+    """The id in a page's path; a 404 page when it is not one."""
     try:
         return uuid.UUID(value)
     except ValueError:
@@ -209,9 +210,10 @@ def _missing_run(context: WebContext) -> str:
     )
 
 
-async def _run_row(
+async def run_row(
     context: WebContext, session: AsyncSession, runs: RunLifecycle, run_id: uuid.UUID
 ) -> CollectionRun:
+    """The run of the acting organization; a 404 page that says why when it is not."""
     try:
         return await runs.get_run(session, org_id=context.org.org_id, run_id=run_id)
     except NotFoundError as exc:
@@ -274,7 +276,7 @@ async def _run_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    row = await _run_row(context, session, runs, run_id)
+    row = await run_row(context, session, runs, run_id)
     run = RunResponse.model_validate(row)
     sellers = await _sellers(session, row, sort=sort, order=order, page=page)
     changed = await run_changes.changes_section(session, runs, row, **(compare or {}))
@@ -286,7 +288,7 @@ async def _run_page(
         status_code=status_code,
         nav="runs",
         run=run,
-        timing=await pace.timing(session, row, now=runs.clock()),
+        **await run_estimate.timing(request, session, row, now=runs.clock()),
         actions=allowed_actions(run, context),
         run_again=context.can("collection.run") and can_run_again(row),
         live=is_active(run),
@@ -332,7 +334,7 @@ async def run_page(
     since another run (`against`, default the previous completed one; `section` from
     `cursor` on) and downloads."""
     compare = {"against": against, "section": section, "cursor": cursor}
-    run_uuid = _uuid(run_id, "run")
+    run_uuid = path_id(run_id, "run")
     return await _run_page(
         request,
         context,
@@ -358,7 +360,7 @@ async def run_changes_page(
     cursor: str = "",
 ) -> Response:
     """A further page of one section of the run's changes, which app.js appends."""
-    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
+    row = await run_row(context, session, runs, path_id(run_id, "run"))
     found, problem, status_code = await run_changes.section_page(
         session, runs, row, against=against, section=section, cursor=cursor
     )
@@ -379,36 +381,10 @@ async def run_sellers(
     page: str = "1",
 ) -> Response:
     """The sellers section of a run's page, polled while the run is active."""
-    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
+    row = await run_row(context, session, runs, path_id(run_id, "run"))
     run = RunResponse.model_validate(row)
     sellers = await _sellers(session, row, sort=sort, order=order, page=page)
     return render(request, "runs/_sellers.html", run=run, live=is_active(run), **sellers)
-
-
-@router.get("/runs/{run_id}/live")
-async def run_live(
-    request: Request, run_id: str, context: CanView, session: SessionDep, runs: Runs
-) -> Response:
-    """The live part of a run's page, polled while it runs (when its events cannot be
-    streamed: app.web.run_events)."""
-    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
-    timing = await pace.timing(session, row, now=runs.clock())
-    return live_fragment(request, RunResponse.model_validate(row), timing, context)
-
-
-def live_fragment(
-    request: Request, run: RunResponse, timing: pace.Timing, context: WebContext
-) -> Response:
-    """The live part of a run's page: status, progress, timing and buttons."""
-    return render(
-        request,
-        "runs/_live.html",
-        run=run,
-        timing=timing,
-        actions=allowed_actions(run, context),
-        run_again=context.can("collection.run") and run.status in run_changes.FINISHED,
-        live=is_active(run),
-    )
 
 
 @router.post("/runs/{run_id}/again")
@@ -422,8 +398,8 @@ async def run_again(
 ) -> Response:
     """A new run of a finished run's preset (or, if the preset was deleted, of its
     categories) and size, started at once (POST /collection/runs, then /start)."""
-    run_uuid = _uuid(run_id, "run")
-    row = await _run_row(context, session, runs, run_uuid)
+    run_uuid = path_id(run_id, "run")
+    row = await run_row(context, session, runs, run_uuid)
     # (read now: a rollback below expires the row)
     name, preset_id, category_ids = row.name, row.preset_id, list(row.category_ids)
     sizes = row.products_per_category, row.listings_per_product
@@ -486,7 +462,7 @@ async def run_action(
     """Start, pause, resume or cancel a run (the API's transitions; 409 when not allowed)."""
     if action not in ACTIONS:
         raise WebError(status.HTTP_404_NOT_FOUND, f"Runs cannot be asked to {action!r}.")
-    run_uuid = _uuid(run_id, "run")
+    run_uuid = path_id(run_id, "run")
     command = {
         "start": commands.start,
         "pause": commands.pause,
@@ -526,7 +502,7 @@ async def export_run(
 ) -> StreamingResponse:
     """The run's sellers, listings or changes since another run (`against`, default the
     previous completed one) as CSV: the API's export, with the session cookie."""
-    row = await _run_row(context, session, runs, _uuid(run_id, "run"))
+    row = await run_row(context, session, runs, path_id(run_id, "run"))
     try:
         results.check_kept(row)
     except results.ResultsPurgedError:

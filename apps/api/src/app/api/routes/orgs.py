@@ -63,9 +63,9 @@ async def create_org(
 @router.get("/orgs/current/settings", response_model=OrgSettingsResponse, responses=AUTH_ERRORS)
 async def get_settings(ctx: CurrentOrg, session: SessionDep) -> OrgSettingsResponse:
     """The acting organization's settings (any member may look): the expected eBay fee
-    percentage that estimated margins take off."""
-    org = await org_service.get_org(session, org_id=ctx.org_id)
-    return OrgSettingsResponse.model_validate(org)
+    percentage that estimated margins take off, and its own daily cap of eBay calls."""
+    settings = await org_service.get_settings(session, org_id=ctx.org_id)
+    return OrgSettingsResponse.model_validate(settings)
 
 
 @router.patch(
@@ -81,12 +81,18 @@ async def update_settings(
 ) -> OrgSettingsResponse:
     """Change the organization's settings (admins). A new `expected_fee_percent` applies to
     runs created from now on: each run keeps the fee % it was created with, so the
-    margins of earlier runs do not change."""
-    org = await org_service.update_settings(
-        session, org_id=ctx.org_id, expected_fee_percent=body.expected_fee_percent
+    margins of earlier runs do not change. `ebay_daily_call_cap` (null removes it) applies
+    to the next eBay call of its runs."""
+    settings = await org_service.update_settings(
+        session,
+        org_id=ctx.org_id,
+        expected_fee_percent=body.expected_fee_percent,
+        ebay_daily_call_cap=body.ebay_daily_call_cap
+        if "ebay_daily_call_cap" in body.model_fields_set
+        else org_service.KEEP,
     )
     await session.commit()
-    return OrgSettingsResponse.model_validate(org)
+    return OrgSettingsResponse.model_validate(settings)
 
 
 @router.get("/orgs/current/members", response_model=Page[MemberResponse], responses=AUTH_ERRORS)

@@ -10,13 +10,21 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import CanRun, CanView, DatabaseDep, RunCommandsDep, Runs, SessionDep
+from app.api.deps import (
+    CanRun,
+    CanView,
+    DatabaseDep,
+    RunCommandsDep,
+    Runs,
+    SessionDep,
+    SettingsDep,
+)
 from app.api.errors import AUTH_ERRORS, Responses, invalid_query
 from app.core.pagination import Page, PageParams, decode_offset, encode_offset, page_params
 from app.core.text import REFUSED_CLASS
 from app.errors import InvalidError
-from app.models import RunCreate, RunResponse, SellerPage, SellerResponse, UtcMoment
-from app.runs import changes, listings, pace, results
+from app.models import RunCreate, RunEstimate, RunResponse, SellerPage, SellerResponse, UtcMoment
+from app.runs import changes, estimate, listings, pace, results
 from app.runs.lifecycle import RunFilter
 from app.runs.listing_models import ListingPage, ListingResponse
 from app.runs.models import (
@@ -52,10 +60,16 @@ LIFECYCLE_RESPONSES = {**AUTH_ERRORS, **RUN_NOT_FOUND, **CONFLICT}
     },
 )
 async def create_run(
-    body: RunCreate, ctx: CanRun, session: SessionDep, commands: RunCommandsDep
+    body: RunCreate,
+    ctx: CanRun,
+    session: SessionDep,
+    commands: RunCommandsDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
 ) -> RunResponse:
     """Create a run (`pending`) of a preset or of explicit category IDs; start it with
-    `POST /collection/runs/{id}/start`. One active run per organization."""
+    `POST /collection/runs/{id}/start`. One active run per organization. The answer's
+    `estimate` says what it needs of the providers and when it should finish."""
     run = await commands.create(
         session,
         org_id=ctx.org_id,
@@ -66,7 +80,47 @@ async def create_run(
         products_per_category=body.products_per_category,
         listings_per_product=body.listings_per_product,
     )
-    return RunResponse.model_validate(run)
+    now = commands.lifecycle.clock()
+    found = await estimate.estimate_run(
+        session, database, settings, org_id=ctx.org_id, work=run, now=now
+    )
+    return RunResponse.model_validate(run).model_copy(
+        update={"estimate": RunEstimate.model_validate(found)}
+    )
+
+
+@router.post(
+    "/runs/estimate",
+    response_model=RunEstimate,
+    responses={
+        **AUTH_ERRORS,
+        404: {"description": "The preset does not exist in the acting organization."},
+        409: {"description": "The preset's saved categories cannot be run (edit the preset)."},
+    },
+)
+async def estimate_new_run(
+    body: RunCreate,
+    ctx: CanRun,
+    session: SessionDep,
+    runs: Runs,
+    database: DatabaseDep,
+    settings: SettingsDep,
+) -> RunEstimate:
+    """What `POST /collection/runs` with the same body would need of the providers and
+    when it should finish, without creating it: the eBay calls (and Keepa tokens), the
+    budget left today, the organization's share of it and cap."""
+    work = await estimate.planned(
+        session,
+        settings,
+        org_id=ctx.org_id,
+        preset_id=body.preset_id,
+        category_ids=body.category_ids,
+        products_per_category=body.products_per_category,
+    )
+    found = await estimate.estimate_run(
+        session, database, settings, org_id=ctx.org_id, work=work, now=runs.clock()
+    )
+    return RunEstimate.model_validate(found)
 
 
 def run_filter(
@@ -133,11 +187,32 @@ def _seconds(row: CollectionRun, now: datetime) -> int | None:
 @router.get(
     "/runs/{run_id}", response_model=RunResponse, responses={**AUTH_ERRORS, **RUN_NOT_FOUND}
 )
-async def get_run(run_id: uuid.UUID, ctx: CanView, session: SessionDep, runs: Runs) -> RunResponse:
+async def get_run(
+    run_id: uuid.UUID,
+    ctx: CanView,
+    session: SessionDep,
+    runs: Runs,
+    database: DatabaseDep,
+    settings: SettingsDep,
+) -> RunResponse:
     """One run with its phase and progress counters, how long it has been going and, while
-    it runs, about how long it has left (`eta`: from the pace of its latest checkpoints)."""
+    it runs, about how long it has left (`eta`: from the pace of its latest checkpoints);
+    until it finishes, what it still needs of the providers' budgets (`estimate`)."""
     run = await runs.get_run(session, org_id=ctx.org_id, run_id=run_id)
-    return pace.timed(run, await pace.timing(session, run, now=runs.clock()))
+    now = runs.clock()
+    timing = await pace.timing(session, run, now=now)
+    found = None
+    if run.finished_at is None:
+        found = await estimate.estimate_run(
+            session,
+            database,
+            settings,
+            org_id=ctx.org_id,
+            work=run,
+            now=now,
+            remaining=timing.remaining,
+        )
+    return pace.timed(run, timing, None if found is None else RunEstimate.model_validate(found))
 
 
 @router.post("/runs/{run_id}/start", response_model=RunResponse, responses=LIFECYCLE_RESPONSES)

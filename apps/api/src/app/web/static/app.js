@@ -299,6 +299,36 @@
     }
   }
 
+  // The new-run form: what the run would need of the providers, as its fields change.
+  function runEstimate() {
+    var panel = document.getElementById("run-estimate");
+    var form = panel && panel.closest("form");
+    if (!form) return;
+    var timer = null;
+    var sequence = 0;
+
+    function update() {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(function () {
+        var mine = ++sequence;
+        var params = new URLSearchParams();
+        ["preset_id", "products_per_category", "listings_per_product"].forEach(function (name) {
+          var field = form.elements.namedItem(name);
+          if (field) params.set(name, field.value);
+        });
+        fetchFragment(panel.getAttribute("data-estimate-url") + "?" + params.toString()).then(function (html) {
+          if (html === null || mine !== sequence) return;
+          panel.innerHTML = html;
+          localizeTimes(panel);
+        });
+      }, 250);
+    }
+
+    form.addEventListener("input", update);
+    form.addEventListener("change", update);
+    if (form.elements.namedItem("preset_id") && form.elements.namedItem("preset_id").value) update();
+  }
+
   // The schedules calendar: a link to show its days in the reader's own time zone.
   function calendarZoneLink() {
     var link = document.querySelector("[data-zone-link]");
@@ -315,6 +345,7 @@
     localizeTimes(document);
     live();
     schedulePreview();
+    runEstimate();
     calendarZoneLink();
   });
 })();
