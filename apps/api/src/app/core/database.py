@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -142,11 +144,78 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+class WriteTurns:
+    """Whose turn it is to write, among this process's write transactions on SQLite.
+
+    SQLite has one writer at a time. Left to itself, a writer that finds the database
+    locked retries in its busy handler, sleeping up to 100 ms between tries, and whoever
+    tries right after the lock is freed gets it: under load (a few runs checkpointing) a
+    writer can lose for seconds. Here the writers of the process wait in line instead, and
+    each is handed the turn the moment the one before it finishes. Urgent writers (the
+    schedule engine's fires) go first, but never twice in a row while others wait.
+
+    A writer that has waited `timeout` seconds goes ahead without its turn (SQLite's own
+    busy timeout applies from there), so a transaction opened inside another never
+    deadlocks here.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._busy = False
+        self._last_urgent = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._others: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def turn(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold the turn (or, after `timeout`, go ahead without it) for the block."""
+        held = await self._wait(urgent)
+        try:
+            yield
+        finally:
+            if held:
+                self._pass_on()
+
+    async def _wait(self, urgent: bool) -> bool:
+        if not self._busy:
+            self._busy, self._last_urgent = True, urgent
+            return True
+        line = self._urgent if urgent else self._others
+        turn = asyncio.get_running_loop().create_future()
+        line.append(turn)
+        try:
+            await asyncio.wait({turn}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            if turn.done():  # handed the turn as it was cancelled: hand it on
+                self._pass_on()
+            else:
+                line.remove(turn)
+            raise
+        if turn.done():
+            return True
+        line.remove(turn)
+        return False
+
+    def _pass_on(self) -> None:
+        """Give the turn to the next writer in line, or free it."""
+        if self._urgent and not (self._last_urgent and self._others):
+            line, self._last_urgent = self._urgent, True
+        elif self._others:
+            line, self._last_urgent = self._others, False
+        else:
+            self._busy = False
+            return
+        line.popleft().set_result(None)
+
+
 class Database:
     """The engine plus the two session factories the service uses: read-write and read-only."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.write_turns = (
+            WriteTurns(SQLITE_BUSY_TIMEOUT_MS / 1000) if engine.dialect.name == "sqlite" else None
+        )
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(
             engine.execution_options(sqlite_begin="DEFERRED"),
@@ -165,9 +234,21 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in one write transaction: committed at the end, rolled back on error."""
-        async with self.sessions() as session, session.begin():
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session in one write transaction: committed at the end, rolled back on error.
+
+        On SQLite it waits for its turn among this process's writers (`WriteTurns`);
+        `urgent` ones go first.
+        """
+        if self.write_turns is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with (
+            self.write_turns.turn(urgent=urgent),
+            self.sessions() as session,
+            session.begin(),
+        ):
             yield session
 
     @asynccontextmanager

@@ -26,7 +26,8 @@ from app.core.database import SYSTEM, acting_as
 from app.core.observability import exception_line
 from app.runs.executor import RunExecutor
 from app.runs.notifications import Mailer, admin_emails
-from app.scheduling.schedules import FireResult, ScheduleService
+from app.scheduling.fires import FireResult
+from app.scheduling.schedules import ScheduleService
 from app.tables import FireOutcome
 
 logger = logging.getLogger(__name__)
