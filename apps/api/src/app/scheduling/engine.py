@@ -11,7 +11,9 @@ grow with the number of schedules.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 
@@ -227,16 +229,14 @@ class CollectionScheduler:
     def handle_fired(self, results: list[FireResult]) -> None:
         """Once fires are committed: metrics, logs, start runs here, notify admins."""
         started = []
+        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         for result in results:
             log = {"schedule_id": str(result.schedule_id), "outcome": result.outcome.value}
             when = "run by hand" if result.manual else f"due {result.scheduled_for.isoformat()}"
             if result.backfill:
                 when = f"backfill of {result.scheduled_for.isoformat()}"
-            if self.metrics is not None:
-                trigger = (
-                    "backfill" if result.backfill else "manual" if result.manual else "schedule"
-                )
-                self.metrics.fires.labels(result.outcome.value, trigger, result.policy.value).inc()
+            trigger = "backfill" if result.backfill else "manual" if result.manual else "schedule"
+            counts[result.outcome.value, trigger, result.policy.value] += 1
             if result.outcome is FireOutcome.STARTED and result.run_id is not None:
                 started.append(result.run_id)
                 if self.metrics is not None and not result.manual:
@@ -270,10 +270,20 @@ class CollectionScheduler:
             # A run by hand that did not start was answered to its caller: no mail.
             if result.notify and result.outcome in NOTIFY_OUTCOMES and not result.manual:
                 self._notify_fire(result)
-        for run_id in started:
-            # Runs beyond this instance's capacity stay queued (running, no lease) until
-            # the executor sweep of any replica takes them.
-            self._spawn(self.executor.submit(run_id))
+        if self.metrics is not None:
+            for labels, count in counts.items():
+                self.metrics.fires.labels(*labels).inc(count)
+        if started:
+            self._spawn(self._execute_here(started))
+
+    async def _execute_here(self, run_ids: list[uuid.UUID]) -> None:
+        """Execute fired runs on this instance while it has room. The others wait (running,
+        without a lease) for the executor sweep of any replica: a burst of fires does not
+        queue thousands of claims here."""
+        for run_id in run_ids:
+            if not self.executor.has_capacity:
+                return
+            await self.executor.submit(run_id)
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -182,7 +182,7 @@ class Planner:
 
     The cron arithmetic depends only on a schedule's timing, not on the schedule: it is
     done once per distinct timing and due time, which a burst of schedules due at once
-    mostly share.
+    mostly share; likewise the check of a preset's categories.
     """
 
     def __init__(self, now: datetime, *, grace: timedelta, slack: timedelta) -> None:
@@ -191,6 +191,7 @@ class Planner:
         self.slack = slack
         """Lateness within this is not a misfire, even without grace (see ScheduleService)."""
         self._times: dict[tuple[Any, ...], _Times | CronError] = {}
+        self._problems: dict[tuple[str | None, ...], str | None] = {}
 
     def plans(self, schedules: Sequence[DueSchedule]) -> list[FirePlan]:
         """A plan for each due schedule."""
@@ -218,7 +219,7 @@ class Planner:
         elif not category_ids:
             plan.outcome = FireOutcome.NO_PRESET
             plan.detail = "the schedule has no preset (it was deleted?): choose one"
-        elif problem := unusable_preset(schedule.preset_name, category_ids):
+        elif problem := self._unusable(schedule.preset_name, category_ids):
             plan.outcome = FireOutcome.FAILED
             plan.detail = problem
         elif times.missed:
@@ -226,6 +227,12 @@ class Planner:
                 f"late by {ago(lateness)}; coalesced {times.missed} earlier missed due time(s)"
             )
         return plan
+
+    def _unusable(self, preset_name: str | None, category_ids: list[str]) -> str | None:
+        key = (preset_name, *category_ids)
+        if key not in self._problems:
+            self._problems[key] = unusable_preset(preset_name, category_ids)
+        return self._problems[key]
 
     def _times_of(
         self, schedule: DueSchedule, offset: timedelta, due: datetime

@@ -128,12 +128,16 @@ class FireWriter:
         """
         fresh = [plan for plan in plans if plan.key not in taken]
         to_start = [plan for plan in fresh if plan.outcome is FireOutcome.STARTED]
-        run_ids = await self.runs.create_runs(session, [run_spec(plan) for plan in to_start])
-        blocked = []
-        for plan, run_id in zip(to_start, run_ids, strict=True):
+        # An organization has one active run at most: of its schedules due together, only
+        # the first can start one (the index would refuse the others' anyway).
+        first_of_org: dict[uuid.UUID, FirePlan] = {}
+        for plan in to_start:
+            first_of_org.setdefault(plan.schedule.org_id, plan)
+        starting = list(first_of_org.values())
+        run_ids = await self.runs.create_runs(session, [run_spec(plan) for plan in starting])
+        for plan, run_id in zip(starting, run_ids, strict=True):
             plan.run_id = run_id
-            if run_id is None:
-                blocked.append(plan)
+        blocked = [plan for plan in to_start if plan.run_id is None]
         if blocked:
             await apply_overlap(session, self.runs, blocked)
         if fresh:
