@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -145,7 +146,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 class WriteTurns:
-    """Whose turn it is to write, among this process's write transactions on SQLite.
+    """Whose turn it is to write, among this process's write transactions on one SQLite file.
 
     SQLite has one writer at a time. Left to itself, a writer that finds the database
     locked retries in its busy handler, sleeping up to 100 ms between tries, and whoever
@@ -154,6 +155,8 @@ class WriteTurns:
     each is handed the turn the moment the one before it finishes. Urgent writers (the
     schedule engine's fires) go first, but never twice in a row while others wait.
 
+    Writers may run on different event loops (the schedule engine has a thread of its
+    own): the line is guarded by a lock, and a turn is handed over on the waiter's loop.
     A writer that has waited `timeout` seconds goes ahead without its turn (SQLite's own
     busy timeout applies from there), so a transaction opened inside another never
     deadlocks here.
@@ -161,10 +164,11 @@ class WriteTurns:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self._lock = threading.Lock()
         self._busy = False
         self._last_urgent = False
-        self._urgent: deque[asyncio.Future[None]] = deque()
-        self._others: deque[asyncio.Future[None]] = deque()
+        self._urgent: deque[_Waiter] = deque()
+        self._others: deque[_Waiter] = deque()
 
     @asynccontextmanager
     async def turn(self, *, urgent: bool = False) -> AsyncIterator[None]:
@@ -177,35 +181,65 @@ class WriteTurns:
                 self._pass_on()
 
     async def _wait(self, urgent: bool) -> bool:
-        if not self._busy:
-            self._busy, self._last_urgent = True, urgent
-            return True
-        line = self._urgent if urgent else self._others
-        turn = asyncio.get_running_loop().create_future()
-        line.append(turn)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._busy:
+                self._busy, self._last_urgent = True, urgent
+                return True
+            waiter = _Waiter(loop, loop.create_future())
+            line = self._urgent if urgent else self._others
+            line.append(waiter)
         try:
-            await asyncio.wait({turn}, timeout=self.timeout)
+            await asyncio.wait({waiter.turn}, timeout=self.timeout)
         except asyncio.CancelledError:
-            if turn.done():  # handed the turn as it was cancelled: hand it on
-                self._pass_on()
-            else:
-                line.remove(turn)
+            if self._leave(line, waiter):
+                self._pass_on()  # handed the turn as it was cancelled: hand it on
             raise
-        if turn.done():
-            return True
-        line.remove(turn)
-        return False
+        return self._leave(line, waiter)
+
+    def _leave(self, line: deque[_Waiter], waiter: _Waiter) -> bool:
+        """Step out of the line; whether the turn was handed to `waiter` meanwhile."""
+        with self._lock:
+            if waiter in line:
+                line.remove(waiter)
+                return False
+        return True
 
     def _pass_on(self) -> None:
-        """Give the turn to the next writer in line, or free it."""
-        if self._urgent and not (self._last_urgent and self._others):
-            line, self._last_urgent = self._urgent, True
-        elif self._others:
-            line, self._last_urgent = self._others, False
-        else:
-            self._busy = False
-            return
-        line.popleft().set_result(None)
+        """Hand the turn to the next writer in line, or free it."""
+        with self._lock:
+            if self._urgent and not (self._last_urgent and self._others):
+                waiter, self._last_urgent = self._urgent.popleft(), True
+            elif self._others:
+                waiter, self._last_urgent = self._others.popleft(), False
+            else:
+                self._busy = False
+                return
+        waiter.loop.call_soon_threadsafe(_hand_over, waiter.turn)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    turn: asyncio.Future[None]
+
+
+def _hand_over(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
+
+
+_write_turns: dict[str, WriteTurns] = {}
+_write_turns_lock = threading.Lock()
+
+
+def write_turns(database_file: str) -> WriteTurns:
+    """The line of writers of one SQLite file in this process (every engine on it shares it)."""
+    with _write_turns_lock:
+        turns = _write_turns.get(database_file)
+        if turns is None:
+            turns = _write_turns[database_file] = WriteTurns(SQLITE_BUSY_TIMEOUT_MS / 1000)
+        return turns
 
 
 class Database:
@@ -214,7 +248,7 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.write_turns = (
-            WriteTurns(SQLITE_BUSY_TIMEOUT_MS / 1000) if engine.dialect.name == "sqlite" else None
+            write_turns(engine.url.database or "") if engine.dialect.name == "sqlite" else None
         )
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(

@@ -6,6 +6,10 @@ and one APScheduler job, re-armed after each wake-up, drives the timing. It wake
 earliest due time, or after `SCHEDULER_POLL_SECONDS` at the latest, which is how a change
 made through another replica takes effect here. Memory and start-up time therefore do not
 grow with the number of schedules.
+
+In a service the engine runs on an event loop of its own, in a thread (`own_loop`): the
+runs this instance executes keep the main loop busy, and a fire waiting for turns of that
+loop (about ten, from its wake-up to its commit) would be late by as many of them.
 """
 
 from __future__ import annotations
@@ -24,17 +28,20 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
-from app.core.database import SYSTEM, acting_as
+from app.core.database import SYSTEM, Database, acting_as
 from app.core.observability import exception_line
 from app.runs.executor import RunExecutor
 from app.runs.notifications import Mailer, admin_emails
 from app.scheduling.fires import FireResult
+from app.scheduling.loop_thread import LoopThread
 from app.scheduling.schedules import ScheduleService
 from app.tables import FireOutcome
 
 logger = logging.getLogger(__name__)
 
 JOB_ID = "collection-schedules"
+ENGINE_POOL_SIZE = 2
+"""Connections of the engine's own pool (on its own loop): one fires, one spare."""
 FAILURE_BACKOFF_MAX = timedelta(seconds=60)
 """Longest wait before retrying a pass that failed (the database away, a bug): failed
 passes are retried after one poll interval, doubling each time up to this."""
@@ -79,12 +86,18 @@ class CollectionScheduler:
         *,
         metrics: ScheduleMetrics | None = None,
         clock: Clock = utcnow,
+        own_loop: bool = False,
     ) -> None:
         self.schedules = schedules
+        self.firing = schedules
+        """The service that fires: `schedules`, or one over the engine's own database pool
+        while it runs on its own loop."""
         self.executor = executor
         self.mailer = mailer
+        self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.own_loop = own_loop
         self.poll = timedelta(seconds=settings.scheduler_poll_seconds)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._ticking = False
@@ -93,6 +106,8 @@ class CollectionScheduler:
         self._background: set[asyncio.Task[object]] = set()
         self._tick_task: asyncio.Task[object] | None = None
         self._failures = 0  # passes failed in a row
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._thread: LoopThread | None = None
         self.last_tick_at: datetime | None = None
 
     @property
@@ -101,19 +116,48 @@ class CollectionScheduler:
         return bool(self.scheduler.running)
 
     def start(self) -> None:
-        """Start APScheduler and fire whatever is due now (missed while we were down)."""
+        """Start APScheduler and fire whatever is due now (missed while we were down).
+
+        With `own_loop`, APScheduler, the ticks and their transactions run on an event loop
+        of their own, in a thread, over a small pool of connections of their own: runs
+        executing on this loop cannot delay a fire. What follows a committed fire (starting
+        its run here, mail, metrics) still happens on this loop.
+        """
+        self._home = asyncio.get_running_loop()
+        if not self.own_loop:
+            self._start_here()
+            return
+        self._thread = LoopThread("schedule-engine")
+        self._thread.call(self._start_in_thread)
+
+    def _start_in_thread(self) -> None:
+        own = self.settings.model_copy(update={"database_pool_size": ENGINE_POOL_SIZE})
+        database = Database.from_settings(own)
+        self.firing = ScheduleService(
+            database, self.settings, self.schedules.runs, clock=self.schedules.clock
+        )
+        self._start_here()
+
+    def _start_here(self) -> None:
         self.scheduler.add_listener(self._after_tick, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.start()
         self._arm(self.clock())
         logger.info("scheduler started; polling every %ss", self.poll.total_seconds())
 
     async def shutdown(self) -> None:
-        """Stop waking up, once a tick in flight has finished its fires.
+        """Stop waking up, once a tick in flight has finished its fires."""
+        thread = self._thread
+        if thread is None:
+            await self._stop_here()
+            return
+        await thread.run(self._stop_here())
+        await thread.stop()
+        self._thread = None
 
-        APScheduler's asyncio executor cancels the jobs still running when it shuts down
+    async def _stop_here(self) -> None:
+        """APScheduler's asyncio executor cancels the jobs still running when it shuts down
         (and logs each as a failed job), so first pause it, let a tick it has just handed
-        to the loop start, and wait for the tick to end.
-        """
+        to the loop start, and wait for the tick to end."""
         if not self.scheduler.running:
             return
         self.scheduler.pause()
@@ -122,10 +166,20 @@ class CollectionScheduler:
         if tick is not None and tick is not asyncio.current_task():
             await asyncio.wait({tick})
         self.scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # APScheduler stops on its loop's next turn
+        if self.firing is not self.schedules:
+            await self.firing.database.dispose()
+            self.firing = self.schedules
         logger.info("scheduler stopped")
 
     def wake(self) -> None:
         """Look at the schedules again now (one of them changed)."""
+        if self._thread is not None:
+            self._thread.call_soon(self._wake_here)
+        else:
+            self._wake_here()
+
+    def _wake_here(self) -> None:
         if self._ticking:
             self._dirty = True
         elif self.scheduler.running:
@@ -171,7 +225,7 @@ class CollectionScheduler:
                 try:
                     # each committed batch is followed up at once (runs, logs, mail), even
                     # when a later batch fails
-                    results = await self.schedules.fire_due(on_batch=self.handle_fired)
+                    results = await self.firing.fire_due(on_batch=self._follow_up)
                 except Exception as exc:
                     failed = True
                     self._pass_failed(exc)
@@ -185,7 +239,7 @@ class CollectionScheduler:
                 self.last_tick_at = self.clock()
                 if not failed:
                     try:
-                        next_due = await self.schedules.next_due()
+                        next_due = await self.firing.next_due()
                     except Exception:
                         logger.exception("reading the next due time failed")
                         next_due = None
@@ -225,6 +279,13 @@ class CollectionScheduler:
                 exception_line(exc),
                 delay,
             )
+
+    def _follow_up(self, results: list[FireResult]) -> None:
+        """`handle_fired`, on the loop that started the engine."""
+        if self._home is None or self._thread is None:
+            self.handle_fired(results)
+        else:
+            self._home.call_soon_threadsafe(self.handle_fired, results)
 
     def handle_fired(self, results: list[FireResult]) -> None:
         """Once fires are committed: metrics, logs, start runs here, notify admins."""
