@@ -339,6 +339,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-peer", action="store_true", help="burst: leave out the peer (slow at 100,000)"
     )
+    parser.add_argument(
+        "--batch-size", type=int, help="burst: the replicas' SCHEDULER_BATCH_SIZE (default: theirs)"
+    )
     parser.add_argument("--lone-samples", type=int, default=40, help="lone, jitter: fires measured")
     parser.add_argument(
         "--lone-spacing", type=float, default=0.5, help="lone, jitter: seconds apart"

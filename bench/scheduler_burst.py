@@ -7,14 +7,11 @@ import argparse
 import asyncio
 import threading
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-from benchlib import bench_settings
+from scheduler_bound import bulk_insert_bound
 from scheduler_ours import (
     POLL_SECONDS,
     Row,
@@ -86,95 +83,6 @@ class ApiProbe:
         return [sample for sample in list(self.samples) if start <= sample.sent_at < end]
 
 
-async def bulk_insert_bound(database_url: str, data_dir: Path, batch: int) -> dict[str, Any]:
-    """The physical bound of a burst: on a database seeded like the burst's, the rows of its
-    fires and runs (one run per organization, its first schedule's; the other fires
-    skipped) inserted in bulk: per `batch` fires one transaction with one INSERT ... VALUES
-    of the runs, one of their categories and one of the fires. No claim, no plan, no
-    schedule update: what writing the same rows costs at least. Wall and CPU seconds of
-    this process, and the rows written."""
-    from app.core.database import Database
-    from app.tables import (
-        CollectionRun,
-        CollectionSchedule,
-        FireOutcome,
-        RunCategory,
-        RunPhase,
-        RunStatus,
-        RunTrigger,
-        ScheduleFire,
-    )
-
-    database = Database.from_settings(bench_settings(database_url, data_dir))
-    try:
-        async with database.read() as session:
-            schedules = (
-                await session.execute(
-                    sa.select(
-                        CollectionSchedule.id,
-                        CollectionSchedule.org_id,
-                        CollectionSchedule.next_run_at,
-                    ).order_by(CollectionSchedule.org_id, CollectionSchedule.created_at)
-                )
-            ).all()
-        started_orgs: set[uuid.UUID] = set()
-        wall, cpu = time.perf_counter(), time.process_time()
-        for first in range(0, len(schedules), batch):
-            fires, runs, categories = [], [], []
-            for schedule_id, org_id, due in schedules[first : first + batch]:
-                run_id = None
-                if org_id not in started_orgs:
-                    started_orgs.add(org_id)
-                    run_id = uuid.uuid4()
-                    runs.append(
-                        {
-                            "id": run_id,
-                            "org_id": org_id,
-                            "name": "Electronics (scheduled)",
-                            "status": RunStatus.RUNNING,
-                            "phase": RunPhase.AMAZON,
-                            "trigger": RunTrigger.SCHEDULE,
-                            "schedule_id": schedule_id,
-                            "category_ids": ["172282"],
-                            "categories_total": 1,
-                            "products_per_category": 50,
-                            "listings_per_product": 20,
-                            "created_at": due,
-                            "updated_at": due,
-                            "started_at": due,
-                        }
-                    )
-                    categories.append({"run_id": run_id, "position": 0, "category_id": "172282"})
-                fires.append(
-                    {
-                        "id": uuid.uuid4(),
-                        "schedule_id": schedule_id,
-                        "org_id": org_id,
-                        "scheduled_for": due,
-                        "fired_at": due,
-                        "outcome": FireOutcome.STARTED if run_id else FireOutcome.SKIPPED,
-                        "run_id": run_id,
-                        "detail": None if run_id else "run was still running",
-                        "instance_id": "bound",
-                        "manual": False,
-                        "backfill": False,
-                    }
-                )
-            async with database.transaction() as session:
-                if runs:
-                    await session.execute(sa.insert(CollectionRun).values(runs))
-                    await session.execute(sa.insert(RunCategory).values(categories))
-                await session.execute(sa.insert(ScheduleFire).values(fires))
-        return {
-            "seconds": time.perf_counter() - wall,
-            "cpu_seconds": time.process_time() - cpu,
-            "fires": len(schedules),
-            "runs": len(started_orgs),
-        }
-    finally:
-        await database.dispose()
-
-
 # The runs a burst starts wait this long in their first provider call, so that they stay
 # active (an organization's later fires are skipped, as in production where a run takes
 # minutes) and spend no CPU next to the fires, as the peer's runs, which nobody executes.
@@ -187,9 +95,7 @@ def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Ro
         orgs = asyncio.run(seed(url, data_dir, args.burst, args.per_org, far_future()))
         token = asyncio.run(probe_token(url, data_dir))
         with (
-            replicas(
-                url, data_dir, count, SAMPLE_PROVIDER_LATENCY_MS=BURST_PROVIDER_LATENCY_MS
-            ) as started,
+            replicas(url, data_dir, count, **burst_environment(args)) as started,
             fire_log_reader(url, data_dir) as fire_log,
         ):
             for replica in started:
@@ -305,8 +211,10 @@ def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Ro
             bound_load_text,
             [
                 f"bound: {bound['fires']:,} fire rows and {bound['runs']:,} runs (with their "
-                f"categories), one multi-row insert of each per {args.bound_batch:,} fires "
-                "and a transaction per batch, from one process on a database seeded alike"
+                f"categories) written straight through the driver, a transaction per "
+                f"{args.bound_batch:,} fires with one multi-row INSERT per table, on a "
+                "database seeded alike; its CPU is the writing process's (on SQLite the "
+                "database's work too)"
             ],
         ),
         Row(
@@ -330,6 +238,14 @@ def scenario_burst(db: str, pg_server: URL, args: argparse.Namespace) -> list[Ro
         ),
     ]
     return rows
+
+
+def burst_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The replicas' settings in a burst: the runs' providers wait, and `--batch-size`."""
+    environment = {"SAMPLE_PROVIDER_LATENCY_MS": BURST_PROVIDER_LATENCY_MS}
+    if args.batch_size:
+        environment["SCHEDULER_BATCH_SIZE"] = str(args.batch_size)
+    return environment
 
 
 def burst_peers(db: str, pg_server: URL, args: argparse.Namespace) -> dict[str, dict[str, Any]]:

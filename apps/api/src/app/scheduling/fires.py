@@ -35,6 +35,12 @@ REFUSALS = (DataError, IntegrityError)
 """Errors by which the database refuses one schedule's rows (not the database being away)."""
 
 
+ENABLED = sa.text("collection_schedules.enabled")
+"""The condition of the partial index of due times, `ix_collection_schedules_due`, as its
+definition writes it: SQLite uses a partial index only for a query that holds its condition
+word for word, and SQLAlchemy writes the boolean column as `enabled = 1` there (a full
+scan and a sort per batch, which made a burst quadratic)."""
+
 DUE_COLUMNS: tuple[Any, ...] = (
     CollectionSchedule.id,
     CollectionSchedule.org_id,

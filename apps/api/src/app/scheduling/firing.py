@@ -30,6 +30,7 @@ from app.core.database import insert_ignoring_conflicts
 from app.runs.lifecycle import RunLifecycle, TransitionNotAllowedError
 from app.scheduling.fires import (
     DUE_COLUMNS,
+    ENABLED,
     DueSchedule,
     FirePlan,
     FireResult,
@@ -70,7 +71,7 @@ def due_query(now: datetime, limit: int, dialect: str) -> sa.Select[Any]:
         sa.select(*DUE_COLUMNS)
         .select_from(CollectionSchedule)
         .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
-        .where(CollectionSchedule.enabled, CollectionSchedule.next_run_at <= now)
+        .where(ENABLED, CollectionSchedule.next_run_at <= now)
         .order_by(CollectionSchedule.next_run_at)
         .limit(limit)
     )

@@ -31,6 +31,7 @@ from app.errors import ConflictError, NotFoundError
 from app.runs.lifecycle import RunLifecycle
 from app.scheduling import settings
 from app.scheduling.fires import (
+    ENABLED,
     REFUSALS,
     DueSchedule,
     FireFilter,
@@ -193,9 +194,7 @@ class ScheduleService:
         with acting_as(SYSTEM):
             async with self.database.read() as session:
                 return await session.scalar(
-                    sa.select(sa.func.min(CollectionSchedule.next_run_at)).where(
-                        CollectionSchedule.enabled
-                    )
+                    sa.select(sa.func.min(CollectionSchedule.next_run_at)).where(ENABLED)
                 )
 
     # --- firing ---------------------------------------------------------------------------
