@@ -179,7 +179,7 @@ class Settings(BaseSettings):
         le=5,
         description="How soon a change made on another replica is noticed (at most).",
     )
-    scheduler_batch_size: int = Field(default=200, ge=1, le=5000)
+    scheduler_batch_size: int = Field(default=500, ge=1, le=5000)
 
     smtp_url: str | None = Field(
         default=None,

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence, Set
+from collections.abc import Collection, Sequence, Set
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.database import insert_ignoring_conflicts
 from app.runs.lifecycle import RunLifecycle, TransitionNotAllowedError
@@ -64,6 +66,19 @@ class FireTakenError(Exception):
         self.keys = list(keys)
 
 
+def among(
+    column: sa.ColumnElement[uuid.UUID] | InstrumentedAttribute[uuid.UUID],
+    ids: Collection[uuid.UUID],
+    session: AsyncSession,
+) -> sa.ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL `column = ANY(:ids)`, one array parameter, so that a
+    batch's statement is the same whatever its size (asyncpg prepares each new text, and
+    `IN` has a parameter per id)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == sa.any_(sa.literal(list(ids), postgresql.ARRAY(sa.Uuid)))
+    return column.in_(ids)
+
+
 def due_query(now: datetime, limit: int, dialect: str) -> sa.Select[Any]:
     """The enabled schedules due at `now` (oldest due first, at most `limit`), with their
     presets; on PostgreSQL locked for this transaction, skipping those another one holds."""
@@ -95,7 +110,7 @@ async def taken_fires(session: AsyncSession, plans: Sequence[FirePlan]) -> set[F
     wanted = {plan.key for plan in plans}
     rows = await session.execute(
         sa.select(ScheduleFire.schedule_id, ScheduleFire.scheduled_for).where(
-            ScheduleFire.schedule_id.in_({plan.schedule.id for plan in plans}),
+            among(ScheduleFire.schedule_id, {plan.schedule.id for plan in plans}, session),
             ScheduleFire.scheduled_for >= min(plan.scheduled_for for plan in plans),
             ScheduleFire.backfill.is_(False),
         )
@@ -199,7 +214,7 @@ async def advance_schedules(
     for values, schedule_ids in groups.items():
         await session.execute(
             sa.update(CollectionSchedule)
-            .where(CollectionSchedule.id.in_(schedule_ids))
+            .where(among(CollectionSchedule.id, schedule_ids, session))
             .values(dict(values))
             .execution_options(synchronize_session=False)
         )
@@ -213,7 +228,7 @@ async def apply_overlap(session: AsyncSession, runs: RunLifecycle, blocked: list
     cancelled."""
     active = await session.execute(
         sa.select(CollectionRun.org_id, CollectionRun.id, CollectionRun.status).where(
-            CollectionRun.org_id.in_({plan.schedule.org_id for plan in blocked}),
+            among(CollectionRun.org_id, {plan.schedule.org_id for plan in blocked}, session),
             CollectionRun.status.in_(ACTIVE_RUN_STATUSES),
         )
     )
