@@ -48,7 +48,7 @@ async def test_a_writer_that_waited_the_timeout_goes_ahead_without_its_turn() ->
     loop = asyncio.get_running_loop()
     async with turns.turn():
         started = loop.time()
-        async with turns.turn():  # noqa: SIM117 - opened inside the other, on purpose
+        async with turns.turn():  # opened inside the other, on purpose
             waited = loop.time() - started
     assert 0.05 <= waited < 1  # it waited out the timeout, then went ahead: no deadlock
     order = await _line_up(turns, [("after", False)])
