@@ -49,7 +49,7 @@ class ApiProbe:
     """One thread per replica, each asking `PROBE_PATH` one request after the other with
     `pause` seconds between them, as a user's open page would (but more often)."""
 
-    def __init__(self, urls: list[str], token: str, pause: float = 0.05) -> None:
+    def __init__(self, urls: list[str], token: str, pause: float = 0.1) -> None:
         self.urls = urls
         self.headers = {"Authorization": f"Bearer {token}"}
         self.pause = pause
