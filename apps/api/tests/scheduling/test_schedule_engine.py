@@ -1,6 +1,7 @@
 """The APScheduler engine that fires the schedules: a lone schedule within a second of its
-due time, a tick in flight finishing at shutdown, changes picked up without a restart, and,
-on an event loop of its own, fires on time while the main loop is busy.
+due time, a tick in flight finishing at shutdown, changes picked up without a restart (on PostgreSQL
+at once, from any replica), and, on an event loop of its own, fires on time while the main
+loop is busy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.core.config import Settings
+from app.core.database import Database
 from app.runs.lifecycle import RunLifecycle
 from app.scheduling.schedules import FireResult, ScheduleService
 from tests.helpers.scheduling import (
@@ -26,6 +28,7 @@ from tests.helpers.scheduling import (
     history,
     make_engine,
 )
+from tests.helpers.settings import make_settings
 
 # --- the APScheduler engine -----------------------------------------------------------------
 
@@ -186,3 +189,37 @@ async def test_an_engine_on_its_own_loop_fires_on_time_while_the_main_loop_is_bl
     assert followed_up_on == [threading.main_thread()]
     assert not engine.running
     assert engine.firing is schedules
+
+
+async def test_on_postgresql_a_change_on_another_replica_wakes_the_engine_at_once(
+    client: httpx.AsyncClient, org: Org, app: FastAPI, settings: Settings, database: Database
+) -> None:
+    """The change is saved through this app, whose own engine is not running: only the
+    notification can wake the engine under test before its poll (5 s here)."""
+    if database.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; on SQLite a replica polls")
+    live = RealTimeClock(datetime(2027, 2, 1, 11, 59, 58, 500_000, tzinfo=UTC))
+    schedules: ScheduleService = app.state.instance.schedules
+    collection: RunLifecycle = app.state.instance.runs
+    saved = schedules.clock, collection.clock
+    schedules.clock = collection.clock = live
+    slow_poll = make_settings(**{**settings.model_dump(), "scheduler_poll_seconds": 5})
+    engine = make_engine(app, slow_poll, live, own_loop=True)
+    try:
+        live.run()
+        engine.start()
+        await asyncio.sleep(0.3)  # its first look found nothing: the next poll is 5 s away
+        await enable(client, org, "0 12 * * *")  # due 1.2 s from now
+        fires: list[dict[str, Any]] = []
+        for _ in range(150):
+            fires = await history(client, org.admin)
+            if fires:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await engine.shutdown()
+        await engine.drain()
+        schedules.clock, collection.clock = saved
+    (fire,) = fires
+    delay = datetime.fromisoformat(fire["fired_at"]) - datetime(2027, 2, 1, 12, tzinfo=UTC)
+    assert timedelta(0) <= delay < timedelta(seconds=1)

@@ -3,9 +3,10 @@ the next schedule is due and fires what is due.
 
 It keeps no per-schedule jobs: the database holds every schedule and its `next_run_at`,
 and one APScheduler job, re-armed after each wake-up, drives the timing. It wakes at the
-earliest due time, or after `SCHEDULER_POLL_SECONDS` at the latest, which is how a change
-made through another replica takes effect here. Memory and start-up time therefore do not
-grow with the number of schedules.
+earliest due time, and when a schedule changes: on this instance at once, on another one
+at once on PostgreSQL (`app.scheduling.changes`) and otherwise after
+`SCHEDULER_POLL_SECONDS` at the latest. Memory and start-up time therefore do not grow
+with the number of schedules.
 
 In a service the engine runs on an event loop of its own, in a thread (`own_loop`): the
 runs this instance executes keep the main loop busy, and a fire waiting for turns of that
@@ -32,6 +33,7 @@ from app.core.database import SYSTEM, Database, acting_as
 from app.core.observability import exception_line
 from app.runs.executor import RunExecutor
 from app.runs.notifications import Mailer, admin_emails
+from app.scheduling.changes import ChangeListener
 from app.scheduling.fires import FireResult
 from app.scheduling.loop_thread import LoopThread
 from app.scheduling.schedules import ScheduleService
@@ -108,6 +110,7 @@ class CollectionScheduler:
         self._failures = 0  # passes failed in a row
         self._home: asyncio.AbstractEventLoop | None = None
         self._thread: LoopThread | None = None
+        self._changes: ChangeListener | None = None
         self.last_tick_at: datetime | None = None
 
     @property
@@ -142,6 +145,10 @@ class CollectionScheduler:
         self.scheduler.add_listener(self._after_tick, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.start()
         self._arm(self.clock())
+        self._changes = ChangeListener(
+            self.firing.database, self._wake_here, retry=self.poll.total_seconds()
+        )
+        self._changes.start()
         logger.info("scheduler started; polling every %ss", self.poll.total_seconds())
 
     async def shutdown(self) -> None:
@@ -167,6 +174,9 @@ class CollectionScheduler:
             await asyncio.wait({tick})
         self.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # APScheduler stops on its loop's next turn
+        if self._changes is not None:
+            await self._changes.stop()
+            self._changes = None
         if self.firing is not self.schedules:
             await self.firing.database.dispose()
             self.firing = self.schedules
