@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 JOB_ID = "collection-schedules"
 ENGINE_POOL_SIZE = 2
-"""Connections of the engine's own pool (on its own loop): one fires, one spare."""
+"""Connections of the engine's own pool (on its own loop): one listens for changes
+(PostgreSQL), one fires; as many again may overflow."""
 FAILURE_BACKOFF_MAX = timedelta(seconds=60)
 """Longest wait before retrying a pass that failed (the database away, a bug): failed
 passes are retried after one poll interval, doubling each time up to this."""
