@@ -72,7 +72,9 @@ class Instance:
         executor.on_finished.append(partial(mail_digests, database, mailer))
         schedules = ScheduleService(database, settings, runs)
         metrics = ScheduleMetrics(registry) if registry is not None else None
-        scheduler = CollectionScheduler(schedules, executor, mailer, settings, metrics=metrics)
+        scheduler = CollectionScheduler(
+            schedules, executor, mailer, settings, metrics=metrics, own_loop=True
+        )
         return cls(
             settings=settings,
             database=database,

@@ -103,8 +103,13 @@ async def cancel_all(client: httpx.AsyncClient, actor: Actor) -> None:
     raise AssertionError("a cancelled run never settled")
 
 
-def make_engine(app: FastAPI, settings: Settings, clock: FakeClock) -> CollectionScheduler:
-    """A schedule engine (not started) over the app's services, reading `clock`."""
+def make_engine(
+    app: FastAPI, settings: Settings, clock: FakeClock, *, own_loop: bool = False
+) -> CollectionScheduler:
+    """A schedule engine (not started) over the app's services, reading `clock`; on the
+    test's event loop, or with `own_loop` on one of its own, as in a service."""
     schedules: ScheduleService = app.state.instance.schedules
     executor: RunExecutor = app.state.instance.executor
-    return CollectionScheduler(schedules, executor, Mailer(settings), settings, clock=clock)
+    return CollectionScheduler(
+        schedules, executor, Mailer(settings), settings, clock=clock, own_loop=own_loop
+    )

@@ -224,9 +224,10 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         le=5,
-        description="How soon a change made on another replica is noticed (at most).",
+        description="How soon a change made on another replica is noticed, at most (PostgreSQL "
+        "notifies every replica at once; this is the fallback).",
     )
-    scheduler_batch_size: int = Field(default=200, ge=1, le=5000)
+    scheduler_batch_size: int = Field(default=500, ge=1, le=5000)
 
     smtp_url: str | None = Field(
         default=None,

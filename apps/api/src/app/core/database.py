@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import threading
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -142,11 +145,111 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+class WriteTurns:
+    """Whose turn it is to write, among this process's write transactions on one SQLite file.
+
+    SQLite has one writer at a time. Left to itself, a writer that finds the database
+    locked retries in its busy handler, sleeping up to 100 ms between tries, and whoever
+    tries right after the lock is freed gets it: under load (a few runs checkpointing) a
+    writer can lose for seconds. Here the writers of the process wait in line instead, and
+    each is handed the turn the moment the one before it finishes. Urgent writers (the
+    schedule engine's fires) go first, but never twice in a row while others wait.
+
+    Writers may run on different event loops (the schedule engine has a thread of its
+    own): the line is guarded by a lock, and a turn is handed over on the waiter's loop.
+    A writer that has waited `timeout` seconds goes ahead without its turn (SQLite's own
+    busy timeout applies from there), so a transaction opened inside another never
+    deadlocks here.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._busy = False
+        self._last_urgent = False
+        self._urgent: deque[_Waiter] = deque()
+        self._others: deque[_Waiter] = deque()
+
+    @asynccontextmanager
+    async def turn(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold the turn (or, after `timeout`, go ahead without it) for the block."""
+        held = await self._wait(urgent)
+        try:
+            yield
+        finally:
+            if held:
+                self._pass_on()
+
+    async def _wait(self, urgent: bool) -> bool:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._busy:
+                self._busy, self._last_urgent = True, urgent
+                return True
+            waiter = _Waiter(loop, loop.create_future())
+            line = self._urgent if urgent else self._others
+            line.append(waiter)
+        try:
+            await asyncio.wait({waiter.turn}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            if self._leave(line, waiter):
+                self._pass_on()  # handed the turn as it was cancelled: hand it on
+            raise
+        return self._leave(line, waiter)
+
+    def _leave(self, line: deque[_Waiter], waiter: _Waiter) -> bool:
+        """Step out of the line; whether the turn was handed to `waiter` meanwhile."""
+        with self._lock:
+            if waiter in line:
+                line.remove(waiter)
+                return False
+        return True
+
+    def _pass_on(self) -> None:
+        """Hand the turn to the next writer in line, or free it."""
+        with self._lock:
+            if self._urgent and not (self._last_urgent and self._others):
+                waiter, self._last_urgent = self._urgent.popleft(), True
+            elif self._others:
+                waiter, self._last_urgent = self._others.popleft(), False
+            else:
+                self._busy = False
+                return
+        waiter.loop.call_soon_threadsafe(_hand_over, waiter.turn)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    turn: asyncio.Future[None]
+
+
+def _hand_over(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
+
+
+_write_turns: dict[str, WriteTurns] = {}
+_write_turns_lock = threading.Lock()
+
+
+def write_turns(database_file: str) -> WriteTurns:
+    """The line of writers of one SQLite file in this process (every engine on it shares it)."""
+    with _write_turns_lock:
+        turns = _write_turns.get(database_file)
+        if turns is None:
+            turns = _write_turns[database_file] = WriteTurns(SQLITE_BUSY_TIMEOUT_MS / 1000)
+        return turns
+
+
 class Database:
     """The engine plus the two session factories the service uses: read-write and read-only."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.write_turns = (
+            write_turns(engine.url.database or "") if engine.dialect.name == "sqlite" else None
+        )
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(
             engine.execution_options(sqlite_begin="DEFERRED"),
@@ -165,9 +268,21 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in one write transaction: committed at the end, rolled back on error."""
-        async with self.sessions() as session, session.begin():
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session in one write transaction: committed at the end, rolled back on error.
+
+        On SQLite it waits for its turn among this process's writers (`WriteTurns`);
+        `urgent` ones go first.
+        """
+        if self.write_turns is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with (
+            self.write_turns.turn(urgent=urgent),
+            self.sessions() as session,
+            session.begin(),
+        ):
             yield session
 
     @asynccontextmanager

@@ -33,8 +33,8 @@ from app.runs.lifecycle import (
 )
 from app.scheduling import settings
 from app.scheduling.cron import CronError, CronSchedule, parse
+from app.scheduling.fires import FireResult
 from app.scheduling.models import MAX_BACKFILL
-from app.scheduling.schedules import FireResult
 from app.tables import (
     CategoryPreset,
     CollectionSchedule,

@@ -14,6 +14,7 @@ from app.core.clock import utcnow
 from app.errors import ConflictError, InvalidError
 from app.scheduling import settings
 from app.scheduling.backfill import Backfill, BackfilledTime, queue_backfill
+from app.scheduling.changes import announce_change
 from app.scheduling.cron import CronError, parse
 from app.scheduling.engine import CollectionScheduler
 from app.scheduling.models import (
@@ -68,10 +69,11 @@ class ScheduleCommands:
         actor_id: uuid.UUID | None = None,
     ) -> ScheduleResponse:
         """Create or change the default schedule (committed); it takes effect at once here
-        and within SCHEDULER_POLL_SECONDS on every other replica."""
+        and on every other replica (within SCHEDULER_POLL_SECONDS on SQLite)."""
         schedule, preset_name = await self.schedules.update(
             session, org_id=org_id, changes=changes, actor_id=actor_id
         )
+        await announce_change(session)
         await session.commit()
         self.engine.wake()
         return schedule_response(schedule, preset_name)
@@ -88,6 +90,7 @@ class ScheduleCommands:
         schedule, preset_name = await self.schedules.create(
             session, org_id=org_id, fields=fields, actor_id=actor_id
         )
+        await announce_change(session)
         await session.commit()
         self.engine.wake()
         return schedule_detail(schedule, preset_name)
@@ -105,6 +108,7 @@ class ScheduleCommands:
         schedule, preset_name = await self.schedules.change(
             session, org_id=org_id, schedule_id=schedule_id, changes=changes, actor_id=actor_id
         )
+        await announce_change(session)
         await session.commit()
         self.engine.wake()
         return schedule_detail(schedule, preset_name)
@@ -114,6 +118,7 @@ class ScheduleCommands:
     ) -> None:
         """Delete one schedule (committed); its runs stay."""
         await settings.delete_schedule(session, org_id, schedule_id)
+        await announce_change(session)
         await session.commit()
         self.engine.wake()
 

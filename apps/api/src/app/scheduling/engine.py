@@ -3,15 +3,22 @@ the next schedule is due and fires what is due.
 
 It keeps no per-schedule jobs: the database holds every schedule and its `next_run_at`,
 and one APScheduler job, re-armed after each wake-up, drives the timing. It wakes at the
-earliest due time, or after `SCHEDULER_POLL_SECONDS` at the latest, which is how a change
-made through another replica takes effect here. Memory and start-up time therefore do not
-grow with the number of schedules.
+earliest due time, and when a schedule changes: on this instance at once, on another one
+at once on PostgreSQL (`app.scheduling.changes`) and otherwise after
+`SCHEDULER_POLL_SECONDS` at the latest. Memory and start-up time therefore do not grow
+with the number of schedules.
+
+In a service the engine runs on an event loop of its own, in a thread (`own_loop`): the
+runs this instance executes keep the main loop busy, and a fire waiting for turns of that
+loop (about ten, from its wake-up to its commit) would be late by as many of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 
@@ -22,16 +29,22 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
-from app.core.database import SYSTEM, acting_as
+from app.core.database import SYSTEM, Database, acting_as
 from app.core.observability import exception_line
 from app.runs.executor import RunExecutor
 from app.runs.notifications import Mailer, admin_emails
-from app.scheduling.schedules import FireResult, ScheduleService
+from app.scheduling.changes import ChangeListener
+from app.scheduling.fires import FireResult
+from app.scheduling.loop_thread import LoopThread
+from app.scheduling.schedules import ScheduleService
 from app.tables import FireOutcome
 
 logger = logging.getLogger(__name__)
 
 JOB_ID = "collection-schedules"
+ENGINE_POOL_SIZE = 2
+"""Connections of the engine's own pool (on its own loop): one listens for changes
+(PostgreSQL), one fires; as many again may overflow."""
 FAILURE_BACKOFF_MAX = timedelta(seconds=60)
 """Longest wait before retrying a pass that failed (the database away, a bug): failed
 passes are retried after one poll interval, doubling each time up to this."""
@@ -76,12 +89,18 @@ class CollectionScheduler:
         *,
         metrics: ScheduleMetrics | None = None,
         clock: Clock = utcnow,
+        own_loop: bool = False,
     ) -> None:
         self.schedules = schedules
+        self.firing = schedules
+        """The service that fires: `schedules`, or one over the engine's own database pool
+        while it runs on its own loop."""
         self.executor = executor
         self.mailer = mailer
+        self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.own_loop = own_loop
         self.poll = timedelta(seconds=settings.scheduler_poll_seconds)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._ticking = False
@@ -90,6 +109,9 @@ class CollectionScheduler:
         self._background: set[asyncio.Task[object]] = set()
         self._tick_task: asyncio.Task[object] | None = None
         self._failures = 0  # passes failed in a row
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._thread: LoopThread | None = None
+        self._changes: ChangeListener | None = None
         self.last_tick_at: datetime | None = None
 
     @property
@@ -98,19 +120,52 @@ class CollectionScheduler:
         return bool(self.scheduler.running)
 
     def start(self) -> None:
-        """Start APScheduler and fire whatever is due now (missed while we were down)."""
+        """Start APScheduler and fire whatever is due now (missed while we were down).
+
+        With `own_loop`, APScheduler, the ticks and their transactions run on an event loop
+        of their own, in a thread, over a small pool of connections of their own: runs
+        executing on this loop cannot delay a fire. What follows a committed fire (starting
+        its run here, mail, metrics) still happens on this loop.
+        """
+        self._home = asyncio.get_running_loop()
+        if not self.own_loop:
+            self._start_here()
+            return
+        self._thread = LoopThread("schedule-engine")
+        self._thread.call(self._start_in_thread)
+
+    def _start_in_thread(self) -> None:
+        own = self.settings.model_copy(update={"database_pool_size": ENGINE_POOL_SIZE})
+        database = Database.from_settings(own)
+        self.firing = ScheduleService(
+            database, self.settings, self.schedules.runs, clock=self.schedules.clock
+        )
+        self._start_here()
+
+    def _start_here(self) -> None:
         self.scheduler.add_listener(self._after_tick, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.start()
         self._arm(self.clock())
+        self._changes = ChangeListener(
+            self.firing.database, self._wake_here, retry=self.poll.total_seconds()
+        )
+        self._changes.start()
         logger.info("scheduler started; polling every %ss", self.poll.total_seconds())
 
     async def shutdown(self) -> None:
-        """Stop waking up, once a tick in flight has finished its fires.
+        """Stop waking up, once a tick in flight has finished its fires."""
+        thread = self._thread
+        if thread is None:
+            await self._stop_here()
+            return
+        await thread.run(self._stop_here())
+        await thread.stop()
+        self._thread = None
 
-        APScheduler's asyncio executor cancels the jobs still running when it shuts down
+    async def _stop_here(self) -> None:
+        """APScheduler's asyncio executor cancels the jobs still running when it shuts down
         (and logs each as a failed job), so first pause it, let a tick it has just handed
-        to the loop start, and wait for the tick to end.
-        """
+        to the loop start, and wait for the tick to end."""
         if not self.scheduler.running:
             return
         self.scheduler.pause()
@@ -119,10 +174,23 @@ class CollectionScheduler:
         if tick is not None and tick is not asyncio.current_task():
             await asyncio.wait({tick})
         self.scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # APScheduler stops on its loop's next turn
+        if self._changes is not None:
+            await self._changes.stop()
+            self._changes = None
+        if self.firing is not self.schedules:
+            await self.firing.database.dispose()
+            self.firing = self.schedules
         logger.info("scheduler stopped")
 
     def wake(self) -> None:
         """Look at the schedules again now (one of them changed)."""
+        if self._thread is not None:
+            self._thread.call_soon(self._wake_here)
+        else:
+            self._wake_here()
+
+    def _wake_here(self) -> None:
         if self._ticking:
             self._dirty = True
         elif self.scheduler.running:
@@ -168,7 +236,7 @@ class CollectionScheduler:
                 try:
                     # each committed batch is followed up at once (runs, logs, mail), even
                     # when a later batch fails
-                    results = await self.schedules.fire_due(on_batch=self.handle_fired)
+                    results = await self.firing.fire_due(on_batch=self._follow_up)
                 except Exception as exc:
                     failed = True
                     self._pass_failed(exc)
@@ -182,7 +250,7 @@ class CollectionScheduler:
                 self.last_tick_at = self.clock()
                 if not failed:
                     try:
-                        next_due = await self.schedules.next_due()
+                        next_due = await self.firing.next_due()
                     except Exception:
                         logger.exception("reading the next due time failed")
                         next_due = None
@@ -223,19 +291,24 @@ class CollectionScheduler:
                 delay,
             )
 
+    def _follow_up(self, results: list[FireResult]) -> None:
+        """`handle_fired`, on the loop that started the engine."""
+        if self._home is None or self._thread is None:
+            self.handle_fired(results)
+        else:
+            self._home.call_soon_threadsafe(self.handle_fired, results)
+
     def handle_fired(self, results: list[FireResult]) -> None:
         """Once fires are committed: metrics, logs, start runs here, notify admins."""
         started = []
+        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         for result in results:
             log = {"schedule_id": str(result.schedule_id), "outcome": result.outcome.value}
             when = "run by hand" if result.manual else f"due {result.scheduled_for.isoformat()}"
             if result.backfill:
                 when = f"backfill of {result.scheduled_for.isoformat()}"
-            if self.metrics is not None:
-                trigger = (
-                    "backfill" if result.backfill else "manual" if result.manual else "schedule"
-                )
-                self.metrics.fires.labels(result.outcome.value, trigger, result.policy.value).inc()
+            trigger = "backfill" if result.backfill else "manual" if result.manual else "schedule"
+            counts[result.outcome.value, trigger, result.policy.value] += 1
             if result.outcome is FireOutcome.STARTED and result.run_id is not None:
                 started.append(result.run_id)
                 if self.metrics is not None and not result.manual:
@@ -269,10 +342,20 @@ class CollectionScheduler:
             # A run by hand that did not start was answered to its caller: no mail.
             if result.notify and result.outcome in NOTIFY_OUTCOMES and not result.manual:
                 self._notify_fire(result)
-        for run_id in started:
-            # Runs beyond this instance's capacity stay queued (running, no lease) until
-            # the executor sweep of any replica takes them.
-            self._spawn(self.executor.submit(run_id))
+        if self.metrics is not None:
+            for labels, count in counts.items():
+                self.metrics.fires.labels(*labels).inc(count)
+        if started:
+            self._spawn(self._execute_here(started))
+
+    async def _execute_here(self, run_ids: list[uuid.UUID]) -> None:
+        """Execute fired runs on this instance while it has room. The others wait (running,
+        without a lease) for the executor sweep of any replica: a burst of fires does not
+        queue thousands of claims here."""
+        for run_id in run_ids:
+            if not self.executor.has_capacity:
+                return
+            await self.executor.submit(run_id)
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)

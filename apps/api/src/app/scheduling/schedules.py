@@ -1,11 +1,12 @@
 """Collection schedules: settings per organization, and firing due times exactly once.
 
-A fire is claimed by inserting its row into the fire log, unique per (schedule, due
-time, backfill): whichever replica inserts it first owns the fire, the others' inserts do
-nothing (a backfill of a due time, `app.scheduling.backfill`, is a row of its own).
-The run it starts is created by the same insert path as a manual run, whose conflict
-target is the "one active run per organization" index, so the skip rule is atomic too.
-Both happen, with advancing the schedule's `next_run_at`, in one transaction.
+A pass fires the due schedules in batches, each batch one transaction: it claims the due
+schedules, starts their runs, logs their fires and advances their `next_run_at`, a few
+statements for the whole batch (`app.scheduling.firing`). The fire log is unique per
+(schedule, due time, backfill), so a due time fires once however many replicas fire at
+once (a backfill of a due time, `app.scheduling.backfill`, is a row of its own). A run is
+created by the same insert path as a manual run, whose conflict target is the "one active
+run per organization" index, so the skip rule is atomic too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,32 +24,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock, utcnow
 from app.core.config import Settings
-from app.core.database import SYSTEM, Database, acting_as, insert_ignoring_conflicts
+from app.core.database import SYSTEM, Database, acting_as
 from app.core.pagination import PageParams, paginate
 from app.core.tenancy import org_rows
 from app.errors import ConflictError, NotFoundError
 from app.runs.lifecycle import RunLifecycle
 from app.scheduling import settings
-from app.scheduling.cron import CronError, parse
 from app.scheduling.fires import (
+    ENABLED,
     REFUSALS,
+    DueSchedule,
     FireFilter,
     FirePlan,
-    ago,
-    apply_overlap,
-    count_between,
-    countdown,
+    FireResult as FireResult,  # the engine and tests name it here
+    Planner,
     refusal,
-    run_spec,
     unusable_preset,
 )
-from app.tables import (
-    CategoryPreset,
-    CollectionSchedule,
-    FireOutcome,
-    OverlapPolicy,
-    ScheduleFire,
-)
+from app.scheduling.firing import FireKey, FireTakenError, FireWriter, claim_due, taken_fires
+from app.tables import CategoryPreset, CollectionSchedule, FireOutcome, ScheduleFire
 
 logger = logging.getLogger(__name__)
 
@@ -67,30 +61,6 @@ class TriggeredAlreadyError(ConflictError):
     def __init__(self, schedule_id: uuid.UUID) -> None:
         super().__init__("the schedule was triggered at this very moment by another request")
         self.schedule_id = schedule_id
-
-
-@dataclass(frozen=True, slots=True)
-class FireResult:
-    """What happened at one due time of one schedule."""
-
-    fire_id: uuid.UUID
-    schedule_id: uuid.UUID
-    org_id: uuid.UUID
-    scheduled_for: datetime
-    fired_at: datetime
-    outcome: FireOutcome
-    run_id: uuid.UUID | None
-    detail: str | None
-    notify: bool
-    manual: bool = False
-    """From POST /schedule/trigger (the caller got the outcome as the answer)."""
-    replaced_run_id: uuid.UUID | None = None
-    """The active run cancelled for this fire (overlap policy cancel_other)."""
-    jitter: timedelta = timedelta(0)
-    """The schedule's jitter offset: the fire was due at `scheduled_for + jitter`."""
-    policy: OverlapPolicy = OverlapPolicy.SKIP
-    backfill: bool = False
-    """From POST /collection/schedules/{id}/backfill (a past due time, queued again)."""
 
 
 class ScheduleService:
@@ -114,6 +84,7 @@ class ScheduleService:
         self.slack = timedelta(seconds=settings.scheduler_poll_seconds)
         self.batch_size = settings.scheduler_batch_size
         self.instance_id = settings.instance_id
+        self.writer = FireWriter(runs, settings.instance_id)
 
     # --- settings -----------------------------------------------------------------------
 
@@ -223,9 +194,7 @@ class ScheduleService:
         with acting_as(SYSTEM):
             async with self.database.read() as session:
                 return await session.scalar(
-                    sa.select(sa.func.min(CollectionSchedule.next_run_at)).where(
-                        CollectionSchedule.enabled
-                    )
+                    sa.select(sa.func.min(CollectionSchedule.next_run_at)).where(ENABLED)
                 )
 
     # --- firing ---------------------------------------------------------------------------
@@ -250,106 +219,79 @@ class ScheduleService:
                 return results
 
     async def _fire_batch(self) -> tuple[int, list[FireResult]]:
-        with acting_as(SYSTEM):
-            async with self.database.transaction() as session:
-                now = self.clock()
-                statement = (
-                    sa.select(CollectionSchedule, CategoryPreset.name, CategoryPreset.category_ids)
-                    .outerjoin(CategoryPreset, CategoryPreset.id == CollectionSchedule.preset_id)
-                    .where(CollectionSchedule.enabled, CollectionSchedule.next_run_at <= now)
-                    .order_by(CollectionSchedule.next_run_at)
-                    .limit(self.batch_size)
-                )
-                if self.database.dialect == "postgresql":
-                    statement = statement.with_for_update(of=CollectionSchedule, skip_locked=True)
-                rows = (await session.execute(statement)).all()
-                plans = [self._plan(schedule, name, ids, now) for schedule, name, ids in rows]
-                results = await self._write_isolated(session, plans, now, manual=False)
-        return len(rows), results
+        """Claim and fire one batch; how many schedules it claimed, and what happened.
 
-    def _plan(
-        self,
-        schedule: CollectionSchedule,
-        preset_name: str | None,
-        category_ids: list[str] | None,
-        now: datetime,
-    ) -> FirePlan:
-        """Decide what a due schedule does now: start, skip later, count as missed..."""
-        assert schedule.next_run_at is not None
-        offset = settings.jitter_offset(schedule.id, schedule.jitter_seconds)
-        due = schedule.next_run_at - offset  # the cron time; the fire waits out the jitter
-        try:
-            cron = parse(schedule.cron_expression, schedule.timezone)
-        except CronError as exc:  # saved by an older, laxer version; never fires again
-            return FirePlan(
-                schedule, preset_name, category_ids, due, None, FireOutcome.FAILED, str(exc)
+        A batch the database refuses, or one with a due time already in the fire log, is
+        rolled back whole and done again carefully (`_fire_carefully`).
+        """
+        with acting_as(SYSTEM):
+            try:
+                async with self.database.transaction(urgent=True) as session:
+                    now = self.clock()
+                    due = await claim_due(session, now, self.batch_size, self.database.dialect)
+                    plans = self._planner(now).plans(due)
+                    return len(due), await self.writer.write(session, plans, now, manual=False)
+            except (FireTakenError, *REFUSALS) as exc:
+                logger.info("firing a batch again, one schedule at a time: %s", refusal(exc))
+                return await self._fire_carefully()
+
+    async def _fire_carefully(self) -> tuple[int, list[FireResult]]:
+        """A batch again, leaving out the due times already in the fire log (their schedules
+        just move on), and each schedule's writes in a savepoint of its own (`_write_isolated`)."""
+        async with self.database.transaction(urgent=True) as session:
+            now = self.clock()
+            due = await claim_due(session, now, self.batch_size, self.database.dialect)
+            plans = self._planner(now).plans(due)
+            taken = await taken_fires(session, plans)
+            return len(due), await self._write_isolated(
+                session, plans, now, manual=False, taken=taken
             )
-        timing = settings.Timing.of(schedule, cron)
-        # Due times passed while nobody was firing coalesce into the latest of them (within
-        # the schedule's bounds).
-        latest = cron.latest_at_or_before(now - offset) or due
-        if schedule.ends_at is not None and latest > schedule.ends_at:
-            latest = cron.latest_at_or_before(schedule.ends_at) or due
-        latest = max(due, latest)
-        missed = count_between(cron, due, latest)
-        plan = FirePlan(
-            schedule,
-            preset_name,
-            category_ids,
-            latest,
-            timing.fire_time(timing.next_due(now)),
-            FireOutcome.STARTED,
-        )
-        lateness = now - (latest + offset)
-        if lateness > self.grace + self.slack:
-            plan.outcome = FireOutcome.MISSED
-            plan.detail = (
-                f"due {ago(lateness)} ago, longer than SCHEDULE_MISFIRE_GRACE_SECONDS="
-                f"{int(self.grace.total_seconds())} (no scheduler was running, or it was behind)"
-            )
-            if missed:
-                plan.detail += f" ({missed} earlier due time(s) missed as well)"
-        elif not category_ids:
-            plan.outcome = FireOutcome.NO_PRESET
-            plan.detail = "the schedule has no preset (it was deleted?): choose one"
-        elif problem := unusable_preset(preset_name, category_ids):
-            plan.outcome = FireOutcome.FAILED
-            plan.detail = problem
-        elif missed:
-            plan.detail = f"late by {ago(lateness)}; coalesced {missed} earlier missed due time(s)"
-        return plan
+
+    def _planner(self, now: datetime) -> Planner:
+        return Planner(now, grace=self.grace, slack=self.slack)
 
     async def _write_isolated(
-        self, session: AsyncSession, plans: Sequence[FirePlan], now: datetime, *, manual: bool
+        self,
+        session: AsyncSession,
+        plans: Sequence[FirePlan],
+        now: datetime,
+        *,
+        manual: bool,
+        taken: set[FireKey] | None = None,
     ) -> list[FireResult]:
-        """`_write`, such that one schedule whose run the database refuses stops no other.
+        """Write each plan in a savepoint of its own, such that one schedule whose run the
+        database refuses stops no other.
 
-        The batch is written in a savepoint. If the database refuses it (a value too long
-        for its column, a constraint), each plan is written in a savepoint of its own, and
-        a plan still refused is recorded as a `failed` fire with the database's reason: its
-        schedule moves on to its next due time like every other. Trouble that is not about
-        the data (the connection, a lock timeout) is raised: the whole pass is retried.
+        A plan the database refuses (a value too long for its column, a constraint) is
+        recorded as a `failed` fire with the database's reason: its schedule moves on to
+        its next due time like every other. A plan whose due time is (or turns out to be)
+        in the fire log already is left out; its schedule moves on. Trouble that is not
+        about the data (the connection, a lock timeout) is raised: the whole pass is retried.
         """
-        try:
-            async with session.begin_nested():
-                copies = [replace(plan) for plan in plans]  # `_write` fills in run ids
-                return await self._write(session, copies, now, manual=manual)
-        except REFUSALS as exc:
-            if len(plans) == 1:
-                return await self._write_failed(session, plans[0], exc, now, manual=manual)
+        taken = set(taken or ())
         results: list[FireResult] = []
         for plan in plans:
-            try:
-                async with session.begin_nested():
-                    results += await self._write(session, [replace(plan)], now, manual=manual)
-            except REFUSALS as exc:
-                results += await self._write_failed(session, plan, exc, now, manual=manual)
+            if plan.key not in taken:
+                try:
+                    async with session.begin_nested():
+                        results += await self.writer.write(
+                            session, [replace(plan)], now, manual=manual
+                        )
+                    continue
+                except FireTakenError:
+                    taken.add(plan.key)
+                except REFUSALS as exc:
+                    results += await self._write_failed(session, plan, exc, now, manual=manual)
+                    continue
+            if not manual:
+                results += await self.writer.write(session, [plan], now, manual=False, taken=taken)
         return results
 
     async def _write_failed(
         self, session: AsyncSession, plan: FirePlan, exc: Exception, now: datetime, *, manual: bool
     ) -> list[FireResult]:
-        """Record `plan` as a fire the database refused to start (no run is created)."""
+        """Record `plan` as a fire the database refused to start (no run is created); nothing
+        when its due time turns out to be in the fire log already (the next pass sees it)."""
         logger.debug("schedule %s: the database refused its run", plan.schedule.id, exc_info=exc)
         failed = replace(
             plan,
@@ -358,104 +300,11 @@ class ScheduleService:
             detail=f"could not start the run: the database refused it ({refusal(exc)}). "
             "The schedule goes on with its next due time; check the preset's categories.",
         )
-        async with session.begin_nested():
-            return await self._write(session, [failed], now, manual=manual)
-
-    async def _write(
-        self, session: AsyncSession, plans: list[FirePlan], now: datetime, *, manual: bool
-    ) -> list[FireResult]:
-        """Claim the fires, start their runs, log outcomes and advance the schedules."""
-        if not plans:
+        try:
+            async with session.begin_nested():
+                return await self.writer.write(session, [failed], now, manual=manual)
+        except FireTakenError:
             return []
-        claimed = set(
-            await session.scalars(
-                insert_ignoring_conflicts(
-                    session,
-                    ScheduleFire,
-                    index_elements=["schedule_id", "scheduled_for", "backfill"],
-                ).returning(ScheduleFire.id),
-                [
-                    {
-                        "id": plan.fire_id,
-                        "schedule_id": plan.schedule.id,
-                        "org_id": plan.schedule.org_id,
-                        "scheduled_for": plan.scheduled_for,
-                        "fired_at": now,
-                        "instance_id": self.instance_id,
-                        "manual": manual,
-                        "backfill": False,
-                    }
-                    for plan in plans
-                ],
-            )
-        )
-        won = [plan for plan in plans if plan.fire_id in claimed]
-        to_start = [plan for plan in won if plan.outcome is FireOutcome.STARTED]
-        run_ids = await self.runs.create_runs(session, [run_spec(plan) for plan in to_start])
-        blocked = []
-        for plan, run_id in zip(to_start, run_ids, strict=True):
-            plan.run_id = run_id
-            if run_id is None:
-                blocked.append(plan)
-        if blocked:
-            await apply_overlap(session, self.runs, blocked)
-        if won:
-            await session.execute(
-                sa.update(ScheduleFire),
-                [
-                    {
-                        "id": plan.fire_id,
-                        "outcome": plan.outcome,
-                        "run_id": plan.run_id,
-                        "detail": plan.detail,
-                    }
-                    for plan in won
-                ],
-            )
-        if not manual:
-            await session.execute(
-                sa.update(CollectionSchedule),
-                [
-                    {
-                        "id": plan.schedule.id,
-                        **countdown(plan, plan.fire_id in claimed, now),
-                        "updated_at": now,
-                        # a fire claimed elsewhere already recorded its own outcome
-                        "last_run_at": plan.scheduled_for
-                        if plan.fire_id in claimed
-                        else plan.schedule.last_run_at,
-                        "last_outcome": plan.outcome
-                        if plan.fire_id in claimed
-                        else plan.schedule.last_outcome,
-                    }
-                    for plan in plans
-                ],
-            )
-        for plan in plans:
-            if plan.fire_id not in claimed:
-                logger.info(
-                    "schedule %s: due time %s was fired elsewhere",
-                    plan.schedule.id,
-                    plan.scheduled_for.isoformat(),
-                )
-        return [
-            FireResult(
-                fire_id=plan.fire_id,
-                schedule_id=plan.schedule.id,
-                org_id=plan.schedule.org_id,
-                scheduled_for=plan.scheduled_for,
-                fired_at=now,
-                outcome=plan.outcome,
-                run_id=plan.run_id,
-                detail=plan.detail,
-                notify=plan.schedule.notify_email,
-                manual=manual,
-                replaced_run_id=plan.replaced_run_id,
-                jitter=settings.jitter_offset(plan.schedule.id, plan.schedule.jitter_seconds),
-                policy=plan.schedule.overlap_policy,
-            )
-            for plan in won
-        ]
 
     async def trigger(
         self, session: AsyncSession, *, org_id: uuid.UUID, schedule_id: uuid.UUID | None = None
@@ -476,7 +325,9 @@ class ScheduleService:
                     CategoryPreset.id == schedule.preset_id
                 )
             )
-        plan = FirePlan(schedule, preset_name, category_ids, now, None, FireOutcome.STARTED)
+        plan = FirePlan(
+            DueSchedule.of(schedule, preset_name, category_ids), now, None, FireOutcome.STARTED
+        )
         if not category_ids:
             plan.outcome = FireOutcome.NO_PRESET
             plan.detail = "the schedule has no preset: set preset_id first"
