@@ -69,7 +69,7 @@ async def create_run(
     return RunResponse.model_validate(run)
 
 
-def run_filter(
+async def run_filter(
     preset_id: Annotated[
         uuid.UUID | None,
         Query(description="Only runs made from this preset (also after it was deleted)."),
