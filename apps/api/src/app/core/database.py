@@ -104,6 +104,7 @@ def create_engine(settings: Settings, *, poolclass: type[Pool] | None = None) ->
 
 PING_AFTER_IDLE_SECONDS = 10.0
 """A pooled PostgreSQL connection unused this long is pinged before it is handed out."""
+_IDLE_SINCE = "app.idle_since"  # key in a pooled connection's info: when it was checked in
 
 
 def _ping_idle_connections(engine: AsyncEngine) -> None:
@@ -161,7 +162,6 @@ _SET_ACTOR = sa.text(
     "SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true),"
     " set_config('app.org_id', :org_id, true), set_config('app.system', :system, true)"
 )
-_IDLE_SINCE = "app.idle_since"  # key in a pooled connection's info
 _APPLIED_ACTOR = "app.applied_actor"  # key in the connection's info: the actor in force
 _UNKNOWN = object()
 # Savepoints are the transaction's plumbing, not statements of an actor (and a failed
