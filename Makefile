@@ -64,7 +64,8 @@ pytest: $(STAMP) browser  ## the test suite (PostgreSQL when TEST_DATABASE_URL i
 test: lint typecheck pytest  ## every gate: lint, format, types, tests
 
 BENCHES := bench/run_pipeline.py bench/scheduler.py bench/budget.py bench/row_level_security.py \
-	bench/seller_directory.py bench/run_results.py bench/fair_budget.py
+	bench/seller_directory.py bench/run_results.py bench/fair_budget.py \
+	bench/http_requests.py
 
 bench: $(STAMP)  ## benchmarks: print tables, assert nothing (PostgreSQL when reachable)
 	@for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,4 +1,5 @@
-"""Bearer-token authentication, user provisioning, the acting organization and permissions."""
+"""Bearer-token verification, who is asking (the principal), the acting organization and
+permissions; the request dependencies built on them are in `app.api.deps`."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import jwt
-from fastapi import Depends, Header, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 
 from app import users as user_service
 from app.core.config import Settings
@@ -132,7 +132,16 @@ class JwksCache:
 
 
 class TokenVerifier:
-    """Verifies HS256 tokens with the shared secret and RS256/ES256 tokens against a JWKS."""
+    """Verifies HS256 tokens with the shared secret and RS256/ES256 tokens against a JWKS.
+
+    A verified token is remembered (the `REMEMBERED` most recent ones) until it expires,
+    so a client sending the same token request after request pays for its signature
+    once. One verified against a JWKS key is remembered at most as long as the key set
+    is cached (JWT_JWKS_CACHE_SECONDS): a key withdrawn from the set stops vouching for
+    its tokens as soon as it would have without the memo.
+    """
+
+    REMEMBERED = 4096
 
     def __init__(
         self,
@@ -140,12 +149,16 @@ class TokenVerifier:
         *,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret = settings.jwt_signing_secret
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_seconds
         self._require_verified_email = settings.jwt_require_verified_email
+        self._jwks_seconds = settings.jwt_jwks_cache_seconds
+        self._wall_clock = wall_clock
+        self._verified: dict[str, tuple[TokenClaims, float]] = {}  # token: claims, until
         self._jwks = (
             JwksCache(
                 settings.jwt_jwks_url,
@@ -159,6 +172,25 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> TokenClaims:
         """Check signature, expiry, audience (and issuer); return the identity it carries."""
+        now = self._wall_clock()
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            claims, until = remembered
+            if now < until:
+                return claims
+            del self._verified[token]
+        claims, expires_at, by_jwks = await self._verify(token)
+        until = expires_at + self._leeway
+        if by_jwks:
+            until = min(until, now + self._jwks_seconds)
+        if until > now:
+            if len(self._verified) >= self.REMEMBERED:
+                del self._verified[next(iter(self._verified))]  # the oldest
+            self._verified[token] = (claims, until)
+        return claims
+
+    async def _verify(self, token: str) -> tuple[TokenClaims, float, bool]:
+        """The token's identity, its expiry (epoch seconds) and whether a JWKS key signed it."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -209,7 +241,8 @@ class TokenVerifier:
                 "(JWT_REQUIRE_VERIFIED_EMAIL=false if your identity provider verifies "
                 "every address without saying so)"
             )
-        return TokenClaims(user_id=user_id, email=email)
+        identity = TokenClaims(user_id=user_id, email=email)
+        return identity, float(claims["exp"]), algorithm in JWKS_ALGORITHMS
 
 
 def _email_verified(claims: dict[str, Any]) -> bool:
@@ -262,76 +295,39 @@ class OrgContext:
         return ROLE_PERMISSIONS[self.role]
 
 
-_bearer = HTTPBearer(auto_error=False, description="JWT signed with JWT_SECRET or a JWKS key")
+async def verified_claims(request: Request, token: str) -> TokenClaims:
+    """The identity `token` carries, once verified.
 
-
-async def get_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AsyncIterator[Principal]:
-    """Authenticate the request and provision its user on first sight.
-
-    While the request runs, its database transactions act as this user (PostgreSQL
-    row-level security sees who asks), in no organization until `get_org_context` picks one.
-    """
-    if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="missing bearer token: send 'Authorization: Bearer <JWT>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    principal = await authenticate(request, credentials.credentials)
-    with acting_as(DbActor(user_id=principal.user_id)):
-        yield principal
-
-
-async def authenticate(request: Request, token: str) -> Principal:
-    """Verify `token` and provision its user: the API's check, shared with the web pages.
-
-    Raises UnauthenticatedError for a token that cannot be trusted, EmailTakenError (a
-    conflict) when its email belongs to another user, UnavailableError when the identity
-    provider's keys are unavailable.
+    Raises UnauthenticatedError for a token that cannot be trusted, UnavailableError when
+    the identity provider's keys are unavailable.
     """
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
-        claims = await verifier.verify(token)
+        return await verifier.verify(token)
     except InvalidTokenError as exc:
         raise UnauthenticatedError(f"invalid token: {exc}") from None
     except KeysUnavailableError as exc:
         logger.error("%s", exc)
         raise UnavailableError("identity provider keys are unavailable") from None
-    database = instance_of(request).database
+
+
+async def authenticate(request: Request, token: str) -> Principal:
+    """Verify `token` and provision its user, in transactions of their own (the web
+    sign-in form; API requests look the user up in their own transaction instead).
+
+    Raises what `verified_claims` raises, and EmailTakenError (a conflict) when the
+    token's email belongs to another user.
+    """
+    claims = await verified_claims(request, token)
     with acting_as(DbActor(user_id=claims.user_id)):
         memberships = await user_service.resolve_user(
-            database, user_id=claims.user_id, email=claims.email
+            instance_of(request).database, user_id=claims.user_id, email=claims.email
         )
     return Principal(user_id=claims.user_id, email=claims.email, memberships=memberships)
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
-
-
-async def get_org_context(
-    principal: CurrentPrincipal,
-    x_org_id: Annotated[
-        str | None,
-        Header(
-            description="Organization to act in; needed only with several memberships.",
-            json_schema_extra={"format": "uuid"},
-        ),
-    ] = None,
-) -> AsyncIterator[OrgContext]:
-    """The organization the request acts in: the only membership, or the one in X-Org-Id.
-
-    From here on the request's database transactions act in this organization: row-level
-    security shows them its rows and no other organization's.
-    """
-    ctx = _org_context(principal, x_org_id)
-    with acting_as(DbActor(user_id=ctx.user_id, org_id=ctx.org_id)):
-        yield ctx
-
-
-def _org_context(principal: Principal, x_org_id: str | None) -> OrgContext:
+def org_context(principal: Principal, x_org_id: str | None) -> OrgContext:
+    """The organization a request acts in: the only membership, or the one in X-Org-Id."""
     if x_org_id is not None:
         try:
             org_id = uuid.UUID(x_org_id)
@@ -357,20 +353,10 @@ def _org_context(principal: Principal, x_org_id: str | None) -> OrgContext:
     return OrgContext(principal.user_id, principal.email, org_id, role)
 
 
-CurrentOrg = Annotated[OrgContext, Depends(get_org_context)]
-
-
-def require_permission_key(key: str) -> Callable[[OrgContext], Awaitable[OrgContext]]:
-    """A dependency that admits only users whose role grants permission `key`."""
-    if key not in ALL_PERMISSIONS:
-        raise ValueError(f"unknown permission key {key!r}")
-
-    async def _require(ctx: CurrentOrg) -> OrgContext:
-        if key not in ctx.permissions:
-            raise ForbiddenError(
-                f"permission {key!r} is required; your role {ctx.role.value!r} lacks it",
-            )
-        return ctx
-
-    _require.__name__ = f"require_{key.replace('.', '_')}"
-    return _require
+def permitted(ctx: OrgContext, key: str) -> OrgContext:
+    """`ctx` if its role grants permission `key`, else ForbiddenError saying which."""
+    if key not in ctx.permissions:
+        raise ForbiddenError(
+            f"permission {key!r} is required; your role {ctx.role.value!r} lacks it",
+        )
+    return ctx

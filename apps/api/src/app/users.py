@@ -32,17 +32,48 @@ async def resolve_user(
 ) -> dict[uuid.UUID, Role]:
     """Return the user's memberships, provisioning the user first if this is their first token.
 
-    The common case is two reads. A new user, a changed email or a pending invitation
+    The common case is one read. A new user, a changed email or a pending invitation
     takes one short write transaction of its own, which turns the invitations for the
     email into memberships.
     """
-    invited = sa.exists().where(Invitation.email == email)
     async with database.read() as session:
-        row = (
-            await session.execute(sa.select(User.email, invited).where(User.id == user_id))
-        ).first()
-        if row is not None and row[0] == email and not row[1]:
-            return await memberships(session, user_id)
+        found = await provisioned_memberships(session, user_id=user_id, email=email)
+    if found is not None:
+        return found
+    return await provision(database, user_id=user_id, email=email)
+
+
+async def provisioned_memberships(
+    session: AsyncSession, *, user_id: uuid.UUID, email: str
+) -> dict[uuid.UUID, Role] | None:
+    """The memberships of a user known with this email and without pending invitations;
+    None when the user must be provisioned first (`provision`).
+
+    One statement, so a request can run it in its own transaction before anything else.
+    """
+    rows = (await session.execute(_PROVISIONED, {"user_id": user_id, "email": email})).all()
+    if not rows or rows[0][0] != email or rows[0][1]:
+        return None
+    return {row[2]: row[3] for row in rows if row[2] is not None}
+
+
+# Built once, of the tables' columns rather than the ORM's attributes: every request runs
+# it, and building and compiling an ORM statement each time cost more than running it.
+_users, _memberships, _invitations = User.__table__, Membership.__table__, Invitation.__table__
+_PROVISIONED = (
+    sa.select(
+        _users.c.email,
+        sa.exists().where(_invitations.c.email == sa.bindparam("email")).correlate(None),
+        _memberships.c.org_id,
+        _memberships.c.role,
+    )
+    .select_from(_users.outerjoin(_memberships, _memberships.c.user_id == _users.c.id))
+    .where(_users.c.id == sa.bindparam("user_id"))
+)
+
+
+async def provision(database: Database, *, user_id: uuid.UUID, email: str) -> dict[uuid.UUID, Role]:
+    """Provision the user in a write transaction of its own; return their memberships."""
     async with database.transaction() as session:
         await provision_user(session, user_id=user_id, email=email)
         return await memberships(session, user_id)

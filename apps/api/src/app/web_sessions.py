@@ -3,8 +3,9 @@
 A browser's cookie holds a random token; the table keeps its SHA-256 only. A session ends
 when its user signs out (here or everywhere), after `WEB_SESSION_IDLE_SECONDS` without a
 request, or `WEB_SESSION_MAX_SECONDS` after sign-in. Memberships are not part of the
-session: they are read on every request, so a member removed from an organization loses
-access to it at once, while their session (and their other organizations) stay theirs.
+session: they are read on every request (with the session, in one statement), so a
+member removed from an organization loses access to it at once, while their session (and
+their other organizations) stay theirs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import users as user_service
 from app.core.database import Database
-from app.tables import Membership, Role, SignInLink, User, WebSession
+from app.tables import Membership, Organization, Role, SignInLink, User, WebSession
 
 TOUCH_INTERVAL = timedelta(minutes=1)
 """`last_seen_at` is written at most this often per session (every page reads it)."""
@@ -56,19 +57,32 @@ class SignedIn:
     user_id: uuid.UUID
     email: str
     memberships: dict[uuid.UUID, Role]
+    org_names: dict[uuid.UUID, str]
+    last_seen_at: datetime
+
+    def needs_touch(self, now: datetime) -> bool:
+        """Whether this use should move the session's `last_seen_at` (`touch`)."""
+        return now - self.last_seen_at >= TOUCH_INTERVAL
 
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _ended(row: WebSession, now: datetime, policy: SessionPolicy) -> str | None:
+def _ended(
+    revoked_at: datetime | None,
+    expires_at: datetime,
+    last_seen_at: datetime,
+    *,
+    now: datetime,
+    policy: SessionPolicy,
+) -> str | None:
     """Why the session is over, or None while it lasts."""
-    if row.revoked_at is not None:
+    if revoked_at is not None:
         return "you signed out"
-    if now >= row.expires_at:
+    if now >= expires_at:
         return "it reached its maximum age; sign in again"
-    if now >= row.last_seen_at + policy.idle_timeout:
+    if now >= last_seen_at + policy.idle_timeout:
         return "it was not used for a while"
     return None
 
@@ -103,36 +117,65 @@ async def start_session(
 
 
 async def signed_in(
-    database: Database, *, token: str, now: datetime, policy: SessionPolicy
+    session: AsyncSession, *, token: str, now: datetime, policy: SessionPolicy
 ) -> SignedIn:
-    """The user of a session token, if the session lasts; it counts as used now.
+    """The user of a session token, if the session lasts, with their memberships and the
+    names of their organizations.
 
-    One read transaction (session, user, memberships); a short write at most once a
-    minute per session to move `last_seen_at`.
+    One statement, so a request can run it as its transaction's first; the caller moves
+    `last_seen_at` when `SignedIn.needs_touch` says so (`touch`).
     """
-    async with database.read() as session:
-        found = (
-            await session.execute(
-                sa.select(WebSession, User.email)
-                .join(User, User.id == WebSession.user_id)
-                .where(WebSession.token_hash == _digest(token))
-            )
-        ).first()
-        if found is None:
-            raise SessionEndedError("this browser's session is not known here")
-        row, email = found
-        reason = _ended(row, now, policy)
-        if reason is not None:
-            raise SessionEndedError(reason)
-        memberships = await user_service.memberships(session, row.user_id)
-    if now - row.last_seen_at >= TOUCH_INTERVAL:
-        async with database.transaction() as session:
-            await session.execute(
-                sa.update(WebSession)
-                .where(WebSession.id == row.id, WebSession.last_seen_at < now - TOUCH_INTERVAL)
-                .values(last_seen_at=now)
-            )
-    return SignedIn(row.id, row.user_id, email, memberships)
+    rows = (await session.execute(_SIGNED_IN, {"token_hash": _digest(token)})).all()
+    if not rows:
+        raise SessionEndedError("this browser's session is not known here")
+    first = rows[0]
+    reason = _ended(first.revoked_at, first.expires_at, first.last_seen_at, now=now, policy=policy)
+    if reason is not None:
+        raise SessionEndedError(reason)
+    joined = [row for row in rows if row.org_id is not None]
+    return SignedIn(
+        session_id=first.id,
+        user_id=first.user_id,
+        email=first.email,
+        memberships={row.org_id: row.role for row in joined},
+        org_names={row.org_id: row.org_name for row in joined},
+        last_seen_at=first.last_seen_at,
+    )
+
+
+async def touch(database: Database, *, session_id: uuid.UUID, now: datetime) -> None:
+    """Count the session as used now: a short write transaction of its own (at most once
+    a minute per session: see `SignedIn.needs_touch`)."""
+    async with database.transaction() as session:
+        await session.execute(
+            sa.update(WebSession)
+            .where(WebSession.id == session_id, WebSession.last_seen_at < now - TOUCH_INTERVAL)
+            .values(last_seen_at=now)
+        )
+
+
+# Built once, of the tables' columns: every page and every poll of a page runs it.
+_sessions, _users = WebSession.__table__, User.__table__
+_memberships, _organizations = Membership.__table__, Organization.__table__
+_SIGNED_IN = (
+    sa.select(
+        _sessions.c.id,
+        _sessions.c.user_id,
+        _sessions.c.revoked_at,
+        _sessions.c.expires_at,
+        _sessions.c.last_seen_at,
+        _users.c.email,
+        _memberships.c.org_id,
+        _memberships.c.role,
+        _organizations.c.name.label("org_name"),
+    )
+    .select_from(
+        _sessions.join(_users, _users.c.id == _sessions.c.user_id)
+        .outerjoin(_memberships, _memberships.c.user_id == _sessions.c.user_id)
+        .outerjoin(_organizations, _organizations.c.id == _memberships.c.org_id)
+    )
+    .where(_sessions.c.token_hash == sa.bindparam("token_hash"))
+)
 
 
 async def live_sessions(

@@ -356,3 +356,79 @@ async def test_jwks_unreachable_is_503(app: FastAPI, settings: Settings) -> None
             response = await http.get("/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 503
     assert response.json()["detail"] == "identity provider keys are unavailable"
+
+
+# --- verified tokens are remembered, never past their expiry ---------------------------------
+
+
+@pytest.fixture
+def decodings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens PyJWT is asked to verify from now on."""
+    seen: list[str] = []
+    decode = jwt.decode
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    return seen
+
+
+async def test_a_verified_token_is_remembered_until_it_expires(decodings: list[str]) -> None:
+    now = [time.time()]
+    settings = make_settings(jwt_secret=TEST_SECRET, jwt_leeway_seconds=30)
+    verifier = TokenVerifier(settings, wall_clock=lambda: now[0])
+    expires = int(now[0]) + 600
+    token = _hs256(_claims(exp=expires))
+    for _ in range(3):
+        assert (await verifier.verify(token)).email == "someone@example.com"
+    assert len(decodings) == 1
+    now[0] = expires + 29.9  # within the leeway PyJWT grants too
+    await verifier.verify(token)
+    assert len(decodings) == 1
+    now[0] = expires + 30  # past it: checked again from scratch (PyJWT has the real time)
+    await verifier.verify(token)
+    assert len(decodings) == 2
+
+
+async def test_a_tampered_copy_of_a_remembered_token_is_still_refused() -> None:
+    verifier = TokenVerifier(make_settings(jwt_secret=TEST_SECRET))
+    token = _hs256(_claims())
+    await verifier.verify(token)
+    header_and_claims, _signature = token.rsplit(".", 1)
+    forged = f"{header_and_claims}.{_hs256(_claims(), secret='x' * 40).rsplit('.', 1)[1]}"
+    with pytest.raises(InvalidTokenError, match="Signature"):
+        await verifier.verify(forged)
+
+
+async def test_a_jwks_token_is_remembered_no_longer_than_the_key_set(
+    jwks_server: _JwksServer, decodings: list[str]
+) -> None:
+    jwks_server.publish(("k1", RSA_KEY, "RS256"))
+    now = [time.time()]
+    settings = make_settings(
+        jwt_secret=TEST_SECRET, jwt_jwks_url=jwks_server.url, jwt_jwks_cache_seconds=60
+    )
+    verifier = TokenVerifier(settings, wall_clock=lambda: now[0])
+    token = jwt.encode(_claims(), RSA_KEY, algorithm="RS256", headers={"kid": "k1"})
+    await verifier.verify(token)
+    now[0] += 59
+    await verifier.verify(token)
+    assert len(decodings) == 1
+    now[0] += 2
+    await verifier.verify(token)
+    assert len(decodings) == 2
+
+
+async def test_the_memo_keeps_the_most_recent_tokens_only(
+    monkeypatch: pytest.MonkeyPatch, decodings: list[str]
+) -> None:
+    monkeypatch.setattr(TokenVerifier, "REMEMBERED", 2)
+    verifier = TokenVerifier(make_settings(jwt_secret=TEST_SECRET))
+    first, second, third = (_hs256(_claims(sub=str(uuid.uuid4()))) for _ in range(3))
+    for token in (first, second, third, third, second):
+        await verifier.verify(token)
+    assert decodings == [first, second, third]
+    await verifier.verify(first)  # the oldest was forgotten when the third came
+    assert decodings == [first, second, third, first]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -24,7 +25,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import Pool
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, UpdateBase
+from sqlalchemy.sql.expression import (
+    ReleaseSavepointClause,
+    RollbackToSavepointClause,
+    SavepointClause,
+)
 
 from app.core.config import Settings
 
@@ -32,6 +38,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The PostgreSQL role whose row-level security policies guard tenant tables (migrations
 # 0003 and 0009).
 RLS_ROLE = "collection_app"
+READ_ONLY_OPTION = "app_read_only"  # execution option of read sessions' connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +61,13 @@ db_actor: contextvars.ContextVar[DbActor | None] = contextvars.ContextVar("db_ac
 
 @contextmanager
 def acting_as(actor: DbActor | None) -> Iterator[None]:
-    """Run the block's database transactions as `actor` (PostgreSQL row-level security).
+    """Run the block's database statements as `actor` (PostgreSQL row-level security).
 
-    The actor is read when a transaction begins: a session already in a transaction keeps
-    the actor it began with, so change actors before the session's first query.
+    Every statement runs as the actor of the context it runs in: a transaction begins as
+    the actor of that moment, and a statement issued after the actor changed first
+    switches the transaction to the new one (one round trip, only when it changed). So a
+    request's session may look up who is asking as that user, then act in the
+    organization it chose, in one transaction.
     """
     token = db_actor.set(actor)
     try:
@@ -79,44 +89,131 @@ def create_engine(settings: Settings, *, poolclass: type[Pool] | None = None) ->
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options
         )
         _configure_sqlite(engine)
+        _refuse_writes_in_reads(engine)
         return engine
     if poolclass is None:
         options.update(
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_pool_size,
-            pool_pre_ping=True,
             pool_recycle=1800,
         )
     engine = create_async_engine(url, **options)
     _configure_postgresql(engine)
+    if poolclass is None:
+        _ping_idle_connections(engine)
+    _refuse_writes_in_reads(engine)
     return engine
 
 
+PING_AFTER_IDLE_SECONDS = 10.0
+"""A pooled PostgreSQL connection unused this long is pinged before it is handed out."""
+_IDLE_SINCE = "app.idle_since"  # key in a pooled connection's info: when it was checked in
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use if it sat idle, as `pool_pre_ping` would on
+    every checkout.
+
+    SQLAlchemy's pre-ping costs three round trips (BEGIN, a ping, ROLLBACK) per checkout,
+    that is per request; a connection that served a request a moment ago is alive. An
+    idle one that fails its ping (the server restarted meanwhile) is replaced before use;
+    one that died within the idle window fails its request once, and the pool is renewed
+    then, as SQLAlchemy does on any disconnect.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # whatever failed, this connection is not to be used
+            raise sa.exc.DisconnectionError(f"idle connection failed its ping: {exc}") from exc
+
+
+class WriteInReadSessionError(RuntimeError):
+    """A read session (`Database.read()`, a GET request's session) was asked to write.
+
+    On SQLite such a write would upgrade the read transaction to a write one, which fails
+    at once ("database is locked", whatever the busy timeout) when another connection
+    wrote since the read began; it is refused on PostgreSQL too, so both behave alike.
+    """
+
+
+def _refuse_writes_in_reads(engine: AsyncEngine) -> None:
+    """Make an INSERT, UPDATE or DELETE statement in a read session raise
+    WriteInReadSessionError (SQL text is not inspected)."""
+
+    @event.listens_for(engine.sync_engine, "before_execute")
+    def _check(connection: sa.Connection, statement: Any, *_args: Any) -> None:
+        if isinstance(statement, UpdateBase) and connection.get_execution_options().get(
+            READ_ONLY_OPTION
+        ):
+            raise WriteInReadSessionError(
+                f"a read session cannot {statement.__visit_name__.upper()}: "
+                "open Database.transaction() (or a write request's session) to write"
+            )
+
+
+_SET_ACTOR = sa.text(
+    "SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true),"
+    " set_config('app.org_id', :org_id, true), set_config('app.system', :system, true)"
+)
+_APPLIED_ACTOR = "app.applied_actor"  # key in the connection's info: the actor in force
+_UNKNOWN = object()
+# Savepoints are the transaction's plumbing, not statements of an actor (and a failed
+# statement's savepoint must be rolled back before anything else can run).
+_SAVEPOINT_STATEMENTS = (SavepointClause, RollbackToSavepointClause, ReleaseSavepointClause)
+
+
 def _configure_postgresql(engine: AsyncEngine) -> None:
-    """Each transaction of an actor runs as RLS_ROLE with the actor's identity set.
+    """Each statement of an actor runs as RLS_ROLE with the actor's identity set.
 
     `set_config(..., true)` is transaction-local (like SET LOCAL), so a pooled connection
-    never carries one request's identity into the next. Work without an actor (migrations,
-    the run executor) keeps the connecting role.
+    never carries one request's identity into the next. The identity is set when a
+    transaction begins, and set again before a statement whose context acts as another
+    actor than the one in force. Work without an actor (migrations, the run executor)
+    keeps the connecting role.
     """
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         actor = db_actor.get()
-        if actor is None:
-            return
-        connection.execute(
-            sa.text(
-                "SELECT set_config('role', :role, true), set_config('app.user_id', :user_id, true),"
-                " set_config('app.org_id', :org_id, true), set_config('app.system', :system, true)"
-            ),
-            {
-                "role": RLS_ROLE,
-                "user_id": str(actor.user_id) if actor.user_id else "",
-                "org_id": str(actor.org_id) if actor.org_id else "",
-                "system": "on" if actor.system else "off",
-            },
-        )
+        connection.info[_APPLIED_ACTOR] = actor
+        if actor is not None:
+            connection.execute(_SET_ACTOR, _actor_settings(actor))
+
+    @event.listens_for(engine.sync_engine, "before_execute")
+    def _follow_actor(connection: sa.Connection, statement: Any, *_args: Any) -> None:
+        if not connection.in_transaction() or isinstance(statement, _SAVEPOINT_STATEMENTS):
+            return  # the transaction begins next, as the actor of this context
+        actor = db_actor.get()
+        if connection.info.get(_APPLIED_ACTOR, _UNKNOWN) != actor:
+            connection.info[_APPLIED_ACTOR] = actor  # before executing: this fires again
+            connection.execute(_SET_ACTOR, _actor_settings(actor))
+
+    @event.listens_for(engine.sync_engine, "rollback_savepoint")
+    def _forget_actor(connection: sa.Connection, *_args: Any) -> None:
+        # a savepoint's rollback undoes the set_config calls made since: set it anew
+        connection.info[_APPLIED_ACTOR] = _UNKNOWN
+
+
+def _actor_settings(actor: DbActor | None) -> dict[str, str]:
+    """The parameters of _SET_ACTOR for `actor`; None is the connecting role itself."""
+    if actor is None:
+        return {"role": "none", "user_id": "", "org_id": "", "system": "off"}
+    return {
+        "role": RLS_ROLE,
+        "user_id": str(actor.user_id) if actor.user_id else "",
+        "org_id": str(actor.org_id) if actor.org_id else "",
+        "system": "on" if actor.system else "off",
+    }
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -142,7 +239,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to aiosqlite: one trip to its thread, where a statement through the
+        # engine takes three (open a cursor, execute, close it). Every transaction pays it.
+        driver: Any = connection.connection.dbapi_connection
+        driver.run_async(lambda sqlite: sqlite.execute(f"BEGIN {mode}"))
 
 
 class WriteTurns:
@@ -252,7 +352,7 @@ class Database:
         )
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(
-            engine.execution_options(sqlite_begin="DEFERRED"),
+            engine.execution_options(sqlite_begin="DEFERRED", **{READ_ONLY_OPTION: True}),
             expire_on_commit=False,
             autoflush=False,
         )

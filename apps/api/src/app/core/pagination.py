@@ -44,7 +44,7 @@ class PageParams(BaseModel):
     limit: int = DEFAULT_LIMIT
 
 
-def page_params(
+async def page_params(
     cursor: Annotated[
         str | None,
         Query(

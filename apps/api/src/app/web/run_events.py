@@ -19,6 +19,7 @@ from app import web_sessions
 from app.api.deps import Runs, SessionDep
 from app.api.streams import RETRY_MS, end_event, run_states
 from app.auth import ROLE_PERMISSIONS
+from app.core.database import SYSTEM, acting_as
 from app.instance import instance_of
 from app.models import RunResponse
 from app.runs import pace
@@ -79,12 +80,14 @@ async def run_page_events(
 
     async def allowed() -> bool:
         try:
-            user = await web_sessions.signed_in(
-                instance.database,
-                token=token,
-                now=web_clock(request),
-                policy=session_policy(instance.settings),
-            )
+            with acting_as(SYSTEM):  # the session by its token, as the request read it
+                async with instance.database.read() as session:
+                    user = await web_sessions.signed_in(
+                        session,
+                        token=token,
+                        now=web_clock(request),
+                        policy=session_policy(instance.settings),
+                    )
         except web_sessions.SessionEndedError:
             return False
         role = user.memberships.get(org_id)

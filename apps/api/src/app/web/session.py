@@ -1,10 +1,11 @@
 """Web sessions: a random token in an HttpOnly cookie naming a session kept on the server,
 CSRF tokens bound to it, and the organization each page and form acts in.
 
-The session is looked up on every request (`app.web_sessions`): signing out,
-signing out everywhere, idle time and its maximum age end it on the server, whatever the
-browser keeps. Memberships are read on every request too, so a page can do nothing its
-user could not do through the API right now. A state-changing request must carry the CSRF
+The session is looked up on every request (`app.web_sessions`), in the request's own
+transaction: signing out, signing out everywhere, idle time and its maximum age end it
+on the server, whatever the browser keeps, on every replica at once. Memberships are read
+on every request too (in the same statement), so a page can do nothing its user could
+not do through the API right now. A state-changing request must carry the CSRF
 token of its session (an HMAC of the cookie under a key derived from the server's secret)
 and the organization its form was rendered for, which it then acts in.
 """
@@ -26,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import orgs as org_service, web_sessions
+from app import web_sessions
+from app.api.deps import SessionDep
 from app.auth import ROLE_PERMISSIONS, OrgContext, Principal
 from app.core.config import Settings
 from app.core.database import DbActor, acting_as
@@ -193,29 +195,34 @@ class CurrentSession:
     csrf_token: str
 
 
-async def web_principal(request: Request) -> AsyncIterator[Principal]:
+async def web_principal(request: Request, session: SessionDep) -> AsyncIterator[Principal]:
     """The user of the session cookie, while the session lasts on the server.
 
-    Memberships are read afresh on every request. State-changing requests must carry the
-    session's CSRF token. While the request runs, its database transactions act as this
-    user, as the API's do.
+    The session, its user and their memberships are read afresh on every request, as the
+    first statement of the request's own transaction. State-changing requests must carry
+    the session's CSRF token. While the request runs, its database statements act as
+    this user, as the API's do.
     """
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise SignInRequired()
     settings = instance_of(request).settings
+    now = web_clock(request)
     try:
         user = await web_sessions.signed_in(
-            instance_of(request).database,
-            token=token,
-            now=web_clock(request),
-            policy=session_policy(settings),
+            session, token=token, now=now, policy=session_policy(settings)
         )
     except web_sessions.SessionEndedError as exc:
         raise SignInRequired(f"Your session ended: {exc}.") from None
+    if user.needs_touch(now):
+        # A write of its own, at most once a minute: the request's transaction must not
+        # hold SQLite's write lock meanwhile.
+        await session.rollback()
+        await web_sessions.touch(instance_of(request).database, session_id=user.session_id, now=now)
     principal = Principal(user.user_id, user.email, user.memberships)
     request.state.csrf_token = csrf_token_for(settings, token)
     request.state.principal = principal
+    request.state.org_names = user.org_names
     request.state.web_session = CurrentSession(
         user.session_id, user.email, request.state.csrf_token
     )
@@ -303,11 +310,7 @@ async def acting_context(request: Request, principal: Principal) -> WebContext |
     the browser chose (the org cookie), else the first by name; that choice is then kept in
     the cookie, so the next page and form show the same one.
     """
-    database = instance_of(request).database
-    # A short session of its own: the request's session must not begin its transaction
-    # before the organization is chosen (row-level security would show it nothing).
-    async with database.read() as session:
-        names = await org_service.org_names(session, list(principal.memberships))
+    names: dict[uuid.UUID, str] = request.state.org_names  # read with the session
     memberships = sorted(
         (OrgChoice(org_id, names[org_id], role) for org_id, role in principal.memberships.items()),
         key=lambda choice: (choice.name.casefold(), str(choice.org_id)),

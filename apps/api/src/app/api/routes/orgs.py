@@ -8,13 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from app import orgs as org_service
-from app.api.deps import CanChangeSettings, CanManageMembers, SessionDep
-from app.api.errors import AUTH_ERRORS, Responses
-from app.auth import (
-    ROLE_PERMISSIONS,
+from app.api.deps import (
+    CanChangeSettings,
+    CanManageMembers,
     CurrentOrg,
     CurrentPrincipal,
+    SessionDep,
 )
+from app.api.errors import AUTH_ERRORS, Responses
+from app.auth import ROLE_PERMISSIONS
 from app.core.pagination import Page, PageParams, page_params
 from app.models import (
     Email,

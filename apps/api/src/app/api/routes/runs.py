@@ -123,7 +123,7 @@ async def estimate_new_run(
     return RunEstimate.model_validate(found)
 
 
-def run_filter(
+async def run_filter(
     preset_id: Annotated[
         uuid.UUID | None,
         Query(description="Only runs made from this preset (also after it was deleted)."),
