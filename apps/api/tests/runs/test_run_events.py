@@ -226,3 +226,29 @@ def test_a_clock_moving_is_news_only_while_the_run_runs() -> None:
     assert _changed(paused, paused.model_copy(update={"status": RunStatus.RUNNING}))
     running = paused.model_copy(update={"status": RunStatus.RUNNING})
     assert _changed(running, running.model_copy(update={"elapsed_seconds": 61}))
+
+
+async def test_a_signed_out_page_loses_its_stream(
+    client: httpx.AsyncClient,
+    actors: Actors,
+    database: Database,
+    app: FastAPI,
+    browser: BrowserFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(streams, "RECHECK_SECONDS", 0.0)
+    admin = await actors.admin()
+    run_id = await _paused(client, database, admin)
+    watch: RunWatch = app.state.instance.run_watch
+    signed_in = await browser(admin)
+    stream = asyncio.create_task(signed_in.get(f"/runs/{run_id}/events"))
+    await _until_watched(watch)
+    other = await browser(admin)  # the same person's second browser signs out everywhere
+    out = await other.submit("/sign-out/everywhere", page="/account")
+    assert out.status_code in (200, 303), out.text
+    await _set(database, run_id, sellers_found=3)
+    watch.poke(run_id)
+    response = await asyncio.wait_for(stream, 10)
+    events = _events(response.text)
+    assert [name for name, _ in events] == ["live", "end"]
+    assert json.loads(events[-1][1]) == {"reason": "access"}
