@@ -189,8 +189,14 @@ async def test_changes_lists_and_sellers_fit_a_phone(
 
         # Run again: a new run of the same preset, followed live until it completes.
         await page.goto(f"{process.url}/runs/{second['id']}")
-        await page.get_by_role("button", name="Run again").click()
-        await expect(page.get_by_role("status").first).to_contain_text("again, with the same size")
+        # (the page the redirect lands on says so; the new run may finish, and the page
+        # reload with its results, before a locator could read that page)
+        async with page.expect_navigation() as landed:
+            await page.get_by_role("button", name="Run again").click()
+        response = await landed.value
+        assert response is not None
+        first_page = await response.text()
+        assert "again, with the same size" in first_page
         await expect(page.locator("#run-live .badge")).to_have_text("Completed")
         await expect(page.locator("#changes .compared")).to_contain_text(second["name"])
         wide["run again"] = await _overflow(page, tmp_path, "run-again")
