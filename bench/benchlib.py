@@ -8,6 +8,7 @@ import contextlib
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -221,3 +222,25 @@ def measure_each_database(
     for note in notes:
         print(note)
     return 0
+
+
+class ChildProcess:
+    """A service process a bench started (`process`): its CPU so far, and a stop that
+    waits for its drain (killing it after 20 s)."""
+
+    process: subprocess.Popen[bytes]
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the process has used so far; None where /proc cannot tell."""
+        try:
+            return cpu_seconds(self.process.pid)
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -58,8 +58,8 @@ import httpx
 from benchlib import (
     BENCH_SECRET,
     DEFAULT_PG_URL,
+    ChildProcess,
     child_environment,
-    cpu_seconds,
     databases_to_measure,
     format_table,
     postgres_database,
@@ -164,7 +164,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class Server:
+class Server(ChildProcess):
     """A uvicorn process on a free local port, its output in a log file."""
 
     def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
@@ -190,20 +190,6 @@ class Server:
                     pass
                 time.sleep(0.05)
         raise TimeoutError(f"{self.url}{path} not answering after {timeout}s; see {self.log}")
-
-    def cpu_seconds(self) -> float | None:
-        try:
-            return cpu_seconds(self.process.pid)
-        except (OSError, IndexError, ValueError):
-            return None
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @contextmanager

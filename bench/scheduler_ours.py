@@ -24,9 +24,9 @@ import httpx
 import sqlalchemy as sa
 from benchlib import (
     BENCH_SECRET,
+    ChildProcess,
     bench_settings,
     child_environment,
-    cpu_seconds,
     current_rss_kib,
     percentile,
     postgres_database,
@@ -312,7 +312,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class Replica:
+class Replica(ChildProcess):
     """`collection-api serve` (this checkout's) with the scheduler on, its log in a file.
 
     `environment` adds settings (e.g. the sample providers' latency).
@@ -363,21 +363,6 @@ class Replica:
 
     def rss_kib(self) -> int:
         return current_rss_kib(self.process.pid)
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time the process has used so far; None where /proc cannot tell."""
-        try:
-            return cpu_seconds(self.process.pid)
-        except (OSError, IndexError, ValueError):
-            return None
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @contextmanager
