@@ -177,6 +177,49 @@ async def test_a_run_with_no_checkpoint_within_the_drain_timeout_is_stopped_and_
     await continued_elsewhere(app, client, admin, database, run)
 
 
+async def test_a_draining_instance_heartbeats_at_its_pace_and_does_not_spin(
+    client: httpx.AsyncClient,
+    admin: Actor,
+    app: FastAPI,
+    settings: Settings,
+    database: Database,
+    gated: GatedEbay,
+) -> None:
+    # Sweeps every 0.1 s, heartbeats every 10 s: while a drain waits for a run's checkpoint,
+    # the loop must wait too, not heartbeat (a write) as fast as it can.
+    instance = app.state.instance
+    own = settings.model_copy(
+        update={"instance_id": LEAVING, "run_sweep_seconds": 0.1, "run_lease_seconds": 30.0}
+    )
+    pipeline = Pipeline(instance.database, own, instance.leases, amazon=instance.amazon, ebay=gated)
+    executor = RunExecutor(instance.leases, pipeline, own)
+    beats = 0
+    heartbeat = executor.heartbeat
+
+    async def counted() -> None:
+        nonlocal beats
+        beats += 1
+        await heartbeat()
+
+    executor.heartbeat = counted  # type: ignore[method-assign]
+    draining: asyncio.Task[None] | None = None
+    await executor.start()
+    try:
+        run = await create_run(client, admin, ["172282"], products_per_category=PRODUCTS)
+        await orphan(database, run["id"], owner=LEAVING, expired=False)
+        assert await executor.submit(uuid.UUID(run["id"]))
+        await until(lambda: gated.calls == pipeline.concurrency)  # in flight, none may finish
+        draining = asyncio.create_task(executor.drain(30))
+        await until(lambda: executor.draining)
+        await asyncio.sleep(0.5)  # five sweep periods
+        assert not draining.done()
+        assert beats <= 7, f"{beats} heartbeats in 0.5 s"
+    finally:
+        gated.allow(10_000)
+        await (draining or executor.drain(0))
+    assert executor.running == []
+
+
 async def test_a_draining_instance_claims_nothing_and_leaves_runs_to_the_others(
     client: httpx.AsyncClient,
     admin: Actor,

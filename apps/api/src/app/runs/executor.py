@@ -418,8 +418,11 @@ class RunExecutor:
             self._wake.clear()
             try:
                 await self.heartbeat()  # also while draining: the runs keep their leases
-                if (woken or loop.time() >= next_sweep) and not self.draining:
-                    await self.sweep()
+                if woken or loop.time() >= next_sweep:
+                    # A draining instance takes nothing, but its next sweep moves on all
+                    # the same: left due, it would make every wait above zero seconds.
+                    if not self.draining:
+                        await self.sweep()
                     next_sweep = loop.time() + self.sweep_interval
             except Exception as exc:
                 failures += 1
