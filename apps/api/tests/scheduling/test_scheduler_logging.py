@@ -1,5 +1,6 @@
-"""What the schedule engine writes to the log: one line per fire at INFO, APScheduler's
-own lines (one add, run and removal per wake-up) only at DEBUG."""
+"""What the schedule engine writes to the log: one line per fire at INFO (a burst's first
+ones, then a count; failed fires always), APScheduler's own lines (one add, run and removal
+per wake-up) only at DEBUG."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 
 from app.core.config import Settings
 from app.core.observability import configure_logging
-from app.scheduling.engine import CollectionScheduler
+from app.scheduling.engine import LOGGED_FIRES_PER_BATCH, CollectionScheduler
 from app.scheduling.schedules import FireResult
 from app.tables import FireOutcome
 from tests.helpers.scheduling import FakeClock, make_engine
@@ -79,6 +80,26 @@ async def test_idle_wake_ups_write_nothing_at_info_and_each_fire_one_line(
     assert [line for line in lines if "apscheduler" in line] == []
     (fired,) = [line for line in lines if "app.scheduling.engine" in line and "schedule " in line]
     assert "skipped (run 1 was still running)" in fired
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_a_burst_logs_its_first_fires_one_by_one_then_counts_the_rest(
+    app: FastAPI, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("INFO", "text")
+    engine = make_engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
+    burst = [_fire(FireOutcome.SKIPPED) for _ in range(LOGGED_FIRES_PER_BATCH + 30)]
+    burst += [_fire(FireOutcome.FAILED), _fire(FireOutcome.QUEUED)]
+    engine.handle_fired(burst)
+
+    lines = [line for line in capsys.readouterr().err.splitlines() if "app.scheduling" in line]
+    one_by_one = [line for line in lines if "schedule " in line and " due " in line]
+    logged = {line.split("schedule ")[1].split(" ")[0] for line in one_by_one}
+    first = {str(fire.schedule_id) for fire in burst[:LOGGED_FIRES_PER_BATCH]}
+    assert logged == first | {str(burst[-2].schedule_id)}  # and the failed one
+    assert sum("ERROR" in line for line in one_by_one) == 1
+    (summary,) = [line for line in lines if "more fires of this batch" in line]
+    assert "31 more fires of this batch, not logged one by one: 30 skipped, 1 queued" in summary
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -42,6 +42,9 @@ from app.tables import FireOutcome
 logger = logging.getLogger(__name__)
 
 JOB_ID = "collection-schedules"
+LOGGED_FIRES_PER_BATCH = 20
+"""A batch's fires logged one line each; the rest (a burst's) are counted in one line. Every
+fire is in its schedule's fire log; failed fires are always logged one by one."""
 ENGINE_POOL_SIZE = 2
 """Connections of the engine's own pool (on its own loop): one listens for changes
 (PostgreSQL), one fires; as many again may overflow."""
@@ -302,11 +305,8 @@ class CollectionScheduler:
         """Once fires are committed: metrics, logs, start runs here, notify admins."""
         started = []
         counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        for result in results:
-            log = {"schedule_id": str(result.schedule_id), "outcome": result.outcome.value}
-            when = "run by hand" if result.manual else f"due {result.scheduled_for.isoformat()}"
-            if result.backfill:
-                when = f"backfill of {result.scheduled_for.isoformat()}"
+        unlogged: collections.Counter[str] = collections.Counter()
+        for index, result in enumerate(results):
             trigger = "backfill" if result.backfill else "manual" if result.manual else "schedule"
             counts[result.outcome.value, trigger, result.policy.value] += 1
             if result.outcome is FireOutcome.STARTED and result.run_id is not None:
@@ -316,24 +316,10 @@ class CollectionScheduler:
                     due = result.scheduled_for + result.jitter
                     delay = (result.fired_at - due).total_seconds()
                     self.metrics.delay.observe(max(delay, 0.0))
-                logger.info(
-                    "schedule %s %s: started run %s",
-                    result.schedule_id,
-                    when,
-                    result.run_id,
-                    extra=log,
-                )
+            if index >= LOGGED_FIRES_PER_BATCH and result.outcome is not FireOutcome.FAILED:
+                unlogged[result.outcome.value] += 1
             else:
-                level = logging.ERROR if result.outcome is FireOutcome.FAILED else logging.WARNING
-                logger.log(
-                    logging.INFO if result.backfill else level,  # a backfill queues by design
-                    "schedule %s %s: %s (%s)",
-                    result.schedule_id,
-                    when,
-                    result.outcome.value,
-                    result.detail,
-                    extra=log,
-                )
+                _log_fire(result)
             if result.replaced_run_id is not None:
                 # cancelled for this fire: stop it here if it runs here; the queued run
                 # starts once it reads cancelled (the executor's sweep starts it)
@@ -342,6 +328,14 @@ class CollectionScheduler:
             # A run by hand that did not start was answered to its caller: no mail.
             if result.notify and result.outcome in NOTIFY_OUTCOMES and not result.manual:
                 self._notify_fire(result)
+        if unlogged:
+            logger.info(
+                "%d more fires of this batch, not logged one by one: %s (each is in its "
+                "schedule's fire log)",
+                unlogged.total(),
+                ", ".join(f"{count} {outcome}" for outcome, count in unlogged.most_common()),
+                extra={"fires": unlogged.total()},
+            )
         if self.metrics is not None:
             for labels, count in counts.items():
                 self.metrics.fires.labels(*labels).inc(count)
@@ -380,3 +374,27 @@ class CollectionScheduler:
     async def _mail_admins(self, result: FireResult, subject: str, body: str) -> None:
         recipients = await admin_emails(self.schedules.database, result.org_id)
         await self.mailer.send(recipients, subject, body)
+
+
+def _log_fire(result: FireResult) -> None:
+    """One fire's line: a started run at INFO, a fire that did not start one at WARNING (a
+    backfill's at INFO: it queues by design), a failed one at ERROR."""
+    log = {"schedule_id": str(result.schedule_id), "outcome": result.outcome.value}
+    when = "run by hand" if result.manual else f"due {result.scheduled_for.isoformat()}"
+    if result.backfill:
+        when = f"backfill of {result.scheduled_for.isoformat()}"
+    if result.outcome is FireOutcome.STARTED and result.run_id is not None:
+        logger.info(
+            "schedule %s %s: started run %s", result.schedule_id, when, result.run_id, extra=log
+        )
+        return
+    level = logging.ERROR if result.outcome is FireOutcome.FAILED else logging.WARNING
+    logger.log(
+        logging.INFO if result.backfill else level,
+        "schedule %s %s: %s (%s)",
+        result.schedule_id,
+        when,
+        result.outcome.value,
+        result.detail,
+        extra=log,
+    )
