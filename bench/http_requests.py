@@ -13,6 +13,11 @@ organization and its admin (`collection-api bootstrap`), `--presets` presets, th
 schedule, `--runs` small completed runs and one larger completed run (two categories of
 the offline sample providers, 50 products each, 20 listings per product).
 
+A second peer is the floor of a request that reads the database: FastAPI answering the
+default schedule's row read by one query straight through the driver (aiosqlite, asyncpg),
+with no authentication, session, ORM or response model, on the same seeded database. The
+notes give each read's share of it: what this service's own layers cost on top.
+
 Each endpoint is loaded with `wrk -t1 -c32 -d<--seconds>` (after a warm-up of one
 second) as the admin, with the bearer token of the bootstrap: `/health`,
 `GET /collection/schedule`, `/collection/presets`, `/collection/runs?limit=20`, the
@@ -247,6 +252,62 @@ def serve_bare_app(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
 
+FLOOR_QUERY = (
+    "SELECT s.id, s.cron_expression, s.timezone, s.enabled, s.next_run_at, p.name "
+    "FROM collection_schedules s LEFT JOIN amazon_category_presets p ON p.id = s.preset_id "
+    "WHERE s.is_default ORDER BY s.created_at LIMIT 1"
+)
+
+
+def serve_floor_app(port: int, database_url: str) -> None:
+    """Serve the floor: FastAPI answering the default schedule's row, read by one query
+    straight through the driver (aiosqlite or asyncpg, a pool of connections) - no
+    authentication, session, ORM or response model. What a request that touches the
+    database costs at the least, on this machine and database."""
+    import asyncio
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import aiosqlite
+    import asyncpg
+    import uvicorn
+    from fastapi import FastAPI
+
+    url = make_url(database_url)
+    pool: Any = None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        nonlocal pool
+        if url.get_backend_name() == "sqlite":
+            pool = asyncio.Queue()
+            for _ in range(4):
+                pool.put_nowait(await aiosqlite.connect(str(url.database)))
+        else:
+            dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            pool = await asyncpg.create_pool(dsn, min_size=4, max_size=10)
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/floor")
+    async def floor() -> dict[str, Any]:
+        if isinstance(pool, asyncio.Queue):
+            connection = await pool.get()
+            try:
+                async with connection.execute(FLOOR_QUERY) as cursor:
+                    row = await cursor.fetchone()
+            finally:
+                pool.put_nowait(connection)
+        else:
+            async with pool.acquire() as connection:
+                row = await connection.fetchrow(FLOOR_QUERY)
+        names = ("id", "cron_expression", "timezone", "enabled", "next_run_at", "preset_name")
+        return {name: str(value) for name, value in zip(names, row or (), strict=False)}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
 # --- the service: seeded through its API -----------------------------------------------------
 
 
@@ -381,6 +442,7 @@ def measure(
     bare_command = [sys.executable, str(Path(__file__).resolve()), "--bare-app"]
     rows: list[list[str]] = []
     notes: list[str] = []
+    reads: list[tuple[str, float]] = []
     service = Server(service_command(), env, data_dir / "service.log")
     with running(service, "/ready"):
         token = bootstrap(env)
@@ -391,12 +453,26 @@ def measure(
             wrk(bare_server, "/bare", 1, script)
             bare = wrk(bare_server, "/bare", args.seconds, script)
         rows.append(row(db, "bare FastAPI app (the peer)", bare, bare, "—"))
+        floor_command = [*bare_command[:-1], "--floor-app", database_url]
+        floor_server = Server(floor_command, child_environment(), data_dir / "floor.log")
+        with running(floor_server, "/floor"):
+            wrk(floor_server, "/floor", 1, script)
+            floor = wrk(floor_server, "/floor", args.seconds, script)
+        rows.append(row(db, "FastAPI + one query, driver only", floor, bare, "—"))
         for endpoint in endpoints(seeded):
             print(f"… {db}: {endpoint.label}", file=sys.stderr, flush=True)
             wrk(service, endpoint.path, 1, script, seeded.token)
             load = wrk(service, endpoint.path, args.seconds, script, seeded.token)
             rows.append(row(db, endpoint.label, load, bare, verdict(load, bare, endpoint.kind)))
+            if endpoint.kind:
+                reads.append((endpoint.label, load.per_second))
         notes.append(f"{db}: load average after the reads {load_average()}")
+        shares = ", ".join(
+            f"{label} {per_second / floor.per_second:.0%}"
+            for label, per_second in reads
+            if floor.per_second
+        )
+        notes.append(f"{db}: of the one-query floor's req/s: {shares}")
         mix = data_dir / "mix.lua"  # it PATCHes the seeded preset, known only now
         preset_path = json.dumps(f"/collection/presets/{seeded.preset_id}")
         mix.write_text(MIX_LUA.replace("PRESET_PATH", preset_path))
@@ -454,8 +530,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--presets", type=int, default=20, help="presets seeded")
     parser.add_argument("--runs", type=int, default=20, help="small completed runs seeded")
     parser.add_argument("--bare-app", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-app", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor_app:
+        serve_floor_app(args.port, args.floor_app)
+        return 0
     if args.bare_app:
         serve_bare_app(args.port)
         return 0
