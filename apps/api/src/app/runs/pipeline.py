@@ -148,8 +148,31 @@ class Pipeline:
     async def _finish(
         self, lease: Lease, status: RunStatus, *, error: str | None = None
     ) -> RunStatus:
+        """End the run with `status`: rank its sellers, record a completed run in the
+        directory, then update the run's row, fenced by the lease (RunInterruptedError,
+        and nothing written, when it was paused, cancelled or taken over meanwhile).
+
+        The row is updated last on purpose. Once a run's status leaves the active ones in
+        an open transaction, on PostgreSQL a fire of the organization's schedules waits on
+        the one-active-run index until that transaction ends, and so does a pause or a
+        cancel on the row: ranking a large run takes seconds; a commit, milliseconds.
+        """
         now = self.clock()
         async with self.database.transaction() as session:
+            completed = None
+            if status is RunStatus.COMPLETED:
+                completed = (
+                    await session.execute(
+                        sa.select(*directory.COMPLETED_RUN_COLUMNS).where(
+                            CollectionRun.id == lease.run_id
+                        )
+                    )
+                ).one_or_none()
+                if completed is None:  # gone with its organization
+                    raise RunInterruptedError(RunStatus.CANCELLED)
+            await sellers.finish(session, lease.run_id)
+            if completed is not None:
+                await directory.record_run(session, directory.CompletedRun(*completed))
             values: dict[str, Any] = {
                 "status": status,
                 "finished_at": now,
@@ -159,29 +182,24 @@ class Pipeline:
                 "resumes_at": None,
                 "updated_at": now,
             }
-            if status is RunStatus.COMPLETED:
+            if completed is not None:
                 values["phase"] = RunPhase.DONE
-                values["directory_recorded_at"] = now  # recorded below, in this transaction
-            final = (
-                await session.execute(
-                    sa.update(CollectionRun)
-                    .where(
-                        CollectionRun.id == lease.run_id,
-                        CollectionRun.lease_owner == lease.owner,
-                        CollectionRun.status == RunStatus.RUNNING,
-                    )
-                    .values(**values)
-                    .returning(*directory.COMPLETED_RUN_COLUMNS)
+                values["directory_recorded_at"] = now  # recorded above, in this transaction
+            ended = await session.scalar(
+                sa.update(CollectionRun)
+                .where(
+                    CollectionRun.id == lease.run_id,
+                    CollectionRun.lease_owner == lease.owner,
+                    CollectionRun.status == RunStatus.RUNNING,
                 )
-            ).one_or_none()
-            if final is None:  # paused or cancelled meanwhile, or taken over
+                .values(**values)
+                .returning(CollectionRun.id)
+            )
+            if ended is None:  # paused or cancelled meanwhile, or taken over: all rolled back
                 current = await session.scalar(
                     sa.select(CollectionRun.status).where(CollectionRun.id == lease.run_id)
                 )
                 raise RunInterruptedError(RunStatus(current or RunStatus.CANCELLED))
-            await sellers.finish(session, lease.run_id)
-            if status is RunStatus.COMPLETED:
-                await directory.record_run(session, directory.CompletedRun(*final))
         return status
 
     async def _wait_for_quota(
