@@ -108,7 +108,7 @@ COMPLETED_RUN_COLUMNS = (
     CollectionRun.category_ids,
     CollectionRun.created_at,
 )
-"""What the update that completes a run returns for `CompletedRun`."""
+"""The columns of a run that `CompletedRun` holds, read in the transaction completing it."""
 
 
 async def record_run(session: AsyncSession, run: CompletedRun) -> None:
