@@ -58,9 +58,20 @@ async def page_params(
     return PageParams(cursor=cursor, limit=limit)
 
 
+def _pack(text: str) -> str:
+    """A cursor: `text` (JSON) in URL-safe base64 without its padding."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unpack(cursor: str, max_length: int = MAX_CURSOR_LENGTH) -> Any:
+    """The JSON value in a cursor made by `_pack`; one of `_UNDECODABLE` if it is not one."""
+    if len(cursor) > max_length:
+        raise ValueError("cursor too long")
+    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+
+
 def _encode(created_at: datetime, row_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(row_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _pack(json.dumps([created_at.isoformat(), str(row_id)]))
 
 
 MAX_OFFSET = 2**31 - 1
@@ -79,15 +90,9 @@ _UNDECODABLE = (
 )
 
 
-def _json(cursor: str) -> Any:
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise ValueError("cursor too long")
-    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-
-
 def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        created_at, row_id = _json(cursor)
+        created_at, row_id = _unpack(cursor)
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError("naive timestamp")
@@ -121,7 +126,7 @@ async def paginate(
 
 def encode_offset(offset: int) -> str:
     """Cursor for lists ranked by an aggregate (no stable key to seek by)."""
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode().rstrip("=")
+    return _pack(json.dumps({"offset": offset}))
 
 
 def decode_offset(cursor: str | None) -> int:
@@ -129,7 +134,7 @@ def decode_offset(cursor: str | None) -> int:
     if cursor is None:
         return 0
     try:
-        offset = _json(cursor)["offset"]
+        offset = _unpack(cursor)["offset"]
     except _UNDECODABLE:
         offset = None
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
@@ -160,17 +165,14 @@ def encode_keyset(values: Sequence[Any]) -> str:
     """Cursor for lists paged by their sort key (keyset pagination): the last row's key,
     as JSON values. Deep pages cost what the first does, and rows added meanwhile neither
     repeat nor shift the pages that follow."""
-    raw = json.dumps(list(values), ensure_ascii=False, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _pack(json.dumps(list(values), ensure_ascii=False, separators=(",", ":")))
 
 
 def decode_keyset(cursor: str) -> list[Any]:
     """The values in a cursor made by `encode_keyset` (400 when it was not made there; the
     caller checks each value's type)."""
     try:
-        if len(cursor) > MAX_KEYSET_CURSOR_LENGTH:
-            raise ValueError("cursor too long")
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        values = _unpack(cursor, MAX_KEYSET_CURSOR_LENGTH)
     except _UNDECODABLE:
         raise InvalidError(INVALID_CURSOR) from None
     if not isinstance(values, list):
@@ -180,13 +182,13 @@ def decode_keyset(cursor: str) -> list[Any]:
 
 def encode_key(*parts: str) -> str:
     """Cursor for lists ordered by a key of strings (the key of the last item shown)."""
-    return base64.urlsafe_b64encode(json.dumps({"key": parts}).encode()).decode().rstrip("=")
+    return _pack(json.dumps({"key": parts}))
 
 
 def decode_key(cursor: str, parts: int) -> tuple[str, ...]:
     """The key in a cursor made by `encode_key`, of `parts` strings."""
     try:
-        key = _json(cursor)["key"]
+        key = _unpack(cursor)["key"]
     except _UNDECODABLE:
         key = None
     if (
