@@ -1,5 +1,6 @@
 """One organization's bad data never holds up another's schedules, and work that keeps
-failing backs off instead of spinning (the scheduler's passes, the run executor's loop).
+failing backs off instead of spinning (the scheduler's passes, the run executor's loop,
+schedules another replica holds).
 
 Time is injected (FakeClock), and the back-off is read off the engine, never waited for.
 """
@@ -19,12 +20,12 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.core.config import Settings
-from app.core.database import Database
+from app.core.database import SYSTEM, Database, acting_as
 from app.runs.executor import RunExecutor
 from app.runs.notifications import Mailer
-from app.scheduling.engine import FAILURE_BACKOFF_MAX, CollectionScheduler
+from app.scheduling.engine import FAILURE_BACKOFF_MAX, HELD_ELSEWHERE_RETRY, CollectionScheduler
 from app.scheduling.schedules import FireResult, ScheduleService
-from app.tables import CategoryPreset
+from app.tables import CategoryPreset, CollectionSchedule
 from tests.helpers.actors import Actors
 from tests.helpers.scheduling import FakeClock, Org, cancel_all, enable, history, make_org, runs_of
 
@@ -287,3 +288,42 @@ async def test_the_engine_logs_a_refused_fire_once_per_due_time_and_fires_the_re
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors
     assert "failed (could not start the run: the database refused it" in errors[0]
+
+
+async def test_schedules_another_replica_holds_are_looked_at_again_soon_not_at_once(
+    client: httpx.AsyncClient,
+    actors: Actors,
+    app: FastAPI,
+    settings: Settings,
+    clock: FakeClock,
+    database: Database,
+) -> None:
+    if database.dialect != "postgresql":
+        pytest.skip("replicas skip each other's locked schedules on PostgreSQL; SQLite has one")
+    org = await make_org(client, actors)
+    await enable(client, org)
+    engine = CollectionScheduler(
+        app.state.instance.schedules,
+        app.state.instance.executor,
+        Mailer(settings),
+        settings,
+        clock=clock,
+    )
+    clock.set(DUE + timedelta(milliseconds=200))
+    with acting_as(SYSTEM):
+        async with database.transaction() as other_replica:  # its pass holds the row
+            await other_replica.execute(
+                sa.select(CollectionSchedule.id)
+                .where(CollectionSchedule.org_id == org.admin.org_id)
+                .with_for_update()
+            )
+            assert await engine.tick() == []
+            assert engine._next_wake == clock.now + HELD_ELSEWHERE_RETRY  # not clock.now
+            await other_replica.rollback()  # that pass failed: the due time is still due
+    (fired,) = await engine.tick()
+    await engine.drain()
+    assert (fired.org_id, fired.outcome.value, fired.scheduled_for) == (
+        org.admin.org_id,
+        "started",
+        DUE,
+    )

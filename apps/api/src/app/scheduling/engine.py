@@ -49,6 +49,10 @@ ENGINE_POOL_SIZE = 2
 """Connections of the engine's own pool (on its own loop): one listens for changes
 (PostgreSQL), one fires; as many again may overflow."""
 FAILURE_BACKOFF_MAX = timedelta(seconds=60)
+HELD_ELSEWHERE_RETRY = timedelta(milliseconds=100)
+"""How soon to look again at schedules that were due when a pass began and that the pass
+did not claim: another replica's transaction holds them (PostgreSQL's SKIP LOCKED) and
+fires them, or, if it fails, leaves them due for the next look."""
 """Longest wait before retrying a pass that failed (the database away, a bug): failed
 passes are retried after one poll interval, doubling each time up to this."""
 NOTIFY_OUTCOMES = {
@@ -231,6 +235,7 @@ class CollectionScheduler:
         """
         self._ticking = True
         self._tick_task = asyncio.current_task()  # before any await: `shutdown` relies on it
+        began = self.clock()
         next_due: datetime | None = None
         results: list[FireResult] = []
         failed = False
@@ -268,6 +273,10 @@ class CollectionScheduler:
         elif self._dirty:
             self._dirty = False
             wake_at = now
+        elif next_due is not None and next_due <= began:
+            # Due before this pass and still due: held by another replica's pass. Looking
+            # again at once would spin (a claim and a read, over and over) until it commits.
+            wake_at = min(wake_at, now + HELD_ELSEWHERE_RETRY)
         elif next_due is not None:
             wake_at = min(wake_at, max(now, next_due))
         self._next_wake = wake_at
