@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -57,16 +58,21 @@ def gated() -> GatedEbay:
     return GatedEbay()
 
 
+def leaving_executor(
+    app: FastAPI, settings: Settings, gated: GatedEbay, **updates: Any
+) -> RunExecutor:
+    """The executor of another instance (`LEAVING`, `settings` with `updates`) whose eBay
+    searches wait for the test's permission."""
+    instance = app.state.instance
+    own = settings.model_copy(update={"instance_id": LEAVING, **updates})
+    pipeline = Pipeline(instance.database, own, instance.leases, amazon=instance.amazon, ebay=gated)
+    return RunExecutor(instance.leases, pipeline, own, wakeups=RecordingWakeups(instance.database))
+
+
 @pytest.fixture
 async def leaving(app: FastAPI, settings: Settings, gated: GatedEbay) -> AsyncIterator[RunExecutor]:
-    """The executor of another instance about to shut down; its eBay searches wait for the
-    test's permission."""
-    instance = app.state.instance
-    own = settings.model_copy(update={"instance_id": LEAVING})
-    pipeline = Pipeline(instance.database, own, instance.leases, amazon=instance.amazon, ebay=gated)
-    executor = RunExecutor(
-        instance.leases, pipeline, own, wakeups=RecordingWakeups(instance.database)
-    )
+    """The executor of another instance about to shut down."""
+    executor = leaving_executor(app, settings, gated)
     yield executor
     gated.allow(10_000)
     if not executor.draining:
@@ -187,12 +193,7 @@ async def test_a_draining_instance_heartbeats_at_its_pace_and_does_not_spin(
 ) -> None:
     # Sweeps every 0.1 s, heartbeats every 10 s: while a drain waits for a run's checkpoint,
     # the loop must wait too, not heartbeat (a write) as fast as it can.
-    instance = app.state.instance
-    own = settings.model_copy(
-        update={"instance_id": LEAVING, "run_sweep_seconds": 0.1, "run_lease_seconds": 30.0}
-    )
-    pipeline = Pipeline(instance.database, own, instance.leases, amazon=instance.amazon, ebay=gated)
-    executor = RunExecutor(instance.leases, pipeline, own)
+    executor = leaving_executor(app, settings, gated, run_sweep_seconds=0.1, run_lease_seconds=30.0)
     beats = 0
     heartbeat = executor.heartbeat
 
@@ -208,7 +209,7 @@ async def test_a_draining_instance_heartbeats_at_its_pace_and_does_not_spin(
         run = await create_run(client, admin, ["172282"], products_per_category=PRODUCTS)
         await orphan(database, run["id"], owner=LEAVING, expired=False)
         assert await executor.submit(uuid.UUID(run["id"]))
-        await until(lambda: gated.calls == pipeline.concurrency)  # in flight, none may finish
+        await until(lambda: gated.calls == executor.pipeline.concurrency)  # none may finish
         draining = asyncio.create_task(executor.drain(30))
         await until(lambda: executor.draining)
         await asyncio.sleep(0.5)  # five sweep periods

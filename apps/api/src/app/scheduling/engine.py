@@ -49,12 +49,12 @@ ENGINE_POOL_SIZE = 2
 """Connections of the engine's own pool (on its own loop): one listens for changes
 (PostgreSQL), one fires; as many again may overflow."""
 FAILURE_BACKOFF_MAX = timedelta(seconds=60)
+"""Longest wait before retrying a pass that failed (the database away, a bug): failed
+passes are retried after one poll interval, doubling each time up to this."""
 HELD_ELSEWHERE_RETRY = timedelta(milliseconds=100)
 """How soon to look again at schedules that were due when a pass began and that the pass
 did not claim: another replica's transaction holds them (PostgreSQL's SKIP LOCKED) and
 fires them, or, if it fails, leaves them due for the next look."""
-"""Longest wait before retrying a pass that failed (the database away, a bug): failed
-passes are retried after one poll interval, doubling each time up to this."""
 NOTIFY_OUTCOMES = {
     FireOutcome.SKIPPED,
     FireOutcome.MISSED,
