@@ -96,6 +96,10 @@ async def test_shutdown_lets_a_tick_in_flight_finish(
         finished.append(True)
         return []
 
+    async def due_now() -> datetime:
+        return datetime(2027, 2, 1, tzinfo=UTC)
+
+    monkeypatch.setattr(schedules, "next_due", due_now)  # something is due: the tick fires
     monkeypatch.setattr(schedules, "fire_due", slow_fire_due)
     engine = make_engine(app, settings, FakeClock(datetime(2027, 2, 1, tzinfo=UTC)))
     engine.start()  # ticks at once: whatever is due after downtime
@@ -109,6 +113,36 @@ async def test_shutdown_lets_a_tick_in_flight_finish(
     assert finished == [True]
     assert not engine.running
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_wake_up_with_nothing_due_takes_no_write_transaction(
+    client: httpx.AsyncClient,
+    org: Org,
+    app: FastAPI,
+    settings: Settings,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schedules: ScheduleService = app.state.instance.schedules
+    passes: list[datetime] = []
+    fire_due = schedules.fire_due
+
+    async def counted(**options: Any) -> list[FireResult]:
+        passes.append(clock.now)
+        return await fire_due(**options)
+
+    monkeypatch.setattr(schedules, "fire_due", counted)
+    await enable(client, org)  # due 2027-02-01 00:00
+    clock.set(datetime(2027, 1, 31, 23, 59, 59, tzinfo=UTC))  # within a poll of it
+    engine = make_engine(app, settings, clock)
+    assert await engine.tick() == []  # a read only: nothing due yet (on SQLite, no lock)
+    assert passes == []
+    assert engine._next_wake == datetime(2027, 2, 1, tzinfo=UTC)
+    clock.set(datetime(2027, 2, 1, tzinfo=UTC))
+    (fired,) = await engine.tick()
+    await engine.drain()
+    assert passes == [clock.now]
+    assert fired.outcome.value == "started"
 
 
 @pytest.mark.parametrize("own_loop", [False, True], ids=["main loop", "own loop"])

@@ -238,13 +238,18 @@ class CollectionScheduler:
         began = self.clock()
         next_due: datetime | None = None
         results: list[FireResult] = []
-        failed = False
+        failed = fired = False
         try:
             with acting_as(SYSTEM):
                 try:
-                    # each committed batch is followed up at once (runs, logs, mail), even
-                    # when a later batch fails
-                    results = await self.firing.fire_due(on_batch=self._follow_up)
+                    # A read first: most wake-ups find nothing due, and then take no write
+                    # transaction (on SQLite, the write lock every writer waits for).
+                    next_due = await self.firing.next_due()
+                    if next_due is not None and next_due <= began:
+                        fired = True
+                        # each committed batch is followed up at once (runs, logs, mail),
+                        # even when a later batch fails
+                        results = await self.firing.fire_due(on_batch=self._follow_up)
                 except Exception as exc:
                     failed = True
                     self._pass_failed(exc)
@@ -256,7 +261,7 @@ class CollectionScheduler:
                         )
                         self._failures = 0
                 self.last_tick_at = self.clock()
-                if not failed:
+                if fired and not failed:
                     try:
                         next_due = await self.firing.next_due()
                     except Exception:
