@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -189,14 +190,21 @@ async def test_changes_lists_and_sellers_fit_a_phone(
 
         # Run again: a new run of the same preset, followed live until it completes.
         await page.goto(f"{process.url}/runs/{second['id']}")
-        # (the page the redirect lands on says so; the new run may finish, and the page
-        # reload with its results, before a locator could read that page)
-        async with page.expect_navigation() as landed:
+        # The answer to the button sets the message the next page shows (that page is
+        # tested over HTTP in test_web_run_changes: here the new run may finish, and its
+        # page reload, before the browser could read the first one, or even its body).
+        async with (
+            page.expect_response(
+                lambda r: r.request.method == "POST" and r.url.endswith("/again")
+            ) as answered,
+            page.expect_navigation(),
+        ):
             await page.get_by_role("button", name="Run again").click()
-        response = await landed.value
-        assert response is not None
-        first_page = await response.text()
-        assert "again, with the same size" in first_page
+        redirect = await answered.value
+        assert redirect.status == 303
+        cookies = urllib.parse.unquote(await redirect.header_value("set-cookie") or "")
+        assert "again, with the same size" in cookies
+        assert second["id"] not in page.url  # on the new run's page
         await expect(page.locator("#run-live .badge")).to_have_text("Completed")
         await expect(page.locator("#changes .compared")).to_contain_text(second["name"])
         wide["run again"] = await _overflow(page, tmp_path, "run-again")
