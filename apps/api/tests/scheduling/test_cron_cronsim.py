@@ -45,6 +45,9 @@ def test_a_single_value_range_with_a_step_is_rejected() -> None:
     # must not change when a schedule fires, so the expression is refused with a reason.
     with pytest.raises(CronError, match="holds a single value"):
         parse("5-5/2 * * * *")
+    # A range of two values or more keeps its step, as everywhere: 5 and 7 of each hour.
+    assert parse("5-8/2 * * * *").next_after(utc(2027, 1, 1, 0, 5)) == utc(2027, 1, 1, 0, 7)
+    assert next(CronSim("5-8/2 * * * *", utc(2027, 1, 1, 0, 7))) == utc(2027, 1, 1, 1, 5)
 
 
 MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
