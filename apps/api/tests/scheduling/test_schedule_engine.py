@@ -49,6 +49,16 @@ class RealTimeClock(FakeClock):
         return self.now if self._offset is None else datetime.now(UTC) + self._offset
 
 
+async def fired_soon(client: httpx.AsyncClient, org: Org, within: float) -> list[dict[str, Any]]:
+    """The organization's fire log once it has a fire, or empty after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not (fires := await history(client, org.admin)):
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return fires
+
+
 async def test_engine_fires_a_lone_schedule_within_a_second(
     client: httpx.AsyncClient, org: Org, app: FastAPI, settings: Settings
 ) -> None:
@@ -63,12 +73,7 @@ async def test_engine_fires_a_lone_schedule_within_a_second(
         await enable(client, org)
         live.run()
         engine.start()
-        fires: list[dict[str, Any]] = []
-        for _ in range(100):
-            fires = await history(client, org.admin)
-            if fires:
-                break
-            await asyncio.sleep(0.02)
+        fires = await fired_soon(client, org, within=2)
     finally:
         await engine.shutdown()
         await engine.drain()
@@ -162,12 +167,7 @@ async def test_engine_picks_up_a_change_without_restart(
         await asyncio.sleep(0.05)
         await enable(client, org, "0 12 * * *")  # due half a second after `run()`
         live.run()
-        fires: list[dict[str, Any]] = []
-        for _ in range(100):
-            fires = await history(client, org.admin)
-            if fires:
-                break
-            await asyncio.sleep(0.02)
+        fires = await fired_soon(client, org, within=2)
     finally:
         await engine.shutdown()
         await engine.drain()
@@ -244,12 +244,7 @@ async def test_on_postgresql_a_change_on_another_replica_wakes_the_engine_at_onc
         engine.start()
         await asyncio.sleep(0.3)  # its first look found nothing: the next poll is 5 s away
         await enable(client, org, "0 12 * * *")  # due 1.2 s from now
-        fires: list[dict[str, Any]] = []
-        for _ in range(150):
-            fires = await history(client, org.admin)
-            if fires:
-                break
-            await asyncio.sleep(0.02)
+        fires = await fired_soon(client, org, within=3)
     finally:
         await engine.shutdown()
         await engine.drain()
